@@ -1,0 +1,1 @@
+"""The `jetraft` command: server, cluster, admin, bench, jepsen."""
