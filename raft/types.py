@@ -146,3 +146,18 @@ class Ready:
             or self.read_states
             or self.events
         )
+
+
+class ConfigChangeType(enum.Enum):
+    """One single-server membership change (see raft/membership.py for the scheme)."""
+
+    ADD_VOTER = "add_voter"  # a new voter (or a learner promoted directly)
+    ADD_LEARNER = "add_learner"  # a new non-voting member that receives the log
+    PROMOTE_LEARNER = "promote_learner"  # an existing learner becomes a voter
+    REMOVE = "remove"  # a voter or learner leaves the group
+
+
+@attrs.frozen
+class ConfigChange:
+    type: ConfigChangeType
+    node_id: NodeId
