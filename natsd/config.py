@@ -1,0 +1,158 @@
+"""Server options and TOML config loading with nats-server's key names.
+
+`ServerOptions` is one frozen value holding everything the server needs; the CLI builds it from
+defaults, then a config file (`load_config`), then command-line flags (flags win, as in
+nats-server). Config keys follow nats-server's names (`port`, `listen`, `max_payload`,
+`ping_interval`, `ping_max`, `jetstream { store_dir ... }`), sizes may be written as `"1MB"` and
+durations as Go-style strings (`"2m"`, `"500ms"`) or as numbers of seconds. The file is TOML (read
+with tomllib). Unknown keys are reported back, not fatal, so a nats-server file mostly just works.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from typing import Any
+
+import attrs
+
+DEFAULT_PORT = 4222
+VERSION = "2.11.0"  # what clients see in INFO; must be 2.x with x >= 10 (protocol.md #1)
+
+
+@attrs.frozen
+class ServerOptions:
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    server_name: str = ""
+    max_payload_bytes: int = 1024 * 1024
+    max_pending_bytes: int = 64 * 1024 * 1024
+    max_control_line_bytes: int = 4096
+    max_connections: int = 64 * 1024
+    ping_interval_s: float = 120.0
+    max_pings_out: int = 2
+    write_deadline_s: float = 10.0
+    debug: bool = False
+    trace: bool = False
+    logfile: str | None = None
+    log_json: bool = False
+    jetstream: bool = False
+    store_dir: str | None = None
+    max_memory_store_bytes: int = -1
+    max_file_store_bytes: int = -1
+    seed: int | None = None  # for queue-member choice; None = from the OS
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_size_bytes(value: Any) -> int:
+    """`1048576`, `"1MB"`, `"64M"`, `"2GiB"` -> bytes (K/M/G/T are powers of 1024)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise ValueError(f"not a size: {value!r}")
+    number, unit = int(match.group(1)), match.group(2).lower()
+    return number * 1024 ** " kmgt".index(unit or " ")
+
+
+def parse_duration_s(value: Any) -> float:
+    """`120`, `"2m"`, `"1m30s"`, `"500ms"` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    parts = _DURATION_RE.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {value!r}")
+    return sum(float(n) * _DURATION_UNIT_S[u] for n, u in parts)
+
+
+def _listen(value: str) -> dict[str, Any]:
+    host, _, port = str(value).rpartition(":")
+    out: dict[str, Any] = {"port": int(port)}
+    if host:
+        out["host"] = host
+    return out
+
+
+_SIMPLE_KEYS: dict[str, tuple[str, Any]] = {
+    "port": ("port", int),
+    "host": ("host", str),
+    "net": ("host", str),
+    "server_name": ("server_name", str),
+    "max_payload": ("max_payload_bytes", parse_size_bytes),
+    "max_pending": ("max_pending_bytes", parse_size_bytes),
+    "max_control_line": ("max_control_line_bytes", parse_size_bytes),
+    "max_connections": ("max_connections", int),
+    "max_conn": ("max_connections", int),
+    "ping_interval": ("ping_interval_s", parse_duration_s),
+    "ping_max": ("max_pings_out", int),
+    "max_pings_out": ("max_pings_out", int),
+    "write_deadline": ("write_deadline_s", parse_duration_s),
+    "debug": ("debug", bool),
+    "trace": ("trace", bool),
+    "logfile": ("logfile", str),
+    "log_file": ("logfile", str),
+}
+
+_JS_KEYS: dict[str, tuple[str, Any]] = {
+    "store_dir": ("store_dir", str),
+    "max_memory_store": ("max_memory_store_bytes", parse_size_bytes),
+    "max_mem": ("max_memory_store_bytes", parse_size_bytes),
+    "max_file_store": ("max_file_store_bytes", parse_size_bytes),
+    "max_file": ("max_file_store_bytes", parse_size_bytes),
+}
+
+
+def options_from_mapping(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Translate nats-server config keys to ServerOptions field values; also return unknown
+    keys. Raises ValueError on a bad value."""
+    fields: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in data.items():
+        if key in _SIMPLE_KEYS:
+            name, convert = _SIMPLE_KEYS[key]
+            fields[name] = convert(value)
+        elif key == "listen":
+            fields.update(_listen(value))
+        elif key == "jetstream":
+            fields.update(_jetstream(value, unknown))
+        else:
+            unknown.append(key)
+    return fields, unknown
+
+
+def _jetstream(value: Any, unknown: list[str]) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"jetstream": value}
+    if isinstance(value, str):
+        return {"jetstream": value.lower() in ("enabled", "true", "on", "yes")}
+    fields: dict[str, Any] = {"jetstream": True}
+    for key, item in dict(value).items():
+        if key in _JS_KEYS:
+            name, convert = _JS_KEYS[key]
+            fields[name] = convert(item)
+        elif key == "enabled":
+            fields["jetstream"] = bool(item)
+        else:
+            unknown.append(f"jetstream.{key}")
+    return fields
+
+
+def load_config(path: str) -> tuple[dict[str, Any], list[str]]:
+    """Read a TOML config file; return (ServerOptions field values, unknown keys)."""
+    with open(path, "rb") as handle:
+        data = tomllib.load(handle)
+    return options_from_mapping(data)
+
+
+def build_options(base: ServerOptions, overrides: dict[str, Any]) -> ServerOptions:
+    """`base` with the non-None `overrides` applied."""
+    return attrs.evolve(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,479 @@
+# pure-core
+"""Sans-IO parser and encoder for the NATS client protocol.
+
+How it works: `Parser.feed(data)` takes whatever bytes arrived and returns the list of complete
+operations found so far; a frame split across reads is kept and finished on a later `feed`. The
+hot loop works on a whole received chunk with `bytes.find` and index arithmetic. Control lines of
+PUB/HPUB (and MSG/HMSG on the client side) are cached by their exact bytes, so a stream of
+publishes to the same subject costs one dict lookup and two slices per message.
+
+Why it looks like this: pure Python must parse ~2M msgs/s, so the common operation is a plain
+tuple, not an object:
+
+    PUB/HPUB  -> (subject: str, reply: str | None, headers: bytes | None, payload: bytes,
+                  tail: bytes)
+
+`tail` is the end of the MSG/HMSG control line the server will write for this message
+(`b" [reply] <size>\r\n"` or `b" [reply] <hdr> <total>\r\n"`), so fan-out only prepends
+`MSG <subject> <sid>`. Every other operation is a frozen attrs value (Connect, Sub, Unsub, Ping,
+Pong, Ok, Err, Info, Msg) and a broken stream yields `ProtocolError(message, close)`: `message`
+is the exact -ERR text nats-server sends (None where it closes silently). After a closing error the
+parser returns nothing more. No exception escapes `feed` for any input.
+
+The encoder functions build the bytes of server operations (and client operations, for tests
+and the benchmark client).
+"""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+
+MAX_CONTROL_LINE = 4096
+MAX_PAYLOAD = 1024 * 1024
+
+ERR_UNKNOWN_OP = "Unknown Protocol Operation"
+ERR_MAX_PAYLOAD = "Maximum Payload Violation"
+ERR_MAX_CONTROL_LINE = "maximum control line exceeded"
+
+_LINE_CACHE_MAX = 4096
+_KIND_PUB = 0
+_KIND_MSG = 1
+
+
+@attrs.frozen
+class Connect:
+    options: dict
+
+
+@attrs.frozen
+class Info:
+    info: dict
+
+
+@attrs.frozen
+class Sub:
+    subject: str
+    queue: str | None
+    sid: str
+
+
+@attrs.frozen
+class Unsub:
+    sid: str
+    max_msgs: int | None = None
+
+
+@attrs.frozen
+class Ping:
+    pass
+
+
+@attrs.frozen
+class Pong:
+    pass
+
+
+@attrs.frozen
+class Ok:
+    pass
+
+
+@attrs.frozen
+class Err:
+    text: str
+
+
+@attrs.frozen
+class Msg:
+    subject: str
+    sid: str
+    reply: str | None
+    headers: bytes | None
+    payload: bytes
+
+
+@attrs.frozen
+class ProtocolError:
+    message: str | None  # exact -ERR text, or None to close without one
+    close: bool = True
+
+
+PING = Ping()
+PONG = Pong()
+OK = Ok()
+
+
+class _Bad(Exception):
+    """Internal: a control line is malformed; carries the ProtocolError to report."""
+
+    def __init__(self, message: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _decode(token: bytes) -> str:
+    return token.decode("utf-8", "surrogateescape")
+
+
+def _size(token: bytes) -> int:
+    if not token.isdigit() or not token.isascii():
+        raise _Bad(None)
+    return int(token)
+
+
+class Parser:
+    """Incremental parser; `server_side` selects which operations are accepted."""
+
+    def __init__(
+        self,
+        *,
+        server_side: bool = True,
+        max_control_line: int = MAX_CONTROL_LINE,
+        max_payload: int = MAX_PAYLOAD,
+    ) -> None:
+        self.server_side = server_side
+        self.max_control_line = max_control_line
+        self.max_payload = max_payload
+        self.closed = False
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self._need = 0  # bytes needed from the start of pending (0: wait for a newline)
+        self._cache: dict[bytes, tuple] = {}
+
+    # -- public -------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list:
+        if self.closed or not data:
+            return []
+        if self._pending:
+            self._pending.append(data)
+            self._pending_len += len(data)
+            if self._need:
+                if self._pending_len < self._need:
+                    return []
+            elif b"\n" not in data:
+                if self._pending_len > self.max_control_line + 2:
+                    return self._fail([], ERR_MAX_CONTROL_LINE)
+                return []
+            buf = b"".join(self._pending)
+            self._pending = []
+            self._pending_len = 0
+        else:
+            buf = bytes(data)
+        ops: list = []
+        self._need = 0
+        pos = self._parse(buf, ops)
+        if pos < len(buf) and not self.closed:
+            rest = buf[pos:]
+            self._pending = [rest]
+            self._pending_len = len(rest)
+            if not self._need and len(rest) > self.max_control_line + 2:
+                return self._fail(ops, ERR_MAX_CONTROL_LINE)
+        return ops
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _fail(self, ops: list, message: str | None) -> list:
+        self.closed = True
+        self._pending = []
+        ops.append(ProtocolError(message, True))
+        return ops
+
+    def _parse(self, buf: bytes, ops: list) -> int:
+        """Parse complete frames of `buf` into `ops`; return where the unparsed rest starts."""
+        pos = 0
+        n = len(buf)
+        find = buf.find
+        cache = self._cache
+        append = ops.append
+        while pos < n:
+            nl = find(b"\n", pos)
+            if nl < 0:
+                return pos
+            line = buf[pos:nl]
+            meta = cache.get(line)
+            if meta is None:
+                meta = self._control_line(line)
+                if type(meta) is not tuple:
+                    if meta is not None:
+                        if type(meta) is ProtocolError:
+                            self._fail(ops, meta.message)
+                            return n
+                        append(meta)
+                    pos = nl + 1
+                    continue
+                if len(cache) >= _LINE_CACHE_MAX:
+                    cache.clear()
+                cache[line] = meta
+            kind, subject, reply, sid, hsize, size, tail = meta
+            start = nl + 1
+            end = start + size
+            if end + 2 > n:
+                self._need = end + 2 - pos
+                return pos
+            if buf[end] != 13 or buf[end + 1] != 10:
+                self._fail(ops, ERR_UNKNOWN_OP)
+                return n
+            if kind == _KIND_PUB:
+                if hsize < 0:
+                    append((subject, reply, None, buf[start:end], tail))
+                else:
+                    mid = start + hsize
+                    append((subject, reply, buf[start:mid], buf[mid:end], tail))
+            else:
+                headers = buf[start : start + hsize] if hsize >= 0 else None
+                body = buf[start + max(hsize, 0) : end]
+                append(Msg(subject, sid, reply, headers, body))
+            pos = end + 2
+        return pos
+
+    def _control_line(self, line: bytes):
+        """Parse one control line (no payload yet): an op, a payload tuple, None, or an error."""
+        if len(line) > self.max_control_line:
+            return ProtocolError(ERR_MAX_CONTROL_LINE)
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        try:
+            return self._dispatch(line)
+        except _Bad as bad:
+            return ProtocolError(bad.message)
+
+    def _dispatch(self, line: bytes):
+        head = line[:5].upper()
+        if head.startswith(b"PING"):
+            return PING
+        if head.startswith(b"PONG"):
+            return PONG
+        if head.startswith(b"+OK"):
+            return None if self.server_side else OK
+        op, sep, rest = _split_op(line)
+        if not sep:
+            raise _Bad(ERR_UNKNOWN_OP)
+        handler = (_SERVER_OPS if self.server_side else _CLIENT_OPS).get(op)
+        if handler is None:
+            raise _Bad(ERR_UNKNOWN_OP)
+        return handler(self, rest)
+
+    def _pub(self, rest: bytes) -> tuple:
+        args = _args(rest)
+        if len(args) == 2:
+            subject, size_b = args
+            reply = None
+        elif len(args) == 3:
+            subject, reply, size_b = args
+        else:
+            raise _Bad(None)
+        size = _size(size_b)
+        if size > self.max_payload:
+            raise _Bad(ERR_MAX_PAYLOAD)
+        tail = b" " + (reply + b" " if reply is not None else b"") + size_b + b"\r\n"
+        reply_s = _decode(reply) if reply is not None else None
+        return (_KIND_PUB, _decode(subject), reply_s, None, -1, size, tail)
+
+    def _hpub(self, rest: bytes) -> tuple:
+        args = _args(rest)
+        if len(args) == 3:
+            subject, hsize_b, size_b = args
+            reply = None
+        elif len(args) == 4:
+            subject, reply, hsize_b, size_b = args
+        else:
+            raise _Bad(None)
+        hsize, size = _size(hsize_b), _size(size_b)
+        if size > self.max_payload:
+            raise _Bad(ERR_MAX_PAYLOAD)
+        if hsize > size:
+            raise _Bad(None)
+        tail = b" " + (reply + b" " if reply is not None else b"") + hsize_b + b" " + size_b + b"\r\n"
+        reply_s = _decode(reply) if reply is not None else None
+        return (_KIND_PUB, _decode(subject), reply_s, None, hsize, size, tail)
+
+    def _sub(self, rest: bytes) -> Sub:
+        args = _args(rest)
+        if len(args) == 2:
+            return Sub(_decode(args[0]), None, _decode(args[1]))
+        if len(args) == 3:
+            return Sub(_decode(args[0]), _decode(args[1]), _decode(args[2]))
+        raise _Bad(None)
+
+    def _unsub(self, rest: bytes) -> Unsub:
+        args = _args(rest)
+        if len(args) == 1:
+            return Unsub(_decode(args[0]), None)
+        if len(args) == 2:
+            return Unsub(_decode(args[0]), _size(args[1]))
+        raise _Bad(None)
+
+    def _connect(self, rest: bytes) -> Connect:
+        return Connect(_json_object(rest))
+
+    def _info(self, rest: bytes):
+        info = _json_object(rest)
+        return None if self.server_side else Info(info)
+
+    def _err_from_client(self, rest: bytes):
+        raise _Bad(None)
+
+    def _err(self, rest: bytes) -> Err:
+        text = _decode(rest.strip(b" \t"))
+        if len(text) >= 2 and text[0] == text[-1] == "'":
+            text = text[1:-1]
+        return Err(text)
+
+    def _msg(self, rest: bytes) -> tuple:
+        args = _args(rest)
+        if len(args) == 3:
+            subject, sid, size_b = args
+            reply = None
+        elif len(args) == 4:
+            subject, sid, reply, size_b = args
+        else:
+            raise _Bad(None)
+        reply_s = _decode(reply) if reply is not None else None
+        return (_KIND_MSG, _decode(subject), reply_s, _decode(sid), -1, _size(size_b), b"")
+
+    def _hmsg(self, rest: bytes) -> tuple:
+        args = _args(rest)
+        if len(args) == 4:
+            subject, sid, hsize_b, size_b = args
+            reply = None
+        elif len(args) == 5:
+            subject, sid, reply, hsize_b, size_b = args
+        else:
+            raise _Bad(None)
+        hsize, size = _size(hsize_b), _size(size_b)
+        if hsize > size:
+            raise _Bad(None)
+        reply_s = _decode(reply) if reply is not None else None
+        return (_KIND_MSG, _decode(subject), reply_s, _decode(sid), hsize, size, b"")
+
+
+def _split_op(line: bytes) -> tuple[bytes, bool, bytes]:
+    """Split `OP<space|tab>rest`; the op is upper-cased, `sep` says a separator was found."""
+    for i, byte in enumerate(line):
+        if byte == 32 or byte == 9:
+            return line[:i].upper(), True, line[i + 1 :]
+    return line.upper(), False, b""
+
+
+def _args(rest: bytes) -> list[bytes]:
+    return [a for a in rest.replace(b"\t", b" ").split(b" ") if a]
+
+
+def _json_object(rest: bytes) -> dict:
+    try:
+        value = json.loads(rest)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _Bad(None) from None
+    if not isinstance(value, dict):
+        raise _Bad(None)
+    return value
+
+
+_SERVER_OPS = {
+    b"PUB": Parser._pub,
+    b"HPUB": Parser._hpub,
+    b"SUB": Parser._sub,
+    b"UNSUB": Parser._unsub,
+    b"CONNECT": Parser._connect,
+    b"INFO": Parser._info,
+    b"-ERR": Parser._err_from_client,
+}
+
+_CLIENT_OPS = {
+    b"MSG": Parser._msg,
+    b"HMSG": Parser._hmsg,
+    b"INFO": Parser._info,
+    b"-ERR": Parser._err,
+}
+
+
+# -- encoder ----------------------------------------------------------------------------------
+
+PING_BYTES = b"PING\r\n"
+PONG_BYTES = b"PONG\r\n"
+OK_BYTES = b"+OK\r\n"
+CRLF = b"\r\n"
+
+
+def _b(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def encode_info(info: dict) -> bytes:
+    return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b" \r\n"
+
+
+def encode_connect(options: dict) -> bytes:
+    return b"CONNECT " + json.dumps(options, separators=(",", ":")).encode() + b"\r\n"
+
+
+def encode_err(text: str) -> bytes:
+    return b"-ERR '" + _b(text) + b"'\r\n"
+
+
+def encode_msg(subject: str, sid: str, reply: str | None, payload: bytes) -> bytes:
+    rep = b" " + _b(reply) if reply else b""
+    head = b"MSG " + _b(subject) + b" " + _b(sid) + rep + b" %d\r\n" % len(payload)
+    return head + payload + CRLF
+
+
+def encode_hmsg(subject: str, sid: str, reply: str | None, headers: bytes, payload: bytes) -> bytes:
+    rep = b" " + _b(reply) if reply else b""
+    sizes = b" %d %d\r\n" % (len(headers), len(headers) + len(payload))
+    return b"HMSG " + _b(subject) + b" " + _b(sid) + rep + sizes + headers + payload + CRLF
+
+
+def encode_pub(subject: str, reply: str | None, payload: bytes) -> bytes:
+    rep = b" " + _b(reply) if reply else b""
+    return b"PUB " + _b(subject) + rep + b" %d\r\n" % len(payload) + payload + CRLF
+
+
+def encode_hpub(subject: str, reply: str | None, headers: bytes, payload: bytes) -> bytes:
+    rep = b" " + _b(reply) if reply else b""
+    sizes = b" %d %d\r\n" % (len(headers), len(headers) + len(payload))
+    return b"HPUB " + _b(subject) + rep + sizes + headers + payload + CRLF
+
+
+def encode_sub(subject: str, queue: str | None, sid: str) -> bytes:
+    q = b" " + _b(queue) if queue else b""
+    return b"SUB " + _b(subject) + q + b" " + _b(sid) + CRLF
+
+
+def encode_unsub(sid: str, max_msgs: int | None = None) -> bytes:
+    tail = b" %d" % max_msgs if max_msgs is not None else b""
+    return b"UNSUB " + _b(sid) + tail + CRLF
+
+
+def encode(op) -> bytes:
+    """Encode any operation value (or a PUB tuple) back to wire bytes."""
+    if type(op) is tuple:
+        subject, reply, headers, payload = op[:4]
+        if headers is None:
+            return encode_pub(subject, reply, payload)
+        return encode_hpub(subject, reply, headers, payload)
+    return _ENCODERS[type(op)](op)
+
+
+_ENCODERS = {
+    Connect: lambda op: encode_connect(op.options),
+    Info: lambda op: encode_info(op.info),
+    Sub: lambda op: encode_sub(op.subject, op.queue, op.sid),
+    Unsub: lambda op: encode_unsub(op.sid, op.max_msgs),
+    Ping: lambda op: PING_BYTES,
+    Pong: lambda op: PONG_BYTES,
+    Ok: lambda op: OK_BYTES,
+    Err: lambda op: encode_err(op.text),
+    Msg: lambda op: (
+        encode_msg(op.subject, op.sid, op.reply, op.payload)
+        if op.headers is None
+        else encode_hmsg(op.subject, op.sid, op.reply, op.headers, op.payload)
+    ),
+}
+
+
+def no_responders_headers(subject: str) -> bytes:
+    """Header block of the 503 status sent when a request has no subscribers."""
+    return b"NATS/1.0 503\r\nNats-Subject: " + _b(subject) + b"\r\n\r\n"
