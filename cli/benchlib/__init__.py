@@ -1,0 +1,1 @@
+"""Support code for `jetraft bench`: server launcher, load generators, result tables."""

