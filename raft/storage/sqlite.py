@@ -6,6 +6,10 @@ Tables are STRICT with a schema version in `store_meta`. Every entry row, hard-s
 snapshot row carries a crc32 over its contents (group name included, so a row copied to the
 wrong group also fails).
 
+A file that SQLite cannot open or that fails `PRAGMA quick_check` is renamed aside (never
+deleted) and a fresh file records that fact, so every group without new state loads as
+repair-needed, across restarts too.
+
 `load()` reads a group's rows in index order and stops at the first row that fails its checksum,
 breaks contiguity or decreases the term; it returns the verified prefix together with the errors.
 A committed index beyond the verified log, or a database that SQLite itself reports as
@@ -81,16 +85,43 @@ class SqliteLogStore(LogStore):
         self.path = pathlib.Path(path)
         self.open_errors: tuple[str, ...] = ()
         try:
-            self._db = sqlite3.connect(
-                str(self.path), isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._check_schema_version()
+            self._open()
+            problems = self._quick_check()
         except sqlite3.DatabaseError as exc:
-            raise StorageError(f"cannot open {self.path}: {exc}") from exc
-        self.open_errors = self._quick_check()
+            problems = (f"cannot open: {exc}",)
+        if problems:
+            self._quarantine(problems)
+
+    def _open(self) -> None:
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._check_schema_version()
+        row = self._db.execute("SELECT value FROM store_meta WHERE key='quarantine'").fetchone()
+        self._quarantine_note = row[0] if row else None
+
+    def _quarantine(self, problems: tuple[str, ...]) -> None:
+        """Move a damaged file aside (never delete it) and start a fresh one that remembers it.
+
+        Groups with no hard state in the fresh file load as repair-needed, since what this
+        server once promised them is gone."""
+        self._db.close()
+        for n in range(1, 1000):
+            target = self.path.with_name(f"{self.path.name}.quarantined-{n}")
+            if not target.exists():
+                break
+        for suffix in ("", "-wal", "-shm"):
+            src = pathlib.Path(str(self.path) + suffix)
+            if src.exists():
+                src.rename(pathlib.Path(str(target) + suffix))
+        note = f"{'; '.join(problems)} (moved to {target.name})"
+        self._open()
+        self._db.execute(
+            "INSERT OR REPLACE INTO store_meta(key, value) VALUES ('quarantine', ?)", (note,)
+        )
+        self._quarantine_note = note
+        self.open_errors = problems
 
     def _check_schema_version(self) -> None:
         row = self._db.execute("SELECT value FROM store_meta WHERE key='schema'").fetchone()
@@ -257,7 +288,7 @@ class SqliteLogStore(LogStore):
         return verify_entries(group, after, rows)
 
     def load(self, group: GroupId) -> LoadedState:
-        errors = list(self.open_errors)
+        errors: list[str] = []
         hs, snapshot, entries, was_member = HardState(), None, [], False
         try:
             was_member = self._is_marked(group)
@@ -266,6 +297,8 @@ class SqliteLogStore(LogStore):
             after = snapshot.meta.index if snapshot else 0
             entries, entry_errors = self._read_entries(group, after)
             errors += hs_errors + snap_errors + entry_errors
+            if self._quarantine_note and not self._has_hard_state(group):
+                errors.append(f"store was quarantined: {self._quarantine_note}")
         except sqlite3.DatabaseError as exc:
             errors.append(f"database error while loading: {exc}")
         last = entries[-1].index if entries else (snapshot.meta.index if snapshot else 0)
@@ -274,6 +307,10 @@ class SqliteLogStore(LogStore):
         if entries and entries[-1].term > hs.term:
             errors.append(f"entry term {entries[-1].term} above hard-state term {hs.term}")
         return LoadedState(hs, snapshot, tuple(entries), tuple(errors), was_member)
+
+    def _has_hard_state(self, group: GroupId) -> bool:
+        row = self._db.execute("SELECT 1 FROM hard_state WHERE grp=?", (group,)).fetchone()
+        return row is not None
 
     def _is_marked(self, group: GroupId) -> bool:
         row = self._db.execute("SELECT 1 FROM member_marker WHERE grp=?", (group,)).fetchone()
