@@ -41,6 +41,7 @@ class Progress:
     snap_index: int = 0
     snap_acked_bytes: int = 0
     snap_sent_bytes: int = 0
+    snap_last_sent: bool = False  # the final chunk went out (since the last rewind)
 
     def become_probe(self) -> None:
         # After a snapshot the follower is known to hold at least the snapshot index.
@@ -63,6 +64,12 @@ class Progress:
         self.probe_sent = False
         self.inflight.clear()
         self.snap_index = self.snap_acked_bytes = self.snap_sent_bytes = 0
+        self.snap_last_sent = False
+
+    def rewind_snapshot(self, to_offset: int) -> None:
+        """Send the snapshot again from `to_offset` (a chunk was lost or refused)."""
+        self.snap_acked_bytes = self.snap_sent_bytes = to_offset
+        self.snap_last_sent = False
 
     def is_paused(self) -> bool:
         """Whether the leader must not send this follower another APPEND now."""
