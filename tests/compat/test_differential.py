@@ -1,0 +1,192 @@
+"""Differential tests: the same raw byte exchange against JetRaft and the reference nats-server.
+
+Each case in CASES is data: the bytes a client sends right after reading INFO. The harness sends
+them in one write followed by a `PING` barrier, and reads until the barrier's `PONG` arrives or the
+server closes the connection (with a deadline). Replies are normalised into a list of operations:
+the greeting INFO keeps only the fields a client depends on (ids, names, versions, ports and other
+per-run values are dropped), later asynchronous INFOs are dropped (nats-server sends one right
+after the first PONG, racing the barrier), and -ERR texts, +OK, PING/PONG and MSG/HMSG frames with
+their payloads are kept verbatim. Whether the server closed the connection is part of the outcome.
+
+The reference's outcome is recorded per run (not hard-coded), so the table states inputs only and
+the oracle decides. A few expectations that matter to clients are also pinned in EXPECTED, which
+checks both servers against facts from protocol.md, so a changed reference would be noticed too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import attrs
+import pytest
+
+from tests.compat.servers import KINDS, ServerProcess, raw_exchange, running_server
+
+CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":true}\r\n'
+VERBOSE = b'CONNECT {"verbose":true,"pedantic":false,"protocol":1,"headers":true}\r\n'
+PEDANTIC = b'CONNECT {"verbose":false,"pedantic":true,"protocol":1,"headers":true}\r\n'
+NORESP = b'CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":true,"no_responders":true}\r\n'
+LONG = b"a" * 5000
+GARBAGE = bytes(random.Random(20261126).randrange(256) for _ in range(64))
+
+# name -> bytes sent after INFO (a PING barrier is appended)
+CASES: dict[str, bytes] = {
+    "handshake": CONNECT,
+    "ping_before_connect": b"",
+    "verbose_ok_for_each_op": VERBOSE + b"SUB v 1\r\nPUB v 2\r\nhi\r\nUNSUB 1\r\n",
+    "verbose_bad_sub_subject": VERBOSE + b"SUB a..b 1\r\n",
+    "pedantic_wildcard_publish": PEDANTIC + b"SUB p.> 1\r\nPUB p.* 1\r\nx\r\nPUB p.> 1\r\ny\r\n",
+    "pedantic_valid_publish": PEDANTIC + b"SUB p.> 1\r\nPUB p.q 1\r\nx\r\n",
+    "non_pedantic_wildcard_publish": CONNECT + b"SUB p.> 1\r\nPUB p.* 1\r\nx\r\n",
+    "pub_sub_basic": CONNECT + b"SUB foo 1\r\nPUB foo 5\r\nhello\r\nPUB foo r.1 0\r\n\r\n",
+    "sub_queue_group": CONNECT + b"SUB q grp 4\r\nPUB q 1\r\nz\r\n",
+    "sub_empty_token": CONNECT + b"SUB foo..bar 1\r\nSUB foo 2\r\nPUB foo 1\r\nk\r\n",
+    "sub_leading_dot": CONNECT + b"SUB .foo 1\r\n",
+    "sub_trailing_dot": CONNECT + b"SUB foo. 1\r\n",
+    "sub_gt_not_last": CONNECT + b"SUB foo.>.bar 1\r\n",
+    "sub_star_inside_token_is_literal": CONNECT + b"SUB foo* 1\r\nPUB foo* 1\r\nl\r\nPUB foox 1\r\nm\r\n",
+    "sub_missing_sid": CONNECT + b"SUB foo\r\n",
+    "sub_too_many_args": CONNECT + b"SUB a b c d\r\n",
+    "oversize_control_line_pub": CONNECT + b"PUB " + LONG + b" 1\r\nx\r\n",
+    "oversize_control_line_sub": CONNECT + b"SUB " + LONG + b" 1\r\n",
+    "oversize_control_line_no_newline": CONNECT + LONG,
+    "oversize_payload": CONNECT + b"PUB big 2000000\r\n",
+    "unknown_op": CONNECT + b"FOO bar\r\n",
+    "garbage_binary": CONNECT + GARBAGE + b"\r\n",
+    "garbage_punctuation": CONNECT + b"!!! ??? ***\r\n",
+    "pub_count_too_small": CONNECT + b"SUB c 1\r\nPUB c 3\r\nhello\r\n",
+    "pub_count_too_large": CONNECT + b"SUB c 1\r\nPUB c 7\r\nhello\r\n",
+    "pub_count_not_a_number": CONNECT + b"PUB c abc\r\n",
+    "pub_count_negative": CONNECT + b"PUB c -1\r\n",
+    "pub_missing_count": CONNECT + b"PUB c\r\n",
+    "pub_too_many_args": CONNECT + b"PUB a b c 1\r\nx\r\n",
+    "hpub_valid": CONNECT + b"SUB h 1\r\nHPUB h 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+    "hpub_header_larger_than_total": CONNECT + b"HPUB h 14 12\r\nNATS/1.0\r\n\r\nhi\r\n",
+    "hpub_header_not_a_number": CONNECT + b"HPUB h x 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+    "hpub_missing_total": CONNECT + b"HPUB h 12\r\nNATS/1.0\r\n\r\n\r\n",
+    "hpub_total_too_small": CONNECT + b"SUB h 1\r\nHPUB h 12 13\r\nNATS/1.0\r\n\r\nhi\r\n",
+    "hpub_without_headers_in_connect": b"CONNECT {}\r\nSUB h 1\r\nHPUB h 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+    "connect_bad_json": b"CONNECT {bad json\r\n",
+    "connect_not_an_object": b"CONNECT [1,2]\r\n",
+    "connect_protocol_2": b'CONNECT {"protocol":2}\r\n',
+    "connect_no_responders_without_headers": b'CONNECT {"no_responders":true}\r\n',
+    "no_responders_status": NORESP + b"SUB inbox.1 9\r\nPUB nobody inbox.1 0\r\n\r\n",
+    "no_responders_not_requested": CONNECT + b"SUB inbox.1 9\r\nPUB nobody inbox.1 0\r\n\r\n",
+    "unsub_unknown_sid": CONNECT + b"UNSUB 99\r\nUNSUB 98 5\r\n",
+    "unsub_max_already_reached": CONNECT + b"SUB u 3\r\nPUB u 1\r\na\r\nUNSUB 3 1\r\nPUB u 1\r\nb\r\n",
+    "lower_case_ops": b"connect {}\r\nsub lc 1\r\npub lc 2\r\nhi\r\nunsub 1\r\npub lc 2\r\nno\r\n",
+    "mixed_case_ops": b"CoNnEcT {}\r\nSuB mc 1\r\nPuB mc 2\r\nhi\r\n",
+    "tabs_between_args": CONNECT + b"SUB\tt\t1\r\nPUB\tt\t2\r\nhi\r\nPUB \t t \t r \t 1\r\nx\r\n",
+    "runs_of_spaces": CONNECT + b"SUB sp  1\r\nPUB sp  2\r\nhi\r\nUNSUB 1 \r\n",
+    "empty_lines": CONNECT + b"\r\n\r\nSUB e 1\r\n",
+    "client_sends_msg_op": CONNECT + b"MSG foo 1 2\r\nhi\r\n",
+    "client_sends_ok": CONNECT + b"+OK\r\n",
+    "client_sends_info": CONNECT + b"INFO {}\r\n",
+    "client_sends_pong": CONNECT + b"PONG\r\n",
+    "overlapping_subs_each_get_a_copy": CONNECT + b"SUB o.* 1\r\nSUB o.b 2\r\nSUB > 3\r\nPUB o.b 1\r\nx\r\n",
+    "echo_false": b'CONNECT {"echo":false}\r\nSUB ec 1\r\nPUB ec 1\r\nx\r\n',
+}
+
+# Facts from protocol.md every server must show (substring of the normalised outcome, closed?).
+EXPECTED: dict[str, tuple[str, bool]] = {
+    "handshake": ("PONG", False),
+    "verbose_ok_for_each_op": ("+OK|+OK|+OK|MSG v 1 2|hi|+OK|PONG", False),
+    "pedantic_wildcard_publish": ("-ERR 'Invalid Publish Subject'", False),
+    "sub_empty_token": ("-ERR 'Invalid Subject'", False),
+    "oversize_control_line_pub": ("-ERR 'maximum control line exceeded'", True),
+    "oversize_payload": ("-ERR 'Maximum Payload Violation'", True),
+    "unknown_op": ("-ERR 'Unknown Protocol Operation'", True),
+    "connect_protocol_2": ("-ERR 'invalid client protocol'", True),
+    "connect_no_responders_without_headers": ("-ERR 'no responders requires headers support'", True),
+    "no_responders_status": ("HMSG inbox.1 9 38 38|NATS/1.0 503|Nats-Subject: nobody||", False),
+    "lower_case_ops": ("MSG lc 1 2|hi|+OK|+OK|PONG", False),
+    "tabs_between_args": ("MSG t 1 2|hi|MSG t 1 r 1|x|PONG", False),
+}
+
+INFO_FIELDS_KEPT = ("proto", "headers", "max_payload", "auth_required", "tls_required")
+
+
+@attrs.frozen
+class Outcome:
+    ops: tuple[str, ...]
+    closed: bool
+
+    def render(self) -> str:
+        return "|".join(self.ops)
+
+
+def normalise(received: bytes, closed: bool) -> Outcome:
+    """Split replies into control lines and payload lines, keeping only comparable content."""
+    ops: list[str] = []
+    lines = received.split(b"\r\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    seen_info = False
+    for raw in lines:
+        line = raw.decode("utf-8", errors="replace")
+        if line.startswith("INFO "):
+            if not seen_info:
+                info: dict[str, Any] = json.loads(line[5:])
+                kept = {k: info[k] for k in INFO_FIELDS_KEPT if k in info}
+                ops.append("INFO " + json.dumps(kept, sort_keys=True))
+            seen_info = True
+            continue
+        ops.append(line)
+    return Outcome(tuple(ops), closed)
+
+
+def exchange(server: ServerProcess, sent: bytes) -> Outcome:
+    try:
+        received, closed = raw_exchange(server.port, sent + b"PING\r\n", timeout_s=3.0)
+    except TimeoutError:
+        return Outcome(("<timeout: neither PONG nor close>",), False)
+    return normalise(received, closed)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with running_server("nats-server", tmp_path_factory.mktemp("ref")) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def candidate(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with running_server("jetraft", tmp_path_factory.mktemp("cand")) as proc:
+        yield proc
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_jetraft_matches_reference(case: str, reference: ServerProcess, candidate: ServerProcess) -> None:
+    expected = exchange(reference, CASES[case])
+    actual = exchange(candidate, CASES[case])
+    assert actual == expected, f"{case}: sent {CASES[case][:200]!r}"
+    assert candidate.alive()
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+@pytest.mark.parametrize("kind", KINDS)
+def test_documented_facts(case: str, kind: str, reference: ServerProcess, request: pytest.FixtureRequest) -> None:
+    server = reference if kind == "nats-server" else request.getfixturevalue("candidate")
+    outcome = exchange(server, CASES[case])
+    text, closes = EXPECTED[case]
+    assert text in outcome.render(), outcome
+    assert outcome.closed is closes, outcome
+
+
+def test_normalise_drops_run_specific_info_fields() -> None:
+    a = b'INFO {"server_id":"A","version":"2.15.1","port":1,"headers":true,"proto":1}\r\nPONG\r\n'
+    b = b'INFO {"server_id":"B","version":"2.11.0","port":2,"headers":true,"proto":1}\r\nPONG\r\n'
+    assert normalise(a, False) == normalise(b, False)
+    assert normalise(a, False) != normalise(a, True)
+    c = b'INFO {"headers":false,"proto":1}\r\nPONG\r\n'
+    assert normalise(a, False) != normalise(c, False)
+    later_info = a + b'INFO {"connect_info":true}\r\n'
+    assert normalise(later_info, False) == normalise(a, False)
+
+
+def test_reference_outcomes_are_stable(reference: ServerProcess) -> None:
+    """The comparison is only meaningful if one server answers a case the same way every time."""
+    for case in ("oversize_control_line_no_newline", "garbage_binary", "pub_count_too_large"):
+        assert exchange(reference, CASES[case]) == exchange(reference, CASES[case]), case
