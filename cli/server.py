@@ -1,0 +1,151 @@
+"""`jetraft server`: run a NATS server (nats-server's common flags and TOML config keys).
+
+How it works: options are built from defaults, then the `-c` config file, then flags (flags win,
+as in nats-server). structlog is configured here, once: JSON lines with `--log_json`, otherwise
+the console renderer (colours only on a terminal); to stderr or to `-l FILE`. The server logs
+`server.ready port=<N>` once it is listening. SIGINT/SIGTERM flush and close every client, then
+exit 0.
+
+Other services (JetStream, meta) start through `run_server(options, services=[...])`: each
+service is `async def service(server, task_status)` started in the server's nursery once the
+port is bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO
+
+import click
+import structlog
+import trio
+
+from natsd.config import ServerOptions, build_options, load_config, parse_duration_s, parse_size_bytes
+from natsd.server import Server
+
+Service = Callable[..., Awaitable[None]]
+
+
+def configure_logging(*, json_logs: bool = False, level: int = logging.INFO,
+                      file: TextIO | None = None) -> None:
+    """Configure structlog once for the process."""
+    out = file or sys.stderr
+    if json_logs:
+        renderer: Any = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=True,
+    )
+
+
+async def run_server(options: ServerOptions, services: Sequence[Service] = ()) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully."""
+    log = structlog.get_logger("natsd")
+    server = Server(options, log=log)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            for service in services:
+                await nursery.start(service, server)
+            async for signum in signals:
+                log.info("server.signal", signal=signal.Signals(signum).name)
+                await server.shutdown()
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: Any) -> int | None:
+    try:
+        return None if value is None else parse_size_bytes(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float | None:
+    try:
+        return None if value is None else parse_duration_s(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command("server")
+@click.option("-p", "--port", type=int, default=None, help="Client port (default 4222).")
+@click.option("-a", "--addr", "--net", "host", default=None, help="Bind address (default 0.0.0.0).")
+@click.option("-n", "--name", "--server_name", "server_name", default=None, help="Server name.")
+@click.option("-c", "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="TOML config file (nats-server key names).")
+@click.option("-l", "--log", "--log_file", "logfile", default=None, help="Log to this file.")
+@click.option("-D", "--debug", is_flag=True, default=None, help="Debug logging.")
+@click.option("-V", "--trace", is_flag=True, default=None, help="Trace logging.")
+@click.option("-DV", "debug_trace", is_flag=True, default=False, help="Debug and trace logging.")
+@click.option("--log_json", is_flag=True, default=None, help="JSON log lines.")
+@click.option("-js", "--jetstream", is_flag=True, default=None, help="Enable JetStream.")
+@click.option("-sd", "--store_dir", default=None, help="JetStream storage directory.")
+@click.option("--max_payload", callback=_size, default=None, help="Max message payload.")
+@click.option("--max_pending", callback=_size, default=None, help="Max outbound bytes per client.")
+@click.option("--max_control_line", callback=_size, default=None, help="Max control line.")
+@click.option("--max_connections", type=int, default=None, help="Max client connections.")
+@click.option("--ping_interval", callback=_duration, default=None, help="Server PING interval.")
+@click.option("--ping_max", "--max_pings_out", "max_pings_out", type=int, default=None,
+              help="Unanswered PINGs before 'Stale Connection'.")
+@click.option("--write_deadline", callback=_duration, default=None, help="Write deadline.")
+def server(**flags: Any) -> None:
+    """Run a NATS server."""
+    options, unknown = _options(flags)
+    level = logging.DEBUG if (options.debug or options.trace) else logging.INFO
+    log_file = open(options.logfile, "a", buffering=1) if options.logfile else None  # noqa: SIM115
+    configure_logging(json_logs=options.log_json, level=level, file=log_file)
+    if unknown:
+        structlog.get_logger("natsd").warning("config.unknown_keys", keys=unknown)
+    try:
+        trio.run(run_server, options)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if log_file is not None:
+            log_file.close()
+
+
+def _options(flags: dict[str, Any]) -> tuple[ServerOptions, list[str]]:
+    base = ServerOptions()
+    unknown: list[str] = []
+    if flags["config_file"]:
+        try:
+            fields, unknown = load_config(flags["config_file"])
+            base = build_options(base, fields)
+        except (ValueError, TypeError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--config") from None
+    if flags["debug_trace"]:
+        flags["debug"] = flags["trace"] = True
+    overrides = {
+        "port": flags["port"],
+        "host": flags["host"],
+        "server_name": flags["server_name"],
+        "logfile": flags["logfile"],
+        "debug": flags["debug"],
+        "trace": flags["trace"],
+        "log_json": flags["log_json"],
+        "jetstream": flags["jetstream"],
+        "store_dir": flags["store_dir"],
+        "max_payload_bytes": flags["max_payload"],
+        "max_pending_bytes": flags["max_pending"],
+        "max_control_line_bytes": flags["max_control_line"],
+        "max_connections": flags["max_connections"],
+        "ping_interval_s": flags["ping_interval"],
+        "max_pings_out": flags["max_pings_out"],
+        "write_deadline_s": flags["write_deadline"],
+    }
+    return build_options(base, overrides), unknown

@@ -1,0 +1,322 @@
+"""One client connection: a reader task, a writer task and a ping timer, over a trio stream.
+
+How it works: the reader receives large chunks (up to 256 KiB), hands each to the pure
+`protocol.Parser`, and processes the resulting operations in one synchronous pass. Publishes are
+routed by the server straight into the subscribers' outbound `bytearray`s; each touched
+connection's writer is woken once per chunk, not per message. The writer swaps the whole pending
+buffer out and sends it with one `send_all` (write coalescing).
+
+Limits, as nats-server: an outbound buffer past `max_pending_bytes`, or a send blocked past
+`write_deadline_s`, marks a slow consumer and the connection is closed without flushing. A
+publisher whose subscriber's buffer is past the stall threshold waits (bounded) for that
+subscriber's writer to drain before reading more, so fast producers do not kill healthy
+consumers. Unanswered server PINGs beyond `max_pings_out` close with `-ERR 'Stale Connection'`.
+
+No exception caused by client bytes leaves `run()`: parse problems come back from the parser as
+`ProtocolError` values, and anything unexpected is logged and closes only this connection.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from natsd import protocol as p
+from natsd.subjects import is_valid_queue_name, is_valid_subject
+
+if TYPE_CHECKING:
+    from natsd.server import Server, Subscription
+
+RECEIVE_BYTES = 256 * 1024
+STALL_WAIT_S = 0.25
+
+
+class CloseReason(enum.Enum):
+    CLIENT_CLOSED = "client closed"
+    PROTOCOL_ERROR = "protocol error"
+    SLOW_CONSUMER = "slow consumer"
+    STALE = "stale connection"
+    MAX_CONNECTIONS = "maximum connections exceeded"
+    SERVER_SHUTDOWN = "server shutdown"
+    INTERNAL_ERROR = "internal error"
+
+
+class ClientConnection:
+    """Mutable per-connection state plus its tasks. Created and run by `Server`."""
+
+    def __init__(self, server: Server, stream: trio.abc.Stream, cid: int, ip: str) -> None:
+        opts = server.options
+        self.server = server
+        self.stream = stream
+        self.cid = cid
+        self.ip = ip
+        self.log = server.log.bind(cid=cid, ip=ip)
+        self.parser = p.Parser(
+            max_control_line=opts.max_control_line_bytes, max_payload=opts.max_payload_bytes
+        )
+        self.out = bytearray()
+        self.dirty = False
+        self.max_pending_bytes = opts.max_pending_bytes
+        self.stall_bytes = max(64 * 1024, min(opts.max_pending_bytes * 3 // 4, 8 * 1024 * 1024))
+        self.subs: dict[str, Subscription] = {}
+        # CONNECT options; defaults are nats-server's for a client that sent no CONNECT
+        self.verbose = True
+        self.pedantic = True
+        self.echo = True
+        self.headers = False
+        self.no_responders = False
+        self.protocol = 0
+        self.name = ""
+        self.connected = False
+        self.first_pong_sent = False
+        self.pings_out = 0
+        self.closing = False
+        self.close_reason: CloseReason | None = None
+        self.stall_on: ClientConnection | None = None
+        self.in_msgs = 0
+        self.out_msgs = 0
+        self._wake = trio.Event()
+        self._drained = trio.Event()
+        self._scope = trio.CancelScope()
+        self._flush_then_cancel = False
+        self.finished = trio.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self, first_error: str | None = None) -> None:
+        """Serve the connection until it closes; never raises (except trio.Cancelled)."""
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_loop)
+                    self.send(p.encode_info(self.server.client_info(self)))
+                    if first_error is not None:
+                        self.close(CloseReason.MAX_CONNECTIONS, first_error)
+                        return
+                    nursery.start_soon(self._ping_loop)
+                    await self._read_loop()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.log.debug("client.io_error", error=repr(exc))
+        except Exception as exc:  # noqa: BLE001 - a bad client must never kill the server
+            self.log.error("client.crashed", error=repr(exc), exc_info=True)
+        finally:
+            self.closing = True
+            self.server.client_gone(self)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+            self.finished.set()
+            self.log.debug("client.closed", reason=str(self.close_reason and self.close_reason.value))
+
+    def close(self, reason: CloseReason, err_text: str | None = None, flush: bool = True) -> None:
+        """Close this connection: optionally send `-ERR '<err_text>'` and flush first."""
+        if self.closing:
+            return
+        self.closing = True
+        self.close_reason = reason
+        self.server.drop_subscriptions(self)
+        if err_text is not None:
+            self.out += p.encode_err(err_text)
+        if flush and self.out:
+            self._flush_then_cancel = True
+            self._wake.set()
+        else:
+            self._scope.cancel()
+        self._drained.set()
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the writer and wake it."""
+        self.out += data
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- reader -----------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        receive = self.stream.receive_some
+        feed = self.parser.feed
+        while not self.closing:
+            data = await receive(RECEIVE_BYTES)
+            if not data:
+                self.close(CloseReason.CLIENT_CLOSED, flush=False)
+                return
+            self._process(feed(data))
+            stalled = self.stall_on
+            if stalled is not None:
+                self.stall_on = None
+                await stalled.wait_drained(STALL_WAIT_S)
+        if self._flush_then_cancel:
+            await trio.sleep_forever()  # the writer flushes, then cancels the scope
+
+    def _process(self, ops: list) -> None:
+        server = self.server
+        routes = server.routes
+        fast = not (self.verbose or self.pedantic)
+        deliver = server.deliver
+        for op in ops:
+            if type(op) is tuple:
+                if not fast:
+                    self._pub_checked(op)
+                    continue
+                if op[2] is not None and not self.headers:
+                    self.close(CloseReason.PROTOCOL_ERROR)
+                    break
+                route = routes.get(op[0])
+                if route is None:
+                    route = server.route_for(op[0])
+                if route:
+                    deliver(self, route, *op)
+                elif op[1] is not None and self.no_responders:
+                    server.no_responders(self, op[0], op[1])
+            else:
+                self._control(op)
+                if self.closing:
+                    break
+                fast = not (self.verbose or self.pedantic)
+        self.in_msgs += len(ops)
+        server.flush_dirty()
+
+    def _pub_checked(self, op: tuple) -> None:
+        """A publish from a verbose or pedantic client (or one with headers): full checks."""
+        subject, reply = op[0], op[1]
+        if op[2] is not None and not self.headers:
+            self.close(CloseReason.PROTOCOL_ERROR)
+            return
+        if self.pedantic and not self.server.is_literal(subject):
+            self.out += p.encode_err("Invalid Publish Subject")
+        if self.verbose:
+            self.out += p.OK_BYTES
+        self.dirty_self()
+        route = self.server.routes.get(subject)
+        if route is None:
+            route = self.server.route_for(subject)
+        if route:
+            self.server.deliver(self, route, *op)
+        elif reply is not None and self.no_responders:
+            self.server.no_responders(self, subject, reply)
+
+    def dirty_self(self) -> None:
+        if not self.dirty:
+            self.dirty = True
+            self.server.dirty.append(self)
+
+    # -- control operations -----------------------------------------------------------------
+
+    def _control(self, op: Any) -> None:
+        kind = type(op)
+        if kind is p.Ping:
+            self._on_ping()
+        elif kind is p.Pong:
+            self.pings_out = 0
+        elif kind is p.Sub:
+            self._on_sub(op)
+        elif kind is p.Unsub:
+            self._on_unsub(op)
+        elif kind is p.Connect:
+            self._on_connect(op.options)
+        elif kind is p.ProtocolError:
+            self.log.debug("client.protocol_error", error=op.message)
+            self.close(CloseReason.PROTOCOL_ERROR, op.message)
+        self.dirty_self()
+
+    def _on_ping(self) -> None:
+        self.out += p.PONG_BYTES
+        if self.connected and self.protocol >= 1 and not self.first_pong_sent:
+            self.first_pong_sent = True
+            self.out += p.encode_info(self.server.client_info(self, connect_info=True))
+
+    def _on_connect(self, options: dict) -> None:
+        protocol = options.get("protocol", 0)
+        if protocol not in (0, 1) or isinstance(protocol, bool):
+            self.close(CloseReason.PROTOCOL_ERROR, "invalid client protocol")
+            return
+        headers = bool(options.get("headers", False))
+        no_responders = bool(options.get("no_responders", False))
+        if no_responders and not headers:
+            self.close(CloseReason.PROTOCOL_ERROR, "no responders requires headers support")
+            return
+        self.verbose = bool(options.get("verbose", True))
+        self.pedantic = bool(options.get("pedantic", True))
+        self.echo = bool(options.get("echo", True))
+        self.headers = headers
+        self.no_responders = no_responders
+        self.protocol = protocol
+        self.name = str(options.get("name", ""))
+        self.connected = True
+        self.log = self.log.bind(name=self.name) if self.name else self.log
+        if self.verbose:
+            self.out += p.OK_BYTES
+
+    def _on_sub(self, op: p.Sub) -> None:
+        if not is_valid_subject(op.subject) or (
+            op.queue is not None and not is_valid_queue_name(op.queue)
+        ):
+            self.out += p.encode_err("Invalid Subject")
+            return
+        if op.sid not in self.subs:
+            self.subs[op.sid] = self.server.add_subscription(self, op.subject, op.queue, op.sid)
+        if self.verbose:
+            self.out += p.OK_BYTES
+
+    def _on_unsub(self, op: p.Unsub) -> None:
+        sub = self.subs.get(op.sid)
+        if sub is not None:
+            if op.max_msgs is not None and op.max_msgs > sub.delivered:
+                sub.max_msgs = op.max_msgs
+            else:
+                self.server.remove_subscription(sub)
+        if self.verbose:
+            self.out += p.OK_BYTES
+
+    # -- writer and timers ------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        send_all = self.stream.send_all
+        deadline_s = self.server.options.write_deadline_s
+        while True:
+            if not self.out:
+                if self._flush_then_cancel:
+                    break
+                self._drained.set()
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            data = self.out
+            self.out = bytearray()
+            self.dirty = False
+            with trio.move_on_after(deadline_s) as scope:
+                await send_all(data)
+            self.out_msgs += 1
+            if scope.cancelled_caught:
+                self.log.info("client.slow_consumer", reason="write deadline")
+                self.close(CloseReason.SLOW_CONSUMER, flush=False)
+                break
+            if len(self.out) < self.stall_bytes:
+                self._drained.set()
+        self._scope.cancel()
+
+    async def wait_drained(self, timeout_s: float) -> None:
+        """Wait (bounded) until this connection's outbound buffer is below the stall mark."""
+        with trio.move_on_after(timeout_s):
+            while len(self.out) >= self.stall_bytes and not self.closing:
+                self._drained = trio.Event()
+                await self._drained.wait()
+
+    def slow_consumer(self) -> None:
+        self.log.info("client.slow_consumer", pending_bytes=len(self.out))
+        self.out = bytearray()
+        self.close(CloseReason.SLOW_CONSUMER, flush=False)
+
+    async def _ping_loop(self) -> None:
+        interval_s = self.server.options.ping_interval_s
+        limit = self.server.options.max_pings_out
+        while not self.closing:
+            await trio.sleep(interval_s)
+            if self.pings_out + 1 > limit:
+                self.close(CloseReason.STALE, "Stale Connection")
+                return
+            self.pings_out += 1
+            self.send(p.PING_BYTES)

@@ -1,0 +1,364 @@
+"""The core NATS server: accepts connections, keeps the subscription index, routes messages.
+
+How it works: `Server.serve()` listens on TCP and runs one `ClientConnection` per socket (see
+client.py). Every subscription, from a client or internal, is a `Subscription` in one `Sublist`.
+Routing a publish is: `routes[subject]` (a per-server cache of `(plain, queue_groups)` tuples,
+cleared whenever a subscription is added or removed) then, for each target, append
+`MSG <subject> <sid>` + the parser's pre-built tail + payload + CRLF to the subscriber's
+outbound buffer and remember the connection as dirty; the reader wakes every dirty writer once
+at the end of its chunk (`flush_dirty`). Queue groups get one member per message, chosen by a
+seeded `random.Random`.
+
+Internal client API (for JetStream and meta, which sit on top of natsd):
+
+    handle = server.subscribe_internal(subject, queue, callback)
+    handle.unsubscribe()
+    server.publish_internal(subject, reply, headers, payload)
+
+`callback(subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None` is
+called synchronously while the message is routed: it must not block (schedule work instead, e.g.
+into a trio memory channel) and exceptions it raises are logged and swallowed. Internal
+subscriptions live in the same Sublist as client ones, so clients and internal subscribers see
+each other's messages; `publish_internal` wakes the writers it touched before returning.
+`headers` is the full header block (`NATS/1.0\\r\\n...\\r\\n\\r\\n`) or None.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import trio
+
+from natsd import protocol as p
+from natsd.client import ClientConnection, CloseReason
+from natsd.config import VERSION, ServerOptions
+from natsd.subjects import is_valid_literal_subject
+from natsd.sublist import Sublist
+
+InternalCallback = Callable[[str, "str | None", "bytes | None", bytes], None]
+
+_ROUTE_CACHE_MAX = 16384
+_PREFIX_CACHE_MAX = 256
+_CRLF = b"\r\n"
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+class Subscription:
+    """One subscription: a client's SID, or an internal callback (client None)."""
+
+    __slots__ = (
+        "client", "subject", "queue", "sid", "sid_b", "callback", "max_msgs", "delivered",
+        "prefixes", "server",
+    )
+
+    def __init__(self, server: Server, client: ClientConnection | None, subject: str,
+                 queue: str | None, sid: str, callback: InternalCallback | None) -> None:
+        self.server = server
+        self.client = client
+        self.subject = subject
+        self.queue = queue
+        self.sid = sid
+        self.sid_b = sid.encode("utf-8", "surrogateescape")
+        self.callback = callback
+        self.max_msgs = 0
+        self.delivered = 0
+        self.prefixes: dict[str, bytes] = {}
+
+    def prefix(self, subject: str) -> bytes:
+        """`MSG <subject> <sid>` for this subscription, cached per subject."""
+        pre = self.prefixes.get(subject)
+        if pre is None:
+            if len(self.prefixes) >= _PREFIX_CACHE_MAX:
+                self.prefixes.clear()
+            pre = b"MSG " + subject.encode("utf-8", "surrogateescape") + b" " + self.sid_b
+            self.prefixes[subject] = pre
+        return pre
+
+    def unsubscribe(self) -> None:
+        """Remove this subscription (the handle API of subscribe_internal)."""
+        self.server.remove_subscription(self)
+
+
+def _server_id(rng: random.Random) -> str:
+    return "N" + "".join(rng.choice(_B32) for _ in range(55))
+
+
+class Server:
+    def __init__(self, options: ServerOptions | None = None, *, log: Any = None) -> None:
+        self.options = options or ServerOptions()
+        self.log = log or structlog.get_logger("natsd")
+        self.sublist = Sublist()
+        self.routes: dict[str, tuple] = {}
+        self.dirty: list[ClientConnection] = []
+        self.clients: dict[int, ClientConnection] = {}
+        self.rng = random.Random(self.options.seed if self.options.seed is not None else os.urandom(16))
+        self.server_id = _server_id(self.rng)
+        self.server_name = self.options.server_name or self.server_id
+        self.port: int | None = None
+        self.ready = trio.Event()
+        self._next_cid = 0
+        self._next_internal_sid = 0
+        self._literal: dict[str, bool] = {}
+        self._scope: trio.CancelScope | None = None
+        self._listeners: list[trio.SocketListener] = []
+        self._shutting_down = False
+
+    # -- serving ----------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until cancelled or `shutdown()`; reports the bound port."""
+        opts = self.options
+        host = None if opts.host in ("", "0.0.0.0") else opts.host
+        self._listeners = await trio.open_tcp_listeners(opts.port, host=host)
+        self.port = self._listeners[0].socket.getsockname()[1]
+        with trio.CancelScope() as self._scope:
+            async with trio.open_nursery() as nursery:
+                for listener in self._listeners:
+                    nursery.start_soon(self._accept_loop, listener, nursery)
+                self.ready.set()
+                self.log.info("server.ready", port=self.port, host=opts.host,
+                              server_id=self.server_id, server_name=self.server_name,
+                              version=VERSION, jetstream=opts.jetstream)
+                task_status.started(self.port)
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            except OSError as exc:  # e.g. EMFILE: back off briefly, keep serving
+                self.log.warning("server.accept_error", error=repr(exc))
+                await trio.sleep(0.01)
+                continue
+            nursery.start_soon(self._handle, stream)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self._next_cid += 1
+        try:
+            ip = stream.socket.getpeername()[0]
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        except OSError:
+            ip = ""
+        client = ClientConnection(self, stream, self._next_cid, ip)
+        error = None
+        if self._shutting_down:
+            await trio.aclose_forcefully(stream)
+            return
+        if len(self.clients) >= self.options.max_connections:
+            error = "maximum connections exceeded"
+        else:
+            self.clients[client.cid] = client
+        await client.run(first_error=error)
+
+    async def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Stop accepting, flush and close every client, then stop serving."""
+        self._shutting_down = True
+        for listener in self._listeners:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
+        clients = list(self.clients.values())
+        for client in clients:
+            client.close(CloseReason.SERVER_SHUTDOWN)
+        with trio.move_on_after(timeout_s):
+            for client in clients:
+                await client.finished.wait()
+        if self._scope is not None:
+            self._scope.cancel()
+        self.log.info("server.stopped", clients_closed=len(clients))
+
+    def client_info(self, client: ClientConnection, connect_info: bool = False) -> dict:
+        opts = self.options
+        info: dict[str, Any] = {
+            "server_id": self.server_id,
+            "server_name": self.server_name,
+            "version": VERSION,
+            "proto": 1,
+            "go": "python",
+            "host": opts.host,
+            "port": self.port,
+            "headers": True,
+            "max_payload": opts.max_payload_bytes,
+            "client_id": client.cid,
+            "client_ip": client.ip,
+        }
+        if opts.jetstream:
+            info["jetstream"] = True
+        if connect_info:
+            info.update(connect_info=True, remote_account="$G", acc_is_sys=False)
+        return info
+
+    def client_gone(self, client: ClientConnection) -> None:
+        self.clients.pop(client.cid, None)
+        self.drop_subscriptions(client)
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def add_subscription(self, client: ClientConnection | None, subject: str, queue: str | None,
+                         sid: str, callback: InternalCallback | None = None) -> Subscription:
+        sub = Subscription(self, client, subject, queue, sid, callback)
+        self.sublist.insert(subject, queue, sub)
+        self.routes.clear()
+        return sub
+
+    def remove_subscription(self, sub: Subscription) -> None:
+        if self.sublist.remove(sub.subject, sub.queue, sub):
+            self.routes.clear()
+        if sub.client is not None and sub.client.subs.get(sub.sid) is sub:
+            del sub.client.subs[sub.sid]
+
+    def drop_subscriptions(self, client: ClientConnection) -> None:
+        subs = list(client.subs.values())
+        client.subs.clear()
+        for sub in subs:
+            self.remove_subscription(sub)
+
+    def subscribe_internal(self, subject: str, queue: str | None,
+                           callback: InternalCallback) -> Subscription:
+        """Subscribe an internal callback; returns a handle with `unsubscribe()`."""
+        self._next_internal_sid += 1
+        return self.add_subscription(None, subject, queue, f"i{self._next_internal_sid}", callback)
+
+    def publish_internal(self, subject: str, reply: str | None, headers: bytes | None,
+                         payload: bytes) -> None:
+        """Publish as the server itself; reaches client and internal subscribers."""
+        route = self.routes.get(subject)
+        if route is None:
+            route = self.route_for(subject)
+        if route:
+            self.deliver(None, route, subject, reply, headers, payload, _tail(reply, headers, payload))
+        self.flush_dirty()
+
+    # -- routing (hot path) -----------------------------------------------------------------
+
+    def route_for(self, subject: str) -> tuple:
+        """Match `subject` and cache `(plain, queue_groups)`; `()` (falsy) means nobody."""
+        result = self.sublist.match(subject)
+        route: tuple = (result.plain, result.queues) if (result.plain or result.queues) else ()
+        if len(self.routes) >= _ROUTE_CACHE_MAX:
+            self.routes.clear()
+        self.routes[subject] = route
+        return route
+
+    def is_literal(self, subject: str) -> bool:
+        ok = self._literal.get(subject)
+        if ok is None:
+            if len(self._literal) >= _ROUTE_CACHE_MAX:
+                self._literal.clear()
+            ok = self._literal[subject] = is_valid_literal_subject(subject)
+        return ok
+
+    def deliver(self, src: ClientConnection | None, route: tuple, subject: str,
+                reply: str | None, headers: bytes | None, payload: bytes, tail: bytes) -> None:
+        plain, queues = route
+        no_echo = src is not None and not src.echo
+        for sub in plain:
+            c = sub.client
+            if c is None or headers is not None:
+                if c is not src or not no_echo:
+                    self._deliver_special(sub, subject, reply, headers, payload, tail)
+                continue
+            if c is src and no_echo:
+                continue
+            pre = sub.prefixes.get(subject)
+            if pre is None:
+                pre = sub.prefix(subject)
+            out = c.out
+            out += pre
+            out += tail
+            out += payload
+            out += _CRLF
+            sub.delivered += 1
+            if len(out) > c.stall_bytes:
+                self._pressure(src, c)
+            if not c.dirty:
+                c.dirty = True
+                self.dirty.append(c)
+            if sub.max_msgs and sub.delivered >= sub.max_msgs:
+                self.remove_subscription(sub)
+        if queues:
+            for group in queues:
+                self._deliver_queue(src, group, no_echo, subject, reply, headers, payload, tail)
+
+    def _deliver_queue(self, src: ClientConnection | None, group: tuple, no_echo: bool,
+                       subject: str, reply: str | None, headers: bytes | None, payload: bytes,
+                       tail: bytes) -> None:
+        members = group
+        if no_echo:
+            members = tuple(s for s in group if s.client is not src)
+            if not members:
+                return
+        sub = members[self.rng.randrange(len(members))] if len(members) > 1 else members[0]
+        self._deliver_special(sub, subject, reply, headers, payload, tail)
+
+    def _deliver_special(self, sub: Subscription, subject: str, reply: str | None,
+                         headers: bytes | None, payload: bytes, tail: bytes) -> None:
+        """Deliver to one subscription: internal, with headers, or stripping headers."""
+        sub.delivered += 1
+        if sub.max_msgs and sub.delivered >= sub.max_msgs:
+            self.remove_subscription(sub)
+        c = sub.client
+        if c is None:
+            self._call_internal(sub, subject, reply, headers, payload)
+            return
+        if c.closing:
+            return
+        if headers is None:
+            frame = sub.prefix(subject) + tail + payload + _CRLF
+        elif c.headers:
+            frame = b"H" + sub.prefix(subject) + tail + headers + payload + _CRLF
+        else:
+            frame = sub.prefix(subject) + _tail(reply, None, payload) + payload + _CRLF
+        c.out += frame
+        if len(c.out) > c.stall_bytes:
+            self._pressure(None, c)
+        if not c.dirty:
+            c.dirty = True
+            self.dirty.append(c)
+
+    def _call_internal(self, sub: Subscription, subject: str, reply: str | None,
+                       headers: bytes | None, payload: bytes) -> None:
+        try:
+            sub.callback(subject, reply, headers, payload)
+        except Exception as exc:  # noqa: BLE001 - an internal handler bug must not kill routing
+            self.log.error("server.internal_callback_failed", subject=subject, error=repr(exc),
+                           exc_info=True)
+
+    def _pressure(self, src: ClientConnection | None, c: ClientConnection) -> None:
+        """`c` has a lot pending: close it if over the limit, else stall the publisher."""
+        if len(c.out) > c.max_pending_bytes:
+            c.slow_consumer()
+        elif src is not None and src is not c:
+            src.stall_on = c
+
+    def no_responders(self, src: ClientConnection, subject: str, reply: str) -> None:
+        """Send the 503 status to the requester's own subscriptions on `reply`."""
+        result = self.sublist.match(reply)
+        headers = p.no_responders_headers(subject)
+        tail = _tail(None, headers, b"")
+        targets = list(result.plain) + [s for group in result.queues for s in group]
+        for sub in targets:
+            if sub.client is src:
+                self._deliver_special(sub, reply, None, headers, b"", tail)
+                return
+
+    def flush_dirty(self) -> None:
+        dirty = self.dirty
+        if dirty:
+            for c in dirty:
+                c.dirty = False
+                c.wake()
+            dirty.clear()
+
+
+def _tail(reply: str | None, headers: bytes | None, payload: bytes) -> bytes:
+    """End of a MSG/HMSG control line: ` [reply] <size>` or ` [reply] <hdr> <total>`, CRLF."""
+    rep = b" " + reply.encode("utf-8", "surrogateescape") if reply else b""
+    if headers is None:
+        return rep + b" %d\r\n" % len(payload)
+    return rep + b" %d %d\r\n" % (len(headers), len(headers) + len(payload))
