@@ -60,6 +60,8 @@ class _Node:
     fwc: _Node | None = None
     plain: dict[int, Any] = attrs.Factory(dict)
     queues: dict[str, dict[int, Any]] = attrs.Factory(dict)
+    # This node's members alone as a result, built on demand, dropped when they change.
+    own: SublistResult[Any] | None = None
 
     def is_empty(self) -> bool:
         return not (self.literal or self.pwc or self.fwc or self.plain or self.queues)
@@ -93,33 +95,36 @@ class _Node:
             del self.literal[token]
 
 
-class _Collector:
-    """Accumulates the subscriptions of matched nodes into a SublistResult."""
+def _build(nodes: list[_Node]) -> SublistResult[Any]:
+    """The result for the matched nodes; a single node's result is kept on the node, so
+    subjects seen once (reply inboxes, ack subjects) matching one subscription node are cheap."""
+    if not nodes:
+        return EMPTY_RESULT
+    if len(nodes) == 1:
+        node = nodes[0]
+        if node.own is None:
+            node.own = _merge(nodes)
+        return node.own
+    return _merge(nodes)
 
-    __slots__ = ("plain", "groups")
 
-    def __init__(self) -> None:
-        self.plain: list[Any] = []
-        self.groups: dict[str, list[Any]] = {}
-
-    def add(self, node: _Node) -> None:
+def _merge(nodes: list[_Node]) -> SublistResult[Any]:
+    """Merge matched nodes into a result: all plain members, queue members grouped by name."""
+    plain: list[Any] = []
+    groups: dict[str, list[Any]] = {}
+    for node in nodes:
         if node.plain:
-            self.plain.extend(node.plain.values())
-        for name, members in node.queues.items():
-            group = self.groups.get(name)
-            if group is None:
-                self.groups[name] = list(members.values())
-            else:
-                group.extend(members.values())
-
-    def result(self) -> SublistResult:
-        if not self.plain and not self.groups:
-            return EMPTY_RESULT
-        return SublistResult(
-            plain=tuple(self.plain),
-            queues=tuple(tuple(g) for g in self.groups.values()),
-            queue_names=tuple(self.groups),
-        )
+            plain.extend(node.plain.values())
+        if node.queues:
+            for name, members in node.queues.items():
+                group = groups.get(name)
+                if group is None:
+                    groups[name] = list(members.values())
+                else:
+                    group.extend(members.values())
+    if not groups:
+        return SublistResult(tuple(plain))
+    return SublistResult(tuple(plain), tuple(map(tuple, groups.values())), tuple(groups))
 
 
 class Sublist(Generic[T]):
@@ -183,11 +188,18 @@ class Sublist(Generic[T]):
 
     def reverse_match(self, pattern: str) -> SublistResult[T]:
         """Subscriptions whose subject overlaps `pattern` (could share a message with it)."""
-        collector = _Collector()
+        plain: list[T] = []
+        groups: dict[str, list[T]] = {}
         for subject, queue, item in self.all_items():
-            if subjects_overlap(pattern, subject):
-                _collect_one(collector, queue, item)
-        return collector.result()
+            if not subjects_overlap(pattern, subject):
+                continue
+            if queue is None:
+                plain.append(item)
+            else:
+                groups.setdefault(queue, []).append(item)
+        if not plain and not groups:
+            return EMPTY_RESULT
+        return SublistResult(tuple(plain), tuple(map(tuple, groups.values())), tuple(groups))
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -202,6 +214,7 @@ class Sublist(Generic[T]):
         if key in members:
             return
         members[key] = item
+        node.own = None
         self._changed(subject, queue, +1)
 
     def remove(self, subject: str, queue: str | None, item: T) -> bool:
@@ -278,35 +291,31 @@ def _check(subject: str, queue: str | None) -> None:
         raise ValueError(f"invalid queue name {queue!r}")
 
 
-def _collect_one(collector: _Collector, queue: str | None, item: Any) -> None:
-    if queue is None:
-        collector.plain.append(item)
-    else:
-        collector.groups.setdefault(queue, []).append(item)
-
-
-def _walk(root: _Node, tokens: list[str]) -> SublistResult:
-    """Collect every node matching `tokens` (none empty). Iterative: depth is bounded only by
-    the subject length, which may exceed Python's recursion limit."""
-    collector = _Collector()
+def _walk(root: _Node, tokens: list[str]) -> SublistResult[Any]:
+    """Find every node matching `tokens` (none empty). Iterative: depth is bounded only by the
+    subject length, which may exceed Python's recursion limit. A '>' node is always a leaf
+    with members (pruning removes it otherwise), so it is taken without a check."""
+    nodes: list[_Node] = []
     n = len(tokens)
     stack = [(root, 0)]
     while stack:
         node, i = stack.pop()
         while node is not None:
             if i == n:
-                collector.add(node)
+                if node.plain or node.queues:
+                    nodes.append(node)
                 break
             if node.fwc is not None:
-                collector.add(node.fwc)
+                nodes.append(node.fwc)
             if node.pwc is not None:
                 stack.append((node.pwc, i + 1))
             node = node.literal.get(tokens[i])
             i += 1
-    return collector.result()
+    return _build(nodes)
 
 
 def _remove_member(node: _Node, queue: str | None, key: int) -> bool:
+    node.own = None
     if queue is None:
         if key not in node.plain:
             return False
