@@ -14,7 +14,10 @@ same (subject, queue) is a no-op; `generation` only moves when the index really 
 plain dict: a cache hit is one dict lookup. The cache is bounded (`cache_size_max`); when full,
 the oldest quarter is dropped. Inserting or removing a subscription drops only the cached
 subjects it can affect: for a literal subject the one entry, for a wildcard subject the entries
-its pattern matches (one compiled-regex test per cached subject).
+its pattern matches (one compiled-regex test per cached subject, about 0.1-0.5 ms for a full
+cache: wildcard subscriptions are rare next to publishes). A cache miss walks the trie; when a
+single node matches (the usual case for one-off subjects such as reply inboxes and ack
+subjects) that node's own result, kept on the node until its members change, is reused.
 
 Results merge queue subscriptions by queue name across patterns (`foo.*` and `foo.bar` with
 queue `q` form one group for `foo.bar`), because a message goes to one member per group name.

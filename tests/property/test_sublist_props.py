@@ -125,6 +125,15 @@ class SublistMachine(RuleBasedStateMachine):
         assert got_groups == expected_groups
         assert all(result.queues)
 
+    @rule(pattern=patterns())
+    def reverse_match(self, pattern: str) -> None:
+        result = self.sublist.reverse_match(pattern)
+        got = Counter(map(id, result.plain))
+        for members in result.queues:
+            got.update(map(id, members))
+        expected = Counter(id(i) for s, _, i in self.model if subjects_overlap(pattern, s))
+        assert got == expected
+
     @invariant()
     def counts_agree(self) -> None:
         assert self.sublist.count() == len(self.model)
@@ -170,6 +179,7 @@ def test_overlap_and_subset_agree_with_brute_force(a: str, b: str) -> None:
     assert subjects_overlap(a, b) == bool(ma & mb)
     assert subjects_overlap(a, b) == subjects_overlap(b, a)
     assert is_subset(a, b) == (ma <= mb)
+    assert is_subset(a, a) and subjects_overlap(a, a)
 
 
 @settings(max_examples=200, deadline=None)

@@ -243,3 +243,23 @@ def test_very_long_subjects_do_not_recurse() -> None:
     sl.insert(".".join(["t"] * (depth - 1) + [">"]), None, Sub("tail"))
     subject = ".".join(["t"] * depth)
     assert ids(sl.match(subject).plain) == ["stars", "tail"]
+
+
+def test_cache_eviction_keeps_the_newest_entries() -> None:
+    sl = Sublist(cache_size_max=16)
+    sl.insert("s.*", None, Sub("a"))
+    for i in range(17):
+        sl.match(f"s.{i}")
+    assert "s.16" in sl._cache and "s.0" not in sl._cache  # noqa: SLF001
+    assert sl.cache_len() <= 16
+
+
+def test_single_node_result_is_rebuilt_after_member_changes() -> None:
+    sl = Sublist(cache_size_max=0)
+    a, b = Sub("a"), Sub("b")
+    sl.insert("inbox.*", None, a)
+    assert ids(sl.match("inbox.1").plain) == ["a"]
+    sl.insert("inbox.*", None, b)
+    assert ids(sl.match("inbox.2").plain) == ["a", "b"]
+    sl.remove("inbox.*", None, a)
+    assert ids(sl.match("inbox.3").plain) == ["b"]
