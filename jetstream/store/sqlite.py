@@ -1,0 +1,323 @@
+"""SQLite message store: one database file per stream replica.
+
+Schema (STRICT tables, version in `PRAGMA user_version`):
+- `messages(seq PK, subject, hdrs, payload, ts_ns)` with an index on (subject, seq) for
+  last-by-subject / next-by-subject and one on ts_ns for deliver-by-start-time;
+- `subjects(subject PK, msgs)`: per-subject counts, kept in step with `messages`;
+- `meta(key PK, value)`: last_seq, last_ts_ns, msgs, bytes, num_subjects, applied_index
+  (counters kept here so state() never scans);
+- `consumers(name PK, state)`: opaque consumer state blobs.
+
+The connection runs in WAL mode with `synchronous=FULL` and explicit transactions
+(`isolation_level=None`). Each mutating call runs in a transaction; inside `batch()` all calls
+share one `BEGIN IMMEDIATE ... COMMIT`, so a shell can apply many Raft entries, set the applied
+index, and pay one fsync. If a batch raises, it is rolled back and the caller must rebuild any
+in-memory state from the store (the store is the truth).
+
+All calls block on disk I/O: the trio shell runs them via `trio.to_thread.run_sync`, one thread
+at a time per store (the connection is created with check_same_thread=False for that reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from jetstream.store.base import (
+    MessageStore,
+    StoredMsg,
+    StoreState,
+    empty_first_seq,
+    filter_matches,
+    msg_size,
+)
+from natsd.subjects import has_wildcard
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages(
+    seq INTEGER PRIMARY KEY, subject TEXT NOT NULL, hdrs BLOB, payload BLOB NOT NULL,
+    ts_ns INTEGER NOT NULL) STRICT;
+CREATE INDEX IF NOT EXISTS messages_by_subject ON messages(subject, seq);
+CREATE INDEX IF NOT EXISTS messages_by_ts ON messages(ts_ns);
+CREATE TABLE IF NOT EXISTS subjects(subject TEXT PRIMARY KEY, msgs INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS consumers(name TEXT PRIMARY KEY, state BLOB NOT NULL) STRICT;
+"""
+_META_KEYS = ("last_seq", "last_ts_ns", "msgs", "bytes", "num_subjects", "applied_index")
+_COLS = "seq, subject, hdrs, payload, ts_ns"
+
+
+def _row_msg(row: tuple | None) -> StoredMsg | None:  # type: ignore[type-arg]
+    if row is None:
+        return None
+    return StoredMsg(row[0], row[1], row[2], row[3], row[4])
+
+
+def _matches_sql(pattern: str, subject: str) -> int:
+    return 1 if filter_matches(pattern, subject) else 0
+
+
+class SqliteStore(MessageStore):
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.create_function("subject_matches", 2, _matches_sql, deterministic=True)
+        self._depth = 0
+        self._migrate()
+        self._meta = self._read_meta()
+
+    def _migrate(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: schema version {version} is newer than {SCHEMA_VERSION}")
+        if version == 0:
+            self._conn.executescript(_SCHEMA)  # DDL is idempotent; executescript commits itself
+        with self.batch():
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES (?, 0)", [(k,) for k in _META_KEYS]
+            )
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _read_meta(self) -> dict[str, int]:
+        return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def _put_meta(self, **values: int) -> None:
+        self._meta.update(values)
+        self._conn.executemany("UPDATE meta SET value=? WHERE key=?", [(v, k) for k, v in values.items()])
+
+    # -- transactions -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._conn.execute("ROLLBACK")
+            self._meta = self._read_meta()
+            raise
+        self._depth = 0
+        self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- messages ---------------------------------------------------------------------------
+    def store(self, seq: int, subject: str, hdrs: bytes | None, payload: bytes, ts_ns: int) -> None:
+        if seq <= self._meta["last_seq"]:
+            raise ValueError(f"sequence {seq} not after last sequence {self._meta['last_seq']}")
+        with self.batch():
+            self._conn.execute(
+                f"INSERT INTO messages({_COLS}) VALUES (?, ?, ?, ?, ?)", (seq, subject, hdrs, bytes(payload), ts_ns)
+            )
+            new_subject = self._bump_subject(subject, +1)
+            self._put_meta(
+                last_seq=seq,
+                last_ts_ns=ts_ns,
+                msgs=self._meta["msgs"] + 1,
+                bytes=self._meta["bytes"] + msg_size(subject, hdrs, payload),
+                num_subjects=self._meta["num_subjects"] + (1 if new_subject else 0),
+            )
+
+    def _bump_subject(self, subject: str, delta: int) -> bool:
+        """Change a subject's count; True if the subject appeared or disappeared."""
+        row = self._conn.execute("SELECT msgs FROM subjects WHERE subject=?", (subject,)).fetchone()
+        count = (row[0] if row else 0) + delta
+        if count <= 0:
+            self._conn.execute("DELETE FROM subjects WHERE subject=?", (subject,))
+            return True
+        self._conn.execute("INSERT OR REPLACE INTO subjects(subject, msgs) VALUES (?, ?)", (subject, count))
+        return row is None
+
+    def load(self, seq: int) -> StoredMsg | None:
+        return _row_msg(self._conn.execute(f"SELECT {_COLS} FROM messages WHERE seq=?", (seq,)).fetchone())
+
+    def load_next(self, seq: int, filters: Sequence[str] | str | None = None) -> StoredMsg | None:
+        where, args = self._filter_sql(filters)
+        row = self._conn.execute(
+            f"SELECT {_COLS} FROM messages WHERE seq>=? AND {where} ORDER BY seq LIMIT 1", (seq, *args)
+        ).fetchone()
+        return _row_msg(row)
+
+    def _filter_sql(self, filters: Sequence[str] | str | None) -> tuple[str, tuple]:  # type: ignore[type-arg]
+        if not filters or filters == ">":
+            return "1", ()
+        if isinstance(filters, str):
+            filters = (filters,)
+        if all(not has_wildcard(f) for f in filters):
+            return f"subject IN ({','.join('?' * len(filters))})", tuple(filters)
+        return "(" + " OR ".join("subject_matches(?, subject)" for _ in filters) + ")", tuple(filters)
+
+    def load_last_by_subject(self, filters: Sequence[str] | str | None) -> StoredMsg | None:
+        if isinstance(filters, str) and not has_wildcard(filters):
+            row = self._conn.execute(
+                f"SELECT {_COLS} FROM messages WHERE subject=? ORDER BY seq DESC LIMIT 1", (filters,)
+            ).fetchone()
+            return _row_msg(row)
+        where, args = self._filter_sql(filters)
+        row = self._conn.execute(
+            f"SELECT {_COLS} FROM messages WHERE {where} ORDER BY seq DESC LIMIT 1", args
+        ).fetchone()
+        return _row_msg(row)
+
+    def remove(self, seq: int) -> bool:
+        with self.batch():
+            row = self._conn.execute(
+                "DELETE FROM messages WHERE seq=? RETURNING subject, hdrs, payload", (seq,)
+            ).fetchone()
+            if row is None:
+                return False
+            gone = self._bump_subject(row[0], -1)
+            self._put_meta(
+                msgs=self._meta["msgs"] - 1,
+                bytes=self._meta["bytes"] - msg_size(row[0], row[1], row[2]),
+                num_subjects=self._meta["num_subjects"] - (1 if gone else 0),
+            )
+            return True
+
+    def purge(self, filters: str | None = None, before_seq: int | None = None, keep: int | None = None) -> int:
+        whole = not filters or filters == ">"
+        with self.batch():
+            if whole and before_seq is not None and before_seq > self._meta["last_seq"] + 1:
+                count = self._meta["msgs"]
+                self.skip_to(before_seq)
+                return count
+            if whole and not keep and before_seq is None:
+                return self._purge_all()
+            where, args = self._filter_sql(filters)
+            seqs = [r[0] for r in self._conn.execute(f"SELECT seq FROM messages WHERE {where} ORDER BY seq", args)]
+            if keep:
+                seqs = seqs[: max(len(seqs) - keep, 0)]
+            if before_seq is not None:
+                seqs = [s for s in seqs if s < before_seq]
+            for seq in seqs:
+                self.remove(seq)
+            return len(seqs)
+
+    def _purge_all(self) -> int:
+        count = self._meta["msgs"]
+        self._conn.execute("DELETE FROM messages")
+        self._conn.execute("DELETE FROM subjects")
+        self._put_meta(msgs=0, bytes=0, num_subjects=0)
+        return count
+
+    def skip_to(self, seq: int) -> None:
+        with self.batch():
+            self._purge_all()
+            if seq - 1 > self._meta["last_seq"]:
+                self._put_meta(last_seq=seq - 1)
+
+    # -- queries ----------------------------------------------------------------------------
+    def state(self) -> StoreState:
+        m = self._meta
+        if m["msgs"] == 0:
+            return StoreState(first_seq=empty_first_seq(m["last_seq"]), last_seq=m["last_seq"], last_ts_ns=m["last_ts_ns"])
+        first_seq, first_ts = self._conn.execute("SELECT seq, ts_ns FROM messages ORDER BY seq LIMIT 1").fetchone()
+        return StoreState(
+            messages=m["msgs"],
+            bytes=m["bytes"],
+            first_seq=first_seq,
+            first_ts_ns=first_ts,
+            last_seq=m["last_seq"],
+            last_ts_ns=m["last_ts_ns"],
+            num_subjects=m["num_subjects"],
+            num_deleted=m["last_seq"] - first_seq + 1 - m["msgs"],
+        )
+
+    def subject_counts(self, filters: Sequence[str] | str | None = None) -> dict[str, int]:
+        where, args = self._filter_sql(filters)
+        return dict(self._conn.execute(f"SELECT subject, msgs FROM subjects WHERE {where}", args).fetchall())
+
+    def num_pending(self, after_seq: int, filters: Sequence[str] | str | None = None) -> int:
+        where, args = self._filter_sql(filters)
+        row = self._conn.execute(f"SELECT count(*) FROM messages WHERE seq>? AND {where}", (after_seq, *args))
+        return int(row.fetchone()[0])
+
+    def seq_for_time(self, ts_ns: int) -> int | None:
+        row = self._conn.execute("SELECT min(seq) FROM messages WHERE ts_ns>=?", (ts_ns,)).fetchone()
+        return row[0]
+
+    def last_seqs_per_subject(self, filters: Sequence[str] | str | None = None) -> list[int]:
+        where, args = self._filter_sql(filters)
+        rows = self._conn.execute(f"SELECT max(seq) FROM messages WHERE {where} GROUP BY subject", args)
+        return sorted(r[0] for r in rows)
+
+    def deleted_seqs(self, limit: int = 100_000) -> list[int]:
+        out: list[int] = []
+        prev = None
+        for (seq,) in self._conn.execute("SELECT seq FROM messages ORDER BY seq"):
+            if prev is not None and seq > prev + 1:
+                out.extend(range(prev + 1, min(seq, prev + 1 + limit - len(out))))
+                if len(out) >= limit:
+                    return out
+            prev = seq
+        if prev is not None:
+            out.extend(range(prev + 1, min(self._meta["last_seq"] + 1, prev + 1 + limit - len(out))))
+        return out
+
+    def iter_messages(self) -> Iterator[StoredMsg]:
+        last = 0
+        while True:  # paged so a long scan holds no cursor across caller writes
+            rows = self._conn.execute(
+                f"SELECT {_COLS} FROM messages WHERE seq>? ORDER BY seq LIMIT 1000", (last,)
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield StoredMsg(row[0], row[1], row[2], row[3], row[4])
+            last = rows[-1][0]
+
+    # -- applied index and consumers ----------------------------------------------------------
+    def applied_index(self) -> int:
+        return self._meta["applied_index"]
+
+    def set_applied_index(self, index: int) -> None:
+        with self.batch():
+            self._put_meta(applied_index=index)
+
+    def save_consumer(self, name: str, state: bytes) -> None:
+        with self.batch():
+            self._conn.execute("INSERT OR REPLACE INTO consumers(name, state) VALUES (?, ?)", (name, bytes(state)))
+
+    def load_consumer(self, name: str) -> bytes | None:
+        row = self._conn.execute("SELECT state FROM consumers WHERE name=?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def delete_consumer(self, name: str) -> bool:
+        with self.batch():
+            return self._conn.execute("DELETE FROM consumers WHERE name=?", (name,)).rowcount > 0
+
+    def consumer_names(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT name FROM consumers ORDER BY name")]
+
+    def _clear(self) -> None:
+        with self.batch():
+            self._conn.execute("DELETE FROM messages")
+            self._conn.execute("DELETE FROM subjects")
+            self._conn.execute("DELETE FROM consumers")
+            self._put_meta(last_seq=0, last_ts_ns=0, msgs=0, bytes=0, num_subjects=0)
+
+    def _set_last(self, seq: int, ts_ns: int) -> None:
+        with self.batch():
+            self._put_meta(last_seq=seq, last_ts_ns=ts_ns)
+
+    def snapshot_to_file(self, path: str | Path) -> None:
+        """Copy the whole database (consistent, online) to `path` with SQLite's backup API."""
+        dest = sqlite3.connect(str(path))
+        try:
+            self._conn.backup(dest)
+        finally:
+            dest.close()
