@@ -62,6 +62,8 @@ def has_wildcard(s: str) -> bool:
 
 def subject_matches(pattern: str, subject: str) -> bool:
     """Does the pattern (wildcards allowed) match the subject (tokens taken literally)?"""
+    if PWC not in pattern and FWC not in pattern:
+        return pattern == subject
     return tokens_match(pattern.split(SEP), subject.split(SEP))
 
 
