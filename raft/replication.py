@@ -241,6 +241,7 @@ class LeaderMixin:
         if msg.reject:
             self._handle_append_reject(msg, pr)
             return
+        was_paused = pr.is_paused()
         if not pr.maybe_update(msg.index):
             return
         if pr.state is ProgressState.PROBE:
@@ -248,7 +249,8 @@ class LeaderMixin:
         elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.snap_index:
             pr.become_probe()
             pr.become_replicate()
-        self._maybe_commit()
+        if not self._maybe_commit() and was_paused:
+            self._send_append(msg.src)  # carries our commit index to a follower that missed it
         self._bcast_needed = True  # this follower may take more now
         if self._role is not Role.LEADER:
             return
