@@ -13,7 +13,7 @@ Message size (the `bytes` of StreamState) is `len(subject) + len(headers) + len(
 the same in every store so replicas on different stores report equal state.
 
 `encode_snapshot`/`decode_snapshot` define a store-independent snapshot: a magic line, a JSON
-header (last seq/ts, applied index, consumers), then length-prefixed messages and a CRC32 of all
+header (last seq/ts, applied index, consumers, dedup ids), then length-prefixed messages and a CRC32 of all
 of it, so a corrupt or truncated transfer is detected before anything is replaced.
 """
 
@@ -162,6 +162,19 @@ class MessageStore(abc.ABC):
     @abc.abstractmethod
     def consumer_names(self) -> list[str]: ...
 
+    # -- message-id dedup index (Nats-Msg-Id), persisted so every replica decides alike -------
+    @abc.abstractmethod
+    def save_msg_id(self, msg_id: str, seq: int, ts_ns: int) -> None:
+        """Record (or replace) the sequence and time a Nats-Msg-Id was stored at."""
+
+    @abc.abstractmethod
+    def msg_ids(self) -> list[tuple[str, int, int]]:
+        """All recorded (msg_id, seq, ts_ns), oldest first."""
+
+    @abc.abstractmethod
+    def prune_msg_ids(self, before_ts_ns: int, keep_seq: int) -> None:
+        """Forget ids recorded before `before_ts_ns`, except the one at `keep_seq`."""
+
     # -- transactions, snapshots, lifecycle ---------------------------------------------------
     @abc.abstractmethod
     def batch(self) -> contextlib.AbstractContextManager[None]:
@@ -173,7 +186,7 @@ class MessageStore(abc.ABC):
 
     @abc.abstractmethod
     def _clear(self) -> None:
-        """Remove every message, consumer and counter (used by restore)."""
+        """Remove every message, consumer, msg id and counter (used by restore)."""
 
     @abc.abstractmethod
     def _set_last(self, seq: int, ts_ns: int) -> None:
@@ -195,6 +208,8 @@ class MessageStore(abc.ABC):
             self._set_last(header["last_seq"], header["last_ts_ns"])
             for name, blob in header["consumers"].items():
                 self.save_consumer(name, base64.b64decode(blob))
+            for msg_id, seq, ts_ns in header["msg_ids"]:
+                self.save_msg_id(msg_id, seq, ts_ns)
             self.set_applied_index(header["applied_index"])
 
 
@@ -210,6 +225,7 @@ def encode_snapshot(store: MessageStore) -> bytes:
         "last_ts_ns": state.last_ts_ns,
         "applied_index": store.applied_index(),
         "consumers": consumers,
+        "msg_ids": [list(entry) for entry in store.msg_ids()],
         "messages": state.messages,
     }
     parts = [SNAPSHOT_MAGIC, json.dumps(header, sort_keys=True).encode() + b"\n"]

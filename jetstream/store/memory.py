@@ -34,6 +34,7 @@ class MemoryStore(MessageStore):
         self._last_ts_ns = 0
         self._applied_index = getattr(self, "_applied_index", 0)
         self._consumers: dict[str, bytes] = {}
+        self._msg_ids: dict[str, tuple[int, int]] = {}
 
     def _set_last(self, seq: int, ts_ns: int) -> None:
         self._last_seq, self._last_ts_ns = seq, ts_ns
@@ -176,6 +177,18 @@ class MemoryStore(MessageStore):
 
     def consumer_names(self) -> list[str]:
         return sorted(self._consumers)
+
+    def save_msg_id(self, msg_id: str, seq: int, ts_ns: int) -> None:
+        self._msg_ids.pop(msg_id, None)
+        self._msg_ids[msg_id] = (seq, ts_ns)
+
+    def msg_ids(self) -> list[tuple[str, int, int]]:
+        return sorted(((k, s, t) for k, (s, t) in self._msg_ids.items()), key=lambda e: (e[2], e[1]))
+
+    def prune_msg_ids(self, before_ts_ns: int, keep_seq: int) -> None:
+        for k, (seq, ts) in list(self._msg_ids.items()):
+            if ts < before_ts_ns and seq != keep_seq:
+                del self._msg_ids[k]
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()

@@ -6,7 +6,8 @@ Schema (STRICT tables, version in `PRAGMA user_version`):
 - `subjects(subject PK, msgs)`: per-subject counts, kept in step with `messages`;
 - `meta(key PK, value)`: last_seq, last_ts_ns, msgs, bytes, num_subjects, applied_index
   (counters kept here so state() never scans);
-- `consumers(name PK, state)`: opaque consumer state blobs.
+- `consumers(name PK, state)`: opaque consumer state blobs;
+- `msg_ids(msg_id PK, seq, ts_ns)`: the Nats-Msg-Id dedup index (pruned by the stream machine).
 
 The connection runs in WAL mode with `synchronous=FULL` and explicit transactions
 (`isolation_level=None`). Each mutating call runs in a transaction; inside `batch()` all calls
@@ -45,6 +46,8 @@ CREATE INDEX IF NOT EXISTS messages_by_ts ON messages(ts_ns);
 CREATE TABLE IF NOT EXISTS subjects(subject TEXT PRIMARY KEY, msgs INTEGER NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS consumers(name TEXT PRIMARY KEY, state BLOB NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS msg_ids(msg_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts_ns INTEGER NOT NULL) STRICT;
+CREATE INDEX IF NOT EXISTS msg_ids_by_ts ON msg_ids(ts_ns);
 """
 _META_KEYS = ("last_seq", "last_ts_ns", "msgs", "bytes", "num_subjects", "applied_index")
 _COLS = "seq, subject, hdrs, payload, ts_ns"
@@ -303,11 +306,26 @@ class SqliteStore(MessageStore):
     def consumer_names(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT name FROM consumers ORDER BY name")]
 
+    def save_msg_id(self, msg_id: str, seq: int, ts_ns: int) -> None:
+        with self.batch():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO msg_ids(msg_id, seq, ts_ns) VALUES (?, ?, ?)", (msg_id, seq, ts_ns)
+            )
+
+    def msg_ids(self) -> list[tuple[str, int, int]]:
+        rows = self._conn.execute("SELECT msg_id, seq, ts_ns FROM msg_ids ORDER BY ts_ns, seq")
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def prune_msg_ids(self, before_ts_ns: int, keep_seq: int) -> None:
+        with self.batch():
+            self._conn.execute("DELETE FROM msg_ids WHERE ts_ns<? AND seq<>?", (before_ts_ns, keep_seq))
+
     def _clear(self) -> None:
         with self.batch():
             self._conn.execute("DELETE FROM messages")
             self._conn.execute("DELETE FROM subjects")
             self._conn.execute("DELETE FROM consumers")
+            self._conn.execute("DELETE FROM msg_ids")
             self._put_meta(last_seq=0, last_ts_ns=0, msgs=0, bytes=0, num_subjects=0)
 
     def _set_last(self, seq: int, ts_ns: int) -> None:

@@ -219,3 +219,16 @@ def test_sqlite_snapshot_to_file(tmp_path: Path) -> None:
     assert copy.state() == s.state()
     copy.close()
     s.close()
+
+
+def test_msg_id_index_save_prune_and_snapshot(store: MessageStore) -> None:
+    store.save_msg_id("a", 1, 100)
+    store.save_msg_id("b", 2, 200)
+    store.save_msg_id("c", 3, 300)
+    store.save_msg_id("a", 4, 400)  # re-used id moves to its new place
+    assert store.msg_ids() == [("b", 2, 200), ("c", 3, 300), ("a", 4, 400)]
+    store.prune_msg_ids(before_ts_ns=350, keep_seq=3)
+    assert store.msg_ids() == [("c", 3, 300), ("a", 4, 400)]
+    other = MemoryStore()
+    other.restore(store.snapshot())
+    assert other.msg_ids() == store.msg_ids()
