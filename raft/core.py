@@ -471,7 +471,7 @@ class RaftNode(LeaderMixin):
     def _set_membership(self, new: Membership, index: int) -> None:
         self._membership = new
         if self._role is Role.LEADER:
-            self._sync_progress()
+            self._sync_progress(drop_removed=False)
         elif self._role in (Role.FOLLOWER, Role.LEARNER):
             self._role = self._follower_role()
         self._event(

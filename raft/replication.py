@@ -59,15 +59,18 @@ class LeaderMixin:
         self._event("raft.became_leader")
         self._append_own(EntryKind.NOOP, b"")
 
-    def _sync_progress(self) -> None:
-        """Track exactly the other members of the current membership."""
+    def _sync_progress(self, *, drop_removed: bool = True) -> None:
+        """Track the other members of the current membership. Members removed by a change that
+        is not committed yet keep being replicated to (so they learn of their removal), but no
+        longer count towards any quorum; they are dropped once the change commits."""
         others = mship.members(self._membership) - {self._cfg.node_id}
         for node in others - self._progress.keys():
             self._progress[node] = Progress(
                 match=0, next_index=self._log.last_index() + 1, max_inflight=self._cfg.max_inflight_msgs
             )
-        for node in self._progress.keys() - others:
-            del self._progress[node]
+        if drop_removed:
+            for node in self._progress.keys() - others:
+                del self._progress[node]
         if self._transferee is not None and not mship.is_voter(self._membership, self._transferee):
             self._transferee = None
 
@@ -149,8 +152,10 @@ class LeaderMixin:
             waiting, self._reads_waiting = self._reads_waiting, []
             for req in waiting:
                 self._leader_read(req)
-        removed = not mship.is_voter(self._membership, self._cfg.node_id)
-        if removed and self._log.committed >= self._pending_config_index:
+        if self._log.committed < self._pending_config_index:
+            return
+        self._sync_progress(drop_removed=True)
+        if not mship.is_voter(self._membership, self._cfg.node_id):
             self._flush()  # tell the others about the commit before leaving
             self._become_follower(self._term, None)
 

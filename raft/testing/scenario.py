@@ -82,7 +82,7 @@ class Cluster:
     stores: dict[str, Store] = attrs.field(factory=dict)
     down: set[str] = attrs.field(factory=set)
     cut: set[frozenset[str]] = attrs.field(factory=set)
-    blocks: list[tuple[str, str, MessageType, int]] = attrs.field(factory=list)  # dropped
+    blocks: list[tuple[str, str, MessageType, int]] = attrs.field(factory=list)
     queue: list[Message] = attrs.field(factory=list)
     auto: bool = True
     delivered: int = 0
@@ -133,8 +133,9 @@ class Cluster:
             store = self.stores[name]
             store.persist(rd)
             for m in rd.messages:
-                if self.link_up(m.src, m.dst) and not self.blocked(m):
-                    self.queue.append(m)
+                kept = self.filter(m) if self.link_up(m.src, m.dst) else None
+                if kept is not None:
+                    self.queue.append(kept)
             store.apply(rd)
             store.events.extend(e.name for e in rd.events)
             store.read_states.extend(rd.read_states)
@@ -145,12 +146,15 @@ class Cluster:
     def link_up(self, a: str, b: str) -> bool:
         return a not in self.down and b not in self.down and frozenset((a, b)) not in self.cut
 
-    def blocked(self, m: Message) -> bool:
-        first = m.entries[0].index if m.entries else 0
-        return any(
-            (m.src, m.dst, m.type) == (src, dst, kind) and first >= from_index
-            for src, dst, kind, from_index in self.blocks
-        )
+    def filter(self, m: Message) -> Message | None:
+        """Apply blocks: drop the message, or strip APPEND entries at or above from-index."""
+        for src, dst, kind, from_index in self.blocks:
+            if (m.src, m.dst, m.type) != (src, dst, kind):
+                continue
+            if not from_index:
+                return None
+            m = attrs.evolve(m, entries=tuple(e for e in m.entries if e.index < from_index))
+        return m
 
     def deliver_one(self, pick: Callable[[Message], bool]) -> Message | None:
         self.process_readies()
@@ -233,7 +237,7 @@ class Script:
     drop-queued                   discard every queued message
     campaign a                    tick only `a` until it is a (pre-)candidate
     partition a | b c | isolate a | heal (also lifts blocks)
-    block SRC DST TYPE [from-index N]   drop such messages (APPENDs whose first entry >= N)
+    block SRC DST TYPE [from-index N]   drop such messages (with N: strip APPEND entries >= N)
     crash a | restart a | wipe a  (wipe: empty disk, restarted with repair_needed)
     propose a DATA [-> refused REASON [hint NODE]]
     change a add-voter|add-learner|promote|remove NODE [-> refused REASON]
