@@ -162,6 +162,10 @@ class SimDisk:
             return tail
         return self.rng.randint(0, tail)
 
+    def delete(self, node: NodeId, name: str) -> None:
+        """unlink + directory fsync: the file is gone from both layers."""
+        self._files.pop((node, name), None)
+
     def wipe(self, node: NodeId) -> None:
         for name in self.names(node):
             del self._files[(node, name)]

@@ -103,10 +103,11 @@ class SimNet:
 
     def drop_to(self, node: NodeId) -> int:
         """Forget every message in flight to or held for `node` (its process died)."""
-        before = len(self._queue)
+        before = len(self._queue) + len(self._released)
         self._queue = [item for item in self._queue if item[3].dst != node]
         heapq.heapify(self._queue)
-        dropped = before - len(self._queue) + len(self._held.pop(node, ()))
+        self._released = [m for m in self._released if m.dst != node]
+        dropped = before - len(self._queue) - len(self._released) + len(self._held.pop(node, ()))
         self.stats.dropped += dropped
         return dropped
 

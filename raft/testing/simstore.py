@@ -126,10 +126,15 @@ class _Replay:
         self.entries.append(e)
         return True
 
+    def term_at(self, index: int) -> int | None:
+        if self.snapshot is not None and index == self.snapshot.meta.index:
+            return self.snapshot.meta.term
+        pos = index - self.first_index()
+        return self.entries[pos].term if 0 <= pos < len(self.entries) else None
+
     def install(self, snap: Snapshot) -> None:
-        first = self.first_index()
-        pos = snap.meta.index - first
-        keep = 0 <= pos < len(self.entries) and self.entries[pos].term == snap.meta.term
+        keep = self.term_at(snap.meta.index) == snap.meta.term
+        pos = snap.meta.index - self.first_index()
         self.entries = self.entries[pos + 1 :] if keep else []
         self.snapshot = snap
 

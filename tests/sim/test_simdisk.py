@@ -179,3 +179,18 @@ def test_empty_disk_loads_empty() -> None:
     disk, st_ = fresh()
     loaded = st_.load()
     assert loaded.empty and not loaded.corrupt and loaded.entries == ()
+
+
+def test_replaying_two_snapshot_markers_keeps_entries_after_them() -> None:
+    """Regression (seed 7): an older marker whose snapshot file was since replaced installs the
+    newer snapshot early; the newer marker must then keep the entries after it."""
+    disk, st_ = fresh()
+    st_.append(entries(1, 10))
+    st_.save_snapshot(Snapshot(SnapshotMeta(4, 1), b"old"))
+    st_.append(entries(11, 14))
+    st_.save_snapshot(Snapshot(SnapshotMeta(12, 1), b"new"))
+    st_.sync()
+    loaded = SimRaftStorage(disk, "n1").load()
+    assert not loaded.corrupt
+    assert loaded.snapshot is not None and loaded.snapshot.meta.index == 12
+    assert [e.index for e in loaded.entries] == [13, 14]

@@ -1,0 +1,239 @@
+# pure-core
+"""Seeded fault schedules over the Cluster simulator, and the end-of-run liveness check.
+
+`run_seed(seed, steps)` builds a 3- or 5-node cluster (by seed parity), then for `steps` ticks
+picks, with a schedule rng derived only from the seed, zero or more actions before each tick:
+proposals, partitions of random shape, one-way blocks, heal, pause/resume, crash/restart, power
+loss on one node / a majority / all nodes, corruption (bit flip, truncation, rollback, wipe) of a
+minority, adding a voter or learner, promoting a learner, removing a voter, and leadership
+transfer. Invariants are checked by the Cluster's InvariantChecker after every step.
+
+Then `settle`: heal the network, resume and restart every node, and require (R8) that within
+`LIVENESS_TICKS` a leader exists and a new proposal is acknowledged, and within `CATCHUP_TICKS`
+more every live member has applied every acknowledged index (no acknowledged write lost, R2).
+Failures come back as a `RunResult` with the violated invariant, never as a crash of the caller.
+"""
+
+from __future__ import annotations
+
+import random
+
+import attrs
+
+from raft.config import Role
+from raft.testing.invariants import Violation
+from raft.testing.sim import Cluster, SimConfig
+from raft.testing.simdisk import CorruptKind
+
+LIVENESS_TICKS = 400
+CATCHUP_TICKS = 400
+
+
+@attrs.frozen
+class RunResult:
+    seed: int
+    trace_hash: str
+    ticks: int
+    proposed: int
+    acked: int
+    leaders: int
+    violation: str | None = None
+    invariant: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+
+def config_for(seed: int) -> SimConfig:
+    return SimConfig(n_nodes=3 if seed % 2 == 0 else 5)
+
+
+# -- actions -------------------------------------------------------------------------------
+
+
+def _some(rng: random.Random, items: list[str], k: int) -> list[str]:
+    return sorted(rng.sample(items, min(k, len(items))))
+
+
+def act_partition(c: Cluster, rng: random.Random) -> None:
+    ids = sorted(n for n, s in c.nodes.items() if not s.retired)
+    rng.shuffle(ids)
+    cut = rng.randint(1, len(ids) - 1)
+    groups = [set(ids[:cut]), set(ids[cut:])]
+    if len(ids) > 3 and rng.random() < 0.3:  # three-way split
+        cut2 = rng.randint(cut, len(ids) - 1)
+        groups = [set(ids[:cut]), set(ids[cut:cut2]), set(ids[cut2:])]
+    c.partition([g for g in groups if g])
+
+
+def act_block(c: Cluster, rng: random.Random) -> None:
+    ids = sorted(n for n, s in c.nodes.items() if not s.retired)
+    src, dst = rng.sample(ids, 2)
+    c.block(src, dst)
+
+
+def act_pause(c: Cluster, rng: random.Random) -> None:
+    live = [n.node_id for n in c.live()]
+    if live:
+        c.pause(rng.choice(live))
+
+
+def act_resume(c: Cluster, rng: random.Random) -> None:
+    for node_id in sorted(c.nodes):
+        c.resume(node_id)
+
+
+def act_crash(c: Cluster, rng: random.Random) -> None:
+    live = [n.node_id for n in c.live()]
+    if live:
+        c.crash(rng.choice(live))
+
+
+def act_restart(c: Cluster, rng: random.Random) -> None:
+    down = [n for n, s in sorted(c.nodes.items()) if not s.up and not s.retired]
+    for node_id in _some(rng, down, rng.randint(1, 2)):
+        c.restart(node_id)
+
+
+def act_power_loss(c: Cluster, rng: random.Random) -> None:
+    ids = [n for n, s in sorted(c.nodes.items()) if not s.retired]
+    roll = rng.random()
+    if roll < 0.6:
+        victims = _some(rng, ids, 1)
+    elif roll < 0.85:
+        victims = _some(rng, ids, len(ids) // 2 + 1)
+    else:
+        victims = ids
+    c.power_loss(victims)
+
+
+def act_corrupt(c: Cluster, rng: random.Random) -> None:
+    ids = [n for n, s in sorted(c.nodes.items()) if not s.retired]
+    kind = rng.choice([CorruptKind.BITFLIP, CorruptKind.TRUNCATE, CorruptKind.ROLLBACK, None])
+    c.corrupt(rng.choice(ids), kind)
+
+
+def act_add(c: Cluster, rng: random.Random) -> None:
+    if len([s for s in c.nodes.values() if not s.retired]) < 7:
+        c.add_member(learner=rng.random() < 0.5)
+
+
+def act_promote(c: Cluster, rng: random.Random) -> None:
+    lead = c.leader()
+    if lead is not None and lead.raft is not None and lead.raft.membership.learners:
+        c.promote(rng.choice(sorted(lead.raft.membership.learners)))
+
+
+def act_remove(c: Cluster, rng: random.Random) -> None:
+    lead = c.leader()
+    if lead is None or lead.raft is None:
+        return
+    voters = sorted(lead.raft.membership.voters)
+    if len(voters) > 3:
+        c.remove_member(rng.choice(voters))
+
+
+def act_transfer(c: Cluster, rng: random.Random) -> None:
+    lead = c.leader()
+    if lead is None or lead.raft is None:
+        return
+    others = sorted(lead.raft.membership.voters - {lead.node_id})
+    if others:
+        c.transfer(rng.choice(others))
+
+
+def act_propose(c: Cluster, rng: random.Random) -> None:
+    for _ in range(rng.randint(1, 3)):
+        c.propose()
+
+
+ACTIONS = [
+    (act_propose, 30.0),
+    (act_partition, 1.5),
+    (act_block, 1.0),
+    (lambda c, r: c.heal(), 3.0),
+    (act_pause, 1.0),
+    (act_resume, 1.5),
+    (act_crash, 1.0),
+    (act_restart, 3.0),
+    (act_power_loss, 0.8),
+    (act_corrupt, 0.8),
+    (act_add, 0.4),
+    (act_promote, 0.4),
+    (act_remove, 0.4),
+    (act_transfer, 0.6),
+]
+_FUNCS = [a for a, _ in ACTIONS]
+_WEIGHTS = [w for _, w in ACTIONS]
+QUIET_WEIGHT = 60.0
+
+
+def chaos_step(c: Cluster, rng: random.Random) -> None:
+    """Maybe one action, then one tick."""
+    if rng.random() * (sum(_WEIGHTS) + QUIET_WEIGHT) >= QUIET_WEIGHT:
+        rng.choices(_FUNCS, _WEIGHTS)[0](c, rng)
+    c.tick()
+
+
+# -- end of run ----------------------------------------------------------------------------
+
+
+def heal_all(c: Cluster) -> None:
+    c.heal()
+    for node_id, node in sorted(c.nodes.items()):
+        c.resume(node_id)
+        if not node.up and not node.retired:
+            c.restart(node_id)
+
+
+def settle(c: Cluster) -> None:
+    """R8 and R2 after faults stop: a new write is acknowledged within a bound, then every live
+    member catches up to every acknowledged index."""
+    heal_all(c)
+    start, acked_before = c.now, c.acked
+    while c.acked == acked_before:
+        if c.now - start > LIVENESS_TICKS:
+            raise Violation("liveness", f"no leader committed a new proposal within {LIVENESS_TICKS} ticks")
+        lead = c.leader()
+        if lead is not None and lead.raft is not None and not lead.pending:
+            c.propose(b"probe")
+        c.tick()
+    deadline = c.now + CATCHUP_TICKS
+    while not _caught_up(c, max(c.checker.acked, default=0)):
+        if c.now > deadline:
+            target = max(c.checker.acked, default=0)
+            raise Violation("liveness", f"members did not catch up to acked index {target}: {_lag(c)}")
+        c.tick()
+    c.checker.check_acked_applied({n.node_id: n.sm.applied_index for n in _members(c)})
+
+
+def _members(c: Cluster) -> list:  # type: ignore[type-arg]
+    members = set(c.members())
+    return [n for n in c.live() if n.node_id in members]
+
+
+def _caught_up(c: Cluster, target: int) -> bool:
+    return all(n.sm.applied_index >= target and n.raft is not None and not n.raft.repair_needed for n in _members(c))
+
+
+def _lag(c: Cluster) -> list[tuple[str, int, bool]]:
+    return [(n.node_id, n.sm.applied_index, bool(n.raft and n.raft.repair_needed)) for n in _members(c)]
+
+
+def run_seed(seed: int, steps: int = 200) -> RunResult:
+    c = Cluster(seed, config_for(seed))
+    rng = random.Random(f"schedule-{seed}")
+    violation = invariant = None
+    try:
+        for _ in range(steps):
+            chaos_step(c, rng)
+        settle(c)
+    except Violation as v:
+        violation, invariant = str(v), v.invariant
+        c.record("violation", str(v))
+    leaders = len(c.checker.leaders)
+    return RunResult(seed, c.trace_hash(), c.now, c.proposed, c.acked, leaders, violation, invariant)
+
+
+__all__ = ["RunResult", "Role", "run_seed", "settle", "chaos_step", "heal_all", "config_for"]

@@ -1,0 +1,475 @@
+# pure-core
+"""The deterministic cluster simulator: N RaftNodes on a SimNet and a SimDisk, one tick clock.
+
+How it works: `Cluster(seed)` builds nodes n1..nN of one group. Every input to a node (`tick`,
+a delivered message, a proposal, a transfer request) is followed by draining its Readies the way
+a real driver does: persist (snapshot, entries, hard state; sync when `must_sync`), send (sorted
+by destination, so set iteration order inside the core cannot leak into the schedule), apply
+committed entries to a HashChainStateMachine, `advance`, and compact the log every
+`snapshot_every` applied entries. Each of those effects is reported to the InvariantChecker, which
+raises `Violation` at the first breach, so invariants are checked after every step.
+
+Faults are methods: partition/heal/block (SimNet), pause/resume, crash/restart (the written
+disk layer survives a crash), power loss (only the durable layer survives), corrupt (bit flip,
+truncation, rollback or wipe, refused unless the compromised nodes stay a minority of every voter
+set in view), add/remove member and leadership transfer. On restart a node loads what verifies;
+if the disk failed verification, or is empty although the node once synced state, it restarts
+with `repair_needed=True`, its store is rewritten from the verified part plus a `repair` marker
+(kept until the core reports "raft.repair_done", so a crash during repair does not forget it).
+
+A proposal is *acknowledged* when the node it was proposed on applies it at the index and term
+the core returned; acks are checked against the committed history (`acked_lost`).
+
+Everything that happens is appended to `trace` as tuples of plain values; `trace_hash()` is the
+sha256 of their canonical text, so one seed always gives one hash (R7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+
+import attrs
+
+from raft import membership as mship
+from raft.config import NodeConfig, Role
+from raft.core import RaftNode
+from raft.testing.invariants import InvariantChecker
+from raft.testing.simdisk import CorruptKind, SimDisk
+from raft.testing.simnet import SimNet
+from raft.testing.simstore import Loaded, SimRaftStorage
+from raft.testing.statemachine import HashChainStateMachine
+from raft.types import ConfigChange, ConfigChangeType, Entry, EntryKind, HardState, Membership, Message, MessageType, Ready, Snapshot
+
+GROUP = "g"
+REPAIR_MARKER = "repair"
+MAX_READIES_PER_INPUT = 64
+
+
+@attrs.frozen
+class SimConfig:
+    n_nodes: int = 3
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    drop_rate: float = 0.02
+    duplicate_rate: float = 0.02
+    delay_ticks: tuple[int, int] = (1, 3)
+    snapshot_every: int = 16
+    max_entries_per_msg: int = 16
+    snapshot_chunk_bytes: int = 24
+
+
+@attrs.define
+class SimNode:
+    node_id: str
+    storage: SimRaftStorage
+    raft: RaftNode | None = None
+    sm: HashChainStateMachine = attrs.field(factory=HashChainStateMachine)
+    hard_state: HardState = HardState()
+    incarnation: int = 0
+    ever_synced: bool = False
+    compromised: bool = False  # disk corrupted/wiped and not yet repaired
+    retired: bool = False  # removed from the group and shut down for good
+    pending: dict[int, tuple[int, bytes]] = attrs.field(factory=dict)  # index -> (term, data)
+
+    @property
+    def up(self) -> bool:
+        return self.raft is not None
+
+
+@attrs.define
+class Cluster:
+    seed: int
+    config: SimConfig = SimConfig()
+    now: int = attrs.field(default=0, init=False)
+    trace: list[tuple[object, ...]] = attrs.field(factory=list, init=False)
+    checker: InvariantChecker = attrs.field(factory=InvariantChecker, init=False)
+    nodes: dict[str, SimNode] = attrs.field(factory=dict, init=False)
+    acked: int = attrs.field(default=0, init=False)
+    proposed: int = attrs.field(default=0, init=False)
+    _removing: dict[str, tuple[int, int]] = attrs.field(factory=dict, init=False)
+    _next_id: int = attrs.field(default=0, init=False)
+    message_tap: Callable[[Message, int], None] | None = attrs.field(default=None, init=False)
+    net: SimNet = attrs.field(init=False)
+    disk: SimDisk = attrs.field(init=False)
+    initial: Membership = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.net = SimNet(
+            random.Random(f"net-{self.seed}"),
+            drop_rate=self.config.drop_rate,
+            duplicate_rate=self.config.duplicate_rate,
+            delay_ticks=self.config.delay_ticks,
+        )
+        self.disk = SimDisk(random.Random(f"disk-{self.seed}"))
+        ids = [f"n{i}" for i in range(1, self.config.n_nodes + 1)]
+        self._next_id = len(ids) + 1
+        self.initial = Membership(voters=frozenset(ids))
+        for node_id in ids:
+            self.nodes[node_id] = SimNode(node_id, SimRaftStorage(self.disk, node_id))
+            self._start(self.nodes[node_id], self.initial)
+
+    # -- trace -----------------------------------------------------------------------------
+
+    def record(self, *item: object) -> None:
+        self.trace.append((self.now, *item))
+
+    def trace_hash(self) -> str:
+        h = hashlib.sha256()
+        for item in self.trace:
+            h.update(repr(item).encode())
+            h.update(b"\n")
+        return h.hexdigest()
+
+    # -- views -----------------------------------------------------------------------------
+
+    def live(self) -> list[SimNode]:
+        return [n for _, n in sorted(self.nodes.items()) if n.up]
+
+    def active(self) -> list[SimNode]:
+        """Up and not paused: these tick and receive."""
+        return [n for n in self.live() if not self.net.is_paused(n.node_id)]
+
+    def leaders(self) -> list[SimNode]:
+        return [n for n in self.active() if n.raft is not None and n.raft.role is Role.LEADER]
+
+    def leader(self) -> SimNode | None:
+        best = max(self.leaders(), key=lambda n: n.raft.term if n.raft else 0, default=None)
+        return best
+
+    def voter_sets(self) -> list[frozenset[str]]:
+        sets = {n.raft.membership.voters for n in self.live() if n.raft is not None}
+        return sorted(sets or {self.initial.voters}, key=sorted)
+
+    def members(self) -> list[str]:
+        """Nodes that are members in the view of the most advanced live node."""
+        top = max(self.live(), key=lambda n: n.raft.commit_index if n.raft else 0, default=None)
+        if top is None or top.raft is None:
+            return sorted(n for n, s in self.nodes.items() if not s.retired)
+        return sorted(mship.members(top.raft.membership))
+
+    # -- node lifecycle --------------------------------------------------------------------
+
+    def _new_raft(self, node: SimNode, loaded: Loaded, membership: Membership, repair: bool) -> RaftNode:
+        cfg = NodeConfig(
+            node_id=node.node_id,
+            group=GROUP,
+            election_ticks=self.config.election_ticks,
+            heartbeat_ticks=self.config.heartbeat_ticks,
+            max_entries_per_msg=self.config.max_entries_per_msg,
+            snapshot_chunk_bytes=self.config.snapshot_chunk_bytes,
+        )
+        rng = random.Random(f"node-{self.seed}-{node.node_id}-{node.incarnation}")
+        snap_index = loaded.snapshot.meta.index if loaded.snapshot else 0
+        return RaftNode(
+            cfg,
+            rng,
+            hard_state=loaded.hard_state,
+            snapshot=loaded.snapshot,
+            entries=loaded.entries,
+            membership=membership,
+            applied=snap_index,
+            repair_needed=repair,
+        )
+
+    def _start(self, node: SimNode, membership: Membership) -> None:
+        loaded = node.storage.load()
+        marker = self.disk.exists(node.node_id, REPAIR_MARKER)
+        repair = loaded.corrupt or marker or (loaded.empty and node.ever_synced)
+        if loaded.corrupt:
+            loaded = self._clamp(loaded)
+        if repair:
+            self._rewrite(node, loaded)
+        node.incarnation += 1
+        node.hard_state = loaded.hard_state
+        node.pending.clear()
+        snap = loaded.snapshot
+        node.sm = HashChainStateMachine.from_snapshot(snap.data if snap else b"")
+        self.checker.observe_restart(
+            node.node_id,
+            (snap.meta.index, snap.meta.term) if snap else None,
+            loaded.entries,
+            loaded.hard_state.commit,
+            repaired=repair,
+        )
+        if snap is not None:
+            self.checker.observe_apply(node.node_id, snap.meta.index, node.sm.chain)
+        node.raft = self._new_raft(node, loaded, membership, repair)
+        self.record("start", node.node_id, node.incarnation, repair, list(loaded.problems))
+        self._observe_node(node)
+        self._drain(node)
+
+    @staticmethod
+    def _clamp(loaded: Loaded) -> Loaded:
+        last = loaded.entries[-1].index if loaded.entries else (loaded.snapshot.meta.index if loaded.snapshot else 0)
+        hs = loaded.hard_state
+        return attrs.evolve(loaded, hard_state=HardState(hs.term, hs.vote, min(hs.commit, last)))
+
+    def _rewrite(self, node: SimNode, loaded: Loaded) -> None:
+        """Quarantine a damaged store: keep only what verified, plus the repair marker."""
+        self.disk.wipe(node.node_id)
+        self.disk.replace(node.node_id, REPAIR_MARKER, b"repair")
+        self.disk.fsync(node.node_id, REPAIR_MARKER)
+        store = node.storage
+        store.load()  # resets the chain crc for the empty wal
+        if loaded.snapshot is not None:
+            store.save_snapshot(loaded.snapshot)
+        store.append(loaded.entries)
+        store.set_hard_state(loaded.hard_state)
+        store.sync()
+
+    def crash(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if not node.up:
+            return
+        node.raft = None
+        node.pending.clear()
+        self.net.resume(node_id)  # a killed process is no longer stopped
+        self.net.drop_to(node_id)
+        self.record("crash", node_id)
+
+    def restart(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if node.up or node.retired:
+            return
+        self._start(node, self.initial if node_id in self.initial.voters else Membership())
+
+    def power_loss(self, node_ids: list[str]) -> None:
+        for node_id in sorted(node_ids):
+            self.crash(node_id)
+            lost = self.disk.power_loss(node_id)
+            self.record("power_loss", node_id, lost)
+
+    def compromised_allowance(self) -> int:
+        """How many more nodes may be corrupted while compromised ones stay a minority of every
+        voter set some live node believes in."""
+        smallest = min((len(v) for v in self.voter_sets()), default=len(self.initial.voters))
+        minority = (smallest - 1) // 2
+        return minority - sum(1 for n in self.nodes.values() if n.compromised and not n.retired)
+
+    def corrupt(self, node_id: str, kind: CorruptKind | None) -> bool:
+        """Crash `node_id` and corrupt its disk (kind None: wipe). Refused (False) when it would
+        compromise a majority."""
+        node = self.nodes[node_id]
+        if node.retired or (not node.compromised and self.compromised_allowance() < 1):
+            return False
+        self.crash(node_id)
+        if kind is None:
+            self.disk.wipe(node_id)
+            self.record("wipe", node_id)
+        else:
+            c = self.disk.corrupt(node_id, kind)
+            self.record("corrupt", node_id, kind.value, None if c is None else (c.name, c.offset, c.length))
+        node.compromised = True
+        return True
+
+    # -- network faults --------------------------------------------------------------------
+
+    def partition(self, groups: list[set[str]]) -> None:
+        self.net.partition(groups)
+        self.record("partition", [sorted(g) for g in groups])
+
+    def block(self, src: str, dst: str) -> None:
+        self.net.block(src, dst)
+        self.record("block", src, dst)
+
+    def heal(self) -> None:
+        self.net.heal()
+        self.record("heal")
+
+    def pause(self, node_id: str) -> None:
+        if self.nodes[node_id].up:
+            self.net.pause(node_id)
+            self.record("pause", node_id)
+
+    def resume(self, node_id: str) -> None:
+        self.net.resume(node_id)
+        self.record("resume", node_id)
+
+    # -- client requests -------------------------------------------------------------------
+
+    def propose(self, data: bytes | None = None) -> bool:
+        node = self.leader()
+        if node is None or node.raft is None:
+            return False
+        self.proposed += 1
+        data = data if data is not None else f"p{self.proposed}".encode()
+        res = node.raft.propose(data)
+        self.record("propose", node.node_id, data, res.ok, res.index, res.term)
+        if res.ok:
+            node.pending[res.index] = (res.term, data)
+        self._drain(node)
+        return res.ok
+
+    def transfer(self, to: str) -> None:
+        node = self.leader()
+        if node is None or node.raft is None:
+            return
+        node.raft.transfer_leadership(to)
+        self.record("transfer", node.node_id, to)
+        self._drain(node)
+
+    def add_member(self, learner: bool) -> str | None:
+        node = self.leader()
+        if node is None or node.raft is None:
+            return None
+        new_id = f"n{self._next_id}"
+        kind = ConfigChangeType.ADD_LEARNER if learner else ConfigChangeType.ADD_VOTER
+        res = node.raft.propose_config_change(ConfigChange(kind, new_id))
+        self.record("add", node.node_id, new_id, kind.value, res.ok)
+        if not res.ok:
+            return None
+        self._next_id += 1
+        self.nodes[new_id] = SimNode(new_id, SimRaftStorage(self.disk, new_id))
+        self._drain(node)
+        self._start(self.nodes[new_id], Membership())
+        return new_id
+
+    def promote(self, node_id: str) -> bool:
+        return self._change(ConfigChangeType.PROMOTE_LEARNER, node_id)
+
+    def remove_member(self, node_id: str) -> bool:
+        ok = self._change(ConfigChangeType.REMOVE, node_id)
+        return ok
+
+    def _change(self, kind: ConfigChangeType, node_id: str) -> bool:
+        node = self.leader()
+        if node is None or node.raft is None:
+            return False
+        res = node.raft.propose_config_change(ConfigChange(kind, node_id))
+        self.record("change", node.node_id, kind.value, node_id, res.ok)
+        if res.ok and kind is ConfigChangeType.REMOVE:
+            self._removing[node_id] = (res.index, res.term)
+        self._drain(node)
+        return res.ok
+
+    def _retire_removed(self) -> None:
+        for node_id, (index, term) in sorted(self._removing.items()):
+            got = self.checker.committed.get(index)
+            if got is None:
+                continue
+            del self._removing[node_id]
+            if got[0] == term and got[1][0] is EntryKind.CONFIG:
+                self.crash(node_id)
+                self.nodes[node_id].retired = True
+                self.nodes[node_id].compromised = False
+                self.record("retired", node_id)
+
+    # -- the clock -------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One tick: deliver due messages, tick every active node."""
+        self.now += 1
+        for msg in self.net.due(self.now):
+            node = self.nodes.get(msg.dst)
+            if node is None or node.raft is None:
+                continue
+            node.raft.step(msg)
+            self._observe_node(node)
+            self._drain(node)
+        for node in self.active():
+            assert node.raft is not None
+            node.raft.tick()
+            self._observe_node(node)
+            self._drain(node)
+        self._retire_removed()
+
+    def run(self, ticks: int) -> None:
+        for _ in range(ticks):
+            self.tick()
+
+    # -- the driver ------------------------------------------------------------------------
+
+    def _observe_node(self, node: SimNode) -> None:
+        r = node.raft
+        assert r is not None
+        self.checker.observe_role(node.node_id, r.role.value, r.term, r.repair_needed)
+
+    def _drain(self, node: SimNode) -> None:
+        for _ in range(MAX_READIES_PER_INPUT):
+            r = node.raft
+            if r is None or not r.has_ready():
+                return
+            ready = r.ready()
+            self._persist(node, ready)
+            self._send(node, ready)
+            self._apply(node, ready)
+            r.advance(ready)
+            self._maybe_compact(node)
+            self._observe_node(node)
+        raise AssertionError(f"{node.node_id}: Ready did not settle after {MAX_READIES_PER_INPUT} rounds")
+
+    def _persist(self, node: SimNode, ready: Ready) -> None:
+        store, nid = node.storage, node.node_id
+        if ready.snapshot is not None:
+            store.save_snapshot(ready.snapshot)
+            self.checker.observe_snapshot(nid, ready.snapshot.meta.index, ready.snapshot.meta.term)
+        if ready.entries:
+            store.append(ready.entries)
+            self.checker.observe_append(nid, ready.entries)
+        if ready.hard_state is not None:
+            store.set_hard_state(ready.hard_state)
+            node.hard_state = ready.hard_state
+        if ready.must_sync:
+            store.sync()
+            node.ever_synced = True
+            self.checker.observe_sync(nid, node.hard_state.commit)
+        if ready.hard_state is not None:
+            assert node.raft is not None
+            self.checker.observe_commit(nid, ready.hard_state.commit, ready.hard_state.term)
+
+    def _send(self, node: SimNode, ready: Ready) -> None:
+        assert node.raft is not None
+        repair = node.raft.repair_needed
+        for msg in sorted(ready.messages, key=lambda m: m.dst):
+            if msg.type is MessageType.VOTE_RESP and not msg.reject:
+                self.checker.observe_vote(node.node_id, msg.term, msg.dst, repair)
+            if self.message_tap is not None:
+                self.message_tap(msg, self.now)
+            self.net.send(msg, self.now)
+        for ev in ready.events:
+            if ev.name in ("raft.became_leader", "raft.repair_done", "raft.snapshot_installed"):
+                self.record(ev.name, node.node_id, ev.fields)
+            if ev.name == "raft.became_leader":
+                self.checker.observe_role(node.node_id, "leader", dict(ev.fields)["term"])  # type: ignore[arg-type]
+            if ev.name == "raft.repair_done":
+                node.compromised = False
+                if self.disk.exists(node.node_id, REPAIR_MARKER):
+                    self.disk.delete(node.node_id, REPAIR_MARKER)
+
+    def _apply(self, node: SimNode, ready: Ready) -> None:
+        nid = node.node_id
+        if ready.snapshot is not None:
+            node.sm = HashChainStateMachine.from_snapshot(ready.snapshot.data)
+            self.checker.observe_apply(nid, ready.snapshot.meta.index, node.sm.chain)
+            for index in [i for i in node.pending if i <= ready.snapshot.meta.index]:
+                del node.pending[index]
+        for e in ready.committed_entries:
+            chain = node.sm.apply(e)
+            self.checker.observe_apply(nid, e.index, chain, e)
+            self._maybe_ack(node, e)
+
+    def _maybe_ack(self, node: SimNode, e: Entry) -> None:
+        want = node.pending.pop(e.index, None)
+        if want is None:
+            return
+        if want == (e.term, e.data):
+            self.checker.observe_ack(e.index, e)
+            self.acked += 1
+            self.record("ack", node.node_id, e.index, e.term)
+
+    def _maybe_compact(self, node: SimNode) -> None:
+        r = node.raft
+        assert r is not None
+        applied = node.sm.applied_index
+        if applied - r.snapshot_meta.index < self.config.snapshot_every:
+            return
+        r.compact(applied, node.sm.snapshot())
+        meta = r.snapshot_meta
+        assert meta.index == applied
+        node.storage.save_snapshot(Snapshot(meta, node.sm.snapshot()))
+        node.storage.sync()
+        self.checker.observe_snapshot(node.node_id, meta.index, meta.term)
+        self.record("compact", node.node_id, meta.index)
+
