@@ -75,8 +75,6 @@ class ClientConnection:
         self.closing = False
         self.close_reason: CloseReason | None = None
         self.stall_on: ClientConnection | None = None
-        self.in_msgs = 0
-        self.out_msgs = 0
         self._wake = trio.Event()
         self._drained = trio.Event()
         self._scope = trio.CancelScope()
@@ -158,45 +156,36 @@ class ClientConnection:
         deliver = server.deliver
         for op in ops:
             if type(op) is tuple:
-                if not fast:
-                    self._pub_checked(op)
-                    continue
-                if op[2] is not None and not self.headers:
+                subject, reply, headers, payloads, tail = op
+                if headers is not None and not self.headers:
                     self.close(CloseReason.PROTOCOL_ERROR)
                     break
-                route = routes.get(op[0])
+                if not fast:
+                    self._pub_checks(subject, len(payloads))
+                route = routes.get(subject)
                 if route is None:
-                    route = server.route_for(op[0])
+                    route = server.route_for(subject)
                 if route:
-                    deliver(self, route, *op)
-                elif op[1] is not None and self.no_responders:
-                    server.no_responders(self, op[0], op[1])
+                    deliver(self, route, subject, reply, headers, payloads, tail)
+                elif reply is not None and self.no_responders:
+                    for _ in payloads:
+                        server.no_responders(self, subject, reply)
             else:
                 self._control(op)
                 if self.closing:
                     break
                 fast = not (self.verbose or self.pedantic)
-        self.in_msgs += len(ops)
         server.flush_dirty()
 
-    def _pub_checked(self, op: tuple) -> None:
-        """A publish from a verbose or pedantic client (or one with headers): full checks."""
-        subject, reply = op[0], op[1]
-        if op[2] is not None and not self.headers:
-            self.close(CloseReason.PROTOCOL_ERROR)
-            return
-        if self.pedantic and not self.server.is_literal(subject):
-            self.out += p.encode_err("Invalid Publish Subject")
-        if self.verbose:
-            self.out += p.OK_BYTES
-        self.dirty_self()
-        route = self.server.routes.get(subject)
-        if route is None:
-            route = self.server.route_for(subject)
-        if route:
-            self.server.deliver(self, route, *op)
-        elif reply is not None and self.no_responders:
-            self.server.no_responders(self, subject, reply)
+    def _pub_checks(self, subject: str, count: int) -> None:
+        """Pedantic subject check and verbose +OK, once per message of a run."""
+        bad = self.pedantic and not self.server.is_literal(subject)
+        reply = (p.encode_err("Invalid Publish Subject") if bad else b"") + (
+            p.OK_BYTES if self.verbose else b""
+        )
+        if reply:
+            self.out += reply * count
+            self.dirty_self()
 
     def dirty_self(self) -> None:
         if not self.dirty:
@@ -289,7 +278,6 @@ class ClientConnection:
             self.dirty = False
             with trio.move_on_after(deadline_s) as scope:
                 await send_all(data)
-            self.out_msgs += 1
             if scope.cancelled_caught:
                 self.log.info("client.slow_consumer", reason="write deadline")
                 self.close(CloseReason.SLOW_CONSUMER, flush=False)

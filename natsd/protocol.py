@@ -10,10 +10,13 @@ publishes to the same subject costs one dict lookup and two slices per message.
 Why it looks like this: pure Python must parse ~2M msgs/s, so the common operation is a plain
 tuple, not an object:
 
-    PUB/HPUB  -> (subject: str, reply: str | None, headers: bytes | None, payload: bytes,
-                  tail: bytes)
+    PUB/HPUB  -> (subject: str, reply: str | None, headers: bytes | None,
+                  payloads: list[bytes], tail: bytes)
 
-`tail` is the end of the MSG/HMSG control line the server will write for this message
+One PUB tuple carries the payloads of a run of consecutive publishes with the very same control
+line (same subject, reply and size), so the shell routes once per run and can fan out with one
+`bytes.join`; an HPUB tuple always carries one payload. `flatten(ops)` expands runs into one
+`(subject, reply, headers, payload)` per message (what tests compare). `tail` is the end of the MSG/HMSG control line the server will write for this message
 (`b" [reply] <size>\r\n"` or `b" [reply] <hdr> <total>\r\n"`), so fan-out only prepends
 `MSG <subject> <sid>`. Every other operation is a frozen attrs value (Connect, Sub, Unsub, Ping,
 Pong, Ok, Err, Info, Msg) and a broken stream yields `ProtocolError(message, close)`: `message`
@@ -218,15 +221,44 @@ class Parser:
                 return n
             if kind == _KIND_PUB:
                 if hsize < 0:
-                    append((subject, reply, None, buf[start:end], tail))
-                else:
-                    mid = start + hsize
-                    append((subject, reply, buf[start:mid], buf[mid:end], tail))
+                    pos = self._pub_batch(buf, pos, line, end, ops, meta)
+                    if self.closed:
+                        return n
+                    continue
+                mid = start + hsize
+                append((subject, reply, buf[start:mid], [buf[mid:end]], tail))
             else:
                 headers = buf[start : start + hsize] if hsize >= 0 else None
                 body = buf[start + max(hsize, 0) : end]
                 append(Msg(subject, sid, reply, headers, body))
             pos = end + 2
+        return pos
+
+    def _pub_batch(self, buf: bytes, pos: int, line: bytes, end: int, ops: list,
+                   meta: tuple) -> int:
+        """Append one PUB op holding the payloads of every consecutive frame with this exact
+        control line (the common case of a publisher blasting one subject); return the
+        position after the batch. The first frame is already known to be complete and valid."""
+        size = meta[5]
+        payloads = [buf[end - size : end]]
+        pos = end + 2
+        head = line + b"\n"
+        head_len = len(head)
+        n = len(buf)
+        startswith = buf.startswith
+        add = payloads.append
+        while startswith(head, pos):
+            start = pos + head_len
+            end = start + size
+            if end + 2 > n:
+                break
+            if buf[end] != 13 or buf[end + 1] != 10:
+                ops.append((meta[1], meta[2], None, payloads, meta[6]))
+                self._fail(ops, ERR_UNKNOWN_OP)
+                return n
+            add(buf[start:end])
+            pos = end + 2
+        ops.append((meta[1], meta[2], None, payloads, meta[6]))
         return pos
 
     def _control_line(self, line: bytes):
@@ -447,10 +479,21 @@ def encode_unsub(sid: str, max_msgs: int | None = None) -> bytes:
     return b"UNSUB " + _b(sid) + tail + CRLF
 
 
+def flatten(ops: list) -> list:
+    """Expand PUB runs into one `(subject, reply, headers, payload)` tuple per message."""
+    out: list = []
+    for op in ops:
+        if type(op) is tuple:
+            out.extend((op[0], op[1], op[2], payload) for payload in op[3])
+        else:
+            out.append(op)
+    return out
+
+
 def encode(op) -> bytes:
-    """Encode any operation value (or a PUB tuple) back to wire bytes."""
+    """Encode an operation value, or a flattened `(subject, reply, headers, payload)`."""
     if type(op) is tuple:
-        subject, reply, headers, payload = op[:4]
+        subject, reply, headers, payload = op
         if headers is None:
             return encode_pub(subject, reply, payload)
         return encode_hpub(subject, reply, headers, payload)

@@ -231,7 +231,7 @@ class Server:
         if route is None:
             route = self.route_for(subject)
         if route:
-            self.deliver(None, route, subject, reply, headers, payload, _tail(reply, headers, payload))
+            self.deliver(None, route, subject, reply, headers, [payload], _tail(reply, headers, payload))
         self.flush_dirty()
 
     # -- routing (hot path) -----------------------------------------------------------------
@@ -254,26 +254,38 @@ class Server:
         return ok
 
     def deliver(self, src: ClientConnection | None, route: tuple, subject: str,
-                reply: str | None, headers: bytes | None, payload: bytes, tail: bytes) -> None:
+                reply: str | None, headers: bytes | None, payloads: list[bytes],
+                tail: bytes) -> None:
+        """Deliver a run of messages (same subject, reply and tail) to a matched route."""
         plain, queues = route
         no_echo = src is not None and not src.echo
+        count = len(payloads)
         for sub in plain:
             c = sub.client
-            if c is None or headers is not None:
-                if c is not src or not no_echo:
-                    self._deliver_special(sub, subject, reply, headers, payload, tail)
-                continue
             if c is src and no_echo:
+                continue
+            if c is None or headers is not None:
+                for payload in payloads:
+                    self._deliver_one(sub, subject, reply, headers, payload, tail)
                 continue
             pre = sub.prefixes.get(subject)
             if pre is None:
                 pre = sub.prefix(subject)
+            k = count
+            if sub.max_msgs:
+                k = min(count, sub.max_msgs - sub.delivered)
             out = c.out
-            out += pre
-            out += tail
-            out += payload
-            out += _CRLF
-            sub.delivered += 1
+            if k == 1:
+                out += pre
+                out += tail
+                out += payloads[0]
+                out += _CRLF
+            elif k > 0:
+                pre_tail = pre + tail
+                out += pre_tail
+                out += (_CRLF + pre_tail).join(payloads if k == count else payloads[:k])
+                out += _CRLF
+            sub.delivered += k
             if len(out) > c.stall_bytes:
                 self._pressure(src, c)
             if not c.dirty:
@@ -283,22 +295,21 @@ class Server:
                 self.remove_subscription(sub)
         if queues:
             for group in queues:
-                self._deliver_queue(src, group, no_echo, subject, reply, headers, payload, tail)
+                members = group
+                if no_echo:
+                    members = tuple(s for s in group if s.client is not src)
+                    if not members:
+                        continue
+                for payload in payloads:
+                    sub = members[self.rng.randrange(len(members))] if len(members) > 1 else members[0]
+                    self._deliver_one(sub, subject, reply, headers, payload, tail)
 
-    def _deliver_queue(self, src: ClientConnection | None, group: tuple, no_echo: bool,
-                       subject: str, reply: str | None, headers: bytes | None, payload: bytes,
-                       tail: bytes) -> None:
-        members = group
-        if no_echo:
-            members = tuple(s for s in group if s.client is not src)
-            if not members:
-                return
-        sub = members[self.rng.randrange(len(members))] if len(members) > 1 else members[0]
-        self._deliver_special(sub, subject, reply, headers, payload, tail)
-
-    def _deliver_special(self, sub: Subscription, subject: str, reply: str | None,
-                         headers: bytes | None, payload: bytes, tail: bytes) -> None:
-        """Deliver to one subscription: internal, with headers, or stripping headers."""
+    def _deliver_one(self, sub: Subscription, subject: str, reply: str | None,
+                     headers: bytes | None, payload: bytes, tail: bytes) -> None:
+        """Deliver one message to one subscription: internal, with headers, or stripping
+        headers for a client that did not ask for them."""
+        if sub.max_msgs and sub.delivered >= sub.max_msgs:
+            return
         sub.delivered += 1
         if sub.max_msgs and sub.delivered >= sub.max_msgs:
             self.remove_subscription(sub)
@@ -344,7 +355,7 @@ class Server:
         targets = list(result.plain) + [s for group in result.queues for s in group]
         for sub in targets:
             if sub.client is src:
-                self._deliver_special(sub, reply, None, headers, b"", tail)
+                self._deliver_one(sub, reply, None, headers, b"", tail)
                 return
 
     def flush_dirty(self) -> None:
