@@ -1,0 +1,124 @@
+"""`jetraft bench`: throughput and latency load, in the spirit of `nats bench`.
+
+    jetraft bench pub     --msgs 200000 --size 16            publish only
+    jetraft bench sub     --msgs 200000 --subs 4             subscribers' receive rate (fan-out)
+    jetraft bench pubsub  --msgs 200000 --subs 1             both sides
+    jetraft bench req     --msgs 5000                        request/reply latency percentiles
+
+Target: `--url nats://host:port` (an already running server), or `--server jetraft|nats-server`
+(started here as a subprocess on a free loopback port and stopped afterwards), or `--compare`:
+both servers started, the same load run against each, one table with both figures and the ratio
+jetraft/nats-server. `--runs K` repeats every measurement and reports medians; runs alternate
+between the servers so background noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+from rich.console import Console
+
+from cli.benchlib.launcher import ServerKind, ServerProcess, free_port
+from cli.benchlib.report import medians, render_table
+from cli.benchlib.runner import BenchError, Load, Mode, make_progress, run_once
+
+
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--msgs", default=100_000, show_default=True, help="messages (or requests) per run"),
+        click.option("--size", "size_bytes", default=16, show_default=True, help="payload size in bytes"),
+        click.option("--subs", default=1, show_default=True, help="number of subscribers (sub, pubsub)"),
+        click.option("--subject", default="bench.subject", show_default=True),
+        click.option("--url", default=None, help="benchmark an already running server"),
+        click.option(
+            "--server", "server_kind", type=click.Choice([k.value for k in ServerKind]), default="jetraft",
+            show_default=True, help="server to start when no --url is given",
+        ),
+        click.option("--compare", is_flag=True, help="start jetraft AND nats-server; report both and the ratio"),
+        click.option("--runs", default=1, show_default=True, help="repeat and report medians"),
+        click.option("--timeout", "timeout_s", default=120.0, show_default=True, help="per-run deadline (s)"),
+        click.option("--json", "json_out", is_flag=True, help="also print the medians as JSON"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group()
+def bench() -> None:
+    """Throughput and latency benchmarks (raw-socket publishers/subscribers, nats-py requests)."""
+
+
+@bench.command()
+@common_options
+def pub(**kwargs: Any) -> None:
+    """Publish-only throughput."""
+    run_bench(Mode.PUB, **kwargs)
+
+
+@bench.command()
+@common_options
+def sub(**kwargs: Any) -> None:
+    """Subscriber receive rate with --subs subscribers and one publisher (fan-out)."""
+    run_bench(Mode.SUB, **kwargs)
+
+
+@bench.command()
+@common_options
+def pubsub(**kwargs: Any) -> None:
+    """One publisher and --subs subscribers; both rates."""
+    run_bench(Mode.PUBSUB, **kwargs)
+
+
+@bench.command()
+@common_options
+def req(**kwargs: Any) -> None:
+    """Sequential request/reply through the server; latency p50/p90/p99 (nats-py on both ends)."""
+    run_bench(Mode.REQ, **kwargs)
+
+
+@contextlib.contextmanager
+def targets(url: str | None, server_kind: str, compare: bool) -> Iterator[dict[str, str]]:
+    """Name -> URL of each server to benchmark; servers started here are stopped on exit."""
+    if url and not compare:
+        yield {url: url}
+        return
+    kinds = [ServerKind.JETRAFT, ServerKind.NATS_SERVER] if compare else [ServerKind(server_kind)]
+    started: list[ServerProcess] = []
+    try:
+        for kind in kinds:
+            proc = ServerProcess(kind=kind, port=free_port())
+            started.append(proc)
+            proc.start()
+        yield {proc.kind.value: proc.url for proc in started}
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+def run_bench(
+    mode: Mode, *, msgs: int, size_bytes: int, subs: int, subject: str, url: str | None, server_kind: str,
+    compare: bool, runs: int, timeout_s: float, json_out: bool,
+) -> dict[str, dict[str, float]]:
+    console = Console()
+    load = Load(mode=mode, msgs=msgs, size_bytes=size_bytes, subs=subs, subject=subject, timeout_s=timeout_s)
+    per_server: dict[str, list[dict[str, float]]] = {}
+    with targets(url, server_kind, compare) as urls:
+        with make_progress() as progress:
+            for run_no in range(1, runs + 1):
+                for name, target in urls.items():
+                    try:
+                        metrics = run_once(target, load, f"{name} run {run_no}/{runs}", progress)
+                    except BenchError as exc:
+                        raise click.ClickException(f"{name}: {exc}") from exc
+                    per_server.setdefault(name, []).append(metrics)
+    results = {name: medians(values) for name, values in per_server.items()}
+    title = f"bench {mode.value}: {msgs:,} msgs x {size_bytes} B" + (f", {subs} subs" if mode in (Mode.SUB, Mode.PUBSUB) else "")
+    console.print(render_table(title, results, runs))
+    if json_out:
+        console.print_json(json.dumps({"mode": mode.value, "msgs": msgs, "size_bytes": size_bytes, "subs": subs, "runs": runs, "results": results}))
+    return results
