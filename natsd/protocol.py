@@ -157,6 +157,8 @@ class Parser:
                 if self._pending_len < self._need:
                     return []
             elif b"\n" not in data:
+                if not self._plausible_start(b"".join(self._pending[:9])[:9]):
+                    return self._fail([], ERR_UNKNOWN_OP)
                 if self._pending_len > self.max_control_line + 2:
                     return self._fail([], ERR_MAX_CONTROL_LINE)
                 return []
@@ -172,11 +174,21 @@ class Parser:
             rest = buf[pos:]
             self._pending = [rest]
             self._pending_len = len(rest)
-            if not self._need and len(rest) > self.max_control_line + 2:
-                return self._fail(ops, ERR_MAX_CONTROL_LINE)
+            if not self._need:
+                if not self._plausible_start(rest[:9]):
+                    return self._fail(ops, ERR_UNKNOWN_OP)
+                if len(rest) > self.max_control_line + 2:
+                    return self._fail(ops, ERR_MAX_CONTROL_LINE)
         return ops
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _plausible_start(self, head: bytes) -> bool:
+        """Could `head` (the start of an unfinished line) begin a known operation? nats-server
+        parses byte by byte and rejects an unknown operation before its newline arrives."""
+        head = head.upper().replace(b"\t", b" ")
+        names = _SERVER_STARTS if self.server_side else _CLIENT_STARTS
+        return any(head.startswith(name) or name.startswith(head) for name in names)
 
     def _fail(self, ops: list, message: str | None) -> list:
         self.closed = True
@@ -264,7 +276,8 @@ class Parser:
     def _control_line(self, line: bytes):
         """Parse one control line (no payload yet): an op, a payload tuple, None, or an error."""
         if len(line) > self.max_control_line:
-            return ProtocolError(ERR_MAX_CONTROL_LINE)
+            plausible = self._plausible_start(line[:9])
+            return ProtocolError(ERR_MAX_CONTROL_LINE if plausible else ERR_UNKNOWN_OP)
         if line.endswith(b"\r"):
             line = line[:-1]
         try:
@@ -413,6 +426,10 @@ _SERVER_OPS = {
     b"INFO": Parser._info,
     b"-ERR": Parser._err_from_client,
 }
+
+_SERVER_STARTS = (b"PUB ", b"HPUB ", b"SUB ", b"UNSUB ", b"CONNECT ", b"INFO ", b"-ERR", b"PING",
+                  b"PONG", b"+OK")
+_CLIENT_STARTS = (b"MSG ", b"HMSG ", b"INFO ", b"-ERR", b"PING", b"PONG", b"+OK")
 
 _CLIENT_OPS = {
     b"MSG": Parser._msg,
