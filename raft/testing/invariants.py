@@ -173,7 +173,8 @@ class InvariantChecker:
         self.node_commit[node] = 0
         if entries:
             self.observe_append(node, entries)
-        self.durable_commit[node] = commit if repaired else max(commit, self.durable_commit.get(node, 0))
+        if repaired:
+            self.durable_commit[node] = 0  # what it loaded may be unsynced; syncs raise it again
 
     def observe_sync(self, node: NodeId, commit: int) -> None:
         """`node` fsynced a hard state with this commit index."""

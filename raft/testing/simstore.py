@@ -104,15 +104,19 @@ def decode_snapshot(raw: bytes) -> Snapshot | None:
 
 @attrs.define
 class _Replay:
-    """Mutable state while replaying the wal."""
+    """Mutable state while replaying the wal. A snapshot marker cuts the log by (index, term)
+    alone; the snapshot file is matched against the *last* marker once replay ends (earlier
+    markers' files have since been replaced, which is fine)."""
 
     hard: HardState = HardState()
-    snapshot: Snapshot | None = None
+    base_index: int = 0
+    base_term: int = 0
+    marker_crc: int | None = None
     entries: list[Entry] = attrs.field(factory=list)
     problems: list[str] = attrs.field(factory=list)
 
     def first_index(self) -> int:
-        return (self.snapshot.meta.index if self.snapshot else 0) + 1
+        return self.base_index + 1
 
     def add_entry(self, e: Entry) -> bool:
         first = self.first_index()
@@ -127,16 +131,16 @@ class _Replay:
         return True
 
     def term_at(self, index: int) -> int | None:
-        if self.snapshot is not None and index == self.snapshot.meta.index:
-            return self.snapshot.meta.term
+        if index == self.base_index:
+            return self.base_term
         pos = index - self.first_index()
         return self.entries[pos].term if 0 <= pos < len(self.entries) else None
 
-    def install(self, snap: Snapshot) -> None:
-        keep = self.term_at(snap.meta.index) == snap.meta.term
-        pos = snap.meta.index - self.first_index()
+    def cut(self, index: int, term: int, crc: int) -> None:
+        keep = self.term_at(index) == term
+        pos = index - self.first_index()
         self.entries = self.entries[pos + 1 :] if keep else []
-        self.snapshot = snap
+        self.base_index, self.base_term, self.marker_crc = index, term, crc
 
 
 @attrs.define
@@ -193,7 +197,23 @@ class SimRaftStorage:
             crc, end = _scan(raw, crc, watermark, len(raw), lambda body: self._apply(body, rep))
             self.disk.truncate_written(self.node, WAL, end)  # drop a torn tail before appending
         self._crc = crc
-        return Loaded(rep.hard, rep.snapshot, tuple(rep.entries), tuple(rep.problems), empty=False)
+        snapshot = self._final_snapshot(rep)
+        return Loaded(rep.hard, snapshot, tuple(rep.entries), tuple(rep.problems), empty=False)
+
+    def _final_snapshot(self, rep: _Replay) -> Snapshot | None:
+        if rep.marker_crc is None:
+            return None
+        raw = self.disk.read(self.node, SNAP)
+        snap = decode_snapshot(raw) if raw is not None else None
+        if snap is None or raw is None or zlib.crc32(raw) != rep.marker_crc:
+            rep.problems.append("snap: missing, corrupt or rolled back")
+        elif (snap.meta.index, snap.meta.term) != (rep.base_index, rep.base_term):
+            rep.problems.append("snap: does not match its wal marker")
+        else:
+            return snap
+        rep.entries.clear()  # without the snapshot the entries after it are not a usable log
+        rep.base_index = rep.base_term = 0
+        return None
 
     def _read_meta(self, names: set[str], rep: _Replay) -> tuple[int, int]:
         raw = self.disk.read(self.node, META) if META in names else None
@@ -223,16 +243,7 @@ class SimRaftStorage:
 
     def _apply_snapshot_marker(self, body: bytes, rep: _Replay) -> bool:
         index, term, crc = _SNAPREC.unpack_from(body, 1)
-        raw = self.disk.read(self.node, SNAP)
-        snap = decode_snapshot(raw) if raw is not None else None
-        matches = snap is not None and raw is not None and zlib.crc32(raw) == crc
-        if not matches and (snap is None or snap.meta.index <= index):
-            rep.problems.append(f"snap: missing, corrupt or rolled back for marker ({index}, {term})")
-            return False
-        # Either this marker's snapshot, or a newer durable one that replaced it (its own
-        # marker may have been lost with an unsynced tail): both are committed state.
-        assert snap is not None
-        rep.install(snap)
+        rep.cut(index, term, crc)
         return True
 
 

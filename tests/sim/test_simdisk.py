@@ -194,3 +194,28 @@ def test_replaying_two_snapshot_markers_keeps_entries_after_them() -> None:
     assert not loaded.corrupt
     assert loaded.snapshot is not None and loaded.snapshot.meta.index == 12
     assert [e.index for e in loaded.entries] == [13, 14]
+
+
+def test_installed_snapshot_drops_a_conflicting_log_despite_an_older_marker() -> None:
+    """Regression (seed 126): with an older compaction marker in the wal, a snapshot installed
+    from a leader at a different term must not keep the old term's entries after it."""
+    disk, st_ = fresh()
+    st_.append(entries(1, 12, term=2))
+    st_.save_snapshot(Snapshot(SnapshotMeta(5, 2), b"old"))
+    st_.save_snapshot(Snapshot(SnapshotMeta(10, 3), b"from-leader"))
+    st_.append([Entry(3, 11)])
+    st_.sync()
+    loaded = SimRaftStorage(disk, "n1").load()
+    assert not loaded.corrupt
+    assert loaded.snapshot is not None and loaded.snapshot.meta.term == 3
+    assert loaded.entries == (Entry(3, 11),)
+
+
+def test_snapshot_file_not_matching_the_last_marker_is_corruption() -> None:
+    disk, st_ = fresh()
+    st_.append(entries(1, 12))
+    st_.save_snapshot(Snapshot(SnapshotMeta(5, 1), b"a"))
+    st_.sync()
+    disk.replace("n1", "snap", b"garbage")
+    disk.fsync("n1", "snap")
+    assert SimRaftStorage(disk, "n1").load().corrupt
