@@ -1,0 +1,178 @@
+"""Parser cases, each fed whole, one byte at a time, and followed by trailing data.
+
+Expected results follow nats-server 2.15 (checked with raw sockets against the reference
+binary): exact -ERR texts, silent close (message None) on malformed arguments.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from natsd import protocol as p
+from natsd.protocol import (
+    ERR_MAX_CONTROL_LINE,
+    ERR_MAX_PAYLOAD,
+    ERR_UNKNOWN_OP,
+    PING,
+    PONG,
+    Connect,
+    Parser,
+    ProtocolError,
+    Sub,
+    Unsub,
+    flatten,
+)
+
+HDR = b"NATS/1.0\r\n\r\n"
+
+SERVER_CASES: list[tuple[str, bytes, list]] = [
+    ("ping", b"PING\r\n", [PING]),
+    ("ping_lower", b"ping\r\n", [PING]),
+    ("ping_bare_lf", b"PING\n", [PING]),
+    ("ping_trailing_junk", b"PINGX foo\r\n", [PING]),
+    ("pong", b"PONG\r\n", [PONG]),
+    ("pub", b"PUB foo 3\r\nabc\r\n", [("foo", None, None, b"abc")]),
+    ("pub_reply_tabs", b"pub foo  bar\t\t3\r\nabc\r\n", [("foo", "bar", None, b"abc")]),
+    ("pub_trailing_space", b"PUB foo 1 \r\na\r\n", [("foo", None, None, b"a")]),
+    ("pub_empty", b"PUB foo 0\r\n\r\n", [("foo", None, None, b"")]),
+    ("pub_crlf_in_payload", b"PUB foo 4\r\na\r\nb\r\n", [("foo", None, None, b"a\r\nb")]),
+    (
+        "pub_run",
+        b"PUB foo 1\r\na\r\nPUB foo 1\r\nb\r\nPUB bar 1\r\nc\r\n",
+        [("foo", None, None, b"a"), ("foo", None, None, b"b"), ("bar", None, None, b"c")],
+    ),
+    ("hpub", b"HPUB foo 12 14\r\n" + HDR + b"hi\r\n", [("foo", None, HDR, b"hi")]),
+    ("hpub_reply", b"HPUB foo r 12 12\r\n" + HDR + b"\r\n", [("foo", "r", HDR, b"")]),
+    ("sub", b"SUB foo 1\r\n", [Sub("foo", None, "1")]),
+    ("sub_queue", b"SUB foo q 1\r\n", [Sub("foo", "q", "1")]),
+    ("sub_empty_queue", b"SUB foo  1\r\n", [Sub("foo", None, "1")]),
+    ("unsub", b"UNSUB 1\r\n", [Unsub("1", None)]),
+    ("unsub_trailing_space", b"UNSUB 1 \r\n", [Unsub("1", None)]),
+    ("unsub_max", b"UNSUB 1 5\r\n", [Unsub("1", 5)]),
+    ("connect", b'CONNECT {"verbose":false}\r\n', [Connect({"verbose": False})]),
+    ("info_from_client_ignored", b"INFO {}\r\n", []),
+    ("ok_from_client_ignored", b"+OK\r\n", []),
+    ("payload_too_long", b"PUB foo 3\r\nabcd\r\n", [ProtocolError(ERR_UNKNOWN_OP)]),
+    ("payload_bare_lf", b"PUB foo 1\r\na\nPING\r\n", [ProtocolError(ERR_UNKNOWN_OP)]),
+    ("unknown_op", b"FOO bar\r\n", [ProtocolError(ERR_UNKNOWN_OP)]),
+    ("unknown_op_no_newline", b"aaaa", [ProtocolError(ERR_UNKNOWN_OP)]),
+    ("op_prefix_then_cr", b"PU\r\n", [ProtocolError(ERR_UNKNOWN_OP)]),
+    ("pub_without_args", b"PUB\r\n", [ProtocolError(ERR_UNKNOWN_OP)]),
+    ("unsub_without_args", b"UNSUB\r\n", [ProtocolError(ERR_UNKNOWN_OP)]),
+    ("msg_from_client", b"MSG foo 1 1\r\na\r\n", [ProtocolError(ERR_UNKNOWN_OP)]),
+    ("max_payload", b"PUB foo 99999999\r\n", [ProtocolError(ERR_MAX_PAYLOAD)]),
+    ("hpub_max_total", b"HPUB foo 12 1048600\r\n", [ProtocolError(ERR_MAX_PAYLOAD)]),
+    ("hpub_header_bigger_than_total", b"HPUB foo 12 10\r\n", [ProtocolError(None)]),
+    ("pub_missing_size", b"PUB foo\r\n", [ProtocolError(None)]),
+    ("pub_negative_size", b"PUB foo -1\r\n", [ProtocolError(None)]),
+    ("pub_plus_size", b"PUB foo +1\r\n", [ProtocolError(None)]),
+    ("pub_too_many_args", b"PUB a b c 1\r\n", [ProtocolError(None)]),
+    ("sub_missing_sid", b"SUB foo\r\n", [ProtocolError(None)]),
+    ("unsub_too_many_args", b"UNSUB 1 2 3\r\n", [ProtocolError(None)]),
+    ("unsub_bad_max", b"UNSUB 1 x\r\n", [ProtocolError(None)]),
+    ("connect_bad_json", b"CONNECT {bad\r\n", [ProtocolError(None)]),
+    ("connect_not_object", b"CONNECT []\r\n", [ProtocolError(None)]),
+    ("err_from_client", b"-ERR 'x'\r\n", [ProtocolError(None)]),
+    (
+        "control_line_too_long",
+        b"PUB " + b"a" * 5000 + b" 3\r\nabc\r\n",
+        [ProtocolError(ERR_MAX_CONTROL_LINE)],
+    ),
+    ("control_line_too_long_no_newline", b"PUB " + b"a" * 5000, [ProtocolError(ERR_MAX_CONTROL_LINE)]),
+    ("garbage_long_line", b"a" * 5000 + b"\r\n", [ProtocolError(ERR_UNKNOWN_OP)]),
+    (
+        "ops_after_error_ignored",
+        b"PING\r\nFOO\r\nPING\r\n",
+        [PING, ProtocolError(ERR_UNKNOWN_OP)],
+    ),
+]
+
+CLIENT_CASES: list[tuple[str, bytes, list]] = [
+    ("msg", b"MSG foo 1 3\r\nabc\r\n", [p.Msg("foo", "1", None, None, b"abc")]),
+    ("msg_reply", b"MSG foo 1 r 0\r\n\r\n", [p.Msg("foo", "1", "r", None, b"")]),
+    ("hmsg", b"HMSG foo 9 12 14\r\n" + HDR + b"hi\r\n", [p.Msg("foo", "9", None, HDR, b"hi")]),
+    ("info", b'INFO {"port":1} \r\n', [p.Info({"port": 1})]),
+    ("ok", b"+OK\r\n", [p.OK]),
+    ("err", b"-ERR 'Stale Connection'\r\n", [p.Err("Stale Connection")]),
+    ("ping_pong", b"PING\r\nPONG\r\n", [PING, PONG]),
+    ("pub_from_server", b"PUB foo 1\r\na\r\n", [ProtocolError(ERR_UNKNOWN_OP)]),
+]
+
+
+def feed_whole(parser: Parser, data: bytes) -> list:
+    return flatten(parser.feed(data))
+
+
+def feed_bytewise(parser: Parser, data: bytes) -> list:
+    ops: list = []
+    for i in range(len(data)):
+        ops.extend(parser.feed(data[i : i + 1]))
+    return flatten(ops)
+
+
+def _closes(expected: list) -> bool:
+    return bool(expected) and isinstance(expected[-1], ProtocolError)
+
+
+@pytest.mark.parametrize("feed", [feed_whole, feed_bytewise], ids=["whole", "bytewise"])
+@pytest.mark.parametrize(("name", "data", "expected"), SERVER_CASES, ids=[c[0] for c in SERVER_CASES])
+def test_server_side_cases(feed, name: str, data: bytes, expected: list) -> None:
+    assert feed(Parser(), data) == expected
+
+
+@pytest.mark.parametrize("feed", [feed_whole, feed_bytewise], ids=["whole", "bytewise"])
+@pytest.mark.parametrize(("name", "data", "expected"), CLIENT_CASES, ids=[c[0] for c in CLIENT_CASES])
+def test_client_side_cases(feed, name: str, data: bytes, expected: list) -> None:
+    assert feed(Parser(server_side=False), data) == expected
+
+
+@pytest.mark.parametrize(("name", "data", "expected"), SERVER_CASES, ids=[c[0] for c in SERVER_CASES])
+def test_trailing_data_is_parsed_unless_closed(name: str, data: bytes, expected: list) -> None:
+    if not data.endswith(b"\n"):
+        pytest.skip("case has no complete last frame")
+    got = feed_whole(Parser(), data + b"PING\r\n")
+    assert got == (expected if _closes(expected) else expected + [PING])
+
+
+def test_closed_parser_returns_nothing_more() -> None:
+    parser = Parser()
+    assert parser.feed(b"FOO\r\n") == [ProtocolError(ERR_UNKNOWN_OP)]
+    assert parser.closed
+    assert parser.feed(b"PING\r\n") == []
+
+
+def test_run_of_identical_frames_is_one_op_with_tail() -> None:
+    ops = Parser().feed(b"PUB foo r 2\r\nab\r\n" * 3 + b"PUB foo 1\r\nc\r\n")
+    assert ops == [
+        ("foo", "r", None, [b"ab", b"ab", b"ab"], b" r 2\r\n"),
+        ("foo", None, None, [b"c"], b" 1\r\n"),
+    ]
+
+
+def test_hpub_tail_carries_both_sizes() -> None:
+    ops = Parser().feed(b"HPUB foo r 12 14\r\n" + HDR + b"hi\r\n")
+    assert ops == [("foo", "r", HDR, [b"hi"], b" r 12 14\r\n")]
+
+
+def test_limits_are_configurable() -> None:
+    parser = Parser(max_payload=2, max_control_line=16)
+    assert parser.feed(b"PUB foo 3\r\n") == [ProtocolError(ERR_MAX_PAYLOAD)]
+    parser = Parser(max_payload=2, max_control_line=16)
+    assert parser.feed(b"PUB foooooooooooooooooo 1\r\n") == [ProtocolError(ERR_MAX_CONTROL_LINE)]
+
+
+def test_large_payload_split_across_many_feeds() -> None:
+    parser = Parser()
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    data = b"PUB big %d\r\n" % len(payload) + payload + b"\r\n"
+    ops: list = []
+    for i in range(0, len(data), 65536):
+        ops.extend(parser.feed(data[i : i + 65536]))
+    assert flatten(ops) == [("big", None, None, payload)]
+
+
+def test_line_cache_is_bounded() -> None:
+    parser = Parser()
+    for i in range(3 * p._LINE_CACHE_MAX):
+        assert flatten(parser.feed(b"PUB s r%d 0\r\n\r\n" % i)) == [("s", f"r{i}", None, b"")]
+    assert len(parser._cache) <= p._LINE_CACHE_MAX
