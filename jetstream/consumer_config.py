@@ -134,7 +134,7 @@ class ConsumerConfig:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         put_if_set(out, "durable_name", self.durable_name)
-        put_if_set(out, "name", self.name or self.durable_name)
+        put_if_set(out, "name", self.name)
         put_if_set(out, "description", self.description)
         out["deliver_policy"] = self.deliver_policy.value
         put_if_set(out, "opt_start_seq", self.opt_start_seq)
@@ -238,6 +238,7 @@ def _fill_consumer_defaults(cfg: ConsumerConfig) -> ConsumerConfig:
         inactive = DEFAULT_EPHEMERAL_INACTIVE_NS
     return attrs.evolve(
         cfg,
+        name=cfg.name or cfg.durable_name,
         ack_wait_ns=ack_wait,
         max_deliver=-1 if cfg.max_deliver == 0 else cfg.max_deliver,
         max_ack_pending=max_ack_pending,
