@@ -1,0 +1,225 @@
+"""A stream on one server: its store, its state machine, its consumers, its write queue.
+
+How it works: `StreamRuntime` wraps a `MessageStore` and the pure `StreamStateMachine`
+(jetstream/stream.py). Every command goes "propose -> apply(cmd, index) -> respond": on one
+server the proposal is simply a batch handed to `apply_batch`, which applies the commands in ONE
+store transaction (SQLite, WAL, synchronous=FULL: one fsync) inside a worker thread, and only
+returns once that transaction committed. Publishes are queued by `enqueue_publish` (called from
+the server's routing callback, never blocking) and drained by `run_writer`: while one batch is
+being written in the worker thread the next one accumulates (group commit), which is where
+throughput comes from. PubAcks go out after the commit, so an acknowledged message is on disk.
+
+All store access goes through `call()`, which holds a per-stream trio lock and runs the call in a
+worker thread for SQLite stores (one thread at a time per database). A commit wakes consumers via
+`changed` (an Event replaced on each change). Configuration lives next to the store in
+`stream.json` (written atomically: temp file, fsync, rename, fsync of the directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from jetstream.config import StreamConfig, Storage
+from jetstream.stream import AlreadyApplied, Command, Publish, StreamStateMachine, puback_error_json
+from jetstream.errors import ApiError, store_failed
+from jetstream.store.base import MessageStore
+from jetstream.store.memory import MemoryStore
+from jetstream.store.sqlite import SqliteStore
+
+CONFIG_FILE = "stream.json"
+STORE_FILE = "msgs.db"
+PUBLISH_QUEUE_MAX = 100_000
+WRITE_BATCH_MAX = 4096
+
+PublishHook = Callable[[str, "str | None", "bytes | None", bytes], None]
+
+
+class StreamRuntime:
+    """One stream: config, store, state machine, consumers, group-commit publish queue."""
+
+    def __init__(self, config: StreamConfig, created_ns: int, store: MessageStore,
+                 directory: Path | None, clock_ns: Callable[[], int], publish: PublishHook) -> None:
+        self.config = config
+        self.created_ns = created_ns
+        self.store = store
+        self.directory = directory
+        self.clock_ns = clock_ns
+        self.publish = publish
+        self.log = structlog.get_logger("jetstream").bind(stream=config.name)
+        self.sm = StreamStateMachine(config, store, has_interest=self._has_interest)
+        self.index = store.applied_index()
+        self.lock = trio.Lock()
+        self.in_thread = isinstance(store, SqliteStore)
+        self.consumers: dict[str, Any] = {}  # name -> delivery.ConsumerRuntime
+        self.changed = trio.Event()
+        self.queue: list[tuple[Publish, str | None]] = []
+        self.queue_ready = trio.Event()
+        self.subscriptions: list[Any] = []
+        self.closed = False
+        self.deleted = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # -- store access ---------------------------------------------------------------------------
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` against the store: under the stream lock, off the event loop."""
+        async with self.lock:
+            if self.closed:
+                raise StreamClosed(self.name)
+            if self.in_thread:
+                return await trio.to_thread.run_sync(fn, *args)
+            return fn(*args)
+
+    async def apply_batch(self, cmds: list[Command]) -> list[Any]:
+        """Apply commands in one transaction; returns one result per command once committed."""
+        def work() -> list[Any]:
+            results = []
+            with self.store.batch():
+                for cmd in cmds:
+                    self.index += 1
+                    results.append(self.sm.apply(cmd, self.index))
+            return results
+
+        try:
+            results = await self.call(work)
+        except StreamClosed:
+            raise
+        except Exception as exc:  # the store rolled back: rebuild the cached state from it
+            self.log.error("stream.apply_failed", error=repr(exc), commands=len(cmds))
+            await self.call(self._reload)
+            return [store_failed(f"store failed: {exc}") for _ in cmds]
+        self.config = self.sm.config
+        self.notify()
+        return results
+
+    async def apply(self, cmd: Command) -> Any:
+        return (await self.apply_batch([cmd]))[0]
+
+    def _reload(self) -> None:
+        self.sm = StreamStateMachine(self.config, self.store, has_interest=self._has_interest)
+        self.index = self.store.applied_index()
+
+    def notify(self) -> None:
+        """Wake everyone waiting on `changed` (consumers with work to do)."""
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def _has_interest(self, subject: str) -> bool:
+        return any(c.wants(subject) for c in self.consumers.values())
+
+    # -- publish path ---------------------------------------------------------------------------
+    def enqueue_publish(self, subject: str, reply: str | None, headers: bytes | None,
+                        payload: bytes) -> None:
+        """Routing callback for the stream's subjects: queue the message, never block."""
+        if self.closed:
+            return
+        if len(self.queue) >= PUBLISH_QUEUE_MAX:
+            if reply:
+                err = store_failed("too many pending publishes")
+                self.publish(reply, None, None, _json(puback_error_json(self.name, err)))
+            return
+        cmd = Publish(subject=subject, payload=bytes(payload), ts_ns=self.clock_ns(), headers=headers,
+                      reply=reply)
+        self.queue.append((cmd, reply))
+        self.queue_ready.set()
+
+    async def run_writer(self) -> None:
+        """Drain the publish queue in batches: one commit (fsync) per batch, then the acks."""
+        while not self.closed:
+            await self.queue_ready.wait()
+            self.queue_ready = trio.Event()
+            while self.queue and not self.closed:
+                batch, self.queue = self.queue[:WRITE_BATCH_MAX], self.queue[WRITE_BATCH_MAX:]
+                try:
+                    results = await self.apply_batch([cmd for cmd, _ in batch])
+                except StreamClosed:
+                    return
+                self._send_acks(batch, results)
+
+    def _send_acks(self, batch: list[tuple[Publish, str | None]], results: list[Any]) -> None:
+        if self.config.no_ack:
+            return
+        for (_, reply), result in zip(batch, results):
+            if not reply or isinstance(result, AlreadyApplied):
+                continue
+            if isinstance(result, ApiError):
+                body = puback_error_json(self.name, result)
+            else:
+                body = result.to_json()
+            self.publish(reply, None, None, _json(body))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Stop writing and close the store (waits for an in-flight batch)."""
+        async with self.lock:
+            self.closed = True
+            self.queue_ready.set()
+            self.notify()
+            if self.in_thread:
+                await trio.to_thread.run_sync(self.store.close)
+            else:
+                self.store.close()
+
+
+class StreamClosed(Exception):
+    """The stream was deleted or the server is stopping."""
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+# -- on-disk layout ---------------------------------------------------------------------------
+def streams_dir(store_dir: str) -> Path:
+    return Path(store_dir) / "jetstream" / "streams"
+
+
+def open_store(config: StreamConfig, directory: Path) -> MessageStore:
+    """Memory streams keep messages in memory; file streams in SQLite next to the config."""
+    if config.storage is Storage.MEMORY:
+        return MemoryStore()
+    directory.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(directory / STORE_FILE)
+
+
+def write_config(directory: Path, config: StreamConfig, created_ns: int) -> None:
+    """Atomically (and durably) write stream.json. Blocking: call from a worker thread."""
+    directory.mkdir(parents=True, exist_ok=True)
+    body = json.dumps({"config": config.to_json(), "created_ns": created_ns}, indent=1).encode()
+    tmp = directory / (CONFIG_FILE + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(body)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / CONFIG_FILE)
+    _fsync_dir(directory)
+
+
+def read_config(directory: Path) -> tuple[StreamConfig, int]:
+    body = json.loads((directory / CONFIG_FILE).read_text())
+    return StreamConfig.from_json(body["config"]), int(body["created_ns"])
+
+
+def remove_stream_dir(directory: Path) -> None:
+    """Delete a stream's files (only ever called for a committed STREAM.DELETE)."""
+    if directory.exists():
+        shutil.rmtree(directory)
+        _fsync_dir(directory.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
