@@ -111,12 +111,21 @@ def server(**flags: Any) -> None:
     if unknown:
         structlog.get_logger("natsd").warning("config.unknown_keys", keys=unknown)
     try:
-        trio.run(run_server, options)
+        trio.run(run_server, options, _services(options))
     except KeyboardInterrupt:
         pass
     finally:
         if log_file is not None:
             log_file.close()
+
+
+def _services(options: ServerOptions) -> list[Service]:
+    """JetStream hook (owned by the jetstream engineer): start it when `-js` is given."""
+    if not options.jetstream:
+        return []
+    from jetstream.service import run_jetstream
+
+    return [run_jetstream]
 
 
 def _options(flags: dict[str, Any]) -> tuple[ServerOptions, list[str]]:
