@@ -10,7 +10,9 @@ Publish rules, in order: sealed (10109), header size (10097), max_msg_size (1005
 Nats-Expected-Stream (10060), Nats-Msg-Id duplicate within duplicate_window (PubAck with
 `duplicate`), Nats-Expected-Last-Msg-Id (10070), Nats-Expected-Last-Sequence (10071),
 Nats-Expected-Last-Subject-Sequence[-Subject] (10071 / 10193), Nats-Rollup (10111), Nats-TTL
-(10166/10165), discard-new limits (10077). Then the message is stored at last_seq + 1, the rollup
+(10166/10165), discard-new limits (10077). A message with a valid Nats-TTL is removed by the
+first `Expire` at or after its timestamp + TTL (`never` = kept; the index is rebuilt from the
+stored headers on start, so it is the same on every replica). Then the message is stored at last_seq + 1, the rollup
 purge runs, and discard-old limits (per subject, max_msgs, max_bytes) trim the oldest messages.
 
 The dedup index is kept in the store (same transaction), so a restarted replica or one restored
@@ -138,6 +140,8 @@ class StreamStateMachine:
         self.has_interest = has_interest or (lambda subject: True)
         # msg_id -> (seq, ts_ns), oldest first; a cache of the store's persisted index.
         self._msg_ids: dict[str, tuple[int, int]] = {k: (s, t) for k, s, t in store.msg_ids()}
+        # seq -> expiry (ns) of messages published with a Nats-TTL; derived from stored headers.
+        self._ttl_expiry: dict[int, int] = self._scan_ttls() if config.allow_msg_ttl else {}
         if config.first_seq > 1 and store.state().last_seq == 0:
             with store.batch():
                 store.skip_to(config.first_seq)
@@ -270,6 +274,7 @@ class StreamStateMachine:
         return None
 
     def _after_store(self, hdrs: H.Headers, subject: str, seq: int) -> None:
+        self._track_ttl(hdrs, seq)
         rollup = hdrs.get(H.ROLLUP)
         if rollup == H.ROLLUP_SUBJECT:
             self.store.purge(subject, before_seq=seq)
@@ -315,10 +320,10 @@ class StreamStateMachine:
 
     def _expire(self, now_ns: int) -> Removed:
         self._prune_msg_ids(now_ns, self.store.state().last_seq)
+        removed = self._expire_ttls(now_ns)
         if self.config.max_age_ns <= 0:
-            return Removed(0)
+            return Removed(removed)
         cutoff = now_ns - self.config.max_age_ns
-        removed = 0
         for _ in range(self.store.state().messages):
             first = self.store.load_next(0)
             if first is None or first.ts_ns > cutoff:
@@ -326,6 +331,29 @@ class StreamStateMachine:
             self._remove(first.seq)
             removed += 1
         return Removed(removed)
+
+    # -- per-message TTL (Nats-TTL) --------------------------------------------------------
+    def _scan_ttls(self) -> dict[int, int]:
+        expiry = {}
+        for msg in self.store.iter_messages():
+            ttl_ns = parse_ttl_ns(H.parse_headers(msg.hdrs).get(H.MSG_TTL) or "") if msg.hdrs else None
+            if ttl_ns is not None and ttl_ns > 0:
+                expiry[msg.seq] = msg.ts_ns + ttl_ns
+        return expiry
+
+    def _track_ttl(self, hdrs: H.Headers, seq: int) -> None:
+        text = hdrs.get(H.MSG_TTL)
+        ttl_ns = parse_ttl_ns(text) if text is not None and self.config.allow_msg_ttl else None
+        if ttl_ns is not None and ttl_ns > 0:
+            msg = self.store.load(seq)
+            if msg is not None:
+                self._ttl_expiry[seq] = msg.ts_ns + ttl_ns
+
+    def _expire_ttls(self, now_ns: int) -> int:
+        due = sorted(seq for seq, at in self._ttl_expiry.items() if at <= now_ns)
+        for seq in due:
+            del self._ttl_expiry[seq]
+        return sum(1 for seq in due if self._remove(seq))
 
     # -- purge / delete -------------------------------------------------------------------
     def _purge(self, cmd: PurgeCmd) -> PurgeResult | ApiError:

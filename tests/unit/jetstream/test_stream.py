@@ -338,3 +338,16 @@ def test_replicas_on_memory_and_sqlite_agree(ops: list, tmp_path_factory: pytest
     assert list(a.store.iter_messages()) == list(b.store.iter_messages())
     assert a.store.state() == b.store.state()
     sqlite_store.close()
+
+
+def test_per_message_ttl_expires_and_survives_restart(make, store: MessageStore) -> None:  # type: ignore[no-untyped-def]
+    h = make(allow_msg_ttl=True)
+    h.pub(Nats_TTL="5s", dt_ns=0)
+    start = h.now_ns
+    h.pub(Nats_TTL="never", dt_ns=0)
+    h.pub(Nats_TTL="60", dt_ns=0)
+    assert h.apply(Expire(start + 5 * SEC - 1)) == Removed(0)
+    assert h.apply(Expire(start + 5 * SEC)) == Removed(1)
+    restarted = StreamStateMachine(h.config, store)
+    assert restarted.apply(Expire(start + 60 * SEC), 1000) == Removed(1)
+    assert [m.seq for m in store.iter_messages()] == [2]
