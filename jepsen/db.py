@@ -270,9 +270,12 @@ async def _quiet(_exc: Exception) -> None:
 
 async def js_info_ok(url: str, timeout_s: float) -> bool:
     """One readiness probe: connect and get an error-free JetStream account info."""
-    try:
-        nc = await nats.connect(
-            url, connect_timeout=timeout_s, allow_reconnect=False, max_reconnect_attempts=0, error_cb=_quiet
+    host, port = url.removeprefix("nats://").split(":")
+    try:  # a refused port fails fast here; nats-py alone may keep retrying it
+        _r, w = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+        w.close()
+        nc = await asyncio.wait_for(
+            nats.connect(url, connect_timeout=timeout_s, allow_reconnect=False, error_cb=_quiet), timeout_s * 2
         )
     except Exception:
         return False

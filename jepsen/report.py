@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -92,6 +93,8 @@ def summary_table(verdict: dict[str, Any]) -> Table:
         for key, info in checked["keys"].items():
             table.add_row(f"key {key}", f"{info['verdict']} ({info['calls']} calls)")
     table.add_row("faults", str(len(verdict["faults"])))
+    if verdict["notes"].get("error"):
+        table.add_row("error", verdict["notes"]["error"].splitlines()[0][:80])
     style = {True: "green", False: "red"}.get(verdict["valid"], "yellow")
     table.add_row("VALID", f"[{style}]{verdict['valid']}[/{style}]")
     return table
@@ -114,7 +117,8 @@ def plot_latency(ops: list[Op], path: pathlib.Path) -> None:
         pts = [op for op in client_ops if op.type is op_type]
         ax.scatter([o.invoke_s for o in pts], [max(o.latency_s * 1000, 0.05) for o in pts], s=4,
                    color=COLORS[op_type.value], label=f"{op_type.value} ({len(pts)})", alpha=0.7)  # fmt: skip
-    ax.set_yscale("log")
+    if client_ops:
+        ax.set_yscale("log")
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("latency (ms)")
     _shade_faults(ax, ops)
@@ -133,6 +137,7 @@ def plot_outcomes(ops: list[Op], path: pathlib.Path) -> None:
                    color=COLORS[op_type.value], label=f"{op_type.value} ({len(pts)})")  # fmt: skip
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("client process")
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     _shade_faults(ax, ops)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()

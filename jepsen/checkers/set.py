@@ -4,7 +4,8 @@
 `add` ops carry a unique element as value; `set-read` ops (the final reads, after healing) carry
 the elements they saw as result. lost = acknowledged adds missing from the final read (from every
 final read when there are several, i.e. from the union); unexpected = read but never added;
-recovered = adds with unknown outcome that turned out to be present.
+recovered = adds with unknown outcome that turned out to be present; per node, acknowledged adds
+missing from that node's read are divergence (a violation too).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ def check_set(ops: list[Op]) -> dict[str, Any]:
         read.update(op.result)
     lost = acked - read
     unexpected = read - attempted
+    node_missing = {op.node: sorted(acked - set(op.result), key=str) for op in reads}
     return {
-        "valid": not (lost or unexpected),
+        "valid": not (lost or unexpected or any(node_missing.values())),
+        "node_missing_count": {node: len(m) for node, m in sorted(node_missing.items())},
         "attempted_count": len(attempted),
         "acknowledged_count": len(acked),
         "unknown_count": len(unknown),

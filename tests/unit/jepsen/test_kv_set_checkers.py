@@ -84,3 +84,15 @@ def test_set_without_final_read_is_unknown() -> None:
     h.add(0, "add", "ok", 0, 1, "a")
     h.add(9, "set-read", "fail", 10, 11)
     assert check_set(h.ops)["valid"] == "unknown"
+
+
+def test_set_node_missing_an_acknowledged_element_is_divergence() -> None:
+    h = HistoryBuilder()
+    h.add(0, "add", "ok", 0, 1, "a")
+    h.add(0, "add", "ok", 1, 2, "b")
+    h.add(9, "set-read", "ok", 10, 11, None, ["a", "b"], node="n1")
+    h.add(9, "set-read", "ok", 12, 13, None, ["a"], node="n2")
+    verdict = check_set(h.ops)
+    assert verdict["lost_count"] == 0
+    assert verdict["node_missing_count"] == {"n1": 0, "n2": 1}
+    assert verdict["valid"] is False
