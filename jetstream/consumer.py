@@ -32,6 +32,7 @@ from typing import Any
 
 import attrs
 
+from jetstream.config import Retention
 from jetstream.consumer_config import AckPolicy, ConsumerConfig, DeliverPolicy
 from jetstream.store.base import MessageStore, StoredMsg, filter_matches
 
@@ -387,6 +388,24 @@ class ConsumerStateMachine:
         if blob is not None:
             machine.load_bytes(blob)
         return machine
+
+
+def removable_after_acks(
+    seqs: tuple[int, ...] | list[int],
+    consumers: list[ConsumerStateMachine],
+    store: MessageStore,
+    retention: Retention,
+) -> tuple[int, ...]:
+    """Which of `seqs` (just acked) an interest/workqueue stream may now remove: the ones no
+    consumer still needs. Limits streams keep everything. Feed the result to `RemoveAcked`."""
+    if retention is Retention.LIMITS:
+        return ()
+    out = []
+    for seq in sorted(set(seqs)):
+        msg = store.load(seq)
+        if msg is not None and not any(c.needs(seq, msg.subject) for c in consumers):
+            out.append(seq)
+    return tuple(out)
 
 
 # -- commands, for running a consumer behind Raft ---------------------------------------------

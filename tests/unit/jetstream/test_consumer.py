@@ -311,3 +311,20 @@ def test_invariants_under_random_acks(ops: list[tuple[str, int]]) -> None:
         assert all(seq > counts.ack_floor_stream_seq for seq in c.pending)
         assert all(p.deliveries <= 4 for p in c.pending.values())
         assert counts.num_pending == store.num_pending(counts.delivered_stream_seq)
+
+
+def test_interest_and_workqueue_removal_after_acks(store: MessageStore) -> None:
+    from jetstream.config import Retention
+    from jetstream.consumer import removable_after_acks
+
+    fill(store, ["a", "b"])
+    c1 = consumer(store, durable_name="C1")
+    c2 = consumer(store, durable_name="C2", filter_subject="a")
+    drain(c1, 0)
+    drain(c2, 0)
+    acked = c1.ack(1, ACK, 0).acked + c1.ack(2, ACK, 0).acked
+    assert removable_after_acks(acked, [c1, c2], store, Retention.INTEREST) == (2,)  # C2 still needs 1
+    acked = c2.ack(1, ACK, 0).acked
+    assert removable_after_acks(acked, [c1, c2], store, Retention.INTEREST) == (1,)
+    assert removable_after_acks(acked, [c1, c2], store, Retention.WORKQUEUE) == (1,)
+    assert removable_after_acks(acked, [c1, c2], store, Retention.LIMITS) == ()
