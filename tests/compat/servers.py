@@ -67,9 +67,10 @@ def running_server(
 
 # --- raw socket exchanges -------------------------------------------------------------------------
 
-def raw_exchange(port: int, payload: bytes, timeout_s: float = 3.0, barrier: bytes = b"PONG\r\n") -> tuple[bytes, bool]:
+def raw_exchange(port: int, payload: bytes, timeout_s: float = 3.0, pongs: int = 1) -> tuple[bytes, bool]:
     """Connect, send `payload` in one write, and read until the server closes the connection or
-    `barrier` appears after the greeting (the caller ends `payload` with a PING), or the deadline.
+    `pongs` PONG lines have arrived (the caller ends `payload` with a PING barrier and counts every
+    PING it sent), or raise TimeoutError at the deadline.
 
     Returns (everything received including the INFO greeting, closed_by_server).
     """
@@ -91,5 +92,10 @@ def raw_exchange(port: int, payload: bytes, timeout_s: float = 3.0, barrier: byt
             if not chunk:
                 return bytes(received), True
             received += chunk
-            if barrier and barrier in received:
+            if pongs and received.count(b"PONG\r\n") >= pongs:
                 return bytes(received), False
+
+
+def count_pings(sent: bytes) -> int:
+    """PING lines in a client byte stream (any case), i.e. how many PONGs a server owes for it."""
+    return sum(1 for line in sent.split(b"\r\n") if line.strip().upper() == b"PING")
