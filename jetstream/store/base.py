@@ -12,9 +12,10 @@ with `trio.to_thread.run_sync`, one thread at a time per store. Stores are not t
 Message size (the `bytes` of StreamState) is `len(subject) + len(headers) + len(payload) + 16`,
 the same in every store so replicas on different stores report equal state.
 
-`encode_snapshot`/`decode_snapshot` define a store-independent snapshot: a magic line, a JSON
-header (last seq/ts, applied index, consumers, dedup ids), then length-prefixed messages and a CRC32 of all
-of it, so a corrupt or truncated transfer is detected before anything is replaced.
+`write_snapshot`/`verify_snapshot` define a store-independent, streamable snapshot: a magic line,
+a JSON header (last seq/ts, applied index, consumers, dedup ids, message count), then
+length-prefixed messages and a CRC32 of all of it. Restores verify the whole stream first, so a
+corrupt or truncated transfer is detected before anything is replaced.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from __future__ import annotations
 import abc
 import base64
 import contextlib
+import io
 import json
+import os
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO
 
 import attrs
 
@@ -34,6 +38,8 @@ from natsd.subjects import subject_matches
 MSG_OVERHEAD_BYTES = 16
 SNAPSHOT_MAGIC = b"JRSNAP1\n"
 _MSG_HEADER = struct.Struct(">QqIiI")  # seq, ts_ns, subject len, headers len (-1 = None), payload len
+_MAX_HEADER_LINE = 256 * 1024 * 1024
+_HEADER_KEYS = frozenset({"last_seq", "last_ts_ns", "applied_index", "consumers", "msg_ids", "messages"})
 
 
 class SnapshotError(ValueError):
@@ -196,14 +202,35 @@ class MessageStore(abc.ABC):
         """Release resources (no-op by default)."""
 
     def snapshot(self) -> bytes:
-        return encode_snapshot(self)
+        buf = io.BytesIO()
+        write_snapshot(self, buf)
+        return buf.getvalue()
 
     def restore(self, data: bytes) -> None:
-        """Replace this store's whole content with a snapshot (atomically; verified first)."""
-        header, messages = decode_snapshot(data)
+        """Replace this store's whole content with a snapshot (verified first, then atomic)."""
+        verify_snapshot(io.BytesIO(data))
+        self._restore_stream(io.BytesIO(data))
+
+    def snapshot_to_file(self, path: str | os.PathLike[str]) -> None:
+        """Write the portable snapshot to `path` (streamed, fsynced)."""
+        with open(path, "wb") as f:
+            write_snapshot(self, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def restore_from_file(self, path: str | os.PathLike[str]) -> None:
+        """Restore from a snapshot file: one pass to verify the checksum, one to load."""
+        with open(path, "rb") as f:
+            verify_snapshot(f)
+        with open(path, "rb") as f:
+            self._restore_stream(f)
+
+    def _restore_stream(self, f: BinaryIO) -> None:
+        reader = _SnapshotReader(f)
+        header = reader.header()
         with self.batch():
             self._clear()
-            for msg in messages:
+            for msg in reader.messages(header["messages"]):
                 self.store(msg.seq, msg.subject, msg.hdrs, msg.payload, msg.ts_ns)
             self._set_last(header["last_seq"], header["last_ts_ns"])
             for name, blob in header["consumers"].items():
@@ -213,7 +240,17 @@ class MessageStore(abc.ABC):
             self.set_applied_index(header["applied_index"])
 
 
-def encode_snapshot(store: MessageStore) -> bytes:
+class _CrcWriter:
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.crc = f, 0
+
+    def write(self, data: bytes) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        self.f.write(data)
+
+
+def write_snapshot(store: MessageStore, f: BinaryIO) -> None:
+    """Stream the portable snapshot of `store` into the binary file `f`."""
     state = store.state()
     consumers = {}
     for name in store.consumer_names():
@@ -228,35 +265,66 @@ def encode_snapshot(store: MessageStore) -> bytes:
         "msg_ids": [list(entry) for entry in store.msg_ids()],
         "messages": state.messages,
     }
-    parts = [SNAPSHOT_MAGIC, json.dumps(header, sort_keys=True).encode() + b"\n"]
+    out = _CrcWriter(f)
+    out.write(SNAPSHOT_MAGIC)
+    out.write(json.dumps(header, sort_keys=True).encode() + b"\n")
     for msg in store.iter_messages():
         subject = msg.subject.encode()
         hdr_len = -1 if msg.hdrs is None else len(msg.hdrs)
-        parts.append(_MSG_HEADER.pack(msg.seq, msg.ts_ns, len(subject), hdr_len, len(msg.payload)))
-        parts.extend((subject, msg.hdrs or b"", msg.payload))
-    body = b"".join(parts)
-    return body + struct.pack(">I", zlib.crc32(body))
+        out.write(_MSG_HEADER.pack(msg.seq, msg.ts_ns, len(subject), hdr_len, len(msg.payload)))
+        out.write(subject + (msg.hdrs or b"") + msg.payload)
+    f.write(struct.pack(">I", out.crc))
 
 
-def decode_snapshot(data: bytes) -> tuple[dict, list[StoredMsg]]:  # type: ignore[type-arg]
-    if len(data) < len(SNAPSHOT_MAGIC) + 4 or not data.startswith(SNAPSHOT_MAGIC):
-        raise SnapshotError("not a JetRaft stream snapshot")
-    body, crc = data[:-4], struct.unpack(">I", data[-4:])[0]
-    if zlib.crc32(body) != crc:
-        raise SnapshotError("snapshot checksum mismatch")
-    line_end = body.index(b"\n", len(SNAPSHOT_MAGIC))
-    header = json.loads(body[len(SNAPSHOT_MAGIC) : line_end])
-    pos, messages = line_end + 1, []
-    while pos < len(body):
-        seq, ts_ns, subj_len, hdr_len, payload_len = _MSG_HEADER.unpack_from(body, pos)
-        pos += _MSG_HEADER.size
-        subject = body[pos : pos + subj_len].decode()
-        pos += subj_len
-        hdrs = None if hdr_len < 0 else body[pos : pos + hdr_len]
-        pos += max(hdr_len, 0)
-        payload = body[pos : pos + payload_len]
-        pos += payload_len
-        messages.append(StoredMsg(seq, subject, hdrs, payload, ts_ns))
-    if pos != len(body) or len(messages) != header["messages"]:
-        raise SnapshotError("snapshot is truncated")
-    return header, messages
+class _SnapshotReader:
+    """Reads a snapshot stream, keeping a running CRC; raises SnapshotError on short reads."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.crc = f, 0
+
+    def read(self, n: int) -> bytes:
+        data = self.f.read(n)
+        if len(data) != n:
+            raise SnapshotError("snapshot is truncated")
+        self.crc = zlib.crc32(data, self.crc)
+        return data
+
+    def header(self) -> dict[str, Any]:
+        if self.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+            raise SnapshotError("not a JetRaft stream snapshot")
+        line = self.f.readline(_MAX_HEADER_LINE)
+        if not line.endswith(b"\n"):
+            raise SnapshotError("snapshot header is truncated")
+        self.crc = zlib.crc32(line, self.crc)
+        try:
+            header = json.loads(line)
+        except ValueError:
+            raise SnapshotError("snapshot header is not JSON") from None
+        if not isinstance(header, dict) or not _HEADER_KEYS <= header.keys():
+            raise SnapshotError("snapshot header is incomplete")
+        return header
+
+    def messages(self, count: int) -> Iterator[StoredMsg]:
+        for _ in range(count):
+            seq, ts_ns, subj_len, hdr_len, payload_len = _MSG_HEADER.unpack(self.read(_MSG_HEADER.size))
+            subject = self.read(subj_len).decode("utf-8", errors="replace")
+            hdrs = None if hdr_len < 0 else self.read(hdr_len)
+            yield StoredMsg(seq, subject, hdrs, self.read(payload_len), ts_ns)
+
+    def finish(self) -> None:
+        expected = self.crc
+        trailer = self.f.read(4)
+        if len(trailer) != 4 or struct.unpack(">I", trailer)[0] != expected:
+            raise SnapshotError("snapshot checksum mismatch")
+        if self.f.read(1):
+            raise SnapshotError("trailing bytes after snapshot")
+
+
+def verify_snapshot(f: BinaryIO) -> dict[str, Any]:
+    """Read a whole snapshot stream and check its checksum; returns the header."""
+    reader = _SnapshotReader(f)
+    header = reader.header()
+    for _ in reader.messages(header["messages"]):
+        pass
+    reader.finish()
+    return header

@@ -332,8 +332,9 @@ class SqliteStore(MessageStore):
         with self.batch():
             self._put_meta(last_seq=seq, last_ts_ns=ts_ns)
 
-    def snapshot_to_file(self, path: str | Path) -> None:
-        """Copy the whole database (consistent, online) to `path` with SQLite's backup API."""
+    def backup_to(self, path: str | Path) -> None:
+        """Copy the whole database (consistent, online) to `path` with SQLite's backup API.
+        The copy is itself a valid store file (unlike the portable `snapshot_to_file` format)."""
         dest = sqlite3.connect(str(path))
         try:
             self._conn.backup(dest)

@@ -211,10 +211,10 @@ def test_sqlite_pragmas_and_strict_schema(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_sqlite_snapshot_to_file(tmp_path: Path) -> None:
+def test_sqlite_backup_to_file(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path / "s.db")
     fill(s, ["a", "b"])
-    s.snapshot_to_file(tmp_path / "copy.db")
+    s.backup_to(tmp_path / "copy.db")
     copy = SqliteStore(tmp_path / "copy.db")
     assert copy.state() == s.state()
     copy.close()
@@ -232,3 +232,21 @@ def test_msg_id_index_save_prune_and_snapshot(store: MessageStore) -> None:
     other = MemoryStore()
     other.restore(store.snapshot())
     assert other.msg_ids() == store.msg_ids()
+
+
+def test_snapshot_file_round_trip_and_truncation(store: MessageStore, tmp_path: Path) -> None:
+    fill(store, ["a", "b", "c"])
+    store.save_consumer("c", b"s")
+    path = tmp_path / "snap.bin"
+    store.snapshot_to_file(path)
+    other = MemoryStore()
+    other.restore_from_file(path)
+    assert other.state() == store.state() and other.load_consumer("c") == b"s"
+    data = path.read_bytes()
+    for cut in (len(data) - 1, len(data) // 2, 12):
+        path.write_bytes(data[:cut])
+        with pytest.raises(SnapshotError):
+            MemoryStore().restore_from_file(path)
+    path.write_bytes(data + b"x")
+    with pytest.raises(SnapshotError):
+        MemoryStore().restore_from_file(path)
