@@ -109,27 +109,42 @@ async def _run_phases(cfg, cluster: Cluster, net: ClusterNet, history: History, 
     history.clock_s = lambda: loop.time() - start  # the run clock starts with the workload
     with _progress(console) as progress:
         task = progress.add_task(live.text(), total=cfg.time_s) if progress else None
-        clients = [asyncio.create_task(fn()) for fn in workload.clients(ctx)]
-        nemesis_task = asyncio.create_task(nemesis.run(windows, stop))
-        for _ in range(int(cfg.time_s * 4) + 1):  # ticks of the progress display, bounded
-            if loop.time() - start >= cfg.time_s:
-                break
-            await asyncio.sleep(min(0.25, max(cfg.time_s - (loop.time() - start), 0)))
+
+        def tick() -> None:
             if progress:
                 progress.update(task, completed=loop.time() - start, description=live.text())
-        stop.set()
-        await nemesis_task
-        done, pending = await asyncio.wait(clients, timeout=CLIENT_STOP_DEADLINE_S)
-        for t in pending:
-            t.cancel()
-        errors = [repr(t.exception()) for t in done if not t.cancelled() and t.exception()]
-        if errors:
-            notes["client_errors"] = errors[:10]
+
+        await _run_workload(cfg, workload.clients(ctx), nemesis.run(windows, stop), stop, notes, tick)
     nemesis.heal_all()
     await cluster.wait_ready(READY_DEADLINE_S)
     final_start = loop.time()
     await workload.final(ctx)
     notes["final_phase_s"] = round(loop.time() - final_start, 2)
+
+
+async def _run_workload(cfg, client_fns, nemesis_coro, stop: asyncio.Event, notes: dict, tick) -> None:
+    """Clients and nemesis for cfg.time_s; whatever happens, stop them all before returning."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    clients = [asyncio.create_task(fn()) for fn in client_fns]
+    nemesis_task = asyncio.create_task(nemesis_coro)
+    try:
+        for _ in range(int(cfg.time_s * 4) + 1):  # ticks of the progress display, bounded
+            left_s = cfg.time_s - (loop.time() - start)
+            if left_s <= 0 or nemesis_task.done() and nemesis_task.exception():
+                break
+            await asyncio.sleep(min(0.25, left_s))
+            tick()
+    finally:
+        stop.set()
+        done, pending = await asyncio.wait([*clients, nemesis_task], timeout=CLIENT_STOP_DEADLINE_S)
+        for t in pending:
+            t.cancel()
+    errors = [repr(t.exception()) for t in done if not t.cancelled() and t.exception()]
+    if errors:
+        notes["client_errors"] = errors[:10]
+    if nemesis_task in done and not nemesis_task.cancelled() and nemesis_task.exception():
+        raise nemesis_task.exception()
 
 
 def _stream_of(workload: str) -> str:
