@@ -20,7 +20,6 @@ import random
 
 import attrs
 
-from raft.config import Role
 from raft.testing.invariants import Violation
 from raft.testing.sim import Cluster, SimConfig
 from raft.testing.simdisk import CorruptKind
@@ -221,8 +220,9 @@ def _lag(c: Cluster) -> list[tuple[str, int, bool]]:
     return [(n.node_id, n.sm.applied_index, bool(n.raft and n.raft.repair_needed)) for n in _members(c)]
 
 
-def run_seed(seed: int, steps: int = 200) -> RunResult:
-    c = Cluster(seed, config_for(seed))
+def run_seed(seed: int, steps: int = 200, *, cluster_cls: type[Cluster] = Cluster) -> RunResult:
+    """One seeded run; `cluster_cls` lets a test swap in a deliberately broken driver."""
+    c = cluster_cls(seed, config_for(seed))
     rng = random.Random(f"schedule-{seed}")
     violation = invariant = None
     try:
@@ -235,5 +235,3 @@ def run_seed(seed: int, steps: int = 200) -> RunResult:
     leaders = len(c.checker.leaders)
     return RunResult(seed, c.trace_hash(), c.now, c.proposed, c.acked, leaders, violation, invariant)
 
-
-__all__ = ["RunResult", "Role", "run_seed", "settle", "chaos_step", "heal_all", "config_for"]

@@ -90,6 +90,7 @@ class Cluster:
     proposed: int = attrs.field(default=0, init=False)
     _removing: dict[str, tuple[int, int]] = attrs.field(factory=dict, init=False)
     _next_id: int = attrs.field(default=0, init=False)
+    min_voters: int = attrs.field(default=0, init=False)  # smallest voter set any node held
     message_tap: Callable[[Message, int], None] | None = attrs.field(default=None, init=False)
     net: SimNet = attrs.field(init=False)
     disk: SimDisk = attrs.field(init=False)
@@ -106,6 +107,7 @@ class Cluster:
         ids = [f"n{i}" for i in range(1, self.config.n_nodes + 1)]
         self._next_id = len(ids) + 1
         self.initial = Membership(voters=frozenset(ids))
+        self.min_voters = len(ids)
         for node_id in ids:
             self.nodes[node_id] = SimNode(node_id, SimRaftStorage(self.disk, node_id))
             self._start(self.nodes[node_id], self.initial)
@@ -137,10 +139,6 @@ class Cluster:
     def leader(self) -> SimNode | None:
         best = max(self.leaders(), key=lambda n: n.raft.term if n.raft else 0, default=None)
         return best
-
-    def voter_sets(self) -> list[frozenset[str]]:
-        sets = {n.raft.membership.voters for n in self.live() if n.raft is not None}
-        return sorted(sets or {self.initial.voters}, key=sorted)
 
     def members(self) -> list[str]:
         """Nodes that are members in the view of the most advanced live node."""
@@ -242,10 +240,9 @@ class Cluster:
             self.record("power_loss", node_id, lost)
 
     def compromised_allowance(self) -> int:
-        """How many more nodes may be corrupted while compromised ones stay a minority of every
-        voter set some live node believes in."""
-        smallest = min((len(v) for v in self.voter_sets()), default=len(self.initial.voters))
-        minority = (smallest - 1) // 2
+        """How many more nodes may be corrupted while the compromised ones stay a minority of
+        every voter set any node has held (conservative: the smallest one)."""
+        minority = (self.min_voters - 1) // 2
         return minority - sum(1 for n in self.nodes.values() if n.compromised and not n.retired)
 
     def corrupt(self, node_id: str, kind: CorruptKind | None) -> bool:
@@ -330,8 +327,11 @@ class Cluster:
         return self._change(ConfigChangeType.PROMOTE_LEARNER, node_id)
 
     def remove_member(self, node_id: str) -> bool:
-        ok = self._change(ConfigChangeType.REMOVE, node_id)
-        return ok
+        """Refused (False) when the smaller voter set would let compromised nodes be a majority."""
+        compromised = sum(1 for n in self.nodes.values() if n.compromised and not n.retired)
+        if compromised > (self.min_voters - 2) // 2:
+            return False
+        return self._change(ConfigChangeType.REMOVE, node_id)
 
     def _change(self, kind: ConfigChangeType, node_id: str) -> bool:
         node = self.leader()
@@ -385,6 +385,9 @@ class Cluster:
         r = node.raft
         assert r is not None
         self.checker.observe_role(node.node_id, r.role.value, r.term, r.repair_needed)
+        voters = len(r.membership.voters)
+        if 0 < voters < self.min_voters:
+            self.min_voters = voters
 
     def _drain(self, node: SimNode) -> None:
         for _ in range(MAX_READIES_PER_INPUT):
