@@ -218,7 +218,7 @@ class DeliveryState:
 
     def _advance_floor(self) -> None:
         if not self.pending:
-            self.ack_floor_stream = self.last_delivered_stream or self.cursor
+            self.ack_floor_stream = self.cursor
             self.ack_floor_consumer = self.consumer_seq
             return
         low = min(self.pending)
