@@ -26,6 +26,7 @@ from jepsen.schedule import FaultKind, FaultWindow
 
 log = structlog.get_logger("jepsen.nemesis")
 ADMIN_TIMEOUT_S = 1.5
+LEADER_LOOKUPS = 2
 
 
 @attrs.define
@@ -75,7 +76,7 @@ class Nemesis:
             rest = [i for i in range(len(self.cluster.nodes)) if i not in window.nodes]
             return {"cut": self._cut_names(self.net.partition([list(window.nodes), rest]))}
         if kind is FaultKind.PARTITION_LEADER:
-            return await self._isolate_leader()
+            return await self._isolate_leader(window.nodes[0] if window.nodes else 0)
         if kind is FaultKind.PARTITION_BRIDGE:
             return {"bridge": self._names(window.nodes[:1])[0], "cut": self._cut_names(self._bridge(window.nodes))}
         if kind is FaultKind.PARTITION_ASYMMETRIC:
@@ -103,13 +104,17 @@ class Nemesis:
                 self.net.cut(a, b)
         return [(a, b) for a in side_a for b in side_b]
 
-    async def _isolate_leader(self) -> dict[str, Any]:
-        leader = await self.leader_index()
-        if leader is None:
-            return {"isolated": None, "note": "no stream leader known"}
-        rest = [i for i in range(len(self.cluster.nodes)) if i != leader]
-        self.net.partition([[leader], rest])
-        return {"isolated": self._names([leader])[0]}
+    async def _isolate_leader(self, fallback: int) -> dict[str, Any]:
+        leader = None
+        for _ in range(LEADER_LOOKUPS):
+            leader = await self.leader_index()
+            if leader is not None:
+                break
+        note = "stream leader" if leader is not None else "no leader known: random node"
+        isolated = leader if leader is not None else fallback
+        rest = [i for i in range(len(self.cluster.nodes)) if i != isolated]
+        self.net.partition([[isolated], rest])
+        return {"isolated": self._names([isolated])[0], "note": note}
 
     def undo(self, window: FaultWindow) -> None:
         if window.kind is FaultKind.KILL:

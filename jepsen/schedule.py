@@ -11,7 +11,8 @@ the end regardless.
 Families and variants:
 - kill: kill -9 one node / a majority / all nodes; restarted when the window ends.
 - pause: SIGSTOP one node / a majority; SIGCONT when it ends.
-- partition: halves (a random minority cut from the majority), isolate the stream leader,
+- partition: halves (a random minority cut from the majority), isolate the stream leader (or a
+  random node when no leader is known at that moment),
   bridge (the minority nodes can each reach one bridge node only; with 3 nodes: two nodes that
   cannot see each other but both see the third), asymmetric (traffic a -> b dropped, b -> a flows).
 - latency: extra delay on every cluster link.
@@ -100,7 +101,7 @@ def _partition(rng: random.Random, n: int) -> tuple[FaultKind, tuple[int, ...], 
     if kind is FaultKind.PARTITION_HALVES:
         return kind, tuple(sorted(nodes[: n - _majority(n)])), ()
     if kind is FaultKind.PARTITION_LEADER:
-        return kind, (), ()  # the leader is looked up when the window starts
+        return kind, (nodes[0],), ()  # the leader is looked up at the start; nodes[0] if none
     if kind is FaultKind.PARTITION_BRIDGE:
         return kind, tuple(nodes), (("bridge", nodes[0]),)
     return kind, (nodes[0], nodes[1]), (("from", nodes[0]), ("to", nodes[1]))

@@ -101,8 +101,8 @@ def test_partitions_cut_the_right_links() -> None:
 
 def test_isolate_leader_uses_the_current_leader() -> None:
     async def scenario(nemesis: Nemesis, cluster: FakeCluster, net: ClusterNet) -> None:
-        applied = await nemesis.apply(FaultWindow(0, 1, FaultKind.PARTITION_LEADER))
-        assert applied == {"isolated": "n3"}
+        applied = await nemesis.apply(FaultWindow(0, 1, FaultKind.PARTITION_LEADER, (0,)))
+        assert applied == {"isolated": "n3", "note": "stream leader"}
         assert _blocked_pairs(net) == {(0, 2), (2, 0), (1, 2), (2, 1)}
 
     run_with_nemesis(scenario, LeaderIsN3)
@@ -144,3 +144,17 @@ def test_stop_ends_the_current_fault_early_and_heal_all_restores() -> None:
         assert cluster.nodes[0].state is NodeState.RUNNING and _blocked_pairs(net) == set()
 
     run_with_nemesis(scenario)
+
+
+class NoLeader(Nemesis):
+    async def leader_index(self) -> int | None:
+        return None
+
+
+def test_isolate_leader_falls_back_to_the_planned_node_without_a_leader() -> None:
+    async def scenario(nemesis: Nemesis, cluster: FakeCluster, net: ClusterNet) -> None:
+        applied = await nemesis.apply(FaultWindow(0, 1, FaultKind.PARTITION_LEADER, (1,)))
+        assert applied["isolated"] == "n2" and "no leader" in applied["note"]
+        assert _blocked_pairs(net) == {(0, 1), (1, 0), (1, 2), (2, 1)}
+
+    run_with_nemesis(scenario, NoLeader)
