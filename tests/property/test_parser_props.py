@@ -26,8 +26,10 @@ client_op = st.one_of(
     st.builds(p.Connect, st.fixed_dictionaries({"verbose": st.booleans(), "name": token})),
 )
 
-# a few identical publishes in a row exercise the batching fast path
-repeated = st.tuples(client_op, st.integers(1, 4)).map(lambda t: [t[0]] * t[1])
+# identical publishes in a row exercise the run fast path (windows of 16, 64, ... frames)
+repeated = st.tuples(client_op, st.sampled_from([1, 1, 2, 3, 15, 16, 17, 81])).map(
+    lambda t: [t[0]] * t[1]
+)
 streams = st.lists(repeated, max_size=12).map(lambda runs: [op for run in runs for op in run])
 
 ALLOWED = (p.Connect, p.Sub, p.Unsub, p.Ping, p.Pong, p.Ok, p.Err, p.Info, p.Msg)
@@ -86,3 +88,17 @@ def test_random_bytes_yield_only_ops_or_one_final_error(data: bytes, cuts: list[
     assert _well_formed(ops)
     if ops and isinstance(ops[-1], p.ProtocolError):
         assert parser.closed and attrs.asdict(ops[-1])["close"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 400), st.integers(0, 400), st.sampled_from([b"\r\r", b"\n\n", b"x\n", b"\r"]))
+def test_run_with_a_corrupt_frame_stops_exactly_there(run: int, bad_at: int, junk: bytes) -> None:
+    frame = p.encode_pub("a.b", "r", b"0123456789")
+    bad_at = bad_at % run
+    data = frame * bad_at + frame[:-2] + junk + frame * (run - bad_at)
+    ops = p.flatten(p.Parser().feed(data))
+    good = [("a.b", "r", None, b"0123456789")] * bad_at
+    if junk == b"\r":  # the corrupt frame swallowed one byte of the next: still an error
+        assert ops[:bad_at] == good and isinstance(ops[-1], p.ProtocolError)
+    else:
+        assert ops == good + [p.ProtocolError(p.ERR_UNKNOWN_OP)]
