@@ -379,9 +379,15 @@ class StreamStateMachine:
 
     # -- dedup index ----------------------------------------------------------------------
     def _prune_msg_ids(self, now_ns: int, last_seq: int) -> None:
-        """Forget ids older than the window (the one at last_seq stays for Expected-Last-Msg-Id)."""
+        """Forget ids older than the window (the one at last_seq stays for Expected-Last-Msg-Id).
+        Entries are in time order (stored times are monotonic), so the scan stops early."""
         horizon = now_ns - self.config.duplicate_window_ns
-        expired = [k for k, (seq, ts) in self._msg_ids.items() if ts <= horizon and seq != last_seq]
+        expired = []
+        for k, (seq, ts) in self._msg_ids.items():
+            if ts > horizon:
+                break
+            if seq != last_seq:
+                expired.append(k)
         if not expired:
             return
         for k in expired:
@@ -389,13 +395,13 @@ class StreamStateMachine:
         self.store.prune_msg_ids(horizon + 1, last_seq)
 
     def last_msg_id(self, last_seq: int | None = None) -> str | None:
-        """The Nats-Msg-Id of the newest stored publish, if it had one."""
+        """The Nats-Msg-Id of the newest stored publish, if it had one (the newest index entry)."""
         if last_seq is None:
             last_seq = self.store.state().last_seq
-        for k, (seq, _) in reversed(self._msg_ids.items()):
-            if seq == last_seq:
-                return k
-        return None
+        if not self._msg_ids:
+            return None
+        newest = next(reversed(self._msg_ids))
+        return newest if self._msg_ids[newest][0] == last_seq else None
 
     def msg_id_seq(self, msg_id: str) -> int | None:
         entry = self._msg_ids.get(msg_id)
