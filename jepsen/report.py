@@ -3,8 +3,8 @@
 `write` runs the workload's checker over the history and writes, into the run directory:
 - verdict.json: valid (True / False / "unknown"), the checker's findings, op counts, notes;
 - summary.txt: the rich summary table, also printed when a console is given;
-- latency.png: latency of every client operation against its invocation time, coloured by
-  outcome, with the fault windows shaded and labelled;
+- latency.png: latency of every client operation (but consumer fetches, whose latency is their
+  own wait) against its invocation time, coloured by outcome, fault windows shaded and labelled;
 - outcomes.png: the outcome of each write (publish / add / put / cas) over time, one row per
   client process, with the same shading;
 - index.html: all of the above plus links to the history and the node logs.
@@ -112,7 +112,8 @@ def _shade_faults(ax, ops: list[Op]) -> None:
 
 def plot_latency(ops: list[Op], path: pathlib.Path) -> None:
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    client_ops = [op for op in ops if op.f != "nemesis" and op.process < 1000]
+    # consumer fetches are left out: their latency is mostly the fetch's own wait
+    client_ops = [op for op in ops if op.f not in ("nemesis", "read") and op.process < 1000]
     for op_type in OpType:
         pts = [op for op in client_ops if op.type is op_type]
         ax.scatter([o.invoke_s for o in pts], [max(o.latency_s * 1000, 0.05) for o in pts], s=4,
