@@ -395,3 +395,41 @@ def test_options_are_frozen_values() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         options.port = 1  # type: ignore[misc]
     assert json.loads(p.encode_info({"a": options.port})[5:]) == {"a": 4222}
+
+
+async def test_cli_server_logs_ready_and_exits_cleanly_on_sigterm() -> None:
+    """`jetraft server` as a process: a `server.ready ... port=N` line, then SIGTERM flushes,
+    closes clients and exits 0. (The one test here that is not in-process.)"""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    probe = socket.socket()
+    probe.bind((HOST, 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    cmd = [sys.executable, "-m", "cli.main", "server", "-p", str(port), "-a", HOST, "--log_json"]
+    proc = await trio.lowlevel.open_process(cmd, stderr=subprocess.PIPE)
+    log = b""
+    try:
+        with trio.fail_after(20):
+            while b'"server.ready"' not in log:
+                chunk = await proc.stderr.receive_some(4096)
+                assert chunk, f"server exited early: {log!r}"
+                log += chunk
+        assert f'"port": {port}'.encode() in log
+        raw = Raw(await trio.open_tcp_stream(HOST, port))
+        await raw.handshake()
+        proc.send_signal(signal.SIGTERM)
+        assert await raw.closed_after() == []
+        with trio.fail_after(DEADLINE_S):
+            while chunk := await proc.stderr.receive_some(4096):
+                log += chunk
+            assert await proc.wait() == 0
+        assert b'"server.stopped"' in log
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            with trio.CancelScope(shield=True):
+                await proc.wait()
