@@ -167,7 +167,10 @@ class StreamStateMachine:
         if isinstance(cmd, RemoveAcked):
             return Removed(sum(1 for seq in cmd.seqs if self._remove(seq)))
         if isinstance(cmd, UpdateConfig):
+            ttl_turned_on = cmd.config.allow_msg_ttl and not self.config.allow_msg_ttl
             self.config = cmd.config
+            if ttl_turned_on:
+                self._ttl_expiry = self._scan_ttls()
             return Removed(self._enforce_all_limits())
         raise TypeError(f"unknown stream command {cmd!r}")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import hashlib
 import contextlib
 import io
 import json
@@ -201,6 +202,13 @@ class MessageStore(abc.ABC):
     def close(self) -> None:
         """Release resources (no-op by default)."""
 
+    def content_digest(self) -> str:
+        """SHA-256 over everything a replica must agree on (messages, last seq/ts, consumers,
+        dedup ids, applied index): equal digests = equal replicas, whatever the store kind."""
+        sink = _HashSink()
+        write_snapshot(self, sink)  # type: ignore[arg-type]
+        return sink.digest.hexdigest()
+
     def snapshot(self) -> bytes:
         buf = io.BytesIO()
         write_snapshot(self, buf)
@@ -238,6 +246,14 @@ class MessageStore(abc.ABC):
             for msg_id, seq, ts_ns in header["msg_ids"]:
                 self.save_msg_id(msg_id, seq, ts_ns)
             self.set_applied_index(header["applied_index"])
+
+
+class _HashSink:
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
 
 
 class _CrcWriter:

@@ -250,3 +250,12 @@ def test_snapshot_file_round_trip_and_truncation(store: MessageStore, tmp_path: 
     path.write_bytes(data + b"x")
     with pytest.raises(SnapshotError):
         MemoryStore().restore_from_file(path)
+
+
+def test_content_digest_tracks_content_not_store_kind(store: MessageStore) -> None:
+    fill(store, ["a", "b"])
+    twin = MemoryStore()
+    fill(twin, ["a", "b"])
+    assert store.content_digest() == twin.content_digest()
+    twin.remove(2)
+    assert store.content_digest() != twin.content_digest()

@@ -337,6 +337,7 @@ def test_replicas_on_memory_and_sqlite_agree(ops: list, tmp_path_factory: pytest
             b = StreamStateMachine(config, sqlite_store)  # restart: rebuild from the store
     assert list(a.store.iter_messages()) == list(b.store.iter_messages())
     assert a.store.state() == b.store.state()
+    assert a.store.content_digest() == b.store.content_digest()
     sqlite_store.close()
 
 
@@ -351,3 +352,25 @@ def test_per_message_ttl_expires_and_survives_restart(make, store: MessageStore)
     restarted = StreamStateMachine(h.config, store)
     assert restarted.apply(Expire(start + 60 * SEC), 1000) == Removed(1)
     assert [m.seq for m in store.iter_messages()] == [2]
+
+
+LIMIT_OPS = st.lists(st.tuples(st.sampled_from(["s.a", "s.b", "s.c"]), st.integers(0, 40)), max_size=40)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=LIMIT_OPS, discard=st.sampled_from(["old", "new"]))
+def test_limits_always_hold(ops: list[tuple[str, int]], discard: str) -> None:
+    """Whatever is published, the limits hold and accepted publishes get consecutive sequences."""
+    h = Harness(MemoryStore(), max_msgs=5, max_bytes=300, max_msgs_per_subject=3, discard=discard)
+    accepted = 0
+    for subject, size in ops:
+        result = h.pub(subject, payload=b"x" * size)
+        if isinstance(result, PubAck):
+            accepted += 1
+            assert result.seq == accepted
+        else:
+            assert discard == "new" and result.err_code == 10077
+        state = h.machine.store.state()
+        assert state.messages <= 5 and state.bytes <= 300
+        assert all(n <= 3 for n in h.machine.store.subject_counts().values())
+        assert state.last_seq == accepted
