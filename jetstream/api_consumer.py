@@ -138,7 +138,9 @@ async def create(js: Any, tokens: list[str], body: bytes, reply: str | None) -> 
     name = name or cfg.durable_name or cfg.name
     existing = rt.consumers.get(name) if name else None
     others = [c.config for n, c in rt.consumers.items() if n != name]
-    check_consumer_for_stream(cfg, rt.config, others)
+    # nats-server (2.10+) accepts filters outside the stream's subjects: only the workqueue rules
+    # of check_consumer_for_stream apply, so it gets the stream without its subject list.
+    check_consumer_for_stream(cfg, attrs.evolve(rt.config, subjects=()), others)
     if existing is not None:
         if action == "create" and existing.config.to_json() != cfg.to_json():
             raise fail(ErrCode.CONSUMER_ALREADY_EXISTS)

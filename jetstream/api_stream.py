@@ -204,9 +204,13 @@ async def msg_delete(js: Any, tokens: list[str], body: bytes, reply: str | None)
     rt = stream_or_fail(js, tokens[3])
     seq = int_field(d, "seq")
     if seq <= 0:
-        raise fail(ErrCode.SEQUENCE_NOT_FOUND, seq=seq)
+        raise fail(ErrCode.STREAM_MSG_DELETE_FAILED, err="no message found")
     result = await rt.apply(DeleteMsg(seq=seq, no_erase=bool_field(d, "no_erase")))
     if isinstance(result, ApiError):
+        if result.err_code == ErrCode.SEQUENCE_NOT_FOUND:  # nats-server's texts for a missing seq
+            last_seq = (await rt.call(rt.store.state)).last_seq
+            detail = "stream store EOF" if seq > last_seq else "no message found"
+            raise fail(ErrCode.STREAM_MSG_DELETE_FAILED, err=detail)
         raise JsApiException(result)
     return response("stream_msg_delete_response", success=True)
 

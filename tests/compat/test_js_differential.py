@@ -1,0 +1,90 @@
+"""Differential test of the $JS.API: the same request script against JetRaft and nats-server.
+
+The script (js_requests.py) mixes valid requests with malformed JSON, unknown and wrongly typed
+fields, invalid names and subjects, mismatches and missing streams/consumers. For every step
+the two responses must agree on `type`, on the error's `code` and `err_code`, on the
+description (except for JSON decoding errors, whose text is Go's decoder message), and both
+must carry the listed payload keys. The message data must be untouched by every rejected
+request: a final stream info compares message counts.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+from tests.compat.js_requests import STEPS
+from tests.compat.js_support import api, connect, js_server, run
+
+INVALID_JSON = 10025
+
+
+async def replay(url: str) -> list[dict[str, Any]]:
+    nc = await connect(url)
+    return [await api(nc, "$JS.API." + subject, body) for subject, body, _ in STEPS]
+
+
+def responses(kind: str, tmp_path: pathlib.Path) -> list[dict[str, Any]]:
+    with js_server(kind, tmp_path / kind) as server:
+        return run(replay, server.url)
+
+
+def summary(resp: dict[str, Any]) -> tuple[Any, ...]:
+    err = resp.get("error") or {}
+    description = err.get("description") if err.get("err_code") != INVALID_JSON else "<json error>"
+    return resp.get("type"), err.get("code"), err.get("err_code"), description
+
+
+def test_api_responses_match_nats_server(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "jetraft").mkdir()
+    (tmp_path / "nats-server").mkdir()
+    ours = responses("jetraft", tmp_path)
+    theirs = responses("nats-server", tmp_path)
+    mismatches = []
+    for (subject, body, keys), a, b in zip(STEPS, ours, theirs):
+        if summary(a) != summary(b):
+            mismatches.append(f"{subject} {body!r}: jetraft={summary(a)} nats-server={summary(b)}")
+        for key in keys:
+            if key not in a or key not in b:
+                mismatches.append(f"{subject}: key {key!r} jetraft={key in a} nats-server={key in b}")
+    assert not mismatches, "\n".join(mismatches)
+    errors = sum(1 for r in theirs if "error" in r)
+    assert errors >= 30  # the script really exercises the error paths
+
+
+def test_rejected_requests_leave_data_untouched(tmp_path: pathlib.Path) -> None:
+    """Publish, then send a burst of bad requests; the stream's messages are unchanged."""
+
+    async def scenario(url: str) -> tuple[int, int, bytes]:
+        nc = await connect(url)
+        js = nc.jetstream()
+        await js.add_stream(name="KEEP", subjects=["keep.>"], max_msg_size=64)
+        for i in range(5):
+            await js.publish(f"keep.{i}", b"v%d" % i)
+        bad = [
+            ("STREAM.CREATE.KEEP", b'{"name":"KEEP","subjects":["keep.>"],"max_msgs":"x"}'),
+            ("STREAM.UPDATE.KEEP", b'{"name":"KEEP","subjects":["keep.>"],"nope":true}'),
+            ("STREAM.UPDATE.KEEP", b'{"name":"KEEP","subjects":["keep.>"],"storage":"memory"}'),
+            ("STREAM.PURGE.KEEP", b'{"filter": 7}'),
+            ("STREAM.PURGE.KEEP", b"{broken"),
+            ("STREAM.DELETE.KEEP", b'{"really": true}'),
+            ("STREAM.MSG.DELETE.KEEP", b'{"seq": "one"}'),
+            ("CONSUMER.CREATE.KEEP.x", b'{"stream_name":"KEEP","config":{"name":"x","ack_policy":"maybe"}}'),
+        ]
+        for subject, body in bad:
+            assert "error" in await api(nc, "$JS.API." + subject, body), subject
+        try:
+            await js.publish("keep.big", b"x" * 100)
+            raise AssertionError("oversized publish was accepted")
+        except Exception as exc:  # noqa: BLE001 - nats-py raises APIError
+            assert getattr(exc, "err_code", None) == 10054
+        nc2 = await connect(url)
+        await nc2.publish("$JS.ACK.KEEP.nobody.1.99.99.0.0", b"+ACK")  # ack for unknown seq/consumer
+        await nc2.flush()
+        info = await js.stream_info("KEEP")
+        last = await js.get_msg("KEEP", 5)
+        return info.state.messages, info.state.last_seq, last.data
+
+    for kind in ("jetraft", "nats-server"):
+        with js_server(kind, tmp_path, store_name=f"keep-{kind}") as server:
+            assert run(scenario, server.url) == (5, 5, b"v4"), kind
