@@ -181,6 +181,8 @@ class SimDisk:
         f = self._files[(node, name)]
         self._settle(f)
         size = len(f.written)
+        if size == 0:
+            return None  # nothing of it was durable
         if kind is CorruptKind.BITFLIP:
             offset = self.rng.randrange(size)
             f.written[offset] ^= 1 << self.rng.randrange(8)

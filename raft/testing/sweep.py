@@ -26,7 +26,7 @@ DEFAULT_STEPS = 200
 CORE_BUG_STALE_MATCH = (
     "core: a leader keeps a wiped/repairing follower's old match index and ignores its rejections "
     "as stale (Progress.maybe_decrease in REPLICATE), so the follower never catches up; "
-    "minimal repro tests/sim/test_sim.py::test_wiped_follower_catches_up"
+    "minimal repro tests/sim/test_sim.py::test_damaged_follower_catches_up"
 )
 KNOWN_FAILING: dict[int, str] = {
     29: CORE_BUG_STALE_MATCH,
