@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from jetstream.errors import ErrCode, JsApiException, api_error, invalid_config
+from jetstream.errors import ApiError, ErrCode, JsApiException, api_error, invalid_config
 from natsd.subjects import is_subset, is_valid_subject, subjects_overlap
 
 NS_PER_MS = 1_000_000
@@ -125,6 +125,10 @@ _STREAM_KEYS = frozenset(
     "duplicate_window sealed deny_delete deny_purge allow_rollup_hdrs allow_direct mirror_direct "
     "first_seq metadata allow_msg_ttl subject_delete_marker_ttl mirror sources".split()
 )
+
+
+# Request-only or always-emitted keys that `extra` must not carry back.
+_NOT_ECHOED = frozenset({"pedantic", "compression", "consumer_limits"})
 
 
 @attrs.frozen
@@ -253,7 +257,7 @@ def _parse_stream_fields(d: dict[str, Any]) -> StreamConfig:
         metadata=dict(metadata) if metadata else None,
         mirror=d.get("mirror") or None,
         sources=list(sources) if sources else None,
-        extra={k: v for k, v in d.items() if k not in _STREAM_KEYS and k not in ("pedantic", "compression", "consumer_limits")},
+        extra={k: v for k, v in d.items() if k not in _STREAM_KEYS and k not in _NOT_ECHOED},
     )
 
 
@@ -300,7 +304,7 @@ def _check_stream_name(cfg: StreamConfig) -> None:
         raise JsApiException(invalid_config(detail))
 
 
-def _first_stream_error(cfg: StreamConfig):  # type: ignore[no-untyped-def]
+def _first_stream_error(cfg: StreamConfig) -> ApiError | None:
     if cfg.num_replicas > MAX_REPLICAS:
         return invalid_config(f"maximum replicas is {MAX_REPLICAS}")
     if cfg.num_replicas < 0:
@@ -312,7 +316,7 @@ def _first_stream_error(cfg: StreamConfig):  # type: ignore[no-untyped-def]
     return None
 
 
-def _check_windows(cfg: StreamConfig):  # type: ignore[no-untyped-def]
+def _check_windows(cfg: StreamConfig) -> ApiError | None:
     if cfg.max_age_ns < 0:
         return invalid_config("max age can not be negative")
     if 0 < cfg.max_age_ns < MIN_WINDOW_NS:
@@ -326,7 +330,7 @@ def _check_windows(cfg: StreamConfig):  # type: ignore[no-untyped-def]
     return None
 
 
-def _check_policies(cfg: StreamConfig):  # type: ignore[no-untyped-def]
+def _check_policies(cfg: StreamConfig) -> ApiError | None:
     if cfg.deny_purge and cfg.allow_rollup_hdrs:
         return invalid_config("roll-ups require the purge permission")
     if cfg.discard_new_per_subject:
@@ -339,7 +343,7 @@ def _check_policies(cfg: StreamConfig):  # type: ignore[no-untyped-def]
     return None
 
 
-def _check_subjects(cfg: StreamConfig):  # type: ignore[no-untyped-def]
+def _check_subjects(cfg: StreamConfig) -> ApiError | None:
     if cfg.mirror is not None and cfg.subjects:
         return api_error(ErrCode.MIRROR_WITH_SUBJECTS)
     seen: set[str] = set()

@@ -32,7 +32,7 @@ from jetstream.config import (
     has_path_separator,
     is_valid_name,
 )
-from jetstream.errors import ErrCode, JsApiException, api_error, invalid_policy
+from jetstream.errors import ApiError, ErrCode, JsApiException, api_error, invalid_policy
 from jetstream.info import parse_rfc3339_ns, rfc3339_ns
 from natsd.subjects import is_valid_subject, subjects_overlap
 
@@ -256,7 +256,7 @@ def check_consumer_config(cfg: ConsumerConfig) -> None:
             raise JsApiException(error)
 
 
-def _check_consumer_names(cfg: ConsumerConfig):  # type: ignore[no-untyped-def]
+def _check_consumer_names(cfg: ConsumerConfig) -> ApiError | None:
     for name in (cfg.durable_name, cfg.name):
         if not name:
             continue
@@ -271,7 +271,7 @@ def _check_consumer_names(cfg: ConsumerConfig):  # type: ignore[no-untyped-def]
     return None
 
 
-def _check_consumer_timers(cfg: ConsumerConfig):  # type: ignore[no-untyped-def]
+def _check_consumer_timers(cfg: ConsumerConfig) -> ApiError | None:
     if cfg.ack_wait_ns < 0:
         return api_error(ErrCode.CONSUMER_ACK_WAIT_NEGATIVE)
     if any(b <= 0 for b in cfg.backoff_ns):
@@ -285,7 +285,7 @@ def _check_consumer_timers(cfg: ConsumerConfig):  # type: ignore[no-untyped-def]
     return None
 
 
-def _check_push_pull(cfg: ConsumerConfig):  # type: ignore[no-untyped-def]
+def _check_push_pull(cfg: ConsumerConfig) -> ApiError | None:
     if cfg.is_push:
         if not is_valid_subject(cfg.deliver_subject):
             return api_error(ErrCode.CONSUMER_INVALID_DELIVER_SUBJECT)
@@ -303,7 +303,7 @@ def _check_push_pull(cfg: ConsumerConfig):  # type: ignore[no-untyped-def]
     return None
 
 
-def _check_deliver_policy(cfg: ConsumerConfig):  # type: ignore[no-untyped-def]
+def _check_deliver_policy(cfg: ConsumerConfig) -> ApiError | None:
     policy = cfg.deliver_policy
     name = policy.value.replace("_", " ")
     if policy is DeliverPolicy.BY_START_SEQUENCE:
@@ -323,7 +323,7 @@ def _check_deliver_policy(cfg: ConsumerConfig):  # type: ignore[no-untyped-def]
     return None
 
 
-def _check_filters(cfg: ConsumerConfig):  # type: ignore[no-untyped-def]
+def _check_filters(cfg: ConsumerConfig) -> ApiError | None:
     if cfg.filter_subject and cfg.filter_subjects:
         return api_error(ErrCode.CONSUMER_DUPLICATE_FILTER_SUBJECTS)
     if any(not f for f in cfg.filter_subjects):
@@ -345,7 +345,10 @@ def check_consumer_for_stream(
     for f in cfg.filters():
         if stream.subjects and not any(subjects_overlap(f, s) for s in stream.subjects):
             raise JsApiException(
-                api_error(ErrCode.CONSUMER_CREATE, err="consumer filter subject is not a valid subset of the interest subjects")
+                api_error(
+                    ErrCode.CONSUMER_CREATE,
+                    err="consumer filter subject is not a valid subset of the interest subjects",
+                )
             )
     if stream.retention is not Retention.WORKQUEUE:
         return

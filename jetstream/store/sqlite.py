@@ -25,6 +25,7 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from jetstream.store.base import (
     MessageStore,
@@ -53,7 +54,7 @@ _META_KEYS = ("last_seq", "last_ts_ns", "msgs", "bytes", "num_subjects", "applie
 _COLS = "seq, subject, hdrs, payload, ts_ns"
 
 
-def _row_msg(row: tuple | None) -> StoredMsg | None:  # type: ignore[type-arg]
+def _row_msg(row: tuple[Any, ...] | None) -> StoredMsg | None:
     if row is None:
         return None
     return StoredMsg(row[0], row[1], row[2], row[3], row[4])
@@ -155,7 +156,7 @@ class SqliteStore(MessageStore):
         ).fetchone()
         return _row_msg(row)
 
-    def _filter_sql(self, filters: Sequence[str] | str | None) -> tuple[str, tuple]:  # type: ignore[type-arg]
+    def _filter_sql(self, filters: Sequence[str] | str | None) -> tuple[str, tuple[Any, ...]]:
         if not filters or filters == ">":
             return "1", ()
         if isinstance(filters, str):
