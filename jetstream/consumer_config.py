@@ -345,10 +345,7 @@ def check_consumer_for_stream(
     for f in cfg.filters():
         if stream.subjects and not any(subjects_overlap(f, s) for s in stream.subjects):
             raise JsApiException(
-                api_error(
-                    ErrCode.CONSUMER_CREATE,
-                    err="consumer filter subject is not a valid subset of the interest subjects",
-                )
+                api_error(ErrCode.CONSUMER_FILTER_NOT_SUBSET)
             )
     if stream.retention is not Retention.WORKQUEUE:
         return

@@ -53,6 +53,7 @@ class ErrCode(enum.IntEnum):
     CONSUMER_MAX_WAITING_NEGATIVE = 10087
     CONSUMER_HB_REQUIRES_PUSH = 10088
     CONSUMER_FC_REQUIRES_PUSH = 10089
+    CONSUMER_FILTER_NOT_SUBSET = 10093
     CONSUMER_INVALID_POLICY = 10094
     STREAM_HEADER_EXCEEDS_MAXIMUM = 10097
     CONSUMER_WQ_REQUIRES_EXPLICIT_ACK = 10098
@@ -136,6 +137,10 @@ ERRORS: dict[ErrCode, tuple[int, str]] = {
     ErrCode.CONSUMER_MAX_WAITING_NEGATIVE: (400, "consumer max waiting needs to be positive"),
     ErrCode.CONSUMER_HB_REQUIRES_PUSH: (400, "consumer idle heartbeat requires a push based consumer"),
     ErrCode.CONSUMER_FC_REQUIRES_PUSH: (400, "consumer flow control requires a push based consumer"),
+    ErrCode.CONSUMER_FILTER_NOT_SUBSET: (
+        400,
+        "consumer filter subject is not a valid subset of the interest subjects",
+    ),
     ErrCode.CONSUMER_INVALID_POLICY: (400, "{err}"),
     ErrCode.STREAM_HEADER_EXCEEDS_MAXIMUM: (400, "header size exceeds maximum allowed of 64k"),
     ErrCode.CONSUMER_WQ_REQUIRES_EXPLICIT_ACK: (400, "workqueue stream requires explicit ack"),

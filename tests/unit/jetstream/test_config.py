@@ -198,3 +198,6 @@ def test_workqueue_rules() -> None:
             check_consumer_for_stream(ConsumerConfig.from_json(raw), wq, others)
         assert info.value.error.err_code == err_code
     assert Discard.NEW.value == "new"
+    with pytest.raises(JsApiException) as info:
+        check_consumer_for_stream(ConsumerConfig.from_json({**NATS_PY_CONSUMER, "filter_subject": "other"}), wq, [])
+    assert info.value.error.err_code == 10093
