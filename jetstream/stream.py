@@ -139,12 +139,27 @@ class StreamStateMachine:
         self.store = store
         self.has_interest = has_interest or (lambda subject: True)
         # msg_id -> (seq, ts_ns), oldest first; a cache of the store's persisted index.
-        self._msg_ids: dict[str, tuple[int, int]] = {k: (s, t) for k, s, t in store.msg_ids()}
-        # seq -> expiry (ns) of messages published with a Nats-TTL; derived from stored headers.
-        self._ttl_expiry: dict[int, int] = self._scan_ttls() if config.allow_msg_ttl else {}
+        self._msg_ids: dict[str, tuple[int, int]] = {}
+        self._ttl_expiry: dict[int, int] = {}
+        self._load_caches()
         if config.first_seq > 1 and store.state().last_seq == 0:
             with store.batch():
                 store.skip_to(config.first_seq)
+
+    def _load_caches(self) -> None:
+        """Derive the in-memory indexes from the store (start, restore)."""
+        self._msg_ids = {k: (s, t) for k, s, t in self.store.msg_ids()}
+        # seq -> expiry (ns) of messages published with a Nats-TTL; derived from stored headers.
+        self._ttl_expiry = self._scan_ttls() if self.config.allow_msg_ttl else {}
+
+    def snapshot(self) -> bytes:
+        """The whole applied state (store snapshot format; includes the applied index)."""
+        return self.store.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot (raises SnapshotError, changing nothing, if bad)."""
+        self.store.restore(data)
+        self._load_caches()
 
     # -- entry point ----------------------------------------------------------------------
     def apply(self, cmd: Command, index: int) -> Result:

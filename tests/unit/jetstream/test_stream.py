@@ -374,3 +374,16 @@ def test_limits_always_hold(ops: list[tuple[str, int]], discard: str) -> None:
         assert state.messages <= 5 and state.bytes <= 300
         assert all(n <= 3 for n in h.machine.store.subject_counts().values())
         assert state.last_seq == accepted
+
+
+def test_snapshot_restore_brings_a_lagging_replica_level(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(duplicate_window=60 * SEC)
+    h.pub(Nats_Msg_Id="a")
+    h.pub(Nats_Msg_Id="b")
+    follower = StreamStateMachine(h.config, MemoryStore())
+    follower.restore(h.machine.snapshot())
+    assert follower.store.applied_index() == 2
+    assert follower.store.content_digest() == h.machine.store.content_digest()
+    dup = Publish("s.a", b"x", h.now_ns + SEC, headers=encode_headers([("Nats-Msg-Id", "b")]))
+    assert follower.apply(dup, 3) == h.apply(dup) == PubAck("S", 2, duplicate=True)
+    assert follower.last_msg_id() == "b"
