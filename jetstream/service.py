@@ -9,8 +9,9 @@ which go straight to their consumer so they are never stuck behind a slow API ca
 `$JS.FC.>` (flow-control replies). Each stream subscribes to its own subjects; a routing callback
 queues the publish and the stream's writer task commits batches (jetstream/runtime.py).
 
-Each stream runs in its own nursery (writer + one task per consumer), cancelled when the stream
-is deleted. A flusher task saves the state of durable consumers that changed (one transaction
+Each stream has a writer task and one task per consumer; they end by themselves when the stream
+is closed (deleted, or the server stops). Existing streams are opened synchronously at startup,
+before the first checkpoint, so the API and stream subjects exist as soon as clients can connect. A flusher task saves the state of durable consumers that changed (one transaction
 per stream) every `CONSUMER_FLUSH_S`, and a sweeper applies max_age expiry. On shutdown all
 durable consumers are saved and stores closed, shielded from cancellation.
 """
@@ -71,7 +72,6 @@ class JetStream:
         self.rng = random.Random(seed if seed is not None else os.urandom(16))
         self.log = structlog.get_logger("jetstream")
         self.streams: dict[str, StreamRuntime] = {}
-        self.scopes: dict[str, trio.CancelScope] = {}
         self.api_total = 0
         self.api_errors = 0
         self.nursery: trio.Nursery | None = None
@@ -83,8 +83,9 @@ class JetStream:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                await trio.to_thread.run_sync(lambda: self.root.mkdir(parents=True, exist_ok=True))
-                await self._load_streams()
+                # Loaded synchronously, before the first checkpoint: a client that connects as
+                # soon as the port answers must find the API and every stream's subjects.
+                self._load_streams()
                 self._subscribe_api()
                 nursery.start_soon(self._dispatch_api)
                 nursery.start_soon(self._flush_consumers_loop)
@@ -162,18 +163,19 @@ class JetStream:
             self.server.publish_internal(reply, None, None, json.dumps(body, separators=(",", ":")).encode())
 
     # -- streams --------------------------------------------------------------------------------------
-    async def _load_streams(self) -> None:
-        dirs = await trio.to_thread.run_sync(lambda: sorted(p for p in self.root.iterdir() if p.is_dir()))
-        for directory in dirs:
+    def _load_streams(self) -> None:
+        """Open every stream under the store directory (blocking; only at startup)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
             try:
-                config, created_ns = await trio.to_thread.run_sync(read_config, directory)
-                store = await trio.to_thread.run_sync(open_store, config, directory)
+                config, created_ns = read_config(directory)
+                store = open_store(config, directory)
             except Exception as exc:  # noqa: BLE001 - never delete: report and skip
                 self.log.error("jetstream.stream_load_failed", directory=str(directory), error=repr(exc))
                 continue
             rt = self._new_runtime(config, created_ns, store, directory)
-            await self._start_stream(rt)
-            await self._load_consumers(rt)
+            self._start_stream(rt)
+            self._load_consumers(rt)
 
     def _new_runtime(self, config: StreamConfig, created_ns: int, store: Any, directory: Path) -> StreamRuntime:
         return StreamRuntime(config, created_ns, store, directory, self.clock_ns, self.server.publish_internal)
@@ -184,24 +186,20 @@ class JetStream:
         await trio.to_thread.run_sync(write_config, directory, config, created_ns)
         store = await trio.to_thread.run_sync(open_store, config, directory)
         rt = self._new_runtime(config, created_ns, store, directory)
-        await self._start_stream(rt)
+        self._start_stream(rt)
         self.log.info("jetstream.stream_created", stream=config.name)
         return rt
 
-    async def _start_stream(self, rt: StreamRuntime) -> None:
+    def _start_stream(self, rt: StreamRuntime) -> None:
+        """Register the stream and start its writer (tasks end when the stream closes)."""
         assert self.nursery is not None
         self.streams[rt.name] = rt
         self._subscribe_stream(rt)
-        await self.nursery.start(self._stream_main, rt)
+        self.nursery.start_soon(rt.run_writer)
 
-    async def _stream_main(self, rt: StreamRuntime, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with trio.CancelScope() as scope:
-            self.scopes[rt.name] = scope
-            async with trio.open_nursery() as nursery:
-                rt.nursery = nursery  # type: ignore[attr-defined]
-                nursery.start_soon(rt.run_writer)
-                task_status.started()
-                await trio.sleep_forever()
+    def _start_consumer(self, consumer: ConsumerRuntime) -> None:
+        assert self.nursery is not None
+        self.nursery.start_soon(consumer.run)
 
     def _subscribe_stream(self, rt: StreamRuntime) -> None:
         for sub in rt.subscriptions:
@@ -227,9 +225,8 @@ class JetStream:
         rt.subscriptions = []
         self.streams.pop(rt.name, None)
         await rt.close()
-        scope = self.scopes.pop(rt.name, None)
-        if scope is not None:
-            scope.cancel()
+        for consumer in rt.consumers.values():
+            consumer.kick()
         rt.deleted = True
         await trio.to_thread.run_sync(remove_stream_dir, rt.directory)
         self.log.info("jetstream.stream_deleted", stream=rt.name)
@@ -255,7 +252,7 @@ class JetStream:
         rt.consumers[name] = consumer
         if consumer.durable:
             await self._save_consumer_now(rt, consumer)
-        rt.nursery.start_soon(consumer.run)  # type: ignore[attr-defined]
+        self._start_consumer(consumer)
         self.log.info("jetstream.consumer_created", stream=rt.name, consumer=name)
         return consumer
 
@@ -278,14 +275,12 @@ class JetStream:
         except StreamClosed:
             pass
 
-    async def _load_consumers(self, rt: StreamRuntime) -> None:
-        def read() -> list[tuple[str, bytes]]:
-            return [(n, rt.store.load_consumer(n) or b"") for n in rt.store.consumer_names()]
-
+    def _load_consumers(self, rt: StreamRuntime) -> None:
+        """Restore durable consumers saved in the stream's store (blocking; only at startup)."""
         now = self.clock_ns()
-        for name, blob in await rt.call(read):
+        for name in rt.store.consumer_names():
             try:
-                saved = json.loads(blob)
+                saved = json.loads(rt.store.load_consumer(name) or b"")
                 config = ConsumerConfig.from_json(saved["config"])
             except Exception as exc:  # noqa: BLE001 - keep the blob, skip the consumer
                 self.log.error("jetstream.consumer_load_failed", stream=rt.name, consumer=name, error=repr(exc))
@@ -293,7 +288,7 @@ class JetStream:
             consumer = self._new_consumer(rt, name, config, int(saved["created_ns"]))
             consumer.state.restore(saved["state"], now)
             rt.consumers[name] = consumer
-            rt.nursery.start_soon(consumer.run)  # type: ignore[attr-defined]
+            self._start_consumer(consumer)
 
     @staticmethod
     def _consumer_blob(consumer: ConsumerRuntime) -> bytes:
