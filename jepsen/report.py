@@ -89,6 +89,8 @@ def summary_table(verdict: dict[str, Any]) -> Table:
             table.add_row(label, str(checked[key]))
     if "divergence" in checked:
         table.add_row("missing per node", json.dumps(checked["divergence"]["missing_count"]))
+    if "node_missing_count" in checked:
+        table.add_row("missing per node", json.dumps(checked["node_missing_count"]))
     if "keys" in checked:
         for key, info in checked["keys"].items():
             table.add_row(f"key {key}", f"{info['verdict']} ({info['calls']} calls)")

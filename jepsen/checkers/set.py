@@ -37,6 +37,7 @@ def check_set(ops: list[Op]) -> dict[str, Any]:
         "attempted_count": len(attempted),
         "acknowledged_count": len(acked),
         "unknown_count": len(unknown),
+        "failed_count": len(attempted) - len(acked) - len(unknown),
         "read_count": len(read),
         "recovered_count": len(unknown & read),
         "lost_count": len(lost),

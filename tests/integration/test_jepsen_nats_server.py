@@ -49,3 +49,58 @@ def test_queue_under_kill_and_partition_produces_a_report(tmp_path: pathlib.Path
     assert result.exit_code == {True: 0, False: 1}[verdict["valid"]], result.output
     rebuilt = json.loads((run_dir / "verdict.json").read_text())
     assert rebuilt["checker"]["acknowledged_count"] == checked["acknowledged_count"]
+
+
+async def _every_pair_routed_through_proxies(net, deadline_s: float) -> bool:
+    """Each pair of nodes has a route connection through one of its two proxies (no bypass)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while loop.time() < end:
+        conns = net.open_connections()
+        if all(conns[f"{a}->{b}"] + conns[f"{b}->{a}"] > 0 for a, b in [(0, 1), (0, 2), (1, 2)]):
+            return True
+        await asyncio.sleep(0.2)  # polling, bounded by the deadline
+    return False
+
+
+def test_db_controls_processes_by_pid(tmp_path: pathlib.Path) -> None:
+    """pause makes a node unresponsive until resumed; kill, wipe and start bring it back empty."""
+    import os
+
+    from jepsen.db import Cluster, NodeState, js_info_ok, make_specs
+    from jepsen.proxy import ClusterNet
+
+    async def scenario() -> None:
+        specs = make_specs(tmp_path, 3)
+        net = await ClusterNet.start([s.cluster_port for s in specs])
+        cluster = Cluster.create(Target.NATS_SERVER, tmp_path, specs, [net.route_urls(i) for i in range(3)])
+        try:
+            cluster.start_all()
+            await cluster.wait_ready(30)
+            assert await _every_pair_routed_through_proxies(net, deadline_s=15)
+            n1 = cluster.nodes[0]
+            cluster.pause(0)
+            assert n1.state is NodeState.PAUSED and n1.alive()
+            assert not await js_info_ok(n1.spec.client_url, timeout_s=0.5)
+            cluster.resume(0)
+            assert await js_info_ok(n1.spec.client_url, timeout_s=2.0)
+            pid = cluster.nodes[1].pid
+            cluster.kill(1)
+            assert cluster.nodes[1].state is NodeState.KILLED and not cluster.nodes[1].alive()
+            try:
+                os.kill(pid, 0)
+                raise AssertionError("killed process still exists")
+            except ProcessLookupError:
+                pass
+            cluster.wipe(1)
+            assert list(specs[1].store_dir.iterdir()) == []
+            cluster.start(1)
+            await cluster.wait_ready(30)
+            assert cluster.nodes[1].pid != pid and cluster.nodes[1].starts == 2
+        finally:
+            cluster.stop_all()
+            await net.close()
+        assert not any(n.alive() for n in cluster.nodes)
+        assert "start #2" in specs[1].log_path.read_text()
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))
