@@ -79,8 +79,11 @@ class LogStore(abc.ABC):
     """Synchronous interface; shells run it off the event loop (see raft.storage.worker)."""
 
     @abc.abstractmethod
-    def save(self, batch: Sequence[GroupWrite]) -> None:
-        """Apply every write in one atomic, durable step."""
+    def save(self, batch: Sequence[GroupWrite], sync: bool = True) -> None:
+        """Apply every write in one atomic step, durable before returning when `sync`.
+
+        With `sync=False` (a batch that only moves commit indexes) the step may be lost on
+        power failure, but a later synced batch makes it durable too, in order."""
 
     @abc.abstractmethod
     def load(self, group: GroupId) -> LoadedState: ...

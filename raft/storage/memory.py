@@ -53,7 +53,7 @@ class MemoryLogStore(LogStore):
     def _state(self, group: GroupId) -> _GroupState:
         return self._groups.setdefault(group, _GroupState())
 
-    def save(self, batch: Sequence[GroupWrite]) -> None:
+    def save(self, batch: Sequence[GroupWrite], sync: bool = True) -> None:
         for write in batch:
             check_write(write)
         for write in batch:

@@ -1,7 +1,8 @@
 """SQLite LogStore: one database file per server holding the Raft state of all its groups.
 
 The file is in WAL mode with `synchronous=FULL`, so a committed transaction is fsynced before
-`save()` returns; a whole batch of GroupWrites (many groups) is one transaction, one fsync.
+`save()` returns (a batch saved with `sync=False`, which only moves commit indexes, runs at
+`synchronous=NORMAL`: consistent, made durable by the next synced commit); a whole batch of GroupWrites (many groups) is one transaction, one fsync.
 Tables are STRICT with a schema version in `store_meta`. Every entry row, hard-state row and
 snapshot row carries a crc32 over its contents (group name included, so a row copied to the
 wrong group also fails).
@@ -96,6 +97,7 @@ class SqliteLogStore(LogStore):
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._sync = True
         self._db.executescript(_SCHEMA)
         self._check_schema_version()
         row = self._db.execute("SELECT value FROM store_meta WHERE key='quarantine'").fetchone()
@@ -142,9 +144,12 @@ class SqliteLogStore(LogStore):
 
     # ---- writes -------------------------------------------------------------------------------
 
-    def save(self, batch: Sequence[GroupWrite]) -> None:
+    def save(self, batch: Sequence[GroupWrite], sync: bool = True) -> None:
         for write in batch:
             check_write(write)
+        if sync != self._sync:  # WAL: NORMAL skips the fsync; the next FULL commit covers it
+            self._db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
+            self._sync = sync
         self._transaction(lambda: [self._apply(w) for w in batch])
 
     def _transaction(self, body) -> None:  # type: ignore[no-untyped-def]

@@ -30,20 +30,25 @@ class _Flush:
 
 
 class StoreWorker:
-    def __init__(self, store: LogStore, *, batch_writes_max: int = 100_000) -> None:
+    def __init__(
+        self, store: LogStore, *, batch_writes_max: int = 100_000, offload: bool = True
+    ) -> None:
         self.store = store
+        self.offload = offload
         self.batch_writes_max = batch_writes_max
         self._limiter = trio.CapacityLimiter(1)
         self._pending: list[GroupWrite] = []
+        self._pending_sync = False
         self._next = _Flush()
         self._flushing = False
         self.flush_count = 0  # batches written, for tests and metrics
 
-    async def save(self, writes: Sequence[GroupWrite]) -> None:
-        """Durably save `writes`, sharing the fsync with every concurrent caller."""
+    async def save(self, writes: Sequence[GroupWrite], sync: bool = True) -> None:
+        """Save `writes` (durably when `sync`), sharing the fsync with every concurrent caller."""
         if not writes:
             return
         self._pending.extend(writes)
+        self._pending_sync = self._pending_sync or sync
         flush = self._next
         if not self._flushing:
             self._flushing = True
@@ -62,11 +67,11 @@ class StoreWorker:
                 return
             batch = self._pending[: self.batch_writes_max]
             del self._pending[: self.batch_writes_max]
-            flush = self._next
+            flush, sync = self._next, self._pending_sync
             if not self._pending:
-                self._next = _Flush()
+                self._next, self._pending_sync = _Flush(), False
             try:
-                await trio.to_thread.run_sync(self.store.save, batch, limiter=self._limiter)
+                await self.run(self.store.save, batch, sync)
                 self.flush_count += 1
             except Exception as exc:  # handed to every waiter of this batch
                 flush.error = exc
@@ -74,5 +79,9 @@ class StoreWorker:
                 flush.done.set()
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Run any other store call (load, compact, ...) on the store's thread."""
+        """Run any other store call (load, compact, ...) on the store's thread. Without
+        `offload` (deterministic tests under MockClock) it runs inline on the event loop."""
+        if not self.offload:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)

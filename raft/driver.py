@@ -1,0 +1,375 @@
+"""RaftHost: the trio shell that runs many RaftNode groups of one server.
+
+Three tasks share the nodes (all on the event loop, so a node is never touched concurrently):
+- the tick loop ticks every group each `tick_interval_s` of trio time (a MockClock in tests);
+- the receive loop steps each incoming Message into its group's node;
+- the ready loop takes the Ready of every group that has one, and then, in order:
+  1. persists all their hard states, entries and snapshots as ONE batch through StoreWorker
+     (one transaction, one fsync, off the event loop) - group commit across groups;
+  2. sends every message of every group in one `transport.send_nowait` (so the TCP transport
+     coalesces heartbeats per peer);
+  3. applies committed entries (NORMAL entries go to the group's apply callback, whose return
+     value completes the matching `propose()`), installs received snapshots via the restore
+     callback, answers read-index waiters;
+  4. calls `advance()` on each node.
+While step 1 waits on the disk, the other loops keep stepping nodes, so everything proposed
+meanwhile rides in the next batch. Ready.events are logged through structlog.
+
+`propose(group, data)` returns the entry's index once it is committed and applied, raises
+NotLeader(hint) when this node cannot take proposals, and ProposalLost when another leader's
+entry took its index.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import random
+from collections.abc import Awaitable, Callable
+
+import attrs
+import structlog
+import trio
+
+from raft.config import NodeConfig, RefuseReason
+from raft.core import RaftNode
+from raft.storage.base import GroupWrite, LoadedState, LogStore
+from raft.storage.worker import StoreWorker
+from raft.transport.base import Transport
+from raft.types import (
+    ConfigChange,
+    Entry,
+    EntryKind,
+    GroupId,
+    Membership,
+    Message,
+    NodeId,
+    Ready,
+    Snapshot,
+)
+
+log = structlog.get_logger("raft.driver")
+
+ApplyCallback = Callable[[Entry], object]  # may return an awaitable
+RestoreCallback = Callable[[Snapshot], object]  # may return an awaitable
+RECEIVE_BATCH_MAX = 4096
+
+
+class NotLeader(Exception):
+    def __init__(self, leader_hint: NodeId | None, reason: RefuseReason = RefuseReason.NOT_LEADER):
+        super().__init__(f"not leader ({reason.value}); leader hint: {leader_hint}")
+        self.leader_hint = leader_hint
+        self.reason = reason
+
+
+class ProposalLost(NotLeader):
+    """Another leader's entry was committed at the proposal's index: it will never commit."""
+
+
+class OutcomeUnknown(Exception):
+    """A snapshot replaced the log past the proposal before it was applied here."""
+
+
+class UnknownGroup(KeyError):
+    pass
+
+
+@attrs.define
+class _Waiter:
+    term: int
+    done: trio.Event = attrs.Factory(trio.Event)
+    result: object = None
+    error: BaseException | None = None
+
+    def finish(self, result: object = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+@attrs.define
+class _Group:
+    node: RaftNode
+    apply: ApplyCallback
+    restore: RestoreCallback | None
+    waiters: dict[int, _Waiter] = attrs.Factory(dict)
+    reads: dict[bytes, _Waiter] = attrs.Factory(dict)  # context -> waiter (term unused)
+    read_points: dict[bytes, int] = attrs.Factory(dict)  # context -> index to apply first
+
+
+async def _maybe_await(value: object) -> object:
+    return await value if inspect.isawaitable(value) else value  # type: ignore[misc]
+
+
+class RaftHost:
+    def __init__(
+        self,
+        node_id: NodeId,
+        store: LogStore,
+        transport: Transport,
+        *,
+        tick_interval_s: float = 0.05,
+        rng: random.Random | None = None,
+        store_offload: bool = True,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.worker = StoreWorker(store, offload=store_offload)
+        self.transport = transport
+        self.tick_interval_s = tick_interval_s
+        self._rng = rng or random.Random(node_id)
+        self._groups: dict[GroupId, _Group] = {}
+        self._dirty: set[GroupId] = set()
+        self._wake = trio.Event()
+        self._read_ids = itertools.count(1)
+        self._log = log.bind(node=node_id)
+        self.stats = HostStats()
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. Start with `await nursery.start(host.run)`."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._tick_loop)
+            nursery.start_soon(self._receive_loop)
+            nursery.start_soon(self._ready_loop)
+            task_status.started()
+
+    async def add_group(
+        self,
+        group: GroupId,
+        config: NodeConfig,
+        membership: Membership,
+        apply_callback: ApplyCallback,
+        restore_callback: RestoreCallback | None = None,
+        *,
+        applied: int = 0,
+    ) -> RaftNode:
+        """Load the group's state from the store and start running it. `applied` is how far the
+        state machine already is; older committed entries are not applied again."""
+        if group in self._groups:
+            raise ValueError(f"group {group} already running")
+        loaded: LoadedState = await self.worker.run(self.store.load, group)
+        if loaded.verify_errors or loaded.repair_needed:
+            self._log.warning(
+                "raft.repair_needed", group=group, errors=list(loaded.verify_errors)
+            )
+        if loaded.snapshot and applied < loaded.snapshot.meta.index and restore_callback:
+            await _maybe_await(restore_callback(loaded.snapshot))
+        hard_state = loaded.hard_state
+        if hard_state.commit > loaded.last_index:  # a damaged tail: commit what we still hold
+            hard_state = attrs.evolve(hard_state, commit=loaded.last_index)
+        node = RaftNode(
+            config,
+            random.Random(self._rng.random()),
+            hard_state=hard_state,
+            snapshot=loaded.snapshot,
+            entries=loaded.entries,
+            membership=membership,
+            applied=applied,
+            repair_needed=loaded.repair_needed,
+        )
+        await self.worker.run(self.store.mark_member, group)
+        self._groups[group] = _Group(node, apply_callback, restore_callback)
+        self._mark(group)
+        return node
+
+    def remove_group(self, group: GroupId) -> None:
+        """Stop running a group (its stored state stays). Waiters fail with NotLeader."""
+        g = self._groups.pop(group, None)
+        if g is None:
+            return
+        for waiter in [*g.waiters.values(), *g.reads.values()]:
+            waiter.finish(error=NotLeader(None))
+
+    def node(self, group: GroupId) -> RaftNode:
+        return self._get(group).node
+
+    def groups(self) -> list[GroupId]:
+        return sorted(self._groups)
+
+    def _get(self, group: GroupId) -> _Group:
+        g = self._groups.get(group)
+        if g is None:
+            raise UnknownGroup(group)
+        return g
+
+    def _mark(self, group: GroupId) -> None:
+        self._dirty.add(group)
+        self._wake.set()
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    async def propose(self, group: GroupId, data: bytes) -> int:
+        """Wait until `data` is committed and applied here; return its log index."""
+        index, _ = await self.propose_result(group, data)
+        return index
+
+    async def propose_result(self, group: GroupId, data: bytes) -> tuple[int, object]:
+        """Like propose(), also returning what the apply callback returned for the entry."""
+        g = self._get(group)
+        return await self._wait_commit(group, g, g.node.propose(data))
+
+    async def propose_config_change(self, group: GroupId, change: ConfigChange) -> int:
+        g = self._get(group)
+        index, _ = await self._wait_commit(group, g, g.node.propose_config_change(change))
+        return index
+
+    async def _wait_commit(self, group: GroupId, g: _Group, result) -> tuple[int, object]:  # type: ignore[no-untyped-def]
+        if not result.ok:
+            raise NotLeader(result.leader_hint, result.reason)
+        waiter = g.waiters[result.index] = _Waiter(result.term)
+        self._mark(group)
+        try:
+            await waiter.done.wait()
+        finally:
+            if g.waiters.get(result.index) is waiter:
+                del g.waiters[result.index]
+        if waiter.error is not None:
+            raise waiter.error
+        return result.index, waiter.result
+
+    async def read_index(self, group: GroupId) -> int:
+        """A linearizable read point: returns once this node has applied it. The caller should
+        time out (e.g. trio.move_on_after): without a leader the request is dropped."""
+        g = self._get(group)
+        context = b"r%d" % next(self._read_ids)
+        waiter = g.reads[context] = _Waiter(0)
+        g.node.read_index(context)
+        self._mark(group)
+        try:
+            await waiter.done.wait()
+        finally:
+            g.reads.pop(context, None)
+            g.read_points.pop(context, None)
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result  # type: ignore[return-value]
+
+    def transfer_leadership(self, group: GroupId, to: NodeId) -> None:
+        self._get(group).node.transfer_leadership(to)
+        self._mark(group)
+
+    async def compact(self, group: GroupId, index: int, data: bytes) -> None:
+        """The application made its state durable at `index`: store the snapshot, trim the log."""
+        node = self._get(group).node
+        node.compact(index, data)
+        meta = node.snapshot_meta
+        await self.worker.run(self.store.save_snapshot, group, Snapshot(meta, data))
+        await self.worker.run(self.store.compact, group, meta.index)
+
+    # ---- loops ------------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        deadline = trio.current_time() + self.tick_interval_s
+        while True:  # until cancelled
+            await trio.sleep_until(deadline)
+            now = trio.current_time()
+            deadline = max(deadline + self.tick_interval_s, now)  # skip ticks we fell behind on
+            for group, g in list(self._groups.items()):
+                g.node.tick()
+                self._dirty.add(group)
+            self.stats.ticks += 1
+            self._wake.set()
+
+    async def _receive_loop(self) -> None:
+        incoming = self.transport.incoming
+        async for msg in incoming:
+            self._step(msg)
+            for _ in range(RECEIVE_BATCH_MAX):
+                try:
+                    self._step(incoming.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            self._wake.set()
+
+    def _step(self, msg: Message) -> None:
+        g = self._groups.get(msg.group)
+        if g is None or msg.dst != self.node_id:
+            self.stats.unroutable += 1
+            return
+        g.node.step(msg)
+        self._dirty.add(msg.group)
+
+    async def _ready_loop(self) -> None:
+        while True:  # until cancelled
+            if not self._dirty:
+                self._wake = trio.Event()
+                await self._wake.wait()
+            dirty, self._dirty = self._dirty, set()
+            readies: list[tuple[_Group, Ready]] = []
+            for group in sorted(dirty):
+                g = self._groups.get(group)
+                if g is not None and g.node.has_ready():
+                    readies.append((g, g.node.ready()))
+            if readies:
+                await self._handle_readies(readies)
+            await trio.lowlevel.checkpoint()  # never starve the other loops
+
+    async def _handle_readies(self, readies: list[tuple[_Group, Ready]]) -> None:
+        writes = [
+            GroupWrite(
+                r.group,
+                r.hard_state,
+                r.entries,
+                r.snapshot.meta if r.snapshot else None,
+                r.snapshot.data if r.snapshot else None,
+            )
+            for _, r in readies
+            if r.hard_state is not None or r.entries or r.snapshot is not None
+        ]
+        if writes:
+            await self.worker.save(writes, sync=any(r.must_sync for _, r in readies))
+            self.stats.persist_batches += 1
+        messages = [m for _, r in readies for m in r.messages]
+        if messages:
+            self.transport.send_nowait(messages)
+            self.stats.messages_sent += len(messages)
+        for g, r in readies:
+            await self._apply(g, r)
+            g.node.advance(r)
+            if g.node.has_ready():
+                self._dirty.add(r.group)
+
+    async def _apply(self, g: _Group, r: Ready) -> None:
+        for event in r.events:
+            self._log.info(event.name, group=r.group, **dict(event.fields))
+        if r.snapshot is not None:
+            self._apply_snapshot(g, r.snapshot)
+            if g.restore is not None:
+                await _maybe_await(g.restore(r.snapshot))
+        for entry in r.committed_entries:
+            result = None
+            if entry.kind is EntryKind.NORMAL:
+                result = await _maybe_await(g.apply(entry))
+            self._finish_waiter(g, entry, result)
+        self.stats.applied += len(r.committed_entries)
+        for rs in r.read_states:
+            if rs.context in g.reads:
+                g.read_points[rs.context] = rs.index
+        applied = r.committed_entries[-1].index if r.committed_entries else g.node.applied_index
+        for context, index in list(g.read_points.items()):
+            if index <= applied:
+                g.reads[context].finish(result=index)
+                del g.read_points[context]
+
+    def _apply_snapshot(self, g: _Group, snapshot: Snapshot) -> None:
+        for index in [i for i in g.waiters if i <= snapshot.meta.index]:
+            g.waiters.pop(index).finish(error=OutcomeUnknown(f"snapshot passed index {index}"))
+
+    def _finish_waiter(self, g: _Group, entry: Entry, result: object) -> None:
+        waiter = g.waiters.pop(entry.index, None)
+        if waiter is None:
+            return
+        if waiter.term == entry.term:
+            waiter.finish(result=result)
+        else:
+            waiter.finish(error=ProposalLost(g.node.leader_id))
+
+
+@attrs.define
+class HostStats:
+    ticks: int = 0
+    persist_batches: int = 0
+    messages_sent: int = 0
+    applied: int = 0
+    unroutable: int = 0

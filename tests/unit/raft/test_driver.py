@@ -1,0 +1,227 @@
+"""RaftHost end to end: three hosts in one process over the memory transport under trio's
+MockClock (autojump), stores run inline so virtual time is deterministic. Elect, propose,
+commit, refuse on followers, group-commit, many groups, and restart a host from SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+from collections.abc import AsyncIterator, Callable
+
+import attrs
+import pytest
+import trio
+
+from raft.config import NodeConfig, Role
+from raft.driver import NotLeader, RaftHost
+from raft.storage import LogStore, MemoryLogStore, SqliteLogStore
+from raft.transport import MemoryNetwork
+from raft.types import Entry, Membership
+
+NODES = ("n1", "n2", "n3")
+MEMBERS = Membership(frozenset(NODES))
+TICK_S = 0.05
+
+
+@attrs.define
+class Applied:
+    """A state machine that records what it applied, per group."""
+
+    entries: dict[str, list[Entry]] = attrs.Factory(dict)
+
+    def callback(self, group: str) -> Callable[[Entry], object]:
+        def apply(entry: Entry) -> object:
+            log = self.entries.setdefault(group, [])
+            assert not log or entry.index > log[-1].index, "applied out of order"
+            log.append(entry)
+            return b"applied:" + entry.data
+
+        return apply
+
+    def data(self, group: str) -> list[bytes]:
+        return [e.data for e in self.entries.get(group, [])]
+
+
+@attrs.define
+class Member:
+    host: RaftHost
+    applied: Applied
+    scope: trio.CancelScope
+
+
+@attrs.define
+class Cluster:
+    network: MemoryNetwork
+    nursery: trio.Nursery
+    members: dict[str, Member] = attrs.Factory(dict)
+
+    async def start(self, node: str, store: LogStore, groups: list[str]) -> Member:
+        transport = self.network.endpoint(node)
+        host = RaftHost(node, store, transport, tick_interval_s=TICK_S, store_offload=False)
+        applied = Applied()
+        for group in groups:
+            config = NodeConfig(node, group, election_ticks=10, heartbeat_ticks=2)
+            await host.add_group(group, config, MEMBERS, applied.callback(group))
+        scope = trio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                await host.run()
+
+        self.nursery.start_soon(run)
+        member = self.members[node] = Member(host, applied, scope)
+        return member
+
+    async def stop(self, node: str) -> None:
+        member = self.members.pop(node)
+        member.scope.cancel()
+        await member.host.transport.aclose()
+        member.host.store.close()
+
+    def leader(self, group: str) -> str | None:
+        leaders = [
+            n for n, m in self.members.items() if m.host.node(group).role is Role.LEADER
+        ]
+        return leaders[0] if len(leaders) == 1 else None
+
+
+@contextlib.asynccontextmanager
+async def cluster_of(stores: dict[str, LogStore], groups: list[str]) -> AsyncIterator[Cluster]:
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(MemoryNetwork(), nursery)
+        for node, store in stores.items():
+            await cluster.start(node, store, groups)
+        yield cluster
+        for node in list(cluster.members):
+            await cluster.stop(node)
+
+
+async def wait_until(cond: Callable[[], object], timeout_s: float = 30.0) -> None:
+    with trio.fail_after(timeout_s):
+        while not cond():
+            await trio.sleep(TICK_S)
+
+
+async def elected(cluster: Cluster, group: str) -> str:
+    await wait_until(lambda: cluster.leader(group))
+    leader = cluster.leader(group)
+    assert leader is not None
+    return leader
+
+
+def memory_stores() -> dict[str, LogStore]:
+    return {n: MemoryLogStore() for n in NODES}
+
+
+async def test_elects_one_leader_and_commits_on_all(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster_of(memory_stores(), ["g"]) as cluster:
+        leader = await elected(cluster, "g")
+        host = cluster.members[leader].host
+        index, result = await host.propose_result("g", b"hello")
+        assert result == b"applied:hello"
+        assert host.node("g").commit_index >= index
+        for member in cluster.members.values():
+            await wait_until(lambda m=member: m.applied.data("g") == [b"hello"])
+            assert member.applied.entries["g"][0].index == index
+            assert member.host.node("g").leader_id == leader
+
+
+async def test_follower_refuses_with_leader_hint(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster_of(memory_stores(), ["g"]) as cluster:
+        leader = await elected(cluster, "g")
+        follower = next(n for n in NODES if n != leader)
+        await wait_until(lambda: cluster.members[follower].host.node("g").leader_id == leader)
+        with pytest.raises(NotLeader) as info:
+            await cluster.members[follower].host.propose("g", b"x")
+        assert info.value.leader_hint == leader
+
+
+async def test_concurrent_proposals_share_persist_batches(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with cluster_of(memory_stores(), ["g"]) as cluster:
+        leader = await elected(cluster, "g")
+        host = cluster.members[leader].host
+        await host.propose("g", b"warm-up")
+        batches_before = host.stats.persist_batches
+        indexes: list[int] = []
+
+        async def one(i: int) -> None:
+            indexes.append(await host.propose("g", b"p%d" % i))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                nursery.start_soon(one, i)
+        assert len(set(indexes)) == 100
+        assert host.stats.persist_batches - batches_before < 20
+        want = [b"warm-up"] + sorted((b"p%d" % i for i in range(100)), key=lambda d: d)
+        for m in cluster.members.values():
+            await wait_until(lambda m=m: len(m.applied.data("g")) == 101)
+            assert sorted(m.applied.data("g")) == sorted(want)
+
+
+async def test_many_groups_in_one_host(autojump_clock: trio.testing.MockClock) -> None:
+    groups = [f"G{i}" for i in range(12)]
+    async with cluster_of(memory_stores(), groups) as cluster:
+        for group in groups:
+            leader = await elected(cluster, group)
+            await cluster.members[leader].host.propose(group, group.encode())
+        for m in cluster.members.values():
+            for group in groups:
+                await wait_until(lambda m=m, g=group: m.applied.data(g) == [g.encode()])
+
+
+async def test_restarted_host_recovers_from_sqlite_and_catches_up(
+    autojump_clock: trio.testing.MockClock, tmp_path: pathlib.Path
+) -> None:
+    stores: dict[str, LogStore] = {n: SqliteLogStore(tmp_path / f"{n}.db") for n in NODES}
+    async with cluster_of(stores, ["g"]) as cluster:
+        leader = await elected(cluster, "g")
+        victim = next(n for n in NODES if n != leader)
+        for i in range(5):
+            await cluster.members[leader].host.propose("g", b"before-%d" % i)
+        await wait_until(lambda: len(cluster.members[victim].applied.data("g")) == 5)
+        await cluster.stop(victim)
+        for i in range(5):
+            await cluster.members[leader].host.propose("g", b"during-%d" % i)
+        member = await cluster.start(victim, SqliteLogStore(tmp_path / f"{victim}.db"), ["g"])
+        node = member.host.node("g")
+        assert node.last_index >= 6 and not node.repair_needed  # the log survived the restart
+        want = [b"before-%d" % i for i in range(5)] + [b"during-%d" % i for i in range(5)]
+        await wait_until(lambda: member.applied.data("g") == want)
+        leader = await elected(cluster, "g")
+        index = await cluster.members[leader].host.propose("g", b"after")
+        await wait_until(lambda: member.applied.data("g") == [*want, b"after"])
+        assert member.applied.entries["g"][-1].index == index
+
+
+async def test_corrupt_log_restarts_repair_needed_and_repairs(
+    autojump_clock: trio.testing.MockClock, tmp_path: pathlib.Path
+) -> None:
+    stores: dict[str, LogStore] = {n: SqliteLogStore(tmp_path / f"{n}.db") for n in NODES}
+    async with cluster_of(stores, ["g"]) as cluster:
+        leader = await elected(cluster, "g")
+        victim = next(n for n in NODES if n != leader)
+        for i in range(3):
+            await cluster.members[leader].host.propose("g", b"v%d" % i)
+        await wait_until(lambda: len(cluster.members[victim].applied.data("g")) == 3)
+        await cluster.stop(victim)
+        path = tmp_path / f"{victim}.db"
+        raw = bytearray(path.read_bytes())
+        at = raw.find(b"v2")
+        assert at >= 0
+        raw[at + 1] ^= 0xFF  # flip the last entry's data on disk
+        path.write_bytes(bytes(raw))
+        # A new leader learns the victim's match afresh (see the report: the old leader's
+        # progress still says the victim holds entry 3, which the core does not yet revisit).
+        third = next(n for n in NODES if n not in (leader, victim))
+        cluster.members[leader].host.transfer_leadership("g", third)
+        await wait_until(lambda: cluster.leader("g") == third)
+        member = await cluster.start(victim, SqliteLogStore(path), ["g"])
+        node = member.host.node("g")
+        assert node.repair_needed
+        assert node.last_index < 4  # only the verified prefix, never served as complete
+        await cluster.members[third].host.propose("g", b"v3")
+        await wait_until(lambda: not node.repair_needed)
+        want = [b"v0", b"v1", b"v2", b"v3"]
+        await wait_until(lambda: member.applied.data("g") == want)
