@@ -39,8 +39,15 @@ def run(target, nodes, workload, nemesis, time_s, seed, concurrency, rate_hz, ru
     from jepsen.runner import RunConfig
     from jepsen.runner import run as run_async
 
+    from jepsen.schedule import FAMILIES
+
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
-    families = tuple(f for f in nemesis.split(",") if f and f != "none")
+    families = tuple(f.strip() for f in nemesis.split(",") if f.strip() and f.strip() != "none")
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(FAMILIES)} or none", param_hint="--nemesis")
+    if nodes < 3 or time_s <= 0:
+        raise click.BadParameter("need --nodes >= 3 and --time > 0")
     run_dir = run_dir or pathlib.Path("jepsen-runs") / f"{target}-{workload}-{seed}"
     console = Console()
     console.print(f"jepsen: target={target} workload={workload} nemesis={','.join(families) or 'none'} "
