@@ -118,4 +118,4 @@ _settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
 TestMemoryStoreModel = StoreModel.TestCase
 TestMemoryStoreModel.settings = _settings
 TestSqliteStoreModel = SqliteStoreModel.TestCase
-TestSqliteStoreModel.settings = _settings
+TestSqliteStoreModel.settings = settings(_settings, max_examples=25)  # fsync-bound: fewer runs
