@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +27,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
-from tests.compat.servers import ServerProcess, raw_exchange, running_server
+from tests.compat.servers import LOOPBACK, ServerProcess, raw_exchange, running_server
 
 SCENARIO_TIMEOUT_S = 30.0
 
@@ -65,7 +66,15 @@ async def connect(url: str, **options: Any) -> Client:
     nc._test_errors = errors  # type: ignore[attr-defined]
     nc._test_sync_subject = nc.new_inbox().replace("_INBOX.", "sync.")  # type: ignore[attr-defined]
     await nc.subscribe(nc._test_sync_subject, cb=answer_sync)  # type: ignore[attr-defined]
+    await server_processed(nc)  # others may sync to this connection as soon as it is returned
     return nc
+
+
+async def server_processed(nc: Client) -> None:
+    """Barrier: the server has processed everything `nc` sent so far. nats-py's own flush() writes
+    its PING ahead of buffered frames, so first push those out (private API, no public one)."""
+    await nc._flush_pending(force_flush=True)
+    await nc.flush(timeout=10)
 
 
 async def drain_pending(sub: Subscription) -> list[Any]:
@@ -381,3 +390,143 @@ async def reconnect_scenario(proc: ServerProcess) -> None:
     await sync(nc)
     assert [m.data for m in await drain_pending(sub)] == [b"still here"]
     await nc.close()
+
+
+# --- more client-visible behaviour -------------------------------------------------------------------
+
+
+def test_no_echo_suppresses_own_messages_only(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        quiet, other = await connect(server.url, no_echo=True), await connect(server.url)
+        own = await quiet.subscribe("echo.test")
+        await sync(quiet, other)  # (a self-sync cannot work: no_echo hides it from quiet itself)
+        await quiet.publish("echo.test", b"mine")
+        await other.publish("echo.test", b"theirs")
+        await sync(quiet, other)
+        await sync(other, quiet)
+        assert [m.data for m in await drain_pending(own)] == [b"theirs"]
+
+    run(scenario)
+
+
+def test_each_matching_subscription_gets_its_own_copy(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        nc = await connect(server.url)
+        subs = [await nc.subscribe("copy.me"), await nc.subscribe("copy.me"), await nc.subscribe("copy.*")]
+        await nc.publish("copy.me", b"one")
+        await sync(nc)
+        assert [[m.data for m in await drain_pending(s)] for s in subs] == [[b"one"]] * 3
+
+    run(scenario)
+
+
+def test_request_with_several_responders_returns_one_reply(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        responders = [await connect(server.url) for _ in range(3)]
+        for i, nc in enumerate(responders):
+
+            async def answer(msg: Any, i: int = i) -> None:
+                await msg.respond(b"r%d" % i)
+
+            await nc.subscribe("multi.svc", cb=answer)
+            await sync(nc)
+        client = await connect(server.url)
+        reply = await client.request("multi.svc", b"?", timeout=5)
+        assert reply.data in {b"r0", b"r1", b"r2"}
+
+    run(scenario)
+
+
+def test_drain_delivers_everything_already_sent_then_closes(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        got: list[bytes] = []
+        sub_nc, pub_nc = await connect(server.url), await connect(server.url)
+
+        async def collect(msg: Any) -> None:
+            got.append(msg.data)
+
+        await sub_nc.subscribe("drain.me", cb=collect)
+        await sync(sub_nc)
+        for i in range(500):
+            await pub_nc.publish("drain.me", b"%d" % i)
+        await sync(pub_nc, sub_nc)
+        await sub_nc.drain()
+        assert sub_nc.is_closed
+        assert got == [b"%d" % i for i in range(500)]
+
+    run(scenario)
+
+
+# --- configured limits (config file with nats-server key names) -------------------------------------
+
+
+def test_max_connections_refuses_the_next_client(kind: str, tmp_path: pathlib.Path) -> None:
+    with running_server(kind, tmp_path, {"max_connections": 2}) as proc:
+        holders = hold_connections(proc.port, 2)
+        try:
+            received, closed = raw_exchange(proc.port, b"CONNECT {}\r\nPING\r\n", timeout_s=5)
+            assert b"-ERR 'maximum connections exceeded'\r\n" in received
+            assert closed
+        finally:
+            for sock in holders:
+                sock.close()
+
+
+def hold_connections(port: int, count: int, attempts: int = 50) -> list[socket.socket]:
+    """Open `count` accepted connections (handshake done). A closed connection (e.g. the launcher's
+    readiness probe) may still occupy a slot for a moment, so a refused attempt is retried."""
+    held: list[socket.socket] = []
+    for _ in range(attempts):
+        if len(held) == count:
+            return held
+        sock = socket.create_connection((LOOPBACK, port), timeout=5)
+        sock.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+        if b"PONG\r\n" in read_until(sock, b"PONG\r\n", deadline_s=5):  # refused: -ERR and close
+            held.append(sock)
+        else:
+            sock.close()
+    raise AssertionError(f"could not hold {count} connections in {attempts} attempts")
+
+
+def test_unanswered_server_pings_end_in_stale_connection(kind: str, tmp_path: pathlib.Path) -> None:
+    with running_server(kind, tmp_path, {"ping_interval": "200ms", "ping_max": 2}) as proc:
+        received, closed = raw_exchange(proc.port, b'CONNECT {"verbose":false}\r\n', timeout_s=10, pongs=0)
+        assert closed
+        assert received.count(b"PING\r\n") >= 2
+        assert received.endswith(b"-ERR 'Stale Connection'\r\n")
+
+
+def test_slow_consumer_is_disconnected_and_publisher_is_not(kind: str, tmp_path: pathlib.Path) -> None:
+    chunk = b"PUB slow 32768\r\n" + b"s" * 32768 + b"\r\n"
+    limits = {"max_pending": 262144, "max_payload": 65536}  # nats-server wants max_payload <= max_pending
+    with running_server(kind, tmp_path, limits) as proc:
+        with socket.create_connection((LOOPBACK, proc.port), timeout=10) as lazy:
+            lazy.sendall(b'CONNECT {"verbose":false}\r\nSUB slow 1\r\nPING\r\n')
+            assert b"PONG" in read_until(lazy, b"PONG\r\n", deadline_s=10)
+            # 32 MiB to a subscriber that does not read: far beyond kernel buffers + max_pending.
+            received, closed = raw_exchange(proc.port, b'CONNECT {"verbose":false}\r\n' + chunk * 1024 + b"PING\r\n", 30)
+            assert not closed and received.endswith(b"PONG\r\n"), "the publisher must stay connected"
+            drained = read_until(lazy, None, deadline_s=20)
+            assert len(drained) < len(chunk) * 1024, "the slow consumer should have lost its connection"
+
+
+def read_until(sock: socket.socket, marker: bytes | None, deadline_s: float) -> bytes:
+    """Read until `marker` is seen, or until the peer closes when marker is None (with a deadline)."""
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    data = bytearray()
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(1 << 20)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if marker is not None and marker in data:
+            return bytes(data)
+    raise TimeoutError(f"deadline passed after {len(data)} bytes")
