@@ -236,6 +236,8 @@ class ClientConnection:
         self.name = str(options.get("name", ""))
         self.connected = True
         self.log = self.log.bind(name=self.name) if self.name else self.log
+        self.log.debug("client.connect", lang=options.get("lang"), version=options.get("version"),
+                       protocol=protocol, headers=headers, echo=self.echo, verbose=self.verbose)
         if self.verbose:
             self.out += p.OK_BYTES
 

@@ -266,7 +266,7 @@ class Server:
                 continue
             if c is None or headers is not None:
                 for payload in payloads:
-                    self._deliver_one(sub, subject, reply, headers, payload, tail)
+                    self._deliver_one(src, sub, subject, reply, headers, payload, tail)
                 continue
             pre = sub.prefixes.get(subject)
             if pre is None:
@@ -302,10 +302,16 @@ class Server:
                         continue
                 for payload in payloads:
                     sub = members[self.rng.randrange(len(members))] if len(members) > 1 else members[0]
-                    self._deliver_one(sub, subject, reply, headers, payload, tail)
+                    if sub.max_msgs and sub.delivered >= sub.max_msgs:  # used up within this run
+                        members = tuple(s for s in members if not s.max_msgs or s.delivered < s.max_msgs)
+                        if not members:
+                            break
+                        sub = members[self.rng.randrange(len(members))]
+                    self._deliver_one(src, sub, subject, reply, headers, payload, tail)
 
-    def _deliver_one(self, sub: Subscription, subject: str, reply: str | None,
-                     headers: bytes | None, payload: bytes, tail: bytes) -> None:
+    def _deliver_one(self, src: ClientConnection | None, sub: Subscription, subject: str,
+                     reply: str | None, headers: bytes | None, payload: bytes,
+                     tail: bytes) -> None:
         """Deliver one message to one subscription: internal, with headers, or stripping
         headers for a client that did not ask for them."""
         if sub.max_msgs and sub.delivered >= sub.max_msgs:
@@ -327,7 +333,7 @@ class Server:
             frame = sub.prefix(subject) + _tail(reply, None, payload) + payload + _CRLF
         c.out += frame
         if len(c.out) > c.stall_bytes:
-            self._pressure(None, c)
+            self._pressure(src, c)
         if not c.dirty:
             c.dirty = True
             self.dirty.append(c)
@@ -355,7 +361,7 @@ class Server:
         targets = list(result.plain) + [s for group in result.queues for s in group]
         for sub in targets:
             if sub.client is src:
-                self._deliver_one(sub, reply, None, headers, b"", tail)
+                self._deliver_one(src, sub, reply, None, headers, b"", tail)
                 return
 
     def flush_dirty(self) -> None:

@@ -433,3 +433,22 @@ async def test_cli_server_logs_ready_and_exits_cleanly_on_sigterm() -> None:
             proc.kill()
             with trio.CancelScope(shield=True):
                 await proc.wait()
+
+
+async def test_queue_member_used_up_mid_run_passes_the_rest_on(start) -> None:
+    server = await start()
+    limited = await connect(server)
+    await limited.send(b"SUB job q 1\r\nUNSUB 1 1\r\n")
+    await limited.roundtrip()
+    spare = await connect(server)
+    await spare.send(b"SUB job q 2\r\n")
+    await spare.roundtrip()
+    pub = await connect(server)
+    await pub.send(b"PUB job 1\r\nx\r\n" * 20)  # one run of 20 identical frames
+    await pub.roundtrip()
+    await limited.send(b"PING\r\n")
+    got_limited = []
+    while (op := await limited.op()) != p.PONG:
+        got_limited.append(op)
+    assert len(got_limited) <= 1
+    assert len(await spare.ops(20 - len(got_limited))) == 20 - len(got_limited)
