@@ -33,6 +33,10 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--size", "size_bytes", default=16, show_default=True, help="payload size in bytes"),
         click.option("--subs", default=1, show_default=True, help="number of subscribers (sub, pubsub)"),
         click.option("--subject", default="bench.subject", show_default=True),
+        click.option(
+            "--subjects", default=1, show_default=True,
+            help="publish round-robin over N subjects (<subject>.0..N-1; subscribers use <subject>.>)",
+        ),
         click.option("--url", default=None, help="benchmark an already running server"),
         click.option(
             "--server", "server_kind", type=click.Choice([k.value for k in ServerKind]), default="jetraft",
@@ -101,11 +105,14 @@ def targets(url: str | None, server_kind: str, compare: bool) -> Iterator[dict[s
 
 
 def run_bench(
-    mode: Mode, *, msgs: int, size_bytes: int, subs: int, subject: str, url: str | None, server_kind: str,
+    mode: Mode, *, msgs: int, size_bytes: int, subs: int, subject: str, subjects: int, url: str | None,
+    server_kind: str,
     compare: bool, runs: int, timeout_s: float, json_out: bool,
 ) -> dict[str, dict[str, float]]:
     console = Console()
-    load = Load(mode=mode, msgs=msgs, size_bytes=size_bytes, subs=subs, subject=subject, timeout_s=timeout_s)
+    load = Load(
+        mode=mode, msgs=msgs, size_bytes=size_bytes, subs=subs, subject=subject, subjects=subjects, timeout_s=timeout_s
+    )
     per_server: dict[str, list[dict[str, float]]] = {}
     with targets(url, server_kind, compare) as urls:
         with make_progress() as progress:
@@ -117,8 +124,11 @@ def run_bench(
                         raise click.ClickException(f"{name}: {exc}") from exc
                     per_server.setdefault(name, []).append(metrics)
     results = {name: medians(values) for name, values in per_server.items()}
-    title = f"bench {mode.value}: {msgs:,} msgs x {size_bytes} B" + (f", {subs} subs" if mode in (Mode.SUB, Mode.PUBSUB) else "")
+    title = f"bench {mode.value}: {msgs:,} msgs x {size_bytes} B"
+    title += f", {subs} subs" if mode in (Mode.SUB, Mode.PUBSUB) else ""
+    title += f", {subjects} subjects" if subjects > 1 else ""
     console.print(render_table(title, results, runs))
     if json_out:
-        console.print_json(json.dumps({"mode": mode.value, "msgs": msgs, "size_bytes": size_bytes, "subs": subs, "runs": runs, "results": results}))
+        params = {"mode": mode.value, "msgs": msgs, "size_bytes": size_bytes, "subs": subs, "subjects": subjects}
+        console.print_json(json.dumps({**params, "runs": runs, "results": results}))
     return results

@@ -61,27 +61,43 @@ def wait_for_pong(sock: socket.socket, timeout_s: float) -> None:
     raise TimeoutError(f"no PONG within {timeout_s}s")
 
 
-def build_batch(subject: str, size_bytes: int, frames: int) -> bytes:
-    frame = b"PUB %s %d\r\n%s\r\n" % (subject.encode(), size_bytes, FILLER * size_bytes)
-    return frame * frames
+def publish_subjects(subject: str, subjects: int) -> list[str]:
+    """One subject, or `subject.0` .. `subject.<n-1>` used round-robin (so that consecutive frames
+    never share a control line, defeating any same-frame fast path; subscribe to `subject.>`)."""
+    return [subject] if subjects <= 1 else [f"{subject}.{i}" for i in range(subjects)]
 
 
-def frames_per_batch(subject: str, size_bytes: int) -> int:
-    frame_len = len(build_batch(subject, size_bytes, 1))
-    return max(1, BATCH_TARGET_BYTES // frame_len)
+def subscribe_subject(subject: str, subjects: int) -> str:
+    return subject if subjects <= 1 else f"{subject}.>"
+
+
+def build_batch(subject: str, size_bytes: int, frames: int, subjects: int = 1) -> bytes:
+    """`frames` PUB frames, cycling over the publish subjects."""
+    payload = FILLER * size_bytes
+    cycle = [b"PUB %s %d\r\n%s\r\n" % (s.encode(), size_bytes, payload) for s in publish_subjects(subject, subjects)]
+    whole, rest = divmod(frames, len(cycle))
+    return b"".join(cycle) * whole + b"".join(cycle[:rest])
+
+
+def frames_per_batch(subject: str, size_bytes: int, subjects: int = 1) -> int:
+    """Frames per sendall: about BATCH_TARGET_BYTES, a whole number of subject cycles."""
+    cycle = max(1, subjects)
+    cycle_len = len(build_batch(subject, size_bytes, cycle, subjects))
+    return cycle * max(1, BATCH_TARGET_BYTES // cycle_len)
 
 
 def publisher(
-    url: str, subject: str, msgs: int, size_bytes: int, start: Any, progress: Any, results: Any, timeout_s: float
+    url: str, subject: str, subjects: int, msgs: int, size_bytes: int, start: Any, progress: Any, results: Any,
+    timeout_s: float,
 ) -> None:
     """Publish `msgs` messages as fast as the server takes them; report ("pub", n, t0, t1)."""
     host, port = parse_url(url)
     try:
         sock = raw_connect(host, port, timeout_s)
-        per_batch = frames_per_batch(subject, size_bytes)
-        batch = build_batch(subject, size_bytes, per_batch)
+        per_batch = frames_per_batch(subject, size_bytes, subjects)
+        batch = build_batch(subject, size_bytes, per_batch, subjects)
         full, rest = divmod(msgs, per_batch)
-        tail = build_batch(subject, size_bytes, rest)
+        tail = build_batch(subject, size_bytes, rest, subjects)
         start.wait(timeout_s)
         sock.settimeout(timeout_s)
         t0 = time.perf_counter()

@@ -19,6 +19,7 @@ import attrs
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.benchlib import loadgen
+from cli.benchlib.loadgen import subscribe_subject
 from cli.benchlib.report import latency_metrics, throughput_metrics
 
 CTX = multiprocessing.get_context("spawn")
@@ -39,6 +40,7 @@ class Load:
     size_bytes: int = 16
     subs: int = 1
     subject: str = "bench.subject"
+    subjects: int = 1  # >1: publish round-robin to subject.0..N-1, subscribers take subject.>
     timeout_s: float = 120.0
 
 
@@ -62,7 +64,7 @@ def _run_pubsub(url: str, load: Load, label: str, progress: Progress) -> dict[st
     procs = [
         CTX.Process(
             target=loadgen.subscriber,
-            args=(url, load.subject, load.msgs, ready, count, results, load.timeout_s),
+            args=(url, subscribe_subject(load.subject, load.subjects), load.msgs, ready, count, results, load.timeout_s),
             daemon=True,
         )
         for ready, count in zip(readies, sub_counts)
@@ -70,7 +72,9 @@ def _run_pubsub(url: str, load: Load, label: str, progress: Progress) -> dict[st
     procs.append(
         CTX.Process(
             target=loadgen.publisher,
-            args=(url, load.subject, load.msgs, load.size_bytes, start, pub_count, results, load.timeout_s),
+            args=(
+                url, load.subject, load.subjects, load.msgs, load.size_bytes, start, pub_count, results, load.timeout_s,
+            ),
             daemon=True,
         )
     )

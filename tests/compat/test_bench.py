@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli.bench import bench
-from cli.benchlib.loadgen import MSG_MARKER, build_batch, count_markers, parse_url
+from cli.benchlib.loadgen import MSG_MARKER, build_batch, count_markers, frames_per_batch, parse_url
 from cli.benchlib.report import latency_metrics, medians, percentile, render_table, throughput_metrics
 from tests.compat.servers import ServerProcess, running_server
 
@@ -32,6 +32,9 @@ def test_build_batch_frames_are_well_formed() -> None:
     batch = build_batch("a.b", 3, 4)
     assert batch == b"PUB a.b 3\r\nxxx\r\n" * 4
     assert MSG_MARKER not in batch
+    mixed = build_batch("s", 1, 5, subjects=3)
+    assert mixed == b"".join(b"PUB s.%d 1\r\nx\r\n" % i for i in [0, 1, 2, 0, 1])
+    assert frames_per_batch("s", 1, subjects=3) % 3 == 0
 
 
 def test_parse_url() -> None:
@@ -76,6 +79,7 @@ def check_modes(proc: ServerProcess) -> None:
     for args, label in [
         (["pub", "--msgs", "2000"], "publish msgs/s"),
         (["pubsub", "--msgs", "2000", "--subs", "2"], "subscribers, aggregate"),
+        (["sub", "--msgs", "2000", "--subjects", "7"], "slowest subscriber"),
         (["req", "--msgs", "50"], "request latency p50"),
     ]:
         result = runner.invoke(bench, [*args, "--url", proc.url, "--timeout", "30"], catch_exceptions=False)
