@@ -75,7 +75,8 @@ def _seq_maps(publishes: list[Op], reads: list[Op]) -> tuple[dict[int, set[Any]]
 def _divergence(node_reads: list[Op], acked: set[Any]) -> dict[str, Any]:
     per_node: dict[str, set[Any]] = defaultdict(set)
     for op in node_reads:
-        per_node[op.node].update(e["value"] for e in _read_entries(op))
+        if op.type is OpType.OK:  # a node we failed to read says nothing about its contents
+            per_node[op.node].update(e["value"] for e in _read_entries(op))
     missing = {node: acked - values for node, values in per_node.items()}
     return {
         "nodes_read": sorted(per_node),

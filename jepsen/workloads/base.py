@@ -1,11 +1,11 @@
 """Shared pieces of the workloads: the run context, stream setup with retries, pacing, and the
 per-node full read used at the end of the queue and set workloads.
 
-The per-node read asks the stream leader to step down in favour of each node in turn
+The per-node read asks the stream leader to step down in favour of each replica in turn
 (`STREAM.LEADER.STEPDOWN` with a preferred placement), waits until that node leads, and reads every
-sequence through `STREAM.MSG.GET`, which the leader answers from its own store. The op is
-recorded under the node that actually led during the read, so divergence between replicas shows
-up as different contents per node.
+sequence through `STREAM.MSG.GET`, which the leader answers from its own store. The read counts
+for that node only if it led both before and after the read (else it is a failed node read), so
+divergence between replicas shows up as different contents per node.
 """
 
 from __future__ import annotations
@@ -134,13 +134,25 @@ async def _lead_from(nc: nats.NATS, stream: str, name: str) -> str | None:
     return leader
 
 
+def _replicas(info: dict[str, Any]) -> set[str]:
+    """Names of the servers holding a replica of the stream (leader and followers)."""
+    cluster = info.get("cluster", {})
+    names = {peer.get("name") for peer in cluster.get("replicas", [])}
+    if cluster.get("leader"):
+        names.add(cluster["leader"])
+    return names
+
+
 async def read_each_node(ctx: RunContext, stream: str, f: str, decode: Callable[[dict], Any]) -> None:
-    """Record one full read of `stream` per node (op f), each served by that node as leader."""
+    """Record one full read of `stream` per replica (op f), each served by that node as leader."""
     nc, _node = await ctx.any_connection("jepsen-final-read")
     try:
         info = await retry_until(lambda: client.stream_info(nc, stream), SETUP_DEADLINE_S, "stream info")
         last_seq = info["state"]["last_seq"]
         for i, name in enumerate(ctx.cluster.names()):
+            replicas = _replicas(info)
+            if replicas and name not in replicas:
+                continue
             process = FINAL_PROCESS_BASE + 100 + i
             invoke_s = ctx.history.now_s()
             leader = await _lead_from(nc, stream, name)

@@ -117,3 +117,13 @@ def test_failed_reads_contribute_nothing() -> None:
     verdict = check_queue(h.ops)
     assert verdict["lost_count"] == 1
     assert verdict["valid"] is False
+
+
+def test_failed_node_read_is_not_divergence() -> None:
+    h = HistoryBuilder()
+    _published(h, 0, ["a"], 1)
+    _node_reads(h, ["a"], nodes=("n1",))
+    h.add(99, "node-read", "fail", 100, 101, None, None, "n4")
+    verdict = check_queue(h.ops)
+    assert verdict["valid"] is True
+    assert verdict["divergence"]["nodes_read"] == ["n1"]
