@@ -141,7 +141,10 @@ class ClientConnection:
             if not data:
                 self.close(CloseReason.CLIENT_CLOSED, flush=False)
                 return
-            self._process(feed(data))
+            try:
+                self._process(feed(data))
+            finally:
+                self.server.flush_dirty()  # wake writers even if processing failed
             stalled = self.stall_on
             if stalled is not None:
                 self.stall_on = None

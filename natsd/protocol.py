@@ -220,9 +220,6 @@ class Parser:
                         append(meta)
                     pos = nl + 1
                     continue
-                if meta[0] == _KIND_PUB and meta[4] < 0:
-                    head = line + b"\n"
-                    meta = meta[:7] + (tuple(head[i : i + 1] for i in range(len(head))),)
                 if len(cache) >= _LINE_CACHE_MAX:
                     cache.clear()
                 cache[line] = meta
@@ -269,8 +266,12 @@ class Parser:
         frame_len = head_len + size + 2
         count, bad = 1, False
         if buf.startswith(head, pos + frame_len):
+            columns = meta[7]
+            if columns is None:  # first run on this line: split its head into 1-byte columns
+                columns = tuple(head[i : i + 1] for i in range(head_len))
+                self._cache[line] = meta[:7] + (columns,)
             avail = (len(buf) - pos) // frame_len
-            count, bad = _run_length(buf, pos, frame_len, meta[7], head_len + size, avail)
+            count, bad = _run_length(buf, pos, frame_len, columns, head_len + size, avail)
         first = pos + head_len
         if count == 1:
             payloads = [buf[first : first + size]]
@@ -296,6 +297,8 @@ class Parser:
             return ProtocolError(bad.message)
 
     def _dispatch(self, line: bytes):
+        if line[:4] == b"PUB " and self.server_side:  # the common miss: a new reply subject
+            return self._pub(line[4:])
         head = line[:5].upper()
         if head.startswith(b"PING"):
             return PING
