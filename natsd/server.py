@@ -20,7 +20,9 @@ called synchronously while the message is routed: it must not block (schedule wo
 into a trio memory channel) and exceptions it raises are logged and swallowed. Internal
 subscriptions live in the same Sublist as client ones, so clients and internal subscribers see
 each other's messages; `publish_internal` wakes the writers it touched before returning.
-`headers` is the full header block (`NATS/1.0\\r\\n...\\r\\n\\r\\n`) or None.
+`headers` is the full header block (`NATS/1.0\\r\\n...\\r\\n\\r\\n`) or None. Also:
+`server.deliver_to(to, subject, reply, headers, payload) -> bool` routes by `to` but shows
+`subject` (JetStream push delivery), and `server.has_interest(subject) -> bool`.
 """
 
 from __future__ import annotations
@@ -233,6 +235,26 @@ class Server:
         if route:
             self.deliver(None, route, subject, reply, headers, [payload], _tail(reply, headers, payload))
         self.flush_dirty()
+
+    def deliver_to(self, to: str, subject: str, reply: str | None, headers: bytes | None,
+                   payload: bytes) -> bool:
+        """Deliver to the subscribers of `to`, but show them `subject` in MSG/HMSG (JetStream
+        push delivery: deliver subject routes, the stream subject is shown). False when nobody
+        is subscribed to `to`. Wakes the writers it touched."""
+        route = self.routes.get(to)
+        if route is None:
+            route = self.route_for(to)
+        if route:
+            self.deliver(None, route, subject, reply, headers, [payload], _tail(reply, headers, payload))
+            self.flush_dirty()
+        return bool(route)
+
+    def has_interest(self, subject: str) -> bool:
+        """Does any subscription (client or internal) match `subject`?"""
+        route = self.routes.get(subject)
+        if route is None:
+            route = self.route_for(subject)
+        return bool(route)
 
     # -- routing (hot path) -----------------------------------------------------------------
 

@@ -375,6 +375,10 @@ async def test_internal_subscribe_and_publish(start) -> None:
     await raw.send(b"PUB svc.x 0\r\n\r\n")
     await raw.roundtrip()
     assert len(seen) == 1
+    assert server.has_interest("reply.1") and not server.has_interest("deliver.none")
+    assert not server.deliver_to("deliver.none", "orders.1", None, None, b"x")
+    assert server.deliver_to("reply.1", "orders.1", "ack.1", b"NATS/1.0\r\n\r\n", b"m")
+    assert await raw.op() == p.Msg("orders.1", "7", "ack.1", b"NATS/1.0\r\n\r\n", b"m")
 
 
 async def test_shutdown_flushes_and_closes_clients(nursery) -> None:
