@@ -110,6 +110,23 @@ CASES: dict[str, bytes] = {
     "hpub_zero_header_bytes": CONNECT + b"SUB h 1\r\nHPUB h 0 2\r\nhi\r\n",
     "hpub_without_status_line": CONNECT + b"SUB h 1\r\nHPUB h 6 8\r\nK: v\r\n\r\nhi\r\n",
     "client_sends_info_garbage": CONNECT + b"INFO garbage\r\n",
+    "client_sends_err": CONNECT + b"-ERR 'x'\r\n",
+    "ping_with_trailing_junk": CONNECT + b"PINGX\r\nPONGfoo\r\nPING   \r\n",
+    "op_name_too_long": CONNECT + b"PUBLISH a 1\r\nx\r\n",
+    "op_name_truncated": CONNECT + b"PIN\r\n",
+    "connect_name_too_long": b"CONNECTX {}\r\n",
+    "info_name_too_long": CONNECT + b"INFOx\r\n",
+    "bare_lf_line_endings": CONNECT + b"SUB a 1\nPUB a 1\nx\r\n",
+    "cr_inside_control_line": CONNECT + b"SUB a\r 1\r\n",
+    "pub_without_subject": CONNECT + b"PUB  1\r\nx\r\n",
+    "pub_size_with_plus_sign": CONNECT + b"PUB a +1\r\nx\r\n",
+    "pub_size_leading_zero": CONNECT + b"SUB a 1\r\nPUB a 01\r\nx\r\n",
+    "pub_size_absurdly_large": CONNECT + b"PUB a 99999999999999999999999\r\n",
+    "pub_payload_is_crlfs": CONNECT + b"SUB a 1\r\nPUB a 4\r\n\r\n\r\n\r\n",
+    "hpub_zero_sizes": CONNECT + b"SUB h 1\r\nHPUB h 0 0\r\n\r\n",
+    "sub_before_connect": b"SUB a 1\r\nCONNECT {}\r\n",
+    "nul_and_del_in_subject": CONNECT + b"SUB a\x00b 1\r\nSUB a\x7fb 2\r\n",
+    "control_line_at_limit": CONNECT + b"SUB " + b"a" * 4088 + b" 1\r\nPUB " + b"a" * 4088 + b" 1\r\nx\r\n",
 }
 
 # Cases where JetRaft differs from the reference and nobody has confirmed the difference is
@@ -123,6 +140,11 @@ OPEN_BUGS: dict[str, str] = {
     "unsub_max_negative": "ref unsubscribes (ignores the bad max); jetraft closes the connection",
     "pedantic_wildcard_publish_bad_size": "ref sends 'Invalid Publish Subject' at the control line, before the size error",
     "hpub_zero_header_bytes": "ref delivers HPUB with 0 header bytes as a plain MSG; jetraft sends HMSG with hdr 0",
+    "hpub_zero_sizes": "ref delivers `HPUB h 0 0` as a plain MSG; jetraft sends HMSG with hdr 0",
+    "connect_name_too_long": "`CONNECTX {}`: ref closes silently; jetraft sends -ERR 'Unknown Protocol Operation'",
+    "info_name_too_long": "`INFOx`: ref closes silently; jetraft sends -ERR 'Unknown Protocol Operation'",
+    "cr_inside_control_line": "`SUB a\\r 1`: ref subscribes without error; jetraft sends -ERR 'Invalid Subject'",
+    "pub_size_absurdly_large": "size that overflows int64: ref closes silently; jetraft sends 'Maximum Payload Violation'",
 }
 
 # Facts from protocol.md every server must show (substring of the normalised outcome, closed?).
