@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from natsd.server import Server, Subscription
 
 RECEIVE_BYTES = 256 * 1024
-STALL_WAIT_S = 0.25
+STALL_WAIT_S = 0.1
 
 
 class CloseReason(enum.Enum):
@@ -295,7 +295,8 @@ class ClientConnection:
         """Wait (bounded) until this connection's outbound buffer is below the stall mark."""
         with trio.move_on_after(timeout_s):
             while len(self.out) >= self.stall_bytes and not self.closing:
-                self._drained = trio.Event()
+                if self._drained.is_set():  # shared by every publisher stalled on this client
+                    self._drained = trio.Event()
                 await self._drained.wait()
 
     def slow_consumer(self) -> None:
