@@ -32,6 +32,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--msgs", default=100_000, show_default=True, help="messages (or requests) per run"),
         click.option("--size", "size_bytes", default=16, show_default=True, help="payload size in bytes"),
         click.option("--subs", default=1, show_default=True, help="number of subscribers (sub, pubsub)"),
+        click.option("--pubs", default=1, show_default=True, help="number of publisher processes (pub, sub, pubsub)"),
         click.option("--subject", default="bench.subject", show_default=True),
         click.option(
             "--subjects", default=1, show_default=True,
@@ -105,13 +106,14 @@ def targets(url: str | None, server_kind: str, compare: bool) -> Iterator[dict[s
 
 
 def run_bench(
-    mode: Mode, *, msgs: int, size_bytes: int, subs: int, subject: str, subjects: int, url: str | None,
+    mode: Mode, *, msgs: int, size_bytes: int, subs: int, pubs: int, subject: str, subjects: int, url: str | None,
     server_kind: str,
     compare: bool, runs: int, timeout_s: float, json_out: bool,
 ) -> dict[str, dict[str, float]]:
     console = Console()
     load = Load(
-        mode=mode, msgs=msgs, size_bytes=size_bytes, subs=subs, subject=subject, subjects=subjects, timeout_s=timeout_s
+        mode=mode, msgs=msgs, size_bytes=size_bytes, subs=subs, pubs=max(1, pubs), subject=subject, subjects=subjects,
+        timeout_s=timeout_s,
     )
     per_server: dict[str, list[dict[str, float]]] = {}
     with targets(url, server_kind, compare) as urls:
@@ -127,8 +129,9 @@ def run_bench(
     title = f"bench {mode.value}: {msgs:,} msgs x {size_bytes} B"
     title += f", {subs} subs" if mode in (Mode.SUB, Mode.PUBSUB) else ""
     title += f", {subjects} subjects" if subjects > 1 else ""
+    title += f", {pubs} pubs" if pubs > 1 and mode is not Mode.REQ else ""
     console.print(render_table(title, results, runs))
     if json_out:
-        params = {"mode": mode.value, "msgs": msgs, "size_bytes": size_bytes, "subs": subs, "subjects": subjects}
+        params = {"mode": mode.value, "msgs": msgs, "size_bytes": size_bytes, "subs": subs, "pubs": pubs, "subjects": subjects}
         console.print_json(json.dumps({**params, "runs": runs, "results": results}))
     return results

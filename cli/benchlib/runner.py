@@ -39,6 +39,7 @@ class Load:
     msgs: int = 100_000
     size_bytes: int = 16
     subs: int = 1
+    pubs: int = 1  # publisher processes; msgs are split between them
     subject: str = "bench.subject"
     subjects: int = 1  # >1: publish round-robin to subject.0..N-1, subscribers take subject.>
     timeout_s: float = 120.0
@@ -58,7 +59,6 @@ def _run_pubsub(url: str, load: Load, label: str, progress: Progress) -> dict[st
     subs = 0 if load.mode is Mode.PUB else load.subs
     results: Any = CTX.Queue()
     start = CTX.Event()
-    pub_count = CTX.Value("q", 0, lock=False)
     sub_counts = [CTX.Value("q", 0, lock=False) for _ in range(subs)]
     readies = [CTX.Event() for _ in range(subs)]
     procs = [
@@ -69,15 +69,15 @@ def _run_pubsub(url: str, load: Load, label: str, progress: Progress) -> dict[st
         )
         for ready, count in zip(readies, sub_counts)
     ]
-    procs.append(
+    pub_counts = [CTX.Value("q", 0, lock=False) for _ in range(load.pubs)]
+    procs += [
         CTX.Process(
             target=loadgen.publisher,
-            args=(
-                url, load.subject, load.subjects, load.msgs, load.size_bytes, start, pub_count, results, load.timeout_s,
-            ),
+            args=(url, load.subject, load.subjects, share, load.size_bytes, start, count, results, load.timeout_s),
             daemon=True,
         )
-    )
+        for share, count in zip(split_evenly(load.msgs, load.pubs), pub_counts)
+    ]
     total = load.msgs * (1 + subs)
     task = progress.add_task(label, total=total)
     try:
@@ -88,12 +88,18 @@ def _run_pubsub(url: str, load: Load, label: str, progress: Progress) -> dict[st
             if not ready.wait(max(0.0, deadline - time.monotonic())):
                 raise BenchError("a subscriber did not become ready")
         start.set()
-        counters = [pub_count, *sub_counts]
+        counters = [*pub_counts, *sub_counts]
         reports = _collect(results, len(procs), deadline, lambda: sum(c.value for c in counters), task, progress)
     finally:
         _reap(procs)
         progress.remove_task(task)
     return throughput_metrics(reports, load.size_bytes)
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` as `parts` near-equal non-negative shares (the first ones get the remainder)."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
 def _run_req(url: str, load: Load, label: str, progress: Progress) -> dict[str, float]:

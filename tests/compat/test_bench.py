@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli.bench import bench
+from cli.benchlib.runner import split_evenly
 from cli.benchlib.loadgen import MSG_MARKER, build_batch, count_markers, frames_per_batch, parse_url
 from cli.benchlib.report import latency_metrics, medians, percentile, render_table, throughput_metrics
 from tests.compat.servers import ServerProcess, running_server
@@ -59,6 +60,15 @@ def test_metrics_and_medians() -> None:
     lat = latency_metrics(("req", 4, 0.0, 2.0, "", [0.004, 0.001, 0.002, 0.003]))
     assert (lat["req_per_s"], lat["req_p50_us"]) == (2.0, 2000.0)
     assert medians([{"a": 1.0}, {"a": 5.0}, {"a": 2.0}]) == {"a": 2.0}
+    two_pubs = throughput_metrics([("pub", 500, 1.0, 2.0, ""), ("pub", 500, 1.5, 3.0, "")], 16)
+    assert two_pubs["pub_msgs_per_s"] == 500.0  # 1000 msgs from t=1 to t=3
+
+
+@given(total=st.integers(0, 10_000), parts=st.integers(1, 64))
+def test_split_evenly(total: int, parts: int) -> None:
+    shares = split_evenly(total, parts)
+    assert len(shares) == parts and sum(shares) == total
+    assert max(shares) - min(shares) <= 1
 
 
 def test_table_has_ratio_column_only_when_comparing() -> None:
@@ -79,7 +89,7 @@ def check_modes(proc: ServerProcess) -> None:
     for args, label in [
         (["pub", "--msgs", "2000"], "publish msgs/s"),
         (["pubsub", "--msgs", "2000", "--subs", "2"], "subscribers, aggregate"),
-        (["sub", "--msgs", "2000", "--subjects", "7"], "slowest subscriber"),
+        (["sub", "--msgs", "2001", "--subjects", "7", "--pubs", "2"], "slowest subscriber"),
         (["req", "--msgs", "50"], "request latency p50"),
     ]:
         result = runner.invoke(bench, [*args, "--url", proc.url, "--timeout", "30"], catch_exceptions=False)
