@@ -31,7 +31,7 @@ import attrs
 import structlog
 import trio
 
-from raft.config import NodeConfig, RefuseReason
+from raft.config import NodeConfig, RefuseReason, Role
 from raft.core import RaftNode
 from raft.storage.base import GroupWrite, LoadedState, LogStore
 from raft.storage.worker import StoreWorker
@@ -53,6 +53,9 @@ log = structlog.get_logger("raft.driver")
 ApplyCallback = Callable[[Entry], object]  # may return an awaitable
 RestoreCallback = Callable[[Snapshot], object]  # may return an awaitable
 RECEIVE_BATCH_MAX = 4096
+# A follower's tick produces output only by starting an election (its role or term changes), so
+# the tick loop skips the has_ready() check for quiet followers: most nodes of idle groups.
+_QUIET_ROLES = (Role.FOLLOWER, Role.LEARNER)
 
 
 class NotLeader(Exception):
@@ -266,8 +269,11 @@ class RaftHost:
             now = trio.current_time()
             deadline = max(deadline + self.tick_interval_s, now)  # skip ticks we fell behind on
             for group, g in list(self._groups.items()):
-                g.node.tick()
-                self._dirty.add(group)
+                node = g.node
+                before = (node.role, node.term)
+                node.tick()
+                if before[0] not in _QUIET_ROLES or before != (node.role, node.term):
+                    self._dirty.add(group)
             self.stats.ticks += 1
             self._wake.set()
 

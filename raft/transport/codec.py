@@ -54,18 +54,18 @@ class Batch:
     messages: tuple[Message, ...]
 
 
-class _Bit(enum.IntFlag):
-    LOG_TERM = 1 << 0
-    INDEX = 1 << 1
-    ENTRIES = 1 << 2
-    COMMIT = 1 << 3
-    REJECT = 1 << 4
-    REJECT_HINT = 1 << 5
-    SNAPSHOT = 1 << 6
-    CHUNK_OFFSET = 1 << 7
-    CHUNK_LAST = 1 << 8
-    CHUNK_CHECKSUM = 1 << 9
-    CONTEXT = 1 << 10
+# Presence bits of optional message fields (plain ints: enum flags are slow on the hot path).
+_LOG_TERM = 1 << 0
+_INDEX = 1 << 1
+_ENTRIES = 1 << 2
+_COMMIT = 1 << 3
+_REJECT = 1 << 4
+_REJECT_HINT = 1 << 5
+_SNAPSHOT = 1 << 6
+_CHUNK_OFFSET = 1 << 7
+_CHUNK_LAST = 1 << 8
+_CHUNK_CHECKSUM = 1 << 9
+_CONTEXT = 1 << 10
 
 
 # ---- primitives ---------------------------------------------------------------------------
@@ -140,20 +140,30 @@ class _Reader:
 
 
 def _bits(msg: Message) -> int:
-    pairs = (
-        (_Bit.LOG_TERM, msg.log_term != 0),
-        (_Bit.INDEX, msg.index != 0),
-        (_Bit.ENTRIES, bool(msg.entries)),
-        (_Bit.COMMIT, msg.commit != 0),
-        (_Bit.REJECT, msg.reject),
-        (_Bit.REJECT_HINT, msg.reject_hint != 0),
-        (_Bit.SNAPSHOT, msg.snapshot is not None),
-        (_Bit.CHUNK_OFFSET, msg.chunk_offset != 0),
-        (_Bit.CHUNK_LAST, msg.chunk_last),
-        (_Bit.CHUNK_CHECKSUM, msg.chunk_checksum != 0),
-        (_Bit.CONTEXT, bool(msg.context)),
-    )
-    return sum(int(bit) for bit, present in pairs if present)
+    bits = 0
+    if msg.log_term:
+        bits |= _LOG_TERM
+    if msg.index:
+        bits |= _INDEX
+    if msg.entries:
+        bits |= _ENTRIES
+    if msg.commit:
+        bits |= _COMMIT
+    if msg.reject:
+        bits |= _REJECT
+    if msg.reject_hint:
+        bits |= _REJECT_HINT
+    if msg.snapshot is not None:
+        bits |= _SNAPSHOT
+    if msg.chunk_offset:
+        bits |= _CHUNK_OFFSET
+    if msg.chunk_last:
+        bits |= _CHUNK_LAST
+    if msg.chunk_checksum:
+        bits |= _CHUNK_CHECKSUM
+    if msg.context:
+        bits |= _CONTEXT
+    return bits
 
 
 def _put_names(out: bytearray, names: frozenset[str]) -> None:
@@ -177,28 +187,28 @@ def _put_body(out: bytearray, msg: Message) -> None:
     _put_uvarint(out, bits)
     _put_str(out, msg.group)
     _put_int(out, msg.term)
-    if bits & _Bit.LOG_TERM:
+    if bits & _LOG_TERM:
         _put_int(out, msg.log_term)
-    if bits & _Bit.INDEX:
+    if bits & _INDEX:
         _put_int(out, msg.index)
-    if bits & _Bit.ENTRIES:
+    if bits & _ENTRIES:
         _put_uvarint(out, len(msg.entries))
         for e in msg.entries:
             _put_int(out, e.term)
             _put_int(out, e.index)
             out.append(int(e.kind))
             _put_bytes(out, e.data)
-    if bits & _Bit.COMMIT:
+    if bits & _COMMIT:
         _put_int(out, msg.commit)
-    if bits & _Bit.REJECT_HINT:
+    if bits & _REJECT_HINT:
         _put_int(out, msg.reject_hint)
     if msg.snapshot is not None:
         _put_snapshot(out, msg.snapshot)
-    if bits & _Bit.CHUNK_OFFSET:
+    if bits & _CHUNK_OFFSET:
         _put_int(out, msg.chunk_offset)
-    if bits & _Bit.CHUNK_CHECKSUM:
+    if bits & _CHUNK_CHECKSUM:
         _put_int(out, msg.chunk_checksum)
-    if bits & _Bit.CONTEXT:
+    if bits & _CONTEXT:
         _put_bytes(out, msg.context)
 
 
@@ -236,26 +246,26 @@ def _read_body(r: _Reader, src: str, dst: str) -> Message:
         raise CodecError(f"unknown message type {code}")
     bits = r.uvarint()
     f: dict[str, object] = {"group": r.str(), "term": r.int()}
-    if bits & _Bit.LOG_TERM:
+    if bits & _LOG_TERM:
         f["log_term"] = r.int()
-    if bits & _Bit.INDEX:
+    if bits & _INDEX:
         f["index"] = r.int()
-    if bits & _Bit.ENTRIES:
+    if bits & _ENTRIES:
         f["entries"] = _read_entries(r)
-    if bits & _Bit.COMMIT:
+    if bits & _COMMIT:
         f["commit"] = r.int()
-    if bits & _Bit.REJECT_HINT:
+    if bits & _REJECT_HINT:
         f["reject_hint"] = r.int()
-    if bits & _Bit.SNAPSHOT:
+    if bits & _SNAPSHOT:
         f["snapshot"] = _read_snapshot(r)
-    if bits & _Bit.CHUNK_OFFSET:
+    if bits & _CHUNK_OFFSET:
         f["chunk_offset"] = r.int()
-    if bits & _Bit.CHUNK_CHECKSUM:
+    if bits & _CHUNK_CHECKSUM:
         f["chunk_checksum"] = r.int()
-    if bits & _Bit.CONTEXT:
+    if bits & _CONTEXT:
         f["context"] = r.bytes()
-    f["reject"] = bool(bits & _Bit.REJECT)
-    f["chunk_last"] = bool(bits & _Bit.CHUNK_LAST)
+    f["reject"] = bool(bits & _REJECT)
+    f["chunk_last"] = bool(bits & _CHUNK_LAST)
     return Message(type=_TYPES_BY_CODE[code], src=src, dst=dst, **f)  # type: ignore[arg-type]
 
 

@@ -81,7 +81,8 @@ def coalesce(msgs: Sequence[Message]) -> list[Message]:
 
 def _weight(msg: Message) -> int:
     size = 48 + len(msg.group) + len(msg.context)
-    size += sum(len(e.data) + 16 for e in msg.entries)
+    if msg.entries:
+        size += sum(len(e.data) + 16 for e in msg.entries)
     return size + (len(msg.snapshot.data) if msg.snapshot else 0)
 
 
