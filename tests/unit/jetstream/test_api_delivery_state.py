@@ -1,0 +1,128 @@
+"""DeliveryState (the pure part of consumer delivery) against a simple model, with hypothesis.
+
+Random interleavings of new deliveries, acks, naks, terms, progress, time passing and
+redeliveries must keep: pending ⊆ delivered, an acked or terminated message is never handed
+out again, the ack floor sits just below the oldest pending message (or at the cursor when
+nothing is pending), every overdue message is redelivered unless max_deliver is used up, and
+a save/restore round trip keeps positions and the pending set. Plus ack subject/payload parsing.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jetstream.delivery_state import (
+    AckKind,
+    DeliveryState,
+    ack_reply,
+    parse_ack,
+    parse_ack_subject,
+    parse_go_duration_ns,
+)
+
+WAIT_NS = 10
+OPS = st.lists(
+    st.tuples(st.sampled_from(["new", "ack", "nak", "term", "wpi", "tick", "redeliver"]), st.integers(0, 30)),
+    max_size=60,
+)
+
+
+def check_invariants(s: DeliveryState, delivered: set[int], finished: set[int]) -> None:
+    assert set(s.pending) <= delivered
+    assert not (set(s.pending) & finished)
+    assert all(seq <= s.cursor for seq in s.pending)
+    if s.pending:
+        assert s.ack_floor_stream < min(s.pending)
+    else:
+        assert s.ack_floor_stream == s.cursor
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS, st.integers(-1, 3))
+def test_random_histories_keep_invariants(ops: list[tuple[str, int]], max_deliver: int) -> None:
+    s = DeliveryState(ack_wait_ns=WAIT_NS, max_deliver=max_deliver if max_deliver else -1)
+    now = 0
+    delivered: set[int] = set()
+    finished: set[int] = set()
+    deliveries = 0
+    for op, arg in ops:
+        if op == "new":
+            seq = s.cursor + 1 + arg % 3
+            s.deliver(seq, now)
+            delivered.add(seq)
+            deliveries += 1
+        elif op in ("ack", "term") and delivered:
+            seq = sorted(delivered)[arg % len(delivered)]
+            was_pending = seq in s.pending
+            done = s.ack(seq) if op == "ack" else ([seq] if s.term(seq) else [])
+            assert (seq in done) == was_pending
+            finished.update(done)
+        elif op == "nak" and delivered:
+            s.nak(sorted(delivered)[arg % len(delivered)], 0, now)
+        elif op == "wpi" and delivered:
+            s.progress(sorted(delivered)[arg % len(delivered)], now)
+        elif op == "tick":
+            now += arg
+            dropped, _ = s.expire(now)
+            finished.update(dropped)
+        elif op == "redeliver":
+            for seq in s.take_due(1 + arg % 4):
+                assert seq not in finished
+                _, count = s.deliver(seq, now)
+                assert count >= 2 and (s.max_deliver < 0 or count <= s.max_deliver)
+                deliveries += 1
+        check_invariants(s, delivered, finished)
+    assert s.consumer_seq == deliveries
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(1, 40), unique=True, max_size=20))
+def test_every_overdue_message_comes_back(seqs: list[int]) -> None:
+    s = DeliveryState(ack_wait_ns=WAIT_NS)
+    for seq in sorted(seqs):
+        s.deliver(seq, now_ns=0)
+    s.expire(WAIT_NS)
+    assert s.take_due(100) == sorted(seqs)
+
+
+@settings(max_examples=50, deadline=None)
+@given(OPS)
+def test_save_restore_round_trip(ops: list[tuple[str, int]]) -> None:
+    s = DeliveryState(ack_wait_ns=WAIT_NS)
+    for op, arg in ops:
+        if op == "new":
+            s.deliver(s.cursor + 1, 0)
+        elif op == "ack" and s.pending:
+            s.ack(sorted(s.pending)[arg % len(s.pending)])
+    copy = DeliveryState(ack_wait_ns=WAIT_NS)
+    copy.restore(s.to_json(), now_ns=100)
+    assert (copy.cursor, copy.consumer_seq, set(copy.pending)) == (s.cursor, s.consumer_seq, set(s.pending))
+    assert (copy.ack_floor_stream, copy.ack_floor_consumer) == (s.ack_floor_stream, s.ack_floor_consumer)
+    assert all(p.deadline_ns == 100 + WAIT_NS for p in copy.pending.values())
+
+
+def test_ack_all_acks_everything_below() -> None:
+    s = DeliveryState(ack_wait_ns=WAIT_NS, ack_all=True)
+    for seq in range(1, 6):
+        s.deliver(seq, 0)
+    assert s.ack(3) == [1, 2, 3]
+    assert sorted(s.pending) == [4, 5] and s.ack_floor_stream == 3
+
+
+def test_ack_subjects_and_payloads() -> None:
+    subject = ack_reply("S", "c", 2, 10, 7, 123, 4)
+    assert subject == "$JS.ACK.S.c.2.10.7.123.4"
+    target = parse_ack_subject(subject)
+    assert target is not None and (target.stream, target.consumer, target.stream_seq, target.consumer_seq) == ("S", "c", 10, 7)
+    assert parse_ack_subject("$JS.ACK._.hash.S.c.2.10.7.123.4.rnd") is not None
+    for bad in ("$JS.ACK.S.c.x.10.7.123.4", "$JS.ACK.S.c", "$JS.ACK.S.c.1.2.3.4.5.6"):
+        assert parse_ack_subject(bad) is None
+    assert parse_ack(b"").kind is AckKind.ACK and parse_ack(b"+ACK").kind is AckKind.ACK
+    assert parse_ack(b'-NAK {"delay": 5000}').delay_ns == 5000
+    assert parse_ack(b"-NAK 2s").delay_ns == 2_000_000_000
+    assert parse_ack(b"+WPI").kind is AckKind.PROGRESS and parse_ack(b"+TERM why").kind is AckKind.TERM
+    nxt = parse_ack(b"+NXT 5")
+    assert nxt is not None and nxt.kind is AckKind.NEXT and nxt.body == b"5"
+    assert parse_ack(b"+WHAT") is None
+    assert parse_go_duration_ns("1m30s") == 90_000_000_000 and parse_go_duration_ns("5x") is None
