@@ -244,7 +244,15 @@ class RaftNode(LeaderMixin):
         return Role.FOLLOWER if mship.is_voter(self._membership, self._cfg.node_id) else Role.LEARNER
 
     def _promotable(self) -> bool:
-        return mship.is_voter(self._membership, self._cfg.node_id) and not self._repair_needed
+        """May campaign: a voter in the latest config, or in the latest committed one (a node
+        whose removal is not committed must still be able to lead, or a group where it holds
+        the longest log could never elect anyone)."""
+        if self._repair_needed:
+            return False
+        me = self._cfg.node_id
+        if mship.is_voter(self._membership, me):
+            return True
+        return mship.is_voter(self._membership_at(self._log.committed), me)
 
     def _reset_election_timer(self) -> None:
         self._election_elapsed = 0

@@ -107,6 +107,8 @@ class Progress:
             return True
         if self.next_index - 1 != rejected:
             return False  # not the probe we are waiting for
+        if rejected <= self.match:
+            self.match = 0  # it lost entries it had acknowledged (wiped disk): start over
         self.next_index = max(min(rejected, hint_next), self.match + 1)
         self.probe_sent = False
         return True

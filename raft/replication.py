@@ -283,10 +283,10 @@ class LeaderMixin:
     def _handle_snapshot_resp(self, msg: Message, pr: Progress) -> None:
         if pr.state is not ProgressState.SNAPSHOT or msg.index != pr.snap_index:
             return
-        if msg.reject:
-            pr.rewind_snapshot(0)
+        if msg.reject or msg.chunk_offset < pr.snap_acked_bytes:
+            pr.rewind_snapshot(0 if msg.reject else msg.chunk_offset)  # follower lost chunks
         else:
-            pr.snap_acked_bytes = max(pr.snap_acked_bytes, msg.chunk_offset)
+            pr.snap_acked_bytes = msg.chunk_offset
         self._send_snapshot_chunks(msg.src, pr)
 
     # ---- read-index ----------------------------------------------------------------------------------

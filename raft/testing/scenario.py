@@ -50,6 +50,7 @@ class Store:
     applied_index: int = 0
     events: list[str] = attrs.field(factory=list)
     read_states: list[ReadState] = attrs.field(factory=list)
+    repair_needed: bool = False  # durable: survives restarts until "raft.repair_done"
 
     def persist(self, rd: Ready) -> None:
         if rd.hard_state is not None:
@@ -88,7 +89,7 @@ class Cluster:
     delivered: int = 0
 
     # ---- membership of the harness ---------------------------------------------------------------
-    def start(self, node: str, membership: Membership, *, repair: bool = False) -> None:
+    def start(self, node: str, membership: Membership) -> None:
         store = self.stores.setdefault(node, Store())
         snap = store.snapshot
         self.nodes[node] = RaftNode(
@@ -99,7 +100,7 @@ class Cluster:
             entries=list(store.entries),
             membership=membership,
             applied=store.applied_index,
-            repair_needed=repair,
+            repair_needed=store.repair_needed,
         )
         self.down.discard(node)
 
@@ -119,8 +120,8 @@ class Cluster:
 
     def wipe(self, node: str, membership: Membership) -> None:
         events = self.stores[node].events
-        self.stores[node] = Store(events=events)
-        self.start(node, membership, repair=True)
+        self.stores[node] = Store(events=events, repair_needed=True)
+        self.start(node, membership)
 
     # ---- driving -------------------------------------------------------------------------------
     def process_readies(self) -> bool:
@@ -138,6 +139,8 @@ class Cluster:
                     self.queue.append(kept)
             store.apply(rd)
             store.events.extend(e.name for e in rd.events)
+            if any(e.name == "raft.repair_done" for e in rd.events):
+                store.repair_needed = False
             store.read_states.extend(rd.read_states)
             node.advance(rd)
             moved = True
