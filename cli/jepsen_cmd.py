@@ -25,13 +25,14 @@ def jepsen() -> None:
 @click.option("--nodes", type=int, default=3, show_default=True)
 @click.option("--workload", type=click.Choice(["queue", "kv", "set"]), default="queue", show_default=True)
 @click.option("--nemesis", default="kill,partition", show_default=True,
-              help="comma-separated: kill, pause, partition, latency, stepdown (or 'none')")  # fmt: skip
+              help="comma-separated: kill, pause, partition, latency, stepdown, wipe (or 'none')")  # fmt: skip
 @click.option("--time", "time_s", type=float, default=60.0, show_default=True, help="workload seconds")
 @click.option("--seed", type=int, default=None, help="schedule seed (random if omitted, and printed)")
 @click.option("--concurrency", type=int, default=6, show_default=True)
 @click.option("--rate", "rate_hz", type=float, default=100.0, show_default=True, help="total ops per second")
+@click.option("--replicas", type=int, default=3, show_default=True, help="stream / bucket replicas")
 @click.option("--dir", "run_dir", type=click.Path(path_type=pathlib.Path), default=None)
-def run(target, nodes, workload, nemesis, time_s, seed, concurrency, rate_hz, run_dir) -> None:
+def run(target, nodes, workload, nemesis, time_s, seed, concurrency, rate_hz, replicas, run_dir) -> None:
     """Run a workload against a cluster under faults and check the history."""
     from rich.console import Console
 
@@ -52,7 +53,8 @@ def run(target, nodes, workload, nemesis, time_s, seed, concurrency, rate_hz, ru
     console = Console()
     console.print(f"jepsen: target={target} workload={workload} nemesis={','.join(families) or 'none'} "
                   f"time={time_s}s seed={seed} dir={run_dir}")  # fmt: skip
-    cfg = RunConfig(Target(target), nodes, workload, families, time_s, seed, run_dir.resolve(), concurrency, rate_hz)
+    cfg = RunConfig(Target(target), nodes, workload, families, time_s, seed, run_dir.resolve(), concurrency, rate_hz,
+                    replicas)  # fmt: skip
     verdict = asyncio.run(run_async(cfg, console))
     raise SystemExit({True: 0, False: 1}.get(verdict["valid"], 2))
 

@@ -87,6 +87,11 @@ class Nemesis:
             delay_ms = dict(window.detail)["delay_ms"]
             self.net.set_delay_ms(delay_ms)
             return {"delay_ms": delay_ms}
+        if kind is FaultKind.WIPE:
+            target, note = await self._leader_or(window.nodes[0])
+            self.cluster.kill(target)
+            self.cluster.wipe(target)
+            return {"wiped": self._names([target])[0], "note": note}
         if kind is FaultKind.STEPDOWN:
             done = await self._admin_call(lambda nc: client.stepdown(nc, self.stream, None, ADMIN_TIMEOUT_S))
             return {"stepdown": bool(done and done.get("success"))}
@@ -104,22 +109,26 @@ class Nemesis:
                 self.net.cut(a, b)
         return [(a, b) for a in side_a for b in side_b]
 
-    async def _isolate_leader(self, fallback: int) -> dict[str, Any]:
-        leader = None
+    async def _leader_or(self, fallback: int) -> tuple[int, str]:
+        """The stream leader's index, or `fallback` when no leader is known right now."""
         for _ in range(LEADER_LOOKUPS):
             leader = await self.leader_index()
             if leader is not None:
-                break
-        note = "stream leader" if leader is not None else "no leader known: random node"
-        isolated = leader if leader is not None else fallback
+                return leader, "stream leader"
+        return fallback, "no leader known: planned node"
+
+    async def _isolate_leader(self, fallback: int) -> dict[str, Any]:
+        isolated, note = await self._leader_or(fallback)
         rest = [i for i in range(len(self.cluster.nodes)) if i != isolated]
         self.net.partition([[isolated], rest])
         return {"isolated": self._names([isolated])[0], "note": note}
 
-    def undo(self, window: FaultWindow) -> None:
+    def undo(self, window: FaultWindow, applied: dict[str, Any]) -> None:
         if window.kind is FaultKind.KILL:
             for i in window.nodes:
                 self.cluster.start(i)
+        elif window.kind is FaultKind.WIPE:
+            self.cluster.start(self.cluster.index_of(applied["wiped"]))
         elif window.kind is FaultKind.PAUSE:
             for i in window.nodes:
                 self.cluster.resume(i)
@@ -136,7 +145,7 @@ class Nemesis:
             self.on_change(self.current)
             log.info("nemesis.start", kind=window.kind.value, **{k: str(v) for k, v in applied.items()})
             await self._wait_until(window.end_s, stop)
-            self.undo(window)
+            self.undo(window, applied)
             self.current = "none"
             self.on_change(self.current)
             self.history.record(

@@ -17,6 +17,9 @@ Families and variants:
   cannot see each other but both see the third), asymmetric (traffic a -> b dropped, b -> a flows).
 - latency: extra delay on every cluster link.
 - stepdown: ask the stream leader to step down (instantaneous).
+- wipe: kill -9 the stream leader (a planned node when none is known), delete its store, and
+  restart it empty when the window ends (disk loss on one node; with R1 streams it loses data,
+  which is how the harness proves it can see loss).
 Clock skew is not offered: changing a process's clock needs privileges (CAP_SYS_TIME or
 libfaketime) that this harness does not assume.
 """
@@ -29,7 +32,7 @@ from typing import Any
 
 import attrs
 
-FAMILIES = ("kill", "pause", "partition", "latency", "stepdown")
+FAMILIES = ("kill", "pause", "partition", "latency", "stepdown", "wipe")
 
 
 class FaultKind(enum.Enum):
@@ -41,6 +44,7 @@ class FaultKind(enum.Enum):
     PARTITION_ASYMMETRIC = "partition-asymmetric"
     LATENCY = "latency"
     STEPDOWN = "stepdown"
+    WIPE = "wipe"
 
 
 @attrs.frozen
@@ -121,6 +125,8 @@ def _window(rng: random.Random, cfg: ScheduleConfig, family: str, start_s: float
         return FaultWindow(start_s, end_s, FaultKind.LATENCY, (), (("delay_ms", delay),))
     if family == "stepdown":
         return FaultWindow(start_s, start_s, FaultKind.STEPDOWN)
+    if family == "wipe":
+        return FaultWindow(start_s, end_s, FaultKind.WIPE, (rng.randrange(n),))
     raise ValueError(f"unknown nemesis family {family!r}; choose from {FAMILIES}")
 
 

@@ -104,3 +104,18 @@ def test_db_controls_processes_by_pid(tmp_path: pathlib.Path) -> None:
         assert "start #2" in specs[1].log_path.read_text()
 
     asyncio.run(asyncio.wait_for(scenario(), 90))
+
+
+def test_wiping_the_only_replica_is_caught(tmp_path: pathlib.Path) -> None:
+    """The harness sees real loss: an R1 stream whose node loses its disk mid-run."""
+    cfg = RunConfig(Target.NATS_SERVER, 3, "queue", ("wipe",), time_s=8.0, seed=1, run_dir=tmp_path / "run",
+                    concurrency=4, rate_hz=80.0, replicas=1)  # fmt: skip
+    verdict = asyncio.run(asyncio.wait_for(run(cfg), 90))
+    print((cfg.run_dir / "summary.txt").read_text())
+    assert "error" not in verdict["notes"], verdict["notes"]
+    assert verdict["faults"][0]["applied"]["wiped"]
+    checked = verdict["checker"]
+    missing = sum(checked["divergence"]["missing_count"].values())
+    assert checked["acknowledged_count"] > 20
+    assert verdict["valid"] is False
+    assert checked["lost_count"] + checked["seq_conflict_count"] + missing > 0

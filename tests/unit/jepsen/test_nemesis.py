@@ -52,6 +52,10 @@ class FakeCluster:
     def resume(self, i: int) -> None:
         self._set("resume", i, NodeState.RUNNING)
 
+    def wipe(self, i: int) -> None:
+        assert self.nodes[i].state is NodeState.KILLED
+        self.calls.append(("wipe", i))
+
 
 def _blocked_pairs(net: ClusterNet) -> set[tuple[int, int]]:
     """(a, b) such that bytes from a to b are blocked."""
@@ -104,6 +108,12 @@ def test_isolate_leader_uses_the_current_leader() -> None:
         applied = await nemesis.apply(FaultWindow(0, 1, FaultKind.PARTITION_LEADER, (0,)))
         assert applied == {"isolated": "n3", "note": "stream leader"}
         assert _blocked_pairs(net) == {(0, 2), (2, 0), (1, 2), (2, 1)}
+        window = FaultWindow(0, 1, FaultKind.WIPE, (0,))
+        applied = await nemesis.apply(window)
+        assert applied == {"wiped": "n3", "note": "stream leader"}
+        assert cluster.calls == [("kill", 2), ("wipe", 2)]
+        nemesis.undo(window, applied)
+        assert cluster.calls[-1] == ("start", 2)
 
     run_with_nemesis(scenario, LeaderIsN3)
 
