@@ -23,89 +23,57 @@ Pong, Ok, Err, Info, Msg) and a broken stream yields `ProtocolError(message, clo
 is the exact -ERR text nats-server sends (None where it closes silently). After a closing error the
 parser returns nothing more. No exception escapes `feed` for any input.
 
-The encoder functions build the bytes of server operations (and client operations, for tests
-and the benchmark client).
+Operation values live in ops.py and the encoder in encoder.py; this module re-exports both, so
+`from natsd import protocol as p` gives the whole protocol.
 """
 
 from __future__ import annotations
 
 import json
 
-import attrs
+from natsd.encoder import (  # noqa: F401 - re-exported: one import for parser and encoder
+    CRLF,
+    OK_BYTES,
+    PING_BYTES,
+    PONG_BYTES,
+    encode,
+    encode_connect,
+    encode_err,
+    encode_hmsg,
+    encode_hpub,
+    encode_info,
+    encode_msg,
+    encode_pub,
+    encode_sub,
+    encode_unsub,
+    flatten,
+    no_responders_headers,
+)
+from natsd.ops import (  # noqa: F401 - re-exported
+    ERR_MAX_CONTROL_LINE,
+    ERR_MAX_PAYLOAD,
+    ERR_UNKNOWN_OP,
+    OK,
+    PING,
+    PONG,
+    Connect,
+    Err,
+    Info,
+    Msg,
+    Ok,
+    Ping,
+    Pong,
+    ProtocolError,
+    Sub,
+    Unsub,
+)
 
 MAX_CONTROL_LINE = 4096
 MAX_PAYLOAD = 1024 * 1024
 
-ERR_UNKNOWN_OP = "Unknown Protocol Operation"
-ERR_MAX_PAYLOAD = "Maximum Payload Violation"
-ERR_MAX_CONTROL_LINE = "maximum control line exceeded"
-
 _LINE_CACHE_MAX = 4096
 _KIND_PUB = 0
 _KIND_MSG = 1
-
-
-@attrs.frozen
-class Connect:
-    options: dict
-
-
-@attrs.frozen
-class Info:
-    info: dict
-
-
-@attrs.frozen
-class Sub:
-    subject: str
-    queue: str | None
-    sid: str
-
-
-@attrs.frozen
-class Unsub:
-    sid: str
-    max_msgs: int | None = None
-
-
-@attrs.frozen
-class Ping:
-    pass
-
-
-@attrs.frozen
-class Pong:
-    pass
-
-
-@attrs.frozen
-class Ok:
-    pass
-
-
-@attrs.frozen
-class Err:
-    text: str
-
-
-@attrs.frozen
-class Msg:
-    subject: str
-    sid: str
-    reply: str | None
-    headers: bytes | None
-    payload: bytes
-
-
-@attrs.frozen
-class ProtocolError:
-    message: str | None  # exact -ERR text, or None to close without one
-    close: bool = True
-
-
-PING = Ping()
-PONG = Pong()
-OK = Ok()
 
 
 class _Bad(Exception):
@@ -478,103 +446,3 @@ _CLIENT_OPS = {
     b"INFO": Parser._info,
     b"-ERR": Parser._err,
 }
-
-
-# -- encoder ----------------------------------------------------------------------------------
-
-PING_BYTES = b"PING\r\n"
-PONG_BYTES = b"PONG\r\n"
-OK_BYTES = b"+OK\r\n"
-CRLF = b"\r\n"
-
-
-def _b(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
-
-
-def encode_info(info: dict) -> bytes:
-    return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b" \r\n"
-
-
-def encode_connect(options: dict) -> bytes:
-    return b"CONNECT " + json.dumps(options, separators=(",", ":")).encode() + b"\r\n"
-
-
-def encode_err(text: str) -> bytes:
-    return b"-ERR '" + _b(text) + b"'\r\n"
-
-
-def encode_msg(subject: str, sid: str, reply: str | None, payload: bytes) -> bytes:
-    rep = b" " + _b(reply) if reply else b""
-    head = b"MSG " + _b(subject) + b" " + _b(sid) + rep + b" %d\r\n" % len(payload)
-    return head + payload + CRLF
-
-
-def encode_hmsg(subject: str, sid: str, reply: str | None, headers: bytes, payload: bytes) -> bytes:
-    rep = b" " + _b(reply) if reply else b""
-    sizes = b" %d %d\r\n" % (len(headers), len(headers) + len(payload))
-    return b"HMSG " + _b(subject) + b" " + _b(sid) + rep + sizes + headers + payload + CRLF
-
-
-def encode_pub(subject: str, reply: str | None, payload: bytes) -> bytes:
-    rep = b" " + _b(reply) if reply else b""
-    return b"PUB " + _b(subject) + rep + b" %d\r\n" % len(payload) + payload + CRLF
-
-
-def encode_hpub(subject: str, reply: str | None, headers: bytes, payload: bytes) -> bytes:
-    rep = b" " + _b(reply) if reply else b""
-    sizes = b" %d %d\r\n" % (len(headers), len(headers) + len(payload))
-    return b"HPUB " + _b(subject) + rep + sizes + headers + payload + CRLF
-
-
-def encode_sub(subject: str, queue: str | None, sid: str) -> bytes:
-    q = b" " + _b(queue) if queue else b""
-    return b"SUB " + _b(subject) + q + b" " + _b(sid) + CRLF
-
-
-def encode_unsub(sid: str, max_msgs: int | None = None) -> bytes:
-    tail = b" %d" % max_msgs if max_msgs is not None else b""
-    return b"UNSUB " + _b(sid) + tail + CRLF
-
-
-def flatten(ops: list) -> list:
-    """Expand PUB runs into one `(subject, reply, headers, payload)` tuple per message."""
-    out: list = []
-    for op in ops:
-        if type(op) is tuple:
-            out.extend((op[0], op[1], op[2], payload) for payload in op[3])
-        else:
-            out.append(op)
-    return out
-
-
-def encode(op) -> bytes:
-    """Encode an operation value, or a flattened `(subject, reply, headers, payload)`."""
-    if type(op) is tuple:
-        subject, reply, headers, payload = op
-        if headers is None:
-            return encode_pub(subject, reply, payload)
-        return encode_hpub(subject, reply, headers, payload)
-    return _ENCODERS[type(op)](op)
-
-
-_ENCODERS = {
-    Connect: lambda op: encode_connect(op.options),
-    Info: lambda op: encode_info(op.info),
-    Sub: lambda op: encode_sub(op.subject, op.queue, op.sid),
-    Unsub: lambda op: encode_unsub(op.sid, op.max_msgs),
-    Ping: lambda op: PING_BYTES,
-    Pong: lambda op: PONG_BYTES,
-    Ok: lambda op: OK_BYTES,
-    Err: lambda op: encode_err(op.text),
-    Msg: lambda op: (
-        encode_msg(op.subject, op.sid, op.reply, op.payload)
-        if op.headers is None
-        else encode_hmsg(op.subject, op.sid, op.reply, op.headers, op.payload)
-    ),
-}
-
-
-def no_responders_headers(subject: str) -> bytes:
-    """Header block of the 503 status sent when a request has no subscribers."""
-    return b"NATS/1.0 503\r\nNats-Subject: " + _b(subject) + b"\r\n\r\n"
