@@ -342,3 +342,23 @@ def test_generated_exchanges_match_reference(stream: bytes, reference: ServerPro
     expected = by_sid(exchange(reference, stream, timeout_s=1.5))
     actual = by_sid(exchange(candidate, stream, timeout_s=1.5))
     assert actual == expected, stream
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_first_pong_is_followed_by_connect_info_for_protocol_1(
+    kind: str, protocol: int, reference: ServerProcess, request: pytest.FixtureRequest
+) -> None:
+    """protocol.md 1.2: PONG first (nats-py reads exactly one line after CONNECT+PING), then an
+    INFO with connect_info for clients that can take async INFO; nothing for protocol 0."""
+    server = reference if kind == "nats-server" else request.getfixturevalue("candidate")
+    sent = b'CONNECT {"verbose":false,"protocol":%d}\r\nPING\r\nPING\r\n' % protocol
+    received, closed = raw_exchange(server.port, sent, pongs=2)
+    lines = received.split(b"\r\n")[1:-1]
+    assert not closed
+    if protocol == 0:
+        assert lines == [b"PONG", b"PONG"]
+        return
+    assert [line.split(b" ")[0] for line in lines] == [b"PONG", b"INFO", b"PONG"]
+    info = json.loads(lines[1][5:])
+    assert info["connect_info"] is True and info["headers"] is True
