@@ -222,7 +222,8 @@ def format_results(cfg: BenchConfig, results: dict[str, dict[str, object]]) -> s
         lines.append(
             f"idle: {i['groups']} groups x 3 nodes: {i['cpu_s_per_wall_s']:.2f} CPU s per wall s "
             f"(all three hosts), {i['messages_sent']} messages in {i['measure_s']:.1f}s, "
-            f"elected in {i['elect_s']:.1f}s"
+            f"elected in {i['elect_s']:.1f}s; heartbeat every "
+            f"{cfg.heartbeat_ticks * cfg.tick_interval_s * 1000:.0f} ms"
         )
     return "\n".join(lines)
 
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--payload-bytes", type=int, default=d.payload_bytes)
     parser.add_argument("--idle-groups", type=int, default=d.idle_groups)
     parser.add_argument("--idle-seconds", type=float, default=d.idle_s)
+    parser.add_argument("--tick-ms", type=float, default=d.tick_interval_s * 1000)
+    parser.add_argument("--heartbeat-ticks", type=int, default=d.heartbeat_ticks)
+    parser.add_argument("--election-ticks", type=int, default=d.election_ticks)
     parser.add_argument("--only", choices=["throughput", "idle"], default=None)
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args(argv)
@@ -244,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         payload_bytes=args.payload_bytes,
         idle_groups=args.idle_groups,
         idle_s=args.idle_seconds,
+        tick_interval_s=args.tick_ms / 1000,
+        heartbeat_ticks=args.heartbeat_ticks,
+        election_ticks=args.election_ticks,
     )
     print(run_and_format(cfg, (args.only,) if args.only else ("throughput", "idle"), args.json))
 

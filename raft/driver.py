@@ -333,7 +333,7 @@ class RaftHost:
         for g, r in readies:
             await self._apply(g, r)
             g.node.advance(r)
-            if g.node.has_ready():
+            if g.node.commit_index > g.node.applied_index:  # more than one Ready's worth
                 self._dirty.add(r.group)
 
     async def _apply(self, g: _Group, r: Ready) -> None:
