@@ -58,7 +58,8 @@ def test_kv_gives_unknown_when_budget_runs_out() -> None:
     h = HistoryBuilder()
     for i in range(14):
         h.add(i, "put", "info", 0, 1, {"key": "k", "value": f"v{i}"})
-    h.add(20, "get", "ok", 2, 3, {"key": "k"}, {"value": "ghost", "revision": 99})
+        h.add(20 + i, "get", "ok", 2, 10, {"key": "k"}, {"value": f"v{i}", "revision": i + 1})
+    h.add(40, "get", "ok", 2, 10, {"key": "k"}, {"value": "ghost", "revision": 99})
     assert check_kv(h.ops, budget_per_key=50)["valid"] == "unknown"
 
 
