@@ -411,6 +411,7 @@ class Cluster:
         if ready.entries:
             store.append(ready.entries)
             self.checker.observe_append(nid, ready.entries)
+            self._forget_overwritten(node, ready.entries)
         if ready.hard_state is not None:
             store.set_hard_state(ready.hard_state)
             node.hard_state = ready.hard_state
@@ -421,6 +422,16 @@ class Cluster:
         if ready.hard_state is not None:
             assert node.raft is not None
             self.checker.observe_commit(nid, ready.hard_state.commit, ready.hard_state.term)
+
+    @staticmethod
+    def _forget_overwritten(node: SimNode, entries: tuple[Entry, ...]) -> None:
+        """A proposal whose log slot was overwritten will never be acknowledged."""
+        first = entries[0].index
+        for index in [i for i in node.pending if i >= first]:
+            pos = index - first
+            e = entries[pos] if pos < len(entries) else None
+            if e is None or (e.term, e.data) != node.pending[index]:
+                del node.pending[index]
 
     def _send(self, node: SimNode, ready: Ready) -> None:
         assert node.raft is not None
@@ -446,8 +457,7 @@ class Cluster:
         if ready.snapshot is not None:
             node.sm = HashChainStateMachine.from_snapshot(ready.snapshot.data)
             self.checker.observe_apply(nid, ready.snapshot.meta.index, node.sm.chain)
-            for index in [i for i in node.pending if i <= ready.snapshot.meta.index]:
-                del node.pending[index]
+            node.pending.clear()  # the log was replaced: outcomes unknown
         for e in ready.committed_entries:
             chain = node.sm.apply(e)
             self.checker.observe_apply(nid, e.index, chain, e)

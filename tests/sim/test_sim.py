@@ -140,11 +140,12 @@ def test_minority_corruption_is_detected_and_the_node_neither_votes_nor_leads() 
     assert c.leader() is not None and c.leader().node_id != victim  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(reason=sweep.CORE_BUG_STALE_MATCH, strict=False)
+@pytest.mark.xfail(reason=sweep.CORE_BUG_IDLE_REPAIR, strict=False)
 @pytest.mark.parametrize("kind", [None, CorruptKind.BITFLIP])
 def test_damaged_follower_catches_up(kind: CorruptKind | None) -> None:
     """Minimal repro of the core bug behind the KNOWN_FAILING seeds: wipe (or bit-flip) a
-    follower's disk under a stable leader; it restarts repair-needed and must catch up."""
+    follower's disk under a stable, idle leader; it restarts repair-needed and must catch up
+    without waiting for the next client write (R3)."""
     c = quiet(3)
     lead = _leader(c)
     for _ in range(5):
