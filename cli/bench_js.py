@@ -1,0 +1,265 @@
+"""`jetraft bench js-pub | js-consume | kv`: JetStream benchmarks with nats-py, optionally
+compared against the reference `nats-server -js`.
+
+    jetraft bench js-pub     --msgs 50000 --size 128 --clients 4   acked publishes (publish_async)
+    jetraft bench js-consume --msgs 50000 --mode pull|push          pull fetch+ack, or ordered push
+    jetraft bench kv         --ops 2000                             sequential put/get latency
+
+Target: `--url` (a running server with JetStream), or `--server jetraft|nats-server` started
+here with `-js -sd <temp dir>`, or `--compare` (both, one table, ratio jetraft/nats-server).
+Publishers are separate processes (`--clients`), each with up to `--window` unacknowledged
+publishes, so the server's group commit sees concurrent load; a run's rate is all messages over
+the span from the first client start to the last ack. Every run uses a fresh stream.
+
+This module is a click group of its own (`bench_js`); the bench owner can register its commands
+on `jetraft bench` with `register(bench_group)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cli.benchlib.launcher import ServerKind, ServerProcess, free_port
+
+BENCH_STREAM = "BENCHJS"
+
+
+# -- servers ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def js_targets(url: str | None, server_kind: str, compare: bool) -> Iterator[dict[str, str]]:
+    if url and not compare:
+        yield {url: url}
+        return
+    kinds = [ServerKind.JETRAFT, ServerKind.NATS_SERVER] if compare else [ServerKind(server_kind)]
+    started: list[ServerProcess] = []
+    with tempfile.TemporaryDirectory(prefix="jetraft-bench-") as tmp:
+        try:
+            for kind in kinds:
+                proc = ServerProcess(kind=kind, port=free_port(), extra_args=["-js", "-sd", f"{tmp}/{kind.value}"])
+                started.append(proc)
+                proc.start()
+            yield {proc.kind.value: proc.url for proc in started}
+        finally:
+            for proc in started:
+                proc.stop()
+
+
+# -- workloads (run in client processes) -----------------------------------------------------------
+async def _reset_stream(url: str, storage: str) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    with contextlib.suppress(Exception):
+        await js.delete_stream(BENCH_STREAM)
+    await js.add_stream(name=BENCH_STREAM, subjects=["benchjs.>"], storage=storage)
+    await nc.close()
+
+
+async def _publisher(url: str, msgs: int, size_bytes: int, window: int, client: int) -> tuple[int, float, float]:
+    import nats
+
+    nc = await nats.connect(url)
+    js = nc.jetstream(publish_async_max_pending=window)
+    payload = b"x" * size_bytes
+    start = time.perf_counter()
+    for _ in range(msgs):
+        await js.publish_async(f"benchjs.{client}", payload)
+    await asyncio.wait_for(js.publish_async_completed(), 120)
+    end = time.perf_counter()
+    await nc.close()
+    return msgs, start, end
+
+
+def _publisher_proc(args: tuple[str, int, int, int, int], out: Any) -> None:
+    out.put(asyncio.run(_publisher(*args)))
+
+
+def run_js_pub(url: str, msgs: int, size_bytes: int, clients: int, window: int, storage: str) -> dict[str, float]:
+    asyncio.run(_reset_stream(url, storage))
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    share = [msgs // clients + (1 if i < msgs % clients else 0) for i in range(clients)]
+    procs = [ctx.Process(target=_publisher_proc, args=((url, share[i], size_bytes, window, i), out))
+             for i in range(clients)]
+    for p in procs:
+        p.start()
+    reports = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    span_s = max(r[2] for r in reports) - min(r[1] for r in reports)
+    rate = sum(r[0] for r in reports) / max(span_s, 1e-9)
+    return {"pub_msgs_per_s": rate, "pub_mb_per_s": rate * size_bytes / 1e6}
+
+
+async def _consume(url: str, msgs: int, size_bytes: int, mode: str) -> dict[str, float]:
+    import nats
+
+    nc = await nats.connect(url)
+    js = nc.jetstream(publish_async_max_pending=4000)
+    payload = b"x" * size_bytes
+    for _ in range(msgs):
+        await js.publish_async("benchjs.c", payload)
+    await js.publish_async_completed()
+    start = time.perf_counter()
+    got = 0
+    if mode == "pull":
+        psub = await js.pull_subscribe("benchjs.>", durable="bench")
+        while got < msgs:
+            batch = await psub.fetch(min(500, msgs - got), timeout=10)
+            for m in batch:
+                await m.ack()
+            got += len(batch)
+    else:
+        sub = await js.subscribe("benchjs.>", ordered_consumer=True)
+        for _ in range(msgs):
+            await sub.next_msg(timeout=10)
+            got += 1
+    elapsed = time.perf_counter() - start
+    await nc.close()
+    return {"consume_msgs_per_s": got / elapsed, "consume_mb_per_s": got * size_bytes / elapsed / 1e6}
+
+
+def run_js_consume(url: str, msgs: int, size_bytes: int, mode: str, storage: str) -> dict[str, float]:
+    asyncio.run(_reset_stream(url, storage))
+    return asyncio.run(_consume(url, msgs, size_bytes, mode))
+
+
+async def _kv(url: str, ops: int, size_bytes: int) -> dict[str, float]:
+    import nats
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    with contextlib.suppress(Exception):
+        await js.delete_key_value("BENCHKV")
+    kv = await js.create_key_value(bucket="BENCHKV", history=1)
+    value = b"v" * size_bytes
+    puts, gets = [], []
+    for i in range(ops):
+        t = time.perf_counter()
+        await kv.put(f"k{i % 100}", value)
+        puts.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        await kv.get(f"k{i % 100}")
+        gets.append(time.perf_counter() - t)
+    await nc.close()
+    puts.sort()
+    gets.sort()
+    return {
+        "kv_put_per_s": ops / sum(puts), "kv_put_p50_us": _pct(puts, 0.5), "kv_put_p99_us": _pct(puts, 0.99),
+        "kv_get_per_s": ops / sum(gets), "kv_get_p50_us": _pct(gets, 0.5), "kv_get_p99_us": _pct(gets, 0.99),
+    }
+
+
+def _pct(sorted_s: list[float], fraction: float) -> float:
+    return sorted_s[min(int(fraction * len(sorted_s)), len(sorted_s) - 1)] * 1e6
+
+
+# -- reporting ------------------------------------------------------------------------------------
+LOWER_IS_BETTER = ("_us",)
+
+
+def table(title: str, results: dict[str, dict[str, float]], runs: int) -> Table:
+    names = list(results)
+    out = Table(title=f"{title} (median of {runs})" if runs > 1 else title)
+    out.add_column("metric")
+    for name in names:
+        out.add_column(name, justify="right")
+    if "jetraft" in results and "nats-server" in results:
+        out.add_column("jetraft / nats-server", justify="right")
+    metrics = sorted({k for r in results.values() for k in r})
+    for metric in metrics:
+        row = [metric] + [f"{results[n].get(metric, float('nan')):,.1f}" for n in names]
+        if len(row) == len(names) + 1 and "jetraft" in results and "nats-server" in results:
+            ours, theirs = results["jetraft"].get(metric), results["nats-server"].get(metric)
+            row.append(f"{ours / theirs:.2f}x" if ours and theirs else "-")
+        out.add_row(*row)
+    return out
+
+
+def run_all(title: str, fn: Any, url: str | None, server_kind: str, compare: bool, runs: int,
+            **params: Any) -> dict[str, dict[str, float]]:
+    per_server: dict[str, list[dict[str, float]]] = {}
+    with js_targets(url, server_kind, compare) as urls:
+        for _ in range(runs):
+            for name, target in urls.items():  # alternate servers so noise hits both alike
+                per_server.setdefault(name, []).append(fn(target, **params))
+    results = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in per_server.items()}
+    Console().print(table(title, results, runs))
+    return results
+
+
+# -- commands -------------------------------------------------------------------------------------
+def target_options(func: Any) -> Any:
+    for option in reversed([
+        click.option("--url", default=None, help="benchmark an already running server (JetStream on)"),
+        click.option("--server", "server_kind", type=click.Choice([k.value for k in ServerKind]),
+                     default="jetraft", show_default=True),
+        click.option("--compare", is_flag=True, help="start jetraft AND nats-server -js; report both"),
+        click.option("--runs", default=1, show_default=True, help="repeat and report medians"),
+    ]):
+        func = option(func)
+    return func
+
+
+@click.command("js-pub")
+@target_options
+@click.option("--msgs", default=50_000, show_default=True)
+@click.option("--size", "size_bytes", default=128, show_default=True)
+@click.option("--clients", default=4, show_default=True, help="publisher processes")
+@click.option("--window", default=2000, show_default=True, help="unacked publishes per client")
+@click.option("--storage", type=click.Choice(["file", "memory"]), default="file", show_default=True)
+def js_pub(url: str | None, server_kind: str, compare: bool, runs: int, **params: Any) -> None:
+    """Acknowledged JetStream publishes per second (every ack after a durable commit)."""
+    title = f"js-pub: {params['msgs']:,} msgs x {params['size_bytes']} B, {params['clients']} clients"
+    run_all(title, run_js_pub, url, server_kind, compare, runs, **params)
+
+
+@click.command("js-consume")
+@target_options
+@click.option("--msgs", default=20_000, show_default=True)
+@click.option("--size", "size_bytes", default=128, show_default=True)
+@click.option("--mode", type=click.Choice(["pull", "push"]), default="pull", show_default=True)
+@click.option("--storage", type=click.Choice(["file", "memory"]), default="file", show_default=True)
+def js_consume(url: str | None, server_kind: str, compare: bool, runs: int, **params: Any) -> None:
+    """Consume a pre-filled stream: pull fetch(500)+ack, or an ordered push consumer."""
+    title = f"js-consume ({params['mode']}): {params['msgs']:,} msgs x {params['size_bytes']} B"
+    run_all(title, run_js_consume, url, server_kind, compare, runs, **params)
+
+
+@click.command("kv")
+@target_options
+@click.option("--ops", default=2000, show_default=True)
+@click.option("--size", "size_bytes", default=64, show_default=True)
+def kv(url: str | None, server_kind: str, compare: bool, runs: int, **params: Any) -> None:
+    """Sequential KV put then get (latency percentiles, one client)."""
+    title = f"kv: {params['ops']:,} put+get, {params['size_bytes']} B values"
+    run_all(title, lambda u, **p: asyncio.run(_kv(u, **p)), url, server_kind, compare, runs, **params)
+
+
+COMMANDS = [js_pub, js_consume, kv]
+
+
+def register(group: click.Group) -> None:
+    """Add js-pub, js-consume and kv to another click group (e.g. `jetraft bench`)."""
+    for command in COMMANDS:
+        group.add_command(command)
+
+
+@click.group("bench-js")
+def bench_js() -> None:
+    """JetStream benchmarks (nats-py clients)."""
+
+
+register(bench_js)
