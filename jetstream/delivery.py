@@ -288,9 +288,25 @@ class ConsumerRuntime:
             self.server.publish_internal(subject, reply, headers, payload)
 
     async def _flush_removals(self) -> None:
-        if self.to_remove:
-            seqs, self.to_remove = tuple(self.to_remove), []
+        """Acked messages an interest/workqueue stream may drop: workqueue at once, interest
+        only when no other consumer still needs them."""
+        if not self.to_remove:
+            return
+        seqs, self.to_remove = tuple(self.to_remove), []
+        if self.stream.config.retention is Retention.INTEREST:
+            store = self.stream.store
+            subjects = await self.stream.call(lambda: {s: m.subject for s in seqs if (m := store.load(s))})
+            others = [c for c in self.stream.consumers.values() if c is not self]
+            seqs = tuple(s for s, subj in subjects.items() if not any(c.needs(s, subj) for c in others))
+        if seqs:
             await self.stream.apply(RemoveAcked(seqs))
+
+    def needs(self, seq: int, subject: str) -> bool:
+        """Does this consumer still want message `seq` (not yet delivered, or unacknowledged)?"""
+        if not self.wants(subject):
+            return False
+        st = self.state
+        return seq > st.cursor or seq in st.pending or seq in st.lps
 
     # -- timers ---------------------------------------------------------------------------------------
     def _timers(self, now: int) -> int:

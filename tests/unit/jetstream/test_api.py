@@ -184,3 +184,26 @@ async def test_ack_all_and_term(tmp_path: Path) -> None:
         h.publish(msgs[3].reply, b"+TERM")
         info = await h.api("CONSUMER.INFO.A.c")
         assert info["num_ack_pending"] == 0
+
+
+async def test_interest_retention_keeps_messages_until_every_consumer_acked(tmp_path: Path) -> None:
+    async with running_js(tmp_path) as h:
+        await make_stream(h, "I", ["i"], retention="interest")
+        for name in ("c1", "c2"):
+            cfg = {"durable_name": name, "ack_policy": "explicit"}
+            assert "error" not in await h.api(f"CONSUMER.CREATE.I.{name}", {"stream_name": "I", "config": cfg})
+        await publish(h, "i", b"m")
+        replies = {}
+        for name in ("c1", "c2"):
+            inbox = h.inbox()
+            h.publish(f"$JS.API.CONSUMER.MSG.NEXT.I.{name}", b"1", inbox.subject)
+            replies[name] = (await inbox.next()).reply
+        await h.request(replies["c1"], b"+ACK")
+        # Barrier: c1's task answers this no_wait pull only after handling the removal.
+        barrier = await h.request("$JS.API.CONSUMER.MSG.NEXT.I.c1", b'{"no_wait": true}')
+        assert barrier.status == 404
+        assert (await h.api("STREAM.INFO.I"))["state"]["messages"] == 1  # c2 still needs it
+        await h.request(replies["c2"], b"+ACK")
+        with trio.fail_after(5):
+            while (await h.api("STREAM.INFO.I"))["state"]["messages"] != 0:
+                await trio.sleep(0.01)
