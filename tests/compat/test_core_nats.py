@@ -530,3 +530,52 @@ def read_until(sock: socket.socket, marker: bytes | None, deadline_s: float) -> 
         if marker is not None and marker in data:
             return bytes(data)
     raise TimeoutError(f"deadline passed after {len(data)} bytes")
+
+
+# --- sizes and concurrency -------------------------------------------------------------------------
+
+
+def test_payloads_of_awkward_sizes_round_trip_byte_exact(server: ServerProcess) -> None:
+    import random
+
+    rng = random.Random(11)
+    sizes = [0, 1, 2, 4095, 4096, 4097, 65535, 65537, 300_000, 1024 * 1024]
+
+    async def scenario() -> None:
+        sub_nc, pub_nc = await connect(server.url), await connect(server.url)
+        sub = await sub_nc.subscribe("sizes")
+        await sync(sub_nc)
+        bodies = [rng.randbytes(n) for n in sizes]
+        bodies[3] = (b"\r\nPUB x 1\r\n" * 500)[:4095]  # protocol-looking bytes inside a payload
+        for i, body in enumerate(bodies):
+            with_headers = i % 2 and len(body) < nc_max(pub_nc)  # headers count toward max_payload
+            await pub_nc.publish("sizes", body, headers={"I": str(i)} if with_headers else None)
+        await sync(pub_nc, sub_nc)
+        got = await drain_pending(sub)
+        assert [m.data for m in got] == bodies
+
+    run(scenario)
+
+
+def nc_max(nc: Client) -> int:
+    return int(nc.max_payload)
+
+
+def test_hundred_clients_each_get_their_own_reply(server: ServerProcess) -> None:
+    clients = 100
+
+    async def scenario() -> None:
+        svc = await connect(server.url)
+
+        async def answer(msg: Any) -> None:
+            await msg.respond(b"for:" + msg.data)
+
+        await svc.subscribe("many.clients", cb=answer, queue="svc")
+        await sync(svc)
+        conns = await asyncio.gather(*(connect(server.url) for _ in range(clients)))
+        replies = await asyncio.gather(
+            *(nc.request("many.clients", b"%d" % i, timeout=15) for i, nc in enumerate(conns))
+        )
+        assert [r.data for r in replies] == [b"for:%d" % i for i in range(clients)]
+
+    run(scenario)
