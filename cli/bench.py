@@ -68,14 +68,14 @@ def pub(**kwargs: Any) -> None:
 @bench.command()
 @common_options
 def sub(**kwargs: Any) -> None:
-    """Subscriber receive rate with --subs subscribers and one publisher (fan-out)."""
+    """Subscriber receive rate (fan-out to --subs subscribers, fed by --pubs publishers)."""
     run_bench(Mode.SUB, **kwargs)
 
 
 @bench.command()
 @common_options
 def pubsub(**kwargs: Any) -> None:
-    """One publisher and --subs subscribers; both rates."""
+    """Publishers and --subs subscribers at once; both sides' rates."""
     run_bench(Mode.PUBSUB, **kwargs)
 
 
@@ -126,6 +126,8 @@ def run_bench(
                         raise click.ClickException(f"{name}: {exc}") from exc
                     per_server.setdefault(name, []).append(metrics)
     results = {name: medians(values) for name, values in per_server.items()}
+    if mode is Mode.SUB:  # the subscriber side only; pubsub shows both
+        results = {name: {k: v for k, v in m.items() if not k.startswith("pub_")} for name, m in results.items()}
     title = f"bench {mode.value}: {msgs:,} msgs x {size_bytes} B"
     title += f", {subs} subs" if mode in (Mode.SUB, Mode.PUBSUB) else ""
     title += f", {subjects} subjects" if subjects > 1 else ""
