@@ -495,6 +495,9 @@ class ConsumerRuntime:
         size = len(msg.subject) + len(msg.hdrs or b"") + len(msg.payload) + 64
         while self.waiting:
             req = self.waiting[0]
+            if not has_interest(self.server, req.reply):  # the requester went away
+                self.waiting.popleft()
+                continue
             if req.max_bytes and req.bytes_sent + size > req.max_bytes:
                 self.waiting.popleft()
                 if req.delivered == 0:

@@ -153,6 +153,35 @@ def test_push_ephemeral_durable_and_queue(srv: ServerProcess) -> None:
     run(scenario)
 
 
+def test_push_queue_group_splits_messages(srv: ServerProcess) -> None:
+    async def scenario() -> None:
+        nc = await connect(srv.url)
+        js = nc.jetstream()
+        await js.add_stream(name="QG", subjects=["qg.>"])
+        received: list[tuple[int, bytes]] = []
+
+        def handler(worker: int):  # noqa: ANN202
+            async def cb(msg) -> None:  # noqa: ANN001
+                received.append((worker, msg.data))
+                await msg.ack()
+            return cb
+
+        await js.subscribe("qg.>", queue="workers", cb=handler(1))
+        await js.subscribe("qg.>", queue="workers", cb=handler(2))
+        for i in range(40):
+            await js.publish("qg.x", b"%d" % i)
+
+        async def all_received() -> bool:
+            return len(received) >= 40
+
+        await wait_until(all_received, what="40 queue deliveries")
+        assert sorted(data for _, data in received) == sorted(b"%d" % i for i in range(40))
+        info = await js.consumer_info("QG", "workers")
+        assert info.config.deliver_group == "workers" and info.num_pending == 0
+
+    run(scenario)
+
+
 def test_ordered_consumer_and_deliver_policies(srv: ServerProcess) -> None:
     async def scenario() -> None:
         nc = await connect(srv.url)

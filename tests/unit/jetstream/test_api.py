@@ -207,3 +207,18 @@ async def test_interest_retention_keeps_messages_until_every_consumer_acked(tmp_
         with trio.fail_after(5):
             while (await h.api("STREAM.INFO.I"))["state"]["messages"] != 0:
                 await trio.sleep(0.01)
+
+
+async def test_pull_request_of_a_departed_client_gets_no_messages(tmp_path: Path) -> None:
+    async with running_js(tmp_path) as h:
+        await make_stream(h, "G2", ["g2"])
+        await h.api("CONSUMER.CREATE.G2.c", {"stream_name": "G2", "config": {"durable_name": "c", "ack_policy": "explicit"}})
+        gone = h.inbox()
+        h.publish("$JS.API.CONSUMER.MSG.NEXT.G2.c", b'{"batch": 1, "expires": 60000000000}', gone.subject)
+        assert (await h.api("CONSUMER.INFO.G2.c"))["num_waiting"] == 1
+        gone.close()
+        await publish(h, "g2", b"m")
+        inbox = h.inbox()
+        h.publish("$JS.API.CONSUMER.MSG.NEXT.G2.c", b"1", inbox.subject)
+        msg = await inbox.next()
+        assert msg.payload == b"m" and msg.reply.split(".")[4] == "1"  # first delivery, not a redelivery
