@@ -151,8 +151,23 @@ class ServerProcess:
                 proc.wait(timeout=grace_s)
         return proc.returncode
 
-    def restart(self, ready_timeout_s: float = 15.0) -> None:
-        self.stop()
+    def kill(self, grace_s: float = 5.0) -> int | None:
+        """SIGKILL by PID (a crash: no shutdown path runs). Returns the exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        self.proc = None
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=grace_s)
+        return proc.returncode
+
+    def restart(self, ready_timeout_s: float = 15.0, crash: bool = False) -> None:
+        """Stop (SIGTERM, or SIGKILL when `crash`) and start again on the same port."""
+        if crash:
+            self.kill()
+        else:
+            self.stop()
         self.start(ready_timeout_s)
 
     def log_tail(self, max_chars: int = 4000) -> str:

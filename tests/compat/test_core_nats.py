@@ -367,12 +367,13 @@ def test_two_publishers_ten_thousand_each_none_lost_order_kept(server: ServerPro
 # --- reconnect ---------------------------------------------------------------------------------------
 
 
-def test_reconnect_after_server_restart_on_same_port(kind: str, tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("crash", [False, True], ids=["sigterm", "sigkill"])
+def test_reconnect_after_server_restart_on_same_port(kind: str, crash: bool, tmp_path: pathlib.Path) -> None:
     with running_server(kind, tmp_path) as proc:
-        run(reconnect_scenario, proc)
+        run(reconnect_scenario, proc, crash)
 
 
-async def reconnect_scenario(proc: ServerProcess) -> None:
+async def reconnect_scenario(proc: ServerProcess, crash: bool) -> None:
     reconnected = asyncio.Event()
 
     async def on_reconnect() -> None:
@@ -384,7 +385,7 @@ async def reconnect_scenario(proc: ServerProcess) -> None:
     )
     sub = await nc.subscribe("after.restart")
     await sync(nc)
-    await asyncio.to_thread(proc.restart)
+    await asyncio.to_thread(proc.restart, 15.0, crash)
     await asyncio.wait_for(reconnected.wait(), 20)
     await nc.publish("after.restart", b"still here")
     await sync(nc)
