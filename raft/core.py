@@ -415,8 +415,13 @@ class RaftNode(LeaderMixin):
         self._check_repair_done()
 
     def _handle_heartbeat(self, msg: Message) -> None:
+        # A heartbeat's commit is at most what we acknowledged: if our log is shorter, we lost
+        # entries (wiped disk) and the leader must stop trusting our old match index.
+        lost = msg.commit > self._log.last_index()
         self._log.commit_to(min(msg.commit, self._log.last_index()))
-        self._send(_M.HEARTBEAT_RESP, msg.src, context=msg.context)
+        self._send(
+            _M.HEARTBEAT_RESP, msg.src, context=msg.context, reject=lost, index=self._log.last_index()
+        )
         self._check_repair_done()
 
     def _handle_snapshot_chunk(self, msg: Message) -> None:

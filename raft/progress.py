@@ -99,19 +99,32 @@ class Progress:
         return updated
 
     def maybe_decrease(self, rejected: int, hint_next: int) -> bool:
-        """An APPEND with prev index `rejected` was refused; False if the refusal is stale."""
+        """An APPEND with prev index `rejected` was refused; False if the refusal is stale.
+        A refusal at or below `match` for the probe we are waiting on means the follower lost
+        entries it had acknowledged (a wiped disk): its match is reset and probing starts over.
+        Lowering `match` is always safe: it only delays commits and catch-up."""
+        if self.state is ProgressState.SNAPSHOT:
+            return False
         if self.state is ProgressState.REPLICATE:
-            if rejected <= self.match:
+            if rejected < self.match:
                 return False
-            self.next_index = self.match + 1
-            return True
-        if self.next_index - 1 != rejected:
+            if rejected == self.match:
+                self.match = 0
+            self.become_probe()
+        elif self.next_index - 1 != rejected:
             return False  # not the probe we are waiting for
-        if rejected <= self.match:
-            self.match = 0  # it lost entries it had acknowledged (wiped disk): start over
+        elif rejected <= self.match:
+            self.match = 0
         self.next_index = max(min(rejected, hint_next), self.match + 1)
         self.probe_sent = False
         return True
+
+    def regressed(self, follower_last: int) -> None:
+        """The follower's log ends below what it acknowledged (it lost its disk): probe again
+        from its end."""
+        self.match = 0
+        self.become_probe()
+        self.next_index = follower_last + 1
 
     def free_one_inflight(self) -> None:
         if self.inflight:

@@ -267,11 +267,11 @@ class LeaderMixin:
         if msg.log_term > 0:
             hint_next = self._log.find_conflict_by_term(msg.reject_hint, msg.log_term)[0] + 1
         if pr.maybe_decrease(msg.index, hint_next):
-            if pr.state is ProgressState.REPLICATE:
-                pr.become_probe()
             self._send_append(msg.src)
 
     def _handle_heartbeat_resp(self, msg: Message, pr: Progress) -> None:
+        if msg.reject and msg.index < pr.match and pr.state is not ProgressState.SNAPSHOT:
+            pr.regressed(msg.index)
         pr.probe_sent = False
         if pr.state is ProgressState.REPLICATE and len(pr.inflight) >= pr.max_inflight:
             pr.free_one_inflight()
