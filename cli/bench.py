@@ -15,6 +15,7 @@ between the servers so background noise hits both alike.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -53,7 +54,38 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-@click.group()
+# Benchmarks owned by other areas, imported only when used: name -> "module:attribute".
+EXTERNAL_COMMANDS: dict[str, str] = {
+    "raft": "cli.bench_raft:raft",
+    "js-pub": "cli.bench_js:js_pub",
+    "js-consume": "cli.bench_js:js_consume",
+    "kv": "cli.bench_js:kv",
+}
+
+
+class BenchGroup(click.Group):
+    """Own commands plus EXTERNAL_COMMANDS, loaded lazily (a missing module hides its command)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(name for name in EXTERNAL_COMMANDS if self.get_command(ctx, name) is not None)
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        own = super().get_command(ctx, name)
+        if own is not None or name not in EXTERNAL_COMMANDS:
+            return own
+        module_name, attr = EXTERNAL_COMMANDS[name].split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None
+            raise
+        return getattr(module, attr, None)
+
+
+@click.group(cls=BenchGroup)
 def bench() -> None:
     """Throughput and latency benchmarks (raw-socket publishers/subscribers, nats-py requests)."""
 

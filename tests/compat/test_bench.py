@@ -95,3 +95,11 @@ def check_modes(proc: ServerProcess) -> None:
         result = runner.invoke(bench, [*args, "--url", proc.url, "--timeout", "30"], catch_exceptions=False)
         assert result.exit_code == 0, result.output
         assert label in result.output, result.output
+
+
+def test_bench_group_lists_its_own_and_the_other_areas_commands() -> None:
+    result = CliRunner().invoke(bench, ["--help"], catch_exceptions=False)
+    assert result.exit_code == 0
+    for name in ["pub", "sub", "pubsub", "req"]:
+        assert f"  {name} " in result.output
+    assert bench.get_command(None, "no-such-bench") is None  # type: ignore[arg-type]
