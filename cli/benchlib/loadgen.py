@@ -156,10 +156,10 @@ def receive_count(sock: socket.socket, expected: int, progress: Any, timeout_s: 
         if n == 0:
             break
         now = time.perf_counter()
-        first = first or now
         chunk = bytes(view[:n])
         found, carry = count_markers(carry, chunk)
         if found:
+            first = first or now  # not on a late async INFO
             count += found
             last = now
             progress.value = count
