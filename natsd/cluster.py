@@ -1,0 +1,431 @@
+"""The route manager: a full mesh of route connections between the servers of one cluster.
+
+How it works:
+- `run()` listens on the cluster port and dials every configured route URL (`_solicit`, one task
+  per URL, reconnecting with capped, jittered backoff for ever). A route registers when its
+  handshake completes (route.py); at most one route per peer server_id is kept: both ends keep
+  the connection dialled by the smaller server_id (`route_protocol.keep_new_connection`).
+- Gossip: a newly registered peer's INFO is forwarded to every other route; a server receiving
+  an INFO about a server it has no route to dials it (an implicit route, a bounded number of
+  attempts), so one seed URL per node is enough to form the full mesh.
+- Interest: `local[(subject, queue)]` counts local *client* subscriptions (internal ones, such
+  as JetStream's API handlers, stay local: every server runs its own). RS+ goes out on 0 -> 1
+  (for queues on every change, with the member count as weight), RS- on 1 -> 0, and a newly
+  registered route gets all of it. A peer's RS+ is never re-propagated (one hop). Each route
+  keeps its peer's interest in its own Sublist, so a route that drops and comes back simply
+  re-learns it from the re-sent RS+ lines.
+- Messages: while at least one route is up the server sets `server.cluster_active = self` and
+  client publishes come here (`publish`): local delivery as usual, plus one RMSG/HMSG per route
+  with matching interest. Each queue group gets one member across local and remote (remote
+  entries weighted by their member count); the chosen route is told the queue names. A routed
+  message is delivered only to local subscribers (`remote_msg`), never forwarded again.
+- Clients learn the cluster: `connect_urls` (our own client URL and every peer's) goes into
+  client INFO, and protocol-1 clients get an async INFO whenever the set changes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from natsd import protocol as p
+from natsd import route_protocol as rp
+from natsd.config import VERSION
+from natsd.route import RouteConnection, RouteState
+
+if TYPE_CHECKING:
+    from natsd.server import Server
+
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 1.0
+IMPLICIT_ATTEMPTS_MAX = 5
+CONNECT_TIMEOUT_S = 2.0
+ROUTE_PING_INTERVAL_MAX_S = 30.0
+_REMOTE_CACHE_MAX = 8192
+
+
+class Cluster:
+    def __init__(self, server: Server) -> None:
+        opts = server.options
+        self.server = server
+        self.log = server.log.bind(component="cluster")
+        self.dynamic = not opts.cluster_name
+        self.name = opts.cluster_name or secrets.token_hex(11)
+        self.host = opts.cluster_host or "0.0.0.0"
+        self.port: int | None = None
+        self.ping_interval_s = min(opts.ping_interval_s, ROUTE_PING_INTERVAL_MAX_S)
+        self.routes: dict[str, RouteConnection] = {}
+        self.local: dict[tuple[str, str | None], int] = {}
+        self.connect_urls: list[str] = []
+        self._remote_cache: dict[str, list] = {}
+        self._dialling: set[str] = set()  # server_ids with an implicit dial in progress
+        self._url_ids: dict[str, str] = {}  # route URL -> server_id it led to
+        self._changed = trio.Event()  # set on every route registration/loss
+        self._nursery: trio.Nursery | None = None
+
+    # -- serving ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        opts = self.server.options
+        host = None if self.host in ("", "0.0.0.0") else self.host
+        listeners = await trio.open_tcp_listeners(opts.cluster_port or 0, host=host)
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener)
+            for url in opts.routes:
+                nursery.start_soon(self._solicit, url, True)
+            self.log.info("cluster.listening", port=self.port, name=self.name,
+                          routes=list(opts.routes))
+            self.connect_urls = self._compute_connect_urls()
+            task_status.started(self.port)
+
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        assert self._nursery is not None
+        while True:
+            try:
+                stream = await listener.accept()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            except OSError as exc:
+                self.log.warning("cluster.accept_error", error=repr(exc))
+                await trio.sleep(0.01)
+                continue
+            self._nursery.start_soon(RouteConnection(self, stream, solicited=False).run)
+
+    async def _solicit(self, url: str, explicit: bool, peer_id: str = "") -> None:
+        """Dial `url` until a route stands; explicit routes keep re-dialling for ever."""
+        try:
+            host, port = rp.parse_route_url(url)
+        except ValueError:
+            self.log.warning("cluster.bad_route_url", url=url)
+            return
+        failures = 0
+        while explicit or failures < IMPLICIT_ATTEMPTS_MAX:
+            known = self._url_ids.get(url, peer_id)
+            if known == self.server.server_id:
+                return  # our own address in the seed list
+            if known in self.routes:  # already connected to that server some other way
+                await self.routes[known].finished.wait()
+                if not explicit:
+                    return
+                continue
+            conn = await self._dial(url, host, port)
+            if conn is not None:
+                await conn.run()
+                if conn.peer_id:
+                    self._url_ids[url] = conn.peer_id
+                failures = 0 if conn.registered_once else failures + 1
+                if conn.registered_once and not explicit:
+                    return  # an implicit route that dropped is re-made by gossip or by the peer
+            else:
+                failures += 1
+            await trio.sleep(_backoff_s(failures, self.server.rng.random()))
+
+    async def _dial(self, url: str, host: str, port: int) -> RouteConnection | None:
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                stream = await trio.open_tcp_stream(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            self.log.debug("cluster.dial_failed", url=url, error=repr(exc))
+            return None
+        return RouteConnection(self, stream, solicited=True, url=url)
+
+    # -- handshake data ---------------------------------------------------------------------
+
+    def route_connect(self) -> dict[str, Any]:
+        return {
+            "echo": True, "verbose": False, "pedantic": False, "tls_required": False,
+            "headers": True, "name": self.server.server_id, "cluster": self.name,
+            "cluster_dynamic": self.dynamic,
+        }  # fmt: skip
+
+    def route_info(self) -> dict[str, Any]:
+        opts = self.server.options
+        host, port = self._advertise()
+        info: dict[str, Any] = {
+            "server_id": self.server.server_id,
+            "server_name": self.server.server_name,
+            "version": VERSION,
+            "proto": 1,
+            "go": "python",
+            "host": self.host,
+            "port": self.port,
+            "headers": True,
+            "max_payload": opts.max_payload_bytes,
+            "cluster": self.name,
+            "ip": rp.route_url(host, port),
+        }
+        if self.dynamic:
+            info["cluster_dynamic"] = True
+        if not opts.cluster_no_advertise:
+            info["connect_urls"] = [self._own_client_url()]
+        if opts.jetstream:
+            info["jetstream"] = True
+        return info
+
+    def _advertise(self) -> tuple[str, int]:
+        adv = self.server.options.cluster_advertise
+        if adv:
+            host, _, port = adv.rpartition(":")
+            if port.isdigit():
+                return host or "127.0.0.1", int(port)
+            return adv, int(self.port or 0)
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return host, int(self.port or 0)
+
+    def _own_client_url(self) -> str:
+        host = self.server.options.host
+        if host in ("", "0.0.0.0"):
+            host = self._advertise()[0]
+        return f"{host}:{self.server.port}"
+
+    def handshake_rejected(self, conn: RouteConnection, rejection: rp.Rejection) -> None:
+        if conn.url and conn.peer_id:
+            self._url_ids[conn.url] = conn.peer_id
+        self.log.info("cluster.route_rejected", peer=conn.peer_id, reason=rejection.value)
+
+    # -- registration -----------------------------------------------------------------------
+
+    def register(self, conn: RouteConnection) -> bool:
+        """Accept `conn` as the route to its peer, unless we keep an existing one."""
+        existing = self.routes.get(conn.peer_id)
+        if existing is not None and existing is not conn:
+            if not rp.keep_new_connection(self.server.server_id, conn.peer_id,
+                                          existing.solicited, conn.solicited):
+                return False
+            del self.routes[conn.peer_id]
+            existing.close("replaced by the preferred duplicate")
+        if self.dynamic and not conn.peer_info.get("cluster_dynamic"):
+            self.name = str(conn.peer_info.get("cluster") or self.name)
+            self.dynamic = False
+        self.routes[conn.peer_id] = conn
+        return True
+
+    def route_registered(self, conn: RouteConnection) -> None:
+        self.log.info("cluster.route_registered", peer=conn.peer_id,
+                      peer_name=conn.peer_info.get("server_name"), solicited=conn.solicited)
+        self._dialling.discard(conn.peer_id)
+        frames = [rp.encode_rs_plus(rp.GLOBAL_ACCOUNT, subject, queue, count)
+                  for (subject, queue), count in self.local.items()]
+        if frames:
+            conn.send(b"".join(frames))
+        gossip = p.encode_info(conn.peer_info)
+        for other in self.routes.values():
+            if other is not conn:
+                other.send(gossip)
+        self._topology_changed()
+
+    def route_closed(self, conn: RouteConnection) -> None:
+        if self.routes.get(conn.peer_id) is conn:
+            del self.routes[conn.peer_id]
+            self.log.info("cluster.route_lost", peer=conn.peer_id)
+            self._topology_changed()
+
+    def peer_info_updated(self, conn: RouteConnection) -> None:
+        self._topology_changed()
+
+    def gossip_received(self, info: dict) -> None:
+        """INFO about another server: dial it unless we already have (or are making) a route."""
+        peer = info.get("server_id")
+        if not isinstance(peer, str) or not peer or peer == self.server.server_id:
+            return
+        if peer in self.routes or peer in self._dialling or self._nursery is None:
+            return
+        url = info.get("ip") or (f"{info.get('host')}:{info.get('port')}" if info.get("port") else "")
+        if not url:
+            return
+        self._dialling.add(peer)
+        self.log.info("cluster.implicit_route", peer=peer, url=url)
+        self._nursery.start_soon(self._implicit, str(url), peer)
+
+    async def _implicit(self, url: str, peer: str) -> None:
+        try:
+            await self._solicit(url, False, peer)
+        finally:
+            self._dialling.discard(peer)
+
+    def _topology_changed(self) -> None:
+        self._remote_cache.clear()
+        self.server.cluster_active = self if self.routes else None
+        self._changed.set()
+        self._changed = trio.Event()
+        urls = self._compute_connect_urls()
+        if urls != self.connect_urls:
+            self.connect_urls = urls
+            self._announce_to_clients()
+
+    def _compute_connect_urls(self) -> list[str]:
+        urls: list[str] = []
+        if not self.server.options.cluster_no_advertise:
+            urls.append(self._own_client_url())
+        for conn in sorted(self.routes.values(), key=lambda c: c.peer_id):
+            for url in conn.peer_info.get("connect_urls") or ():
+                if isinstance(url, str) and url not in urls:
+                    urls.append(url)
+        return urls
+
+    def _announce_to_clients(self) -> None:
+        server = self.server
+        for client in list(server.clients.values()):
+            if client.protocol >= 1 and client.first_pong_sent and not client.closing:
+                client.send(p.encode_info(server.client_info(client)))
+
+    def decorate_client_info(self, info: dict[str, Any]) -> None:
+        """Client INFO hook: cluster name and the URLs clients may fail over to."""
+        info["cluster"] = self.name
+        if self.connect_urls:
+            info["connect_urls"] = list(self.connect_urls)
+
+    async def wait_routes(self, count: int, timeout_s: float) -> bool:
+        """Wait until at least `count` routes are registered (for tests and tooling)."""
+        with trio.move_on_after(timeout_s):
+            while len(self.routes) < count:
+                await self._changed.wait()
+            return True
+        return False
+
+    # -- local interest (hooks from Server.add/remove_subscription) -------------------------
+
+    def local_sub_added(self, subject: str, queue: str | None) -> None:
+        key = (subject, queue)
+        count = self.local.get(key, 0) + 1
+        self.local[key] = count
+        if count == 1 or queue is not None:
+            self._broadcast(rp.encode_rs_plus(rp.GLOBAL_ACCOUNT, subject, queue, count))
+
+    def local_sub_removed(self, subject: str, queue: str | None) -> None:
+        key = (subject, queue)
+        count = self.local.get(key, 0) - 1
+        if count > 0:
+            self.local[key] = count
+            if queue is not None:
+                self._broadcast(rp.encode_rs_plus(rp.GLOBAL_ACCOUNT, subject, queue, count))
+            return
+        if self.local.pop(key, None) is not None:
+            self._broadcast(rp.encode_rs_minus(rp.GLOBAL_ACCOUNT, subject, queue))
+
+    def _broadcast(self, frame: bytes) -> None:
+        for conn in self.routes.values():
+            conn.send(frame)
+
+    def remote_interest_changed(self) -> None:
+        self._remote_cache.clear()
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def remote_matches(self, subject: str) -> list:
+        """[(route, has plain interest, {queue: weight})] for routes interested in `subject`."""
+        found = self._remote_cache.get(subject)
+        if found is None:
+            found = []
+            for conn in self.routes.values():
+                plain, queues = conn.interest(subject)
+                if plain or queues:
+                    found.append((conn, plain, queues))
+            if len(self._remote_cache) >= _REMOTE_CACHE_MAX:
+                self._remote_cache.clear()
+            self._remote_cache[subject] = found
+        return found
+
+    def publish(self, src: Any, route: tuple, subject: str, reply: str | None,
+                headers: bytes | None, payloads: list[bytes], tail: bytes) -> None:
+        """A client's publish (a run of payloads) while routes exist: local + remote."""
+        server = self.server
+        remote = self.remote_matches(subject)
+        if not remote:
+            if route:
+                server.deliver(src, route, subject, reply, headers, payloads, tail)
+            elif reply is not None and src is not None and src.no_responders:
+                for _ in payloads:
+                    server.no_responders(src, subject, reply)
+            return
+        if not (route and route[1]) and not any(q for _, _, q in remote):
+            if route:
+                server.deliver(src, route, subject, reply, headers, payloads, tail)
+            head = rp.rmsg_head(rp.GLOBAL_ACCOUNT, subject, reply, (), headers is not None)
+            for conn, _, _ in remote:
+                conn.send(_frames(head, headers, payloads))
+            return
+        for payload in payloads:
+            self._publish_queued(src, subject, reply, headers, payload, tail, remote)
+
+    def _publish_queued(self, src: Any, subject: str, reply: str | None,
+                        headers: bytes | None, payload: bytes, tail: bytes, remote: list) -> None:
+        """One message with queue groups somewhere: one member per group across the cluster."""
+        local = self.server.sublist.match(subject)
+        local_groups = dict(zip(local.queue_names, local.queues, strict=True))
+        names = list(local_groups)
+        for _, _, queues in remote:
+            names.extend(n for n in queues if n not in local_groups and n not in names)
+        chosen_local: list[tuple] = []
+        chosen_remote: dict[int, list[str]] = {}
+        for name in names:
+            members = local_groups.get(name, ())
+            candidates = [(i, q[name]) for i, (_, _, q) in enumerate(remote) if name in q]
+            target = rp.pick_weighted(len(members), candidates, self.server.rng.random())
+            if target is None:
+                chosen_local.append(members)
+            else:
+                chosen_remote.setdefault(target, []).append(name)
+        if local.plain or chosen_local:
+            self.server.deliver(src, (local.plain, tuple(chosen_local)), subject, reply, headers,
+                                [payload], tail)
+        for i, (conn, plain, _) in enumerate(remote):
+            queues = chosen_remote.get(i, ())
+            if plain or queues:
+                conn.send(rp.encode_rmsg(rp.GLOBAL_ACCOUNT, subject, reply, queues, headers, payload))
+
+    def forward_internal(self, subject: str, reply: str | None, headers: bytes | None,
+                         payload: bytes) -> None:
+        """A server-internal publish (already delivered locally): send it to interested peers.
+        Queue groups with local members were served locally; others get one remote member."""
+        remote = self.remote_matches(subject)
+        if not remote:
+            return
+        local_names = set(self.server.sublist.match(subject).queue_names)
+        chosen: dict[int, list[str]] = {}
+        names = {n for _, _, q in remote for n in q if n not in local_names}
+        for name in sorted(names):
+            candidates = [(i, q[name]) for i, (_, _, q) in enumerate(remote) if name in q]
+            chosen.setdefault(rp.pick_weighted(0, candidates, self.server.rng.random()), []).append(name)
+        for i, (conn, plain, _) in enumerate(remote):
+            queues = chosen.get(i, ())
+            if plain or queues:
+                conn.send(rp.encode_rmsg(rp.GLOBAL_ACCOUNT, subject, reply, queues, headers, payload))
+
+    def remote_msg(self, conn: RouteConnection, op: rp.RouteMsg) -> None:
+        """A routed message: deliver to local subscribers only (one hop)."""
+        if op.account != rp.GLOBAL_ACCOUNT:
+            return
+        result = self.server.sublist.match(op.subject)
+        groups: tuple = ()
+        if op.queues and result.queues:
+            wanted = set(op.queues)
+            groups = tuple(g for g, n in zip(result.queues, result.queue_names, strict=True)
+                           if n in wanted)
+        if result.plain or groups:
+            tail = rp.msg_tail(op.reply, op.headers, op.payload)
+            self.server.deliver(None, (result.plain, groups), op.subject, op.reply, op.headers,
+                                [op.payload], tail)
+
+    def is_registered(self, conn: RouteConnection) -> bool:
+        return conn.state is RouteState.REGISTERED and self.routes.get(conn.peer_id) is conn
+
+
+def _frames(head: bytes, headers: bytes | None, payloads: list[bytes]) -> bytes:
+    """RMSG/HMSG frames for a run of payloads sharing one head."""
+    if headers is None:
+        return b"".join(head + b" %d\r\n" % len(pl) + pl + b"\r\n" for pl in payloads)
+    hl = len(headers)
+    return b"".join(head + b" %d %d\r\n" % (hl, hl + len(pl)) + headers + pl + b"\r\n"
+                    for pl in payloads)
+
+
+def _backoff_s(failures: int, draw: float) -> float:
+    base = min(BACKOFF_FIRST_S * (2 ** min(failures, 10)), BACKOFF_MAX_S)
+    return base * (0.5 + draw)

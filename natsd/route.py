@@ -1,0 +1,291 @@
+"""One route connection to a peer server: reader, writer and ping tasks over a trio stream.
+
+How it works: the accepting side sends its route INFO at once and expects the peer's CONNECT
+first, then its INFO; the soliciting side sends CONNECT and its INFO at once and waits for the
+peer's INFO (protocol.md 2.1). The first acceptable INFO asks the cluster manager to register
+the route (which may refuse it as a duplicate). Once registered, RS+/RS- update this route's
+remote-interest table (a Sublist per route: `plain_marker` for plain interest, a mutable
+`QueueWeight` per (subject, queue)), RMSG/HMSG are handed to the manager for local delivery,
+and later INFOs either update this peer (same server_id) or are gossip about another server.
+
+Writes are coalesced as for clients: frames are appended to `out` and the writer sends the
+whole buffer with one `send_all`. The outbound buffer is bounded (`OUT_BYTES_MAX`): a peer that
+cannot keep up is disconnected and reconnects, re-sending its interest, rather than growing
+memory without limit. No exception caused by peer bytes leaves `run()`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from natsd import protocol as p
+from natsd import route_protocol as rp
+from natsd.sublist import Sublist
+
+if TYPE_CHECKING:
+    from natsd.cluster import Cluster
+
+RECEIVE_BYTES = 256 * 1024
+OUT_BYTES_MAX = 256 * 1024 * 1024
+HANDSHAKE_TIMEOUT_S = 5.0
+WRITE_DEADLINE_S = 10.0
+
+
+class RouteState(enum.Enum):
+    AWAIT_CONNECT = "await connect"  # accepted, nothing received yet
+    AWAIT_INFO = "await info"
+    REGISTERED = "registered"
+    CLOSED = "closed"
+
+
+@attrs.define(eq=False)
+class QueueWeight:
+    """A peer's queue-group interest on one subject: `weight` members over there."""
+
+    weight: int = 1
+
+
+class _Plain:
+    """The one item stored for plain remote interest (identity only)."""
+
+    __slots__ = ()
+
+
+plain_marker = _Plain()
+
+
+class RouteConnection:
+    def __init__(self, cluster: Cluster, stream: trio.abc.Stream, *, solicited: bool,
+                 url: str | None = None) -> None:
+        self.cluster = cluster
+        self.stream = stream
+        self.solicited = solicited
+        self.url = url
+        self.state = RouteState.AWAIT_INFO if solicited else RouteState.AWAIT_CONNECT
+        self.parser = rp.RouteParser()
+        self.out = bytearray()
+        self.peer_id = ""
+        self.peer_info: dict[str, Any] = {}
+        self.remote: Sublist = Sublist()
+        self.queue_weights: dict[tuple[str, str], QueueWeight] = {}
+        self.log = cluster.log.bind(route_solicited=solicited, url=url)
+        self.pings_out = 0
+        self.finished = trio.Event()
+        self.registered_once = False
+        self._wake = trio.Event()
+        self._scope = trio.CancelScope()
+        self._flush_then_cancel = False
+        self._handshake_done = trio.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until the connection closes; never raises (except Cancelled)."""
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_loop)
+                    if self.solicited:
+                        self.send(p.encode_connect(self.cluster.route_connect()))
+                    self.send(p.encode_info(self.cluster.route_info()))
+                    nursery.start_soon(self._handshake_timer)
+                    nursery.start_soon(self._ping_loop)
+                    await self._read_loop()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.log.debug("route.io_error", error=repr(exc))
+        except Exception as exc:  # noqa: BLE001 - a bad peer must never kill the server
+            self.log.error("route.crashed", error=repr(exc), exc_info=True)
+        finally:
+            was = self.state
+            self.state = RouteState.CLOSED
+            if was is RouteState.REGISTERED:
+                self.cluster.route_closed(self)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+            self.finished.set()
+            self.log.debug("route.closed", peer=self.peer_id)
+
+    def close(self, reason: str, err_text: str | None = None) -> None:
+        """Close: optionally send `-ERR '<err_text>'` first (flushed), then drop the socket."""
+        if self.state is RouteState.CLOSED or self._flush_then_cancel:
+            return
+        self.log.info("route.closing", peer=self.peer_id, reason=reason)
+        if err_text is not None:
+            self.out += p.encode_err(err_text)
+            self._flush_then_cancel = True
+            self._wake.set()
+        else:
+            self._scope.cancel()
+        if self.state is RouteState.REGISTERED:
+            self.state = RouteState.CLOSED
+            self.cluster.route_closed(self)
+
+    def send(self, data: bytes) -> None:
+        if self.state is RouteState.CLOSED:
+            return
+        self.out += data
+        if len(self.out) > OUT_BYTES_MAX:
+            self.out = bytearray()
+            self.close("slow route")
+            return
+        self._wake.set()
+
+    # -- reader -----------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            data = await self.stream.receive_some(RECEIVE_BYTES)
+            if not data:
+                self.close("peer closed")
+                return
+            try:
+                for op in self.parser.feed(data):
+                    self._handle(op)
+                    if self.state is RouteState.CLOSED or self._flush_then_cancel:
+                        break
+            finally:
+                self.cluster.server.flush_dirty()
+            if self.state is RouteState.CLOSED or self._flush_then_cancel:
+                await trio.sleep_forever()  # the writer flushes, then cancels the scope
+
+    def _handle(self, op: Any) -> None:
+        kind = type(op)
+        registered = self.state is RouteState.REGISTERED
+        if kind is rp.RouteMsg:
+            if registered:
+                self.cluster.remote_msg(self, op)
+        elif kind is rp.RouteSub:
+            if registered:
+                self._remote_sub(op)
+        elif kind is rp.RouteUnsub:
+            if registered:
+                self._remote_unsub(op)
+        elif kind is p.Ping:
+            self.send(p.PONG_BYTES)
+        elif kind is p.Pong:
+            self.pings_out = 0
+        elif kind is p.Connect:
+            self._on_connect(op.options)
+        elif kind is p.Info:
+            self._on_info(op.info)
+        elif kind is p.Err:
+            self.log.warning("route.peer_error", error=op.text)
+            self.close("peer error")
+        elif kind is p.ProtocolError:
+            self.close("protocol error", op.message)
+
+    def _on_connect(self, options: dict) -> None:
+        if self.state is not RouteState.AWAIT_CONNECT:
+            return  # a repeated CONNECT changes nothing
+        rejection = rp.check_connect(options, self.cluster.name, self.cluster.dynamic)
+        if rejection is not None:
+            err = rejection.value if rejection is rp.Rejection.CLIENT_ON_ROUTE_PORT else None
+            self.close(rejection.value, err)
+            return
+        self.state = RouteState.AWAIT_INFO
+
+    def _on_info(self, info: dict) -> None:
+        if self.state is RouteState.AWAIT_CONNECT:
+            self.close("INFO before CONNECT")
+        elif self.state is RouteState.AWAIT_INFO:
+            rejection = rp.check_info(info, self.cluster.server.server_id, self.cluster.name,
+                                      self.cluster.dynamic)
+            self.peer_id = str(info.get("server_id", ""))
+            if rejection is not None:
+                self.cluster.handshake_rejected(self, rejection)
+                self.close(rejection.value)
+                return
+            self.peer_info = info
+            self._handshake_done.set()
+            if self.cluster.register(self):
+                self.state = RouteState.REGISTERED
+                self.registered_once = True
+                self.log = self.log.bind(peer=self.peer_id)
+                self.cluster.route_registered(self)
+            else:
+                self.close("duplicate route")
+        elif info.get("server_id") == self.peer_id:
+            self.peer_info = {**self.peer_info, **info}
+            self.cluster.peer_info_updated(self)
+        else:
+            self.cluster.gossip_received(info)
+
+    # -- remote interest --------------------------------------------------------------------
+
+    def _remote_sub(self, op: rp.RouteSub) -> None:
+        if op.account != rp.GLOBAL_ACCOUNT:
+            return
+        try:
+            if op.queue is None:
+                self.remote.insert(op.subject, None, plain_marker)
+            else:
+                key = (op.subject, op.queue)
+                entry = self.queue_weights.get(key)
+                if entry is None:
+                    entry = self.queue_weights[key] = QueueWeight(max(op.weight, 1))
+                    self.remote.insert(op.subject, op.queue, entry)
+                entry.weight = max(op.weight, 1)
+        except ValueError:
+            self.log.debug("route.bad_interest", subject=op.subject, queue=op.queue)
+            return
+        self.cluster.remote_interest_changed()
+
+    def _remote_unsub(self, op: rp.RouteUnsub) -> None:
+        if op.account != rp.GLOBAL_ACCOUNT:
+            return
+        if op.queue is None:
+            self.remote.remove(op.subject, None, plain_marker)
+        else:
+            entry = self.queue_weights.pop((op.subject, op.queue), None)
+            if entry is not None:
+                self.remote.remove(op.subject, op.queue, entry)
+        self.cluster.remote_interest_changed()
+
+    def interest(self, subject: str) -> tuple[bool, dict[str, int]]:
+        """(has plain interest, {queue name: weight}) of this peer for a published subject."""
+        result = self.remote.match(subject)
+        if not result.queues:
+            return bool(result.plain), {}
+        weights: dict[str, int] = {}
+        for name, members in zip(result.queue_names, result.queues, strict=True):
+            weights[name] = weights.get(name, 0) + sum(m.weight for m in members)
+        return bool(result.plain), weights
+
+    # -- writer and timers ------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self.out:
+                if self._flush_then_cancel:
+                    break
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            data, self.out = self.out, bytearray()
+            with trio.move_on_after(WRITE_DEADLINE_S) as scope:
+                await self.stream.send_all(data)
+            if scope.cancelled_caught:
+                self.log.info("route.slow", reason="write deadline")
+                break
+        self._scope.cancel()
+
+    async def _handshake_timer(self) -> None:
+        with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+            await self._handshake_done.wait()
+            return
+        self.close("handshake timeout")
+
+    async def _ping_loop(self) -> None:
+        interval_s = self.cluster.ping_interval_s
+        limit = self.cluster.server.options.max_pings_out
+        while True:
+            await trio.sleep(interval_s)
+            if self.pings_out + 1 > limit:
+                self.close("stale route", "Stale Connection")
+                return
+            self.pings_out += 1
+            self.send(p.PING_BYTES)
