@@ -24,6 +24,7 @@ import structlog
 import trio
 
 from natsd.config import ServerOptions, build_options, load_config, parse_duration_s, parse_size_bytes
+from natsd.config import parse_cluster_listen, parse_routes
 from natsd.server import Server
 
 Service = Callable[..., Awaitable[None]]
@@ -102,6 +103,11 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float |
 @click.option("--ping_max", "--max_pings_out", "max_pings_out", type=int, default=None,
               help="Unanswered PINGs before 'Stale Connection'.")
 @click.option("--write_deadline", callback=_duration, default=None, help="Write deadline.")
+@click.option("--cluster", "cluster_listen", default=None,
+              help="Cluster route listen URL, e.g. nats://127.0.0.1:6222.")
+@click.option("--routes", default=None, help="Comma-separated route URLs to dial.")
+@click.option("--cluster_name", default=None, help="Cluster name.")
+@click.option("--cluster_advertise", default=None, help="Route address advertised to peers.")
 def server(**flags: Any) -> None:
     """Run a NATS server."""
     options, unknown = _options(flags)
@@ -157,4 +163,19 @@ def _options(flags: dict[str, Any]) -> tuple[ServerOptions, list[str]]:
         "max_pings_out": flags["max_pings_out"],
         "write_deadline_s": flags["write_deadline"],
     }
+    overrides.update(_cluster_overrides(flags))
     return build_options(base, overrides), unknown
+
+
+def _cluster_overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    """`--cluster`, `--routes`, `--cluster_name`, `--cluster_advertise` (nats-server's flags)."""
+    out: dict[str, Any] = {"cluster_name": flags.get("cluster_name"),
+                           "cluster_advertise": flags.get("cluster_advertise")}
+    if flags.get("cluster_listen"):
+        try:
+            out["cluster_host"], out["cluster_port"] = parse_cluster_listen(flags["cluster_listen"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--cluster") from None
+    if flags.get("routes"):
+        out["routes"] = parse_routes(flags["routes"])
+    return out

@@ -41,6 +41,13 @@ class ServerOptions:
     max_memory_store_bytes: int = -1
     max_file_store_bytes: int = -1
     seed: int | None = None  # for queue-member choice; None = from the OS
+    # cluster routes (natsd/cluster.py); cluster_port None = no clustering
+    cluster_host: str | None = None
+    cluster_port: int | None = None
+    cluster_name: str = ""
+    routes: tuple[str, ...] = ()
+    cluster_advertise: str = ""
+    cluster_no_advertise: bool = False
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
@@ -124,6 +131,8 @@ def options_from_mapping(data: dict[str, Any]) -> tuple[dict[str, Any], list[str
             fields.update(_listen(value))
         elif key == "jetstream":
             fields.update(_jetstream(value, unknown))
+        elif key == "cluster":
+            fields.update(_cluster(value, unknown))
         else:
             unknown.append(key)
     return fields, unknown
@@ -144,6 +153,50 @@ def _jetstream(value: Any, unknown: list[str]) -> dict[str, Any]:
         else:
             unknown.append(f"jetstream.{key}")
     return fields
+
+
+_CLUSTER_IGNORED = {"connect_retries", "pool_size", "compression", "accounts"}
+
+
+def _cluster(value: Any, unknown: list[str]) -> dict[str, Any]:
+    """`cluster { name, listen | host + port, routes = [...], advertise, no_advertise }`."""
+    fields: dict[str, Any] = {}
+    for key, item in dict(value).items():
+        if key == "name":
+            fields["cluster_name"] = str(item)
+        elif key == "listen":
+            listen = _listen(item)
+            fields["cluster_port"] = listen["port"]
+            if "host" in listen:
+                fields["cluster_host"] = listen["host"]
+        elif key in ("host", "net"):
+            fields["cluster_host"] = str(item)
+        elif key == "port":
+            fields["cluster_port"] = int(item)
+        elif key == "routes":
+            fields["routes"] = parse_routes(item)
+        elif key in ("advertise", "cluster_advertise"):
+            fields["cluster_advertise"] = str(item)
+        elif key == "no_advertise":
+            fields["cluster_no_advertise"] = bool(item)
+        elif key not in _CLUSTER_IGNORED:
+            unknown.append(f"cluster.{key}")
+    return fields
+
+
+def parse_routes(value: Any) -> tuple[str, ...]:
+    """`"u1,u2"` or `["u1", "u2"]` -> a tuple of route URLs."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(u).strip() for u in items if str(u).strip())
+
+
+def parse_cluster_listen(url: str) -> tuple[str | None, int]:
+    """`nats://HOST:PORT` (or `HOST:PORT`, `:PORT`) -> (host or None, port)."""
+    text = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"not a cluster URL: {url!r}")
+    return host or None, int(port)
 
 
 def load_config(path: str) -> tuple[dict[str, Any], list[str]]:
