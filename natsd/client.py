@@ -157,6 +157,7 @@ class ClientConnection:
         routes = server.routes
         fast = not (self.verbose or self.pedantic)
         deliver = server.deliver
+        cluster = server.cluster_active  # not None while cluster routes are up
         for op in ops:
             if type(op) is tuple:
                 subject, reply, headers, payloads, tail = op
@@ -168,7 +169,9 @@ class ClientConnection:
                 route = routes.get(subject)
                 if route is None:
                     route = server.route_for(subject)
-                if route:
+                if cluster is not None:
+                    cluster.publish(self, route, subject, reply, headers, payloads, tail)
+                elif route:
                     deliver(self, route, subject, reply, headers, payloads, tail)
                 elif reply is not None and self.no_responders:
                     for _ in payloads:

@@ -38,7 +38,9 @@ import trio
 
 from natsd import protocol as p
 from natsd.client import ClientConnection, CloseReason
+from natsd.cluster import Cluster
 from natsd.config import VERSION, ServerOptions
+from natsd.ops import PayloadRun
 from natsd.subjects import is_valid_literal_subject
 from natsd.sublist import Sublist
 
@@ -109,6 +111,10 @@ class Server:
         self._scope: trio.CancelScope | None = None
         self._listeners: list[trio.SocketListener] = []
         self._shutting_down = False
+        # cluster routes (natsd/cluster.py): `cluster` when configured, `cluster_active` while
+        # at least one route is up (client publishes then go through it)
+        self.cluster: Cluster | None = None
+        self.cluster_active: Cluster | None = None
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -122,6 +128,9 @@ class Server:
             async with trio.open_nursery() as nursery:
                 for listener in self._listeners:
                     nursery.start_soon(self._accept_loop, listener, nursery)
+                if opts.cluster_port is not None or opts.routes:
+                    self.cluster = Cluster(self)
+                    await nursery.start(self.cluster.run)
                 self.ready.set()
                 self.log.info("server.ready", port=self.port, host=opts.host,
                               server_id=self.server_id, server_name=self.server_name,
@@ -193,6 +202,8 @@ class Server:
             info["jetstream"] = True
         if connect_info:
             info.update(connect_info=True, remote_account="$G", acc_is_sys=False)
+        if self.cluster is not None:
+            self.cluster.decorate_client_info(info)
         return info
 
     def client_gone(self, client: ClientConnection) -> None:
@@ -206,11 +217,15 @@ class Server:
         sub = Subscription(self, client, subject, queue, sid, callback)
         self.sublist.insert(subject, queue, sub)
         self.routes.clear()
+        if self.cluster is not None and client is not None:
+            self.cluster.local_sub_added(subject, queue)
         return sub
 
     def remove_subscription(self, sub: Subscription) -> None:
         if self.sublist.remove(sub.subject, sub.queue, sub):
             self.routes.clear()
+            if self.cluster is not None and sub.client is not None:
+                self.cluster.local_sub_removed(sub.subject, sub.queue)
         if sub.client is not None and sub.client.subs.get(sub.sid) is sub:
             del sub.client.subs[sub.sid]
 
@@ -234,6 +249,8 @@ class Server:
             route = self.route_for(subject)
         if route:
             self.deliver(None, route, subject, reply, headers, [payload], _tail(reply, headers, payload))
+        if self.cluster_active is not None:
+            self.cluster_active.forward_internal(subject, reply, headers, payload)
         self.flush_dirty()
 
     def deliver_to(self, to: str, subject: str, reply: str | None, headers: bytes | None,
@@ -276,7 +293,7 @@ class Server:
         return ok
 
     def deliver(self, src: ClientConnection | None, route: tuple, subject: str,
-                reply: str | None, headers: bytes | None, payloads: list[bytes],
+                reply: str | None, headers: bytes | None, payloads: list[bytes] | PayloadRun,
                 tail: bytes) -> None:
         """Deliver a run of messages (same subject, reply and tail) to a matched route."""
         plain, queues = route
@@ -302,6 +319,8 @@ class Server:
                 out += tail
                 out += payloads[0]
                 out += _CRLF
+            elif k == count and type(payloads) is PayloadRun:
+                out += payloads.fanout(pre + tail)
             elif k > 0:
                 pre_tail = pre + tail
                 out += pre_tail
