@@ -11,11 +11,12 @@ Why it looks like this: pure Python must parse ~2M msgs/s, so the common operati
 tuple, not an object:
 
     PUB/HPUB  -> (subject: str, reply: str | None, headers: bytes | None,
-                  payloads: list[bytes], tail: bytes)
+                  payloads: list[bytes] | PayloadRun, tail: bytes)
 
 One PUB tuple carries the payloads of a run of consecutive publishes with the very same control
-line (same subject, reply and size), so the shell routes once per run and can fan out with one
-`bytes.join`; an HPUB tuple always carries one payload. `flatten(ops)` expands runs into one
+line (same subject, reply and size), so the shell routes once per run; a run of more than one
+frame is a `PayloadRun` (ops.py) that slices payloads only on demand and fans out with one
+`bytes.replace`. An HPUB tuple always carries one payload. `flatten(ops)` expands runs into one
 `(subject, reply, headers, payload)` per message (what tests compare). `tail` is the end of the MSG/HMSG control line the server will write for this message
 (`b" [reply] <size>\r\n"` or `b" [reply] <hdr> <total>\r\n"`), so fan-out only prepends
 `MSG <subject> <sid>`. Every other operation is a frozen attrs value (Connect, Sub, Unsub, Ping,
@@ -61,6 +62,7 @@ from natsd.ops import (  # noqa: F401 - re-exported
     Info,
     Msg,
     Ok,
+    PayloadRun,
     Ping,
     Pong,
     ProtocolError,
@@ -240,12 +242,10 @@ class Parser:
                 self._cache[line] = meta[:7] + (columns,)
             avail = (len(buf) - pos) // frame_len
             count, bad = _run_length(buf, pos, frame_len, columns, head_len + size, avail)
-        first = pos + head_len
         if count == 1:
-            payloads = [buf[first : first + size]]
+            payloads: list | PayloadRun = [buf[pos + head_len : pos + head_len + size]]
         else:
-            stop = first + count * frame_len
-            payloads = [buf[i : i + size] for i in range(first, stop, frame_len)]
+            payloads = PayloadRun(buf, pos, frame_len, head_len, count)
         ops.append((meta[1], meta[2], None, payloads, meta[6]))
         if bad:
             self._fail(ops, ERR_UNKNOWN_OP)
