@@ -182,6 +182,7 @@ class Cluster:
             )  # fmt: skip
         node.starts += 1
         node.state = NodeState.RUNNING
+        (node.spec.node_dir / "server.pid").write_text(f"{node.proc.pid}\n")  # for manual clean-up
 
     def start_all(self) -> None:
         for i in range(len(self.nodes)):

@@ -97,6 +97,7 @@ def test_db_controls_processes_by_pid(tmp_path: pathlib.Path) -> None:
             cluster.start(1)
             await cluster.wait_ready(30)
             assert cluster.nodes[1].pid != pid and cluster.nodes[1].starts == 2
+            assert (specs[1].node_dir / "server.pid").read_text().strip() == str(cluster.nodes[1].pid)
         finally:
             cluster.stop_all()
             await net.close()
