@@ -45,7 +45,14 @@ class RunResult:
 
 
 def config_for(seed: int) -> SimConfig:
-    return SimConfig(n_nodes=3 if seed % 2 == 0 else 5)
+    """3 or 5 nodes by parity; network quality varies by seed (lossy, duplicating, slow)."""
+    rng = random.Random(f"config-{seed}")
+    return SimConfig(
+        n_nodes=3 if seed % 2 == 0 else 5,
+        drop_rate=rng.choice([0.0, 0.02, 0.05, 0.15]),
+        duplicate_rate=rng.choice([0.0, 0.02, 0.1]),
+        delay_ticks=(1, rng.choice([2, 3, 3, 8])),
+    )
 
 
 # -- actions -------------------------------------------------------------------------------
@@ -142,6 +149,12 @@ def act_transfer(c: Cluster, rng: random.Random) -> None:
         c.transfer(rng.choice(others))
 
 
+def act_read(c: Cluster, rng: random.Random) -> None:
+    live = [n.node_id for n in c.live()]
+    if live:
+        c.read(rng.choice(live))
+
+
 def act_propose(c: Cluster, rng: random.Random) -> None:
     for _ in range(rng.randint(1, 3)):
         c.propose()
@@ -162,6 +175,7 @@ ACTIONS = [
     (act_promote, 0.4),
     (act_remove, 0.4),
     (act_transfer, 0.6),
+    (act_read, 4.0),
 ]
 _FUNCS = [a for a, _ in ACTIONS]
 _WEIGHTS = [w for _, w in ACTIONS]

@@ -19,6 +19,8 @@ breach. Checking happens as things occur, so every step costs O(change), not O(l
 - leader_completeness: a leader of term T holds every entry committed under a term < T.
 - state_machine_safety: replicas that applied index i have the same hash chain there, and only
   committed entries are applied.
+- stale_read: a read-index answer (ReadState) is at least the highest index acknowledged to
+  any client before the read was requested (R9: linearizable reads, no stale reads).
 - acked_lost: an acknowledged proposal is committed at the index it was acknowledged at; at the
   end, `check_acked_applied` verifies it reached every given replica's state machine.
 
@@ -77,6 +79,7 @@ class InvariantChecker:
     durable_commit: dict[NodeId, int] = attrs.field(factory=dict)
     chains: dict[int, bytes] = attrs.field(factory=dict)
     acked: dict[int, tuple[int, Content]] = attrs.field(factory=dict)
+    reads: dict[bytes, int] = attrs.field(factory=dict)  # read context -> acked max at request
     checks: int = 0
 
     # -- elections -------------------------------------------------------------------------
@@ -224,6 +227,19 @@ class InvariantChecker:
         if self.committed.get(index) != content:
             raise Violation("acked_lost", f"acked entry {index} is not what was committed there")
         self.acked[index] = content
+
+    def observe_read_request(self, context: bytes) -> None:
+        """A client asked for a linearizable read (identified by `context`)."""
+        self.reads[context] = max(self.acked, default=0)
+
+    def observe_read_state(self, node: NodeId, context: bytes, index: int) -> None:
+        """`node` answered the read `context` with read index `index`."""
+        self.checks += 1
+        floor = self.reads.get(context)
+        if floor is None:
+            raise Violation("stale_read", f"{node} answered read {context!r} that nobody asked")
+        if index < floor:
+            raise Violation("stale_read", f"{node} answered read {context!r} at {index}, {floor} was acked before it")
 
     def check_acked_applied(self, applied: Mapping[NodeId, int]) -> None:
         """Final check, once faults have healed and replicas caught up: each given replica

@@ -88,6 +88,7 @@ class Cluster:
     nodes: dict[str, SimNode] = attrs.field(factory=dict, init=False)
     acked: int = attrs.field(default=0, init=False)
     proposed: int = attrs.field(default=0, init=False)
+    reads: int = attrs.field(default=0, init=False)
     _removing: dict[str, tuple[int, int]] = attrs.field(factory=dict, init=False)
     _next_id: int = attrs.field(default=0, init=False)
     min_voters: int = attrs.field(default=0, init=False)  # smallest voter set any node held
@@ -299,6 +300,18 @@ class Cluster:
         self._drain(node)
         return res.ok
 
+    def read(self, node_id: str) -> None:
+        """A client asks `node_id` for a linearizable read point (answered in a later Ready)."""
+        node = self.nodes[node_id]
+        if node.raft is None:
+            return
+        self.reads += 1
+        ctx = f"read-{self.reads}".encode()
+        self.checker.observe_read_request(ctx)
+        node.raft.read_index(ctx)
+        self.record("read", node_id, ctx)
+        self._drain(node)
+
     def transfer(self, to: str) -> None:
         node = self.leader()
         if node is None or node.raft is None:
@@ -398,6 +411,7 @@ class Cluster:
             self._persist(node, ready)
             self._send(node, ready)
             self._apply(node, ready)
+            self._answer_reads(node, ready)
             r.advance(ready)
             self._maybe_compact(node)
             self._observe_node(node)
@@ -462,6 +476,11 @@ class Cluster:
             chain = node.sm.apply(e)
             self.checker.observe_apply(nid, e.index, chain, e)
             self._maybe_ack(node, e)
+
+    def _answer_reads(self, node: SimNode, ready: Ready) -> None:
+        for rs in ready.read_states:
+            self.checker.observe_read_state(node.node_id, rs.context, rs.index)
+            self.record("read_state", node.node_id, rs.context, rs.index)
 
     def _maybe_ack(self, node: SimNode, e: Entry) -> None:
         want = node.pending.pop(e.index, None)

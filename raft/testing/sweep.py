@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="chaos ticks per seed")
     p.add_argument("--hashes", action="store_true", help="print every seed's trace hash")
     args = p.parse_args(argv)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     unexpected = known = 0
     for seed in range(args.start, args.start + args.seeds):
         r = run_seed(seed, args.steps)
@@ -66,11 +66,12 @@ def main(argv: list[str] | None = None) -> int:
                 known += 1
             else:
                 unexpected += 1
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rate = args.seeds / elapsed if elapsed > 0 else float("inf")
     print(
         f"{args.seeds} seeds ({args.start}..{args.start + args.seeds - 1}), steps={args.steps}: "
-        f"{unexpected} failed, {known} known failures, {elapsed:.1f}s, {rate:.1f} seeds/s"
+        f"{unexpected} failed, {known} known failures, {elapsed:.1f}s wall ({cpu:.1f}s cpu), "
+        f"{rate:.1f} seeds/s"
     )
     return 1 if unexpected else 0
 

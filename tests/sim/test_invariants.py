@@ -169,3 +169,18 @@ def test_hash_chain_snapshot_round_trip() -> None:
     assert other.apply(E(7, 2)) != sm.apply(E(7, 1))
     with pytest.raises(AssertionError):
         sm.apply(E(9, 1))
+
+
+def test_stale_read() -> None:
+    c = InvariantChecker()
+    c.observe_append("a", [E(1, 1), E(2, 1)])
+    c.observe_commit("a", 2, 1)
+    c.observe_read_request(b"r1")  # nothing acked yet: any index will do
+    c.observe_ack(2, E(2, 1))
+    c.observe_read_request(b"r2")
+    c.observe_read_state("a", b"r1", 1)
+    c.observe_read_state("a", b"r2", 2)
+    with flags("stale_read"):
+        c.observe_read_state("b", b"r2", 1)
+    with flags("stale_read"):
+        c.observe_read_state("b", b"never-asked", 5)

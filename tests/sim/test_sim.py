@@ -78,7 +78,7 @@ def test_schedules_exercise_every_fault() -> None:
         kinds.update(str(item[1]) for item in c.trace)
     for kind in [
         "partition", "block", "heal", "pause", "crash", "power_loss", "corrupt", "wipe", "add",
-        "change", "transfer", "ack", "compact", "raft.became_leader", "raft.snapshot_installed",
+        "change", "transfer", "ack", "compact", "read_state", "raft.became_leader", "raft.snapshot_installed",
         "raft.repair_done",
     ]:
         assert kinds[kind] > 0, f"no {kind} in 40 seeds: {kinds}"

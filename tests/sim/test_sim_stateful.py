@@ -115,6 +115,11 @@ class ClusterMachine(RuleBasedStateMachine):
         self._advance()
 
     @rule(i=NODE_INDEX)
+    def read(self, i: int) -> None:
+        self.cluster.read(self._pick(i))
+        self._advance()
+
+    @rule(i=NODE_INDEX)
     def transfer(self, i: int) -> None:
         self.cluster.transfer(self._pick(i))
         self._advance()
@@ -136,7 +141,7 @@ class ClusterMachine(RuleBasedStateMachine):
 
 
 ClusterMachine.TestCase.settings = settings(
-    max_examples=30,
+    max_examples=60,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
