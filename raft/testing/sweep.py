@@ -23,14 +23,11 @@ from raft.testing.chaos import RunResult, run_seed
 DEFAULT_STEPS = 200
 
 # seed -> reason. Only for core bugs written up in the raft/testing report (see docstring).
-CORE_BUG_IDLE_REPAIR = (
-    "core: a follower whose disk was wiped (or failed its checksums) restarts repair-needed but an "
-    "idle leader never catches it up: heartbeat responses do not reveal that its log regressed, "
-    "and the leader's Progress still has the old match, so nothing is sent until the next write; "
-    "minimal repro tests/sim/test_sim.py::test_damaged_follower_catches_up"
-)
-# Seeds 29, 136, 239, 299 and 355 (steps=200) failed on an earlier core (the leader ignored a
-# wiped follower's rejections as stale); fixed in bf95ca9, so they are back in the CI set.
+# History: seeds 29, 136, 239, 299, 355 (and 953, 1322 in a longer hunt) failed on earlier cores
+# because a leader never re-sent entries to a follower whose disk had been wiped: it ignored the
+# follower's rejections as stale (fixed in bf95ca9), and an idle leader never noticed the
+# regression at all (fixed in 7205e0d). tests/sim/test_sim.py::test_damaged_follower_catches_up
+# is the minimal repro.
 KNOWN_FAILING: dict[int, str] = {}
 
 

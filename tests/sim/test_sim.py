@@ -60,13 +60,6 @@ def test_sweep_ci_seeds() -> None:
     assert not failures, "\n".join(sweep.describe(r, sweep.DEFAULT_STEPS) for r in failures)
 
 
-def test_known_failing_seeds_name_a_core_bug() -> None:
-    """Known failures stay out of CI's run (they are replayed with the sweep command) and each
-    one points at a core bug with a minimal repro below."""
-    for seed, reason in sweep.KNOWN_FAILING.items():
-        assert reason.startswith("core:") and "repro" in reason, seed
-
-
 def test_schedules_exercise_every_fault() -> None:
     """The chaos schedule really injects each fault and the core really takes each path."""
     kinds: collections.Counter[str] = collections.Counter()
@@ -119,7 +112,7 @@ def test_power_loss_never_loses_acknowledged_writes(victims: str) -> None:
 
 def test_minority_corruption_is_detected_and_the_node_neither_votes_nor_leads() -> None:
     """R3: a corrupted node restarts repair-needed; a second corruption of 3 nodes is refused.
-    (That it also catches up is test_damaged_follower_catches_up, blocked by a core bug.)"""
+    (That it also catches up is test_damaged_follower_catches_up.)"""
     c = quiet(3, seed=2)
     lead = _leader(c)
     for _ in range(20):
@@ -140,12 +133,11 @@ def test_minority_corruption_is_detected_and_the_node_neither_votes_nor_leads() 
     assert c.leader() is not None and c.leader().node_id != victim  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(reason=sweep.CORE_BUG_IDLE_REPAIR, strict=False)
 @pytest.mark.parametrize("kind", [None, CorruptKind.BITFLIP])
 def test_damaged_follower_catches_up(kind: CorruptKind | None) -> None:
-    """Minimal repro of the core bug behind the KNOWN_FAILING seeds: wipe (or bit-flip) a
-    follower's disk under a stable, idle leader; it restarts repair-needed and must catch up
-    without waiting for the next client write (R3)."""
+    """Regression for two core bugs this simulator found (fixed in bf95ca9 and 7205e0d): wipe
+    (or bit-flip) a follower's disk under a stable, idle leader; it restarts repair-needed and
+    must catch up without waiting for the next client write (R3)."""
     c = quiet(3)
     lead = _leader(c)
     for _ in range(5):
