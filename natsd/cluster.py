@@ -60,6 +60,7 @@ class Cluster:
         self.routes: dict[str, RouteConnection] = {}
         self.local: dict[tuple[str, str | None], int] = {}
         self.connect_urls: list[str] = []
+        self.rejections = 0  # handshakes refused (self, cluster name, duplicates): observability
         self._remote_cache: dict[str, list] = {}
         self._dialling: set[str] = set()  # server_ids with an implicit dial in progress
         self._url_ids: dict[str, str] = {}  # route URL -> server_id it led to
@@ -187,6 +188,7 @@ class Cluster:
     def handshake_rejected(self, conn: RouteConnection, rejection: rp.Rejection) -> None:
         if conn.url and conn.peer_id:
             self._url_ids[conn.url] = conn.peer_id
+        self.rejections += 1
         self.log.info("cluster.route_rejected", peer=conn.peer_id, reason=rejection.value)
 
     # -- registration -----------------------------------------------------------------------

@@ -184,6 +184,7 @@ class RouteConnection:
         rejection = rp.check_connect(options, self.cluster.name, self.cluster.dynamic)
         if rejection is not None:
             err = rejection.value if rejection is rp.Rejection.CLIENT_ON_ROUTE_PORT else None
+            self.cluster.handshake_rejected(self, rejection)
             self.close(rejection.value, err)
             return
         self.state = RouteState.AWAIT_INFO

@@ -28,9 +28,13 @@ from typing import Any
 
 import nats
 import pytest
+import trio
 from nats.aio.client import Client
 
 from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess, free_port
+from natsd import protocol as p
+from natsd.config import ServerOptions
+from natsd.server import Server
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLUSTER = "routes-test"
@@ -393,3 +397,139 @@ def test_routes_with_reference_nats_server(tmp_path: pathlib.Path) -> None:
     finally:
         ref.stop()
         jr.proc.stop()
+
+
+# -- in-process clusters (trio): duplicate dials, route loss, async INFO, refusals -------------
+
+QUIET = b'CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":true}\r\n'
+
+
+class Raw:
+    """A raw protocol client over a trio stream: send bytes, read decoded server operations."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.parser = p.Parser(server_side=False, max_payload=1 << 24)
+        self.pending: list = []
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def op(self, timeout_s: float = DEADLINE_S) -> Any:
+        with trio.fail_after(timeout_s):
+            while not self.pending:
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    raise EOFError("server closed the connection")
+                self.pending.extend(self.parser.feed(data))
+        return self.pending.pop(0)
+
+    async def msg(self) -> p.Msg:
+        while not isinstance(op := await self.op(), p.Msg):
+            pass
+        return op
+
+    async def roundtrip(self) -> None:
+        await self.send(b"PING\r\n")
+        while await self.op() != p.PONG:
+            pass
+
+
+async def raw_client(server: Server) -> Raw:
+    raw = Raw(await trio.open_tcp_stream(LOOPBACK, server.port))
+    assert isinstance(await raw.op(), p.Info)
+    await raw.send(QUIET + b"PING\r\n")
+    assert await raw.op() == p.PONG
+    assert (await raw.op()).info["connect_info"] is True
+    return raw
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = DEADLINE_S) -> None:
+    with trio.fail_after(timeout_s):
+        while not predicate():
+            await trio.sleep(0.005)  # polling interval of a condition wait
+
+
+@pytest.fixture
+async def start_node(nursery: trio.Nursery):
+    async def _start(**options: Any) -> Server:
+        opts = {"cluster_name": CLUSTER, **options}
+        server = Server(ServerOptions(host=LOOPBACK, port=0, cluster_host=LOOPBACK, **opts))
+        await nursery.start(server.serve)
+        return server
+
+    return _start
+
+
+def route_url_of(server: Server) -> str:
+    assert server.cluster is not None
+    return f"nats-route://{LOOPBACK}:{server.cluster.port}"
+
+
+async def test_mutual_seeds_keep_one_route_and_deliver_once(start_node) -> None:
+    port_a, port_b = free_port(), free_port()
+    url_a, url_b = f"nats://{LOOPBACK}:{port_a}", f"nats://{LOOPBACK}:{port_b}"
+    a = await start_node(cluster_port=port_a, routes=(url_b,), seed=1)
+    b = await start_node(cluster_port=port_b, routes=(url_a,), seed=2)
+    assert a.cluster is not None and b.cluster is not None
+    await wait_until(lambda: a.server_id in b.cluster.routes and b.server_id in a.cluster.routes)
+    ab, ba = a.cluster.routes[b.server_id], b.cluster.routes[a.server_id]
+    assert ab.solicited != ba.solicited, "both ends kept the same TCP connection"
+    dialler = a if ab.solicited else b
+    assert dialler.server_id == min(a.server_id, b.server_id)
+    sub, pub = await raw_client(b), await raw_client(a)
+    await sub.send(b"SUB dup.check 1\r\n")
+    await sub.roundtrip()
+    await wait_until(lambda: bool(ab.interest("dup.check")[0]))
+    await pub.send(b"PUB dup.check 2\r\nhi\r\nPUB dup.check 3\r\nbye\r\n")
+    assert [(await sub.msg()).payload for _ in range(2)] == [b"hi", b"bye"]
+    await pub.roundtrip()
+    await sub.roundtrip()
+    assert not [op for op in sub.pending if isinstance(op, p.Msg)]
+
+
+async def test_route_drop_reconnects_and_interest_is_resent(start_node) -> None:
+    a = await start_node(cluster_port=0)
+    b = await start_node(cluster_port=0, routes=(route_url_of(a),))
+    assert a.cluster is not None and b.cluster is not None
+    assert await b.cluster.wait_routes(1, DEADLINE_S)
+    on_a = await raw_client(a)
+    await on_a.send(b"SUB keep.* 1\r\nSUB keep.q grp 2\r\n")
+    await on_a.roundtrip()
+    await wait_until(lambda: b.cluster.remote_matches("keep.q") != [])
+    first = b.cluster.routes[a.server_id]
+    first.close("test: cut the route")
+    await wait_until(lambda: a.server_id in b.cluster.routes
+                     and b.cluster.routes[a.server_id] is not first)
+    second = b.cluster.routes[a.server_id]
+    await wait_until(lambda: second.interest("keep.q") == (True, {"grp": 1}))
+    on_b = await raw_client(b)
+    await on_b.send(b"PUB keep.q 1\r\nx\r\n")
+    got = [await on_a.msg(), await on_a.msg()]
+    assert sorted(m.sid for m in got) == ["1", "2"]
+
+
+async def test_protocol_one_client_learns_new_peer_by_async_info(start_node) -> None:
+    a = await start_node(cluster_port=0)
+    client = await raw_client(a)
+    b = await start_node(cluster_port=0, routes=(route_url_of(a),))
+    info = await client.op()
+    while isinstance(info, p.Info) and len(info.info.get("connect_urls", [])) < 2:
+        info = await client.op()
+    assert isinstance(info, p.Info)
+    assert f"{LOOPBACK}:{b.port}" in info.info["connect_urls"]
+    assert info.info["cluster"] == CLUSTER
+
+
+async def test_cluster_name_mismatch_and_self_route_are_refused(start_node) -> None:
+    a = await start_node(cluster_port=0)
+    assert a.cluster is not None
+    other = await start_node(cluster_port=0, cluster_name="other", routes=(route_url_of(a),))
+    assert other.cluster is not None
+    await wait_until(lambda: a.cluster.rejections + other.cluster.rejections >= 1)
+    assert not a.cluster.routes and not other.cluster.routes
+    port = free_port()
+    lonely = await start_node(cluster_port=port, routes=(f"nats://{LOOPBACK}:{port}",))
+    assert lonely.cluster is not None
+    await wait_until(lambda: lonely.cluster.rejections >= 1)
+    assert not lonely.cluster.routes
