@@ -72,6 +72,7 @@ class SimNode:
     compromised: bool = False  # disk corrupted/wiped and not yet repaired
     retired: bool = False  # removed from the group and shut down for good
     pending: dict[int, tuple[int, bytes]] = attrs.field(factory=dict)  # index -> (term, data)
+    last_seen: tuple[object, ...] = ()  # (role, term, repair_needed, membership) last reported
 
     @property
     def up(self) -> bool:
@@ -379,12 +380,10 @@ class Cluster:
             if node is None or node.raft is None:
                 continue
             node.raft.step(msg)
-            self._observe_node(node)
             self._drain(node)
         for node in self.active():
             assert node.raft is not None
             node.raft.tick()
-            self._observe_node(node)
             self._drain(node)
         self._retire_removed()
 
@@ -395,9 +394,16 @@ class Cluster:
     # -- the driver ------------------------------------------------------------------------
 
     def _observe_node(self, node: SimNode) -> None:
+        """Report role and term after every input. Unchanged followers are skipped (the hot
+        path); a leader is re-checked every time, since commits may have moved meanwhile."""
         r = node.raft
         assert r is not None
-        self.checker.observe_role(node.node_id, r.role.value, r.term, r.repair_needed)
+        role = r.role
+        seen = (role, r.term, r.repair_needed, r.membership)
+        if seen == node.last_seen and role is not Role.LEADER:
+            return
+        node.last_seen = seen
+        self.checker.observe_role(node.node_id, role.value, r.term, r.repair_needed)
         voters = len(r.membership.voters)
         if 0 < voters < self.min_voters:
             self.min_voters = voters
@@ -406,6 +412,8 @@ class Cluster:
         for _ in range(MAX_READIES_PER_INPUT):
             r = node.raft
             if r is None or not r.has_ready():
+                if r is not None:
+                    self._observe_node(node)
                 return
             ready = r.ready()
             self._persist(node, ready)
@@ -414,7 +422,6 @@ class Cluster:
             self._answer_reads(node, ready)
             r.advance(ready)
             self._maybe_compact(node)
-            self._observe_node(node)
         raise AssertionError(f"{node.node_id}: Ready did not settle after {MAX_READIES_PER_INPUT} rounds")
 
     def _persist(self, node: SimNode, ready: Ready) -> None:
