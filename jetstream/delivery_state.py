@@ -249,7 +249,16 @@ class DeliveryState:
     def take_due(self, limit: int) -> list[int]:
         """Sequences to redeliver now (in stream order), at most `limit`."""
         ordered = sorted(self.due)
-        taken = [s for s in ordered[:limit] if s in self.pending]
+        taken = []
+        for seq in ordered[:limit]:
+            entry = self.pending.get(seq)
+            if entry is None:
+                continue
+            if 0 < self.max_deliver <= entry.deliveries:  # e.g. NAKed after its last delivery
+                del self.pending[seq]
+                self._advance_floor()
+                continue
+            taken.append(seq)
         self.due = deque(ordered[limit:])
         return taken
 
