@@ -126,3 +126,11 @@ def test_ack_subjects_and_payloads() -> None:
     assert nxt is not None and nxt.kind is AckKind.NEXT and nxt.body == b"5"
     assert parse_ack(b"+WHAT") is None
     assert parse_go_duration_ns("1m30s") == 90_000_000_000 and parse_go_duration_ns("5x") is None
+
+
+def test_nak_after_the_last_allowed_delivery_drops_the_message() -> None:
+    """Regression (found by the model test): ops new, nak, redeliver with max_deliver=1."""
+    s = DeliveryState(ack_wait_ns=WAIT_NS, max_deliver=1)
+    s.deliver(1, 0)
+    s.nak(1, 0, 0)
+    assert s.take_due(5) == [] and not s.pending and s.ack_floor_stream == 1
