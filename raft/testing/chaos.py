@@ -26,6 +26,7 @@ from raft.testing.simdisk import CorruptKind
 
 LIVENESS_TICKS = 400
 CATCHUP_TICKS = 400
+TRACE_TAIL = 40
 
 
 @attrs.frozen
@@ -38,6 +39,7 @@ class RunResult:
     leaders: int
     violation: str | None = None
     invariant: str | None = None
+    trace_tail: tuple[str, ...] = ()  # the last trace events, on failure only
 
     @property
     def ok(self) -> bool:
@@ -257,5 +259,6 @@ def run_seed(seed: int, steps: int = 200, *, cluster_cls: type[Cluster] = Cluste
         violation, invariant = str(v), v.invariant
         c.record("violation", str(v))
     leaders = len(c.checker.leaders)
-    return RunResult(seed, c.trace_hash(), c.now, c.proposed, c.acked, leaders, violation, invariant)
+    tail = tuple(repr(item) for item in c.trace[-TRACE_TAIL:]) if violation else ()
+    return RunResult(seed, c.trace_hash(), c.now, c.proposed, c.acked, leaders, violation, invariant, tail)
 

@@ -38,9 +38,11 @@ def sweep(seeds: Iterable[int], steps: int = DEFAULT_STEPS) -> list[RunResult]:
 def describe(r: RunResult, steps: int) -> str:
     known = KNOWN_FAILING.get(r.seed)
     tag = f" (KNOWN: {known})" if known else ""
+    tail = "".join(f"\n    {line}" for line in r.trace_tail)
     return (
         f"seed={r.seed} invariant={r.invariant}{tag}\n  {r.violation}\n  trace={r.trace_hash}\n"
-        f"  replay: python -m raft.testing.sweep --seeds 1 --start {r.seed} --steps {steps}"
+        f"  replay: python -m raft.testing.sweep --seeds 1 --start {r.seed} --steps {steps}\n"
+        f"  last events (tick, event, ...):{tail}"
     )
 
 

@@ -202,18 +202,20 @@ def test_sweep_catches_a_driver_that_acks_before_fsync() -> None:
     a double vote after power loss: proof the sweep can fail."""
     found = [r for r in (run_seed(s, 200, cluster_cls=NoFsyncCluster) for s in range(60)) if not r.ok]
     assert found, "60 seeds without fsync and no violation: the checks are blind"
+    assert all(r.trace_tail for r in found)
     assert {r.invariant for r in found} & {"acked_lost", "double_vote", "committed_changed", "election_safety",
                                            "log_matching", "leader_completeness", "state_machine_safety"}
 
 
 def test_failure_report_names_seed_and_replay_command(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:  # type: ignore[no-untyped-def]
     bad = RunResult(seed=77, trace_hash="ab" * 32, ticks=5, proposed=1, acked=0, leaders=1,
-                    violation="liveness: boom", invariant="liveness")
+                    violation="liveness: boom", invariant="liveness", trace_tail=("(5, 'heal')",))
     monkeypatch.setattr(sweep, "run_seed", lambda seed, steps: bad if seed == 77 else attrs_ok(seed))
     assert sweep.main(["--seeds", "3", "--start", "76"]) == 1
     out = capsys.readouterr().out
     assert "seed=77 invariant=liveness" in out
     assert "python -m raft.testing.sweep --seeds 1 --start 77 --steps 200" in out
+    assert "(5, 'heal')" in out
     assert "3 seeds (76..78)" in out and "seeds/s" in out
 
 
