@@ -46,9 +46,10 @@ class BenchConfig:
     payload_bytes: int = 100
     idle_groups: int = 1000
     idle_s: float = 10.0
-    tick_interval_s: float = 0.05
-    election_ticks: int = 20
-    heartbeat_ticks: int = 2
+    # NATS-like timing: heartbeat every second, election timeout random in [4 s, 8 s).
+    tick_interval_s: float = 0.1
+    election_ticks: int = 40
+    heartbeat_ticks: int = 10
 
 
 @attrs.frozen
@@ -75,23 +76,29 @@ def _apply(entry: Entry) -> None:
 
 
 @contextlib.asynccontextmanager
-async def three_hosts(directory: pathlib.Path, cfg: BenchConfig) -> AsyncIterator[list[RaftHost]]:
+async def three_hosts(
+    directory: pathlib.Path, cfg: BenchConfig, groups: list[str]
+) -> AsyncIterator[list[RaftHost]]:
+    """Three hosts with `groups` added before any of them starts ticking."""
     async with contextlib.AsyncExitStack() as stack:
         transports = [await stack.enter_async_context(TcpTransport(n)) for n in NODES]
         for t in transports:
             for other in transports:
                 if other is not t:
                     t.set_peer(other.node_id, other.address)
-        hosts = [
-            RaftHost(
+        hosts = []
+        for t in transports:
+            store = SqliteLogStore(directory / f"{t.node_id}.db")
+            stack.callback(store.close)
+            host = RaftHost(
                 t.node_id,
-                SqliteLogStore(directory / f"{t.node_id}.db"),
+                store,
                 t,
                 tick_interval_s=cfg.tick_interval_s,
                 rng=random.Random(t.node_id),
             )
-            for t in transports
-        ]
+            await add_groups(host, groups, cfg)
+            hosts.append(host)
         nursery = await stack.enter_async_context(trio.open_nursery())
         for host in hosts:
             await nursery.start(host.run)
@@ -99,22 +106,19 @@ async def three_hosts(directory: pathlib.Path, cfg: BenchConfig) -> AsyncIterato
             yield hosts
         finally:
             nursery.cancel_scope.cancel()
-            for host in hosts:
-                stack.callback(host.store.close)
 
 
-async def add_groups(hosts: list[RaftHost], groups: list[str], cfg: BenchConfig) -> None:
+async def add_groups(host: RaftHost, groups: list[str], cfg: BenchConfig) -> None:
     members = Membership(frozenset(NODES))
-    for host in hosts:
-        for group in groups:
-            config = NodeConfig(
-                host.node_id,
-                group,
-                election_ticks=cfg.election_ticks,
-                heartbeat_ticks=cfg.heartbeat_ticks,
-                max_inflight_msgs=cfg.inflight,
-            )
-            await host.add_group(group, config, members, _apply)
+    for group in groups:
+        config = NodeConfig(
+            host.node_id,
+            group,
+            election_ticks=cfg.election_ticks,
+            heartbeat_ticks=cfg.heartbeat_ticks,
+            max_inflight_msgs=cfg.inflight,
+        )
+        await host.add_group(group, config, members, _apply)
 
 
 def leader_of(hosts: list[RaftHost], group: str) -> RaftHost | None:
@@ -147,8 +151,7 @@ async def _proposer(
 
 
 async def run_throughput(cfg: BenchConfig, directory: pathlib.Path) -> ThroughputResult:
-    async with three_hosts(directory, cfg) as hosts:
-        await add_groups(hosts, ["bench"], cfg)
+    async with three_hosts(directory, cfg, ["bench"]) as hosts:
         await wait_leaders(hosts, ["bench"], timeout_s=30)
         leader = leader_of(hosts, "bench")
         assert leader is not None
@@ -175,8 +178,7 @@ async def run_throughput(cfg: BenchConfig, directory: pathlib.Path) -> Throughpu
 
 async def run_idle(cfg: BenchConfig, directory: pathlib.Path) -> IdleResult:
     groups = [f"idle-{i:04d}" for i in range(cfg.idle_groups)]
-    async with three_hosts(directory, cfg) as hosts:
-        await add_groups(hosts, groups, cfg)
+    async with three_hosts(directory, cfg, groups) as hosts:
         elect_s = await wait_leaders(hosts, groups, timeout_s=120)
         await trio.sleep(cfg.tick_interval_s * cfg.election_ticks * 2)  # let elections settle
         sent_before = sum(h.stats.messages_sent for h in hosts)

@@ -31,7 +31,7 @@ import attrs
 import structlog
 import trio
 
-from raft.config import NodeConfig, RefuseReason, Role
+from raft.config import NodeConfig, ProposeResult, RefuseReason, Role
 from raft.core import RaftNode
 from raft.storage.base import GroupWrite, LoadedState, LogStore
 from raft.storage.worker import StoreWorker
@@ -217,7 +217,9 @@ class RaftHost:
         index, _ = await self._wait_commit(group, g, g.node.propose_config_change(change))
         return index
 
-    async def _wait_commit(self, group: GroupId, g: _Group, result) -> tuple[int, object]:  # type: ignore[no-untyped-def]
+    async def _wait_commit(
+        self, group: GroupId, g: _Group, result: ProposeResult
+    ) -> tuple[int, object]:
         if not result.ok:
             raise NotLeader(result.leader_hint, result.reason)
         waiter = g.waiters[result.index] = _Waiter(result.term)

@@ -2,7 +2,8 @@
 
 The file is in WAL mode with `synchronous=FULL`, so a committed transaction is fsynced before
 `save()` returns (a batch saved with `sync=False`, which only moves commit indexes, runs at
-`synchronous=NORMAL`: consistent, made durable by the next synced commit); a whole batch of GroupWrites (many groups) is one transaction, one fsync.
+`synchronous=NORMAL`: consistent, made durable by the next synced commit); a whole batch of
+GroupWrites (many groups) is one transaction, one fsync.
 Tables are STRICT with a schema version in `store_meta`. Every entry row, hard-state row and
 snapshot row carries a crc32 over its contents (group name included, so a row copied to the
 wrong group also fails).

@@ -12,7 +12,8 @@ from cli.bench_raft import raft
 
 def test_bench_command_reports_commits_latency_and_idle_cpu() -> None:
     args = ["--duration", "0.5", "--inflight", "8", "--idle-groups", "4", "--idle-seconds", "0.3"]
-    result = CliRunner().invoke(raft, [*args, "--tick-ms", "20", "--json"])
+    timing = ["--tick-ms", "20", "--heartbeat-ticks", "2", "--election-ticks", "10"]
+    result = CliRunner().invoke(raft, [*args, *timing, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     t, idle = report["throughput"], report["idle"]

@@ -16,7 +16,7 @@ from raft.config import NodeConfig, Role
 from raft.driver import NotLeader, RaftHost
 from raft.storage import LogStore, MemoryLogStore, SqliteLogStore
 from raft.transport import MemoryNetwork
-from raft.types import Entry, Membership
+from raft.types import Entry, Membership, Snapshot
 
 NODES = ("n1", "n2", "n3")
 MEMBERS = Membership(frozenset(NODES))
@@ -28,6 +28,14 @@ class Applied:
     """A state machine that records what it applied, per group."""
 
     entries: dict[str, list[Entry]] = attrs.Factory(dict)
+    restored: dict[str, list[Snapshot]] = attrs.Factory(dict)
+
+    def restore_callback(self, group: str) -> Callable[[Snapshot], object]:
+        def restore(snapshot: Snapshot) -> None:
+            self.restored.setdefault(group, []).append(snapshot)
+            self.entries[group] = []  # the snapshot replaces the state machine
+
+        return restore
 
     def callback(self, group: str) -> Callable[[Entry], object]:
         def apply(entry: Entry) -> object:
@@ -61,7 +69,9 @@ class Cluster:
         applied = Applied()
         for group in groups:
             config = NodeConfig(node, group, election_ticks=10, heartbeat_ticks=2)
-            await host.add_group(group, config, MEMBERS, applied.callback(group))
+            await host.add_group(
+                group, config, MEMBERS, applied.callback(group), applied.restore_callback(group)
+            )
         scope = trio.CancelScope()
 
         async def run() -> None:
@@ -225,3 +235,28 @@ async def test_corrupt_log_restarts_repair_needed_and_repairs(
         await wait_until(lambda: not node.repair_needed)
         want = [b"v0", b"v1", b"v2", b"v3"]
         await wait_until(lambda: member.applied.data("g") == want)
+
+
+async def test_compacted_log_reaches_a_lagging_host_as_a_snapshot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stores = memory_stores()
+    async with cluster_of(stores, ["g"]) as cluster:
+        leader = await elected(cluster, "g")
+        victim = next(n for n in NODES if n != leader)
+        await cluster.stop(victim)
+        for i in range(6):
+            await cluster.members[leader].host.propose("g", b"e%d" % i)
+        for node, member in cluster.members.items():
+            host = member.host
+            await wait_until(lambda h=host: h.node("g").applied_index >= 7)
+            await host.compact("g", 7, b"state-at-7")
+            loaded = stores[node].load("g")
+            assert loaded.snapshot == Snapshot(host.node("g").snapshot_meta, b"state-at-7")
+            assert loaded.entries == ()
+        member = await cluster.start(victim, stores[victim], ["g"])
+        await wait_until(lambda: member.applied.restored.get("g"))
+        assert member.applied.restored["g"][-1].data == b"state-at-7"
+        await cluster.members[leader].host.propose("g", b"after")
+        await wait_until(lambda: member.applied.data("g") == [b"after"])
+        assert stores[victim].load("g").snapshot.meta.index == 7  # type: ignore[union-attr]

@@ -245,7 +245,7 @@ def _run_ops(store: LogStore, ops: list[tuple]) -> None:  # type: ignore
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=_ops)
-def test_sqlite_matches_memory_model(tmp_path: pathlib.Path, ops: list[tuple]) -> None:  # type: ignore
+def test_sqlite_matches_memory_model(tmp_path: pathlib.Path, ops: list) -> None:  # type: ignore
     memory = MemoryLogStore()
     path = tmp_path / "diff.db"
     path.unlink(missing_ok=True)
