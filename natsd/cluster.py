@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 1.0
 IMPLICIT_ATTEMPTS_MAX = 5
+IMPLICIT_GRACE_S = 2.0
 CONNECT_TIMEOUT_S = 2.0
 ROUTE_PING_INTERVAL_MAX_S = 30.0
 _REMOTE_CACHE_MAX = 8192
@@ -190,6 +191,7 @@ class Cluster:
             self._url_ids[conn.url] = conn.peer_id
         self.rejections += 1
         self.log.info("cluster.route_rejected", peer=conn.peer_id, reason=rejection.value)
+        self._notify()
 
     # -- registration -----------------------------------------------------------------------
 
@@ -202,6 +204,8 @@ class Cluster:
                 return False
             del self.routes[conn.peer_id]
             existing.close("replaced by the preferred duplicate")
+        if conn.url:
+            self._url_ids[conn.url] = conn.peer_id
         if self.dynamic and not conn.peer_info.get("cluster_dynamic"):
             self.name = str(conn.peer_info.get("cluster") or self.name)
             self.dynamic = False
@@ -246,16 +250,29 @@ class Cluster:
         self._nursery.start_soon(self._implicit, str(url), peer)
 
     async def _implicit(self, url: str, peer: str) -> None:
+        """Dial a gossiped server, but first give our explicit routes that have not answered
+        yet a moment: the gossiped server may be one of them (reached through another address,
+        e.g. a proxy), and a second, direct route would bypass that address."""
         try:
-            await self._solicit(url, False, peer)
+            with trio.move_on_after(IMPLICIT_GRACE_S):
+                while peer not in self.routes and self._unresolved_explicit():
+                    await self._changed.wait()
+            if peer not in self.routes:
+                await self._solicit(url, False, peer)
         finally:
             self._dialling.discard(peer)
+
+    def _unresolved_explicit(self) -> bool:
+        return any(url not in self._url_ids for url in self.server.options.routes)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     def _topology_changed(self) -> None:
         self._remote_cache.clear()
         self.server.cluster_active = self if self.routes else None
-        self._changed.set()
-        self._changed = trio.Event()
+        self._notify()
         urls = self._compute_connect_urls()
         if urls != self.connect_urls:
             self.connect_urls = urls

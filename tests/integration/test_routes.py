@@ -352,7 +352,10 @@ def test_nats_py_fails_over_when_its_server_is_killed(cluster: list[Node]) -> No
 # -- interop with the reference nats-server ---------------------------------------------------
 
 def test_routes_with_reference_nats_server(tmp_path: pathlib.Path) -> None:
+    """nats-server and jetraft node J seed only J; jetraft node K seeds only J as well, so
+    K <-> nats-server exists only through gossip in both implementations."""
     jr = Node("J", tmp_path, [])
+    jr2 = Node("K", tmp_path, [jr.route_url])
     ref_client, ref_cluster = free_port(), free_port()
     config = tmp_path / "ref.conf"
     config.write_text(
@@ -386,16 +389,26 @@ def test_routes_with_reference_nats_server(tmp_path: pathlib.Path) -> None:
                 await (on_jr if i % 2 else on_ref).publish("work", b"%d" % i)
             per_member = await gather_group(workers, 40, [on_jr, on_ref, on_jr2])
             assert sorted(int(m.data) for got in per_member for m in got) == list(range(40))
+        async with clients(jr2.url, ref_url) as (on_k, on_ref):
+            from_k = await on_ref.subscribe("k.to.ref")
+            await routed(on_k, on_ref)
+            await on_k.publish("k.to.ref", b"via gossip")
+            assert (await from_k.next_msg(timeout=5)).data == b"via gossip"
+        info = read_info(jr2.client_port)
+        assert {jr.host_port, jr2.host_port, f"{LOOPBACK}:{ref_client}"} <= set(info["connect_urls"])
 
     try:
         jr.proc.start()
         ref.start()
+        jr2.proc.start()
         run(scenario)
     except BaseException:
-        print(f"--- jetraft log ---\n{jr.proc.log_tail()}\n--- nats-server log ---\n{ref.log_tail()}")
+        print(f"--- J log ---\n{jr.proc.log_tail()}\n--- K log ---\n{jr2.proc.log_tail()}\n"
+              f"--- nats-server log ---\n{ref.log_tail()}")
         raise
     finally:
         ref.stop()
+        jr2.proc.stop()
         jr.proc.stop()
 
 
