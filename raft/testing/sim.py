@@ -247,11 +247,11 @@ class Cluster:
         minority = (self.min_voters - 1) // 2
         return minority - sum(1 for n in self.nodes.values() if n.compromised and not n.retired)
 
-    def corrupt(self, node_id: str, kind: CorruptKind | None) -> bool:
+    def corrupt(self, node_id: str, kind: CorruptKind | None, *, force: bool = False) -> bool:
         """Crash `node_id` and corrupt its disk (kind None: wipe). Refused (False) when it would
-        compromise a majority."""
+        compromise a majority, unless `force` (R5 tests: the cluster must then refuse service)."""
         node = self.nodes[node_id]
-        if node.retired or (not node.compromised and self.compromised_allowance() < 1):
+        if node.retired or (not force and not node.compromised and self.compromised_allowance() < 1):
             return False
         self.crash(node_id)
         if kind is None:

@@ -133,6 +133,33 @@ def test_minority_corruption_is_detected_and_the_node_neither_votes_nor_leads() 
     assert c.leader() is not None and c.leader().node_id != victim  # type: ignore[union-attr]
 
 
+def test_majority_wiped_refuses_service_and_never_elects_an_empty_node() -> None:
+    """R5: the whole cluster goes down and two of three disks come back wiped. Nobody may lead
+    (the wiped nodes are repair-needed and do not vote; the intact node cannot win alone), so
+    proposals are refused, and the intact node keeps the acknowledged history."""
+    c = quiet(3, seed=6)
+    lead = _leader(c)
+    for _ in range(10):
+        c.propose()
+        c.tick()
+    acked = max(c.checker.acked)
+    ids = sorted(c.nodes)
+    for node_id in ids:
+        c.crash(node_id)
+    others = [n for n in ids if n != lead]
+    for victim in others:
+        assert c.corrupt(victim, None, force=True)
+    for node_id in ids:
+        c.restart(node_id)
+    for _ in range(400):
+        c.tick()
+        assert c.leader() is None
+        assert not c.propose()
+    intact = c.nodes[lead]
+    assert intact.raft is not None and intact.raft.last_index >= acked
+    assert all(c.nodes[v].raft.repair_needed for v in others)  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("kind", [None, CorruptKind.BITFLIP])
 def test_damaged_follower_catches_up(kind: CorruptKind | None) -> None:
     """Regression for two core bugs this simulator found (fixed in bf95ca9 and 7205e0d): wipe
