@@ -326,11 +326,22 @@ class JetStream:
                     continue
 
     async def _expire_loop(self) -> None:
+        """Apply max_age and per-message TTL expiry; an Expire command (one commit) only when
+        the oldest message is past max_age, or the stream allows per-message TTLs."""
         while True:
             await trio.sleep(EXPIRE_EVERY_S)
             for rt in list(self.streams.values()):
-                if rt.config.max_age_ns > 0:
-                    try:
+                try:
+                    if await self._expiry_due(rt):
                         await rt.apply(Expire(self.clock_ns()))
-                    except StreamClosed:
-                        continue
+                except StreamClosed:
+                    continue
+
+    async def _expiry_due(self, rt: StreamRuntime) -> bool:
+        cfg = rt.config
+        if cfg.allow_msg_ttl:
+            return True
+        if cfg.max_age_ns <= 0:
+            return False
+        state = await rt.call(rt.store.state)
+        return state.messages > 0 and state.first_ts_ns <= self.clock_ns() - cfg.max_age_ns

@@ -222,3 +222,15 @@ async def test_pull_request_of_a_departed_client_gets_no_messages(tmp_path: Path
         h.publish("$JS.API.CONSUMER.MSG.NEXT.G2.c", b"1", inbox.subject)
         msg = await inbox.next()
         assert msg.payload == b"m" and msg.reply.split(".")[4] == "1"  # first delivery, not a redelivery
+
+
+async def test_max_age_expires_old_messages(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    async with running_js(tmp_path) as h:
+        await make_stream(h, "AGE", ["age"], max_age=3_000_000_000)
+        await publish(h, "age", b"old")
+        await trio.sleep(2)
+        await publish(h, "age", b"newer")
+        with trio.fail_after(10):
+            while (await h.api("STREAM.INFO.AGE"))["state"]["messages"] != 1:
+                await trio.sleep(0.5)
+        assert (await h.api("STREAM.INFO.AGE"))["state"]["first_seq"] == 2
