@@ -42,6 +42,7 @@ class Progress:
     snap_acked_bytes: int = 0
     snap_sent_bytes: int = 0
     snap_last_sent: bool = False  # the final chunk went out (since the last rewind)
+    snap_acked_at_heartbeat: int = -1  # acked bytes at the previous heartbeat: stalled if equal
 
     def become_probe(self) -> None:
         # After a snapshot the follower is known to hold at least the snapshot index.
@@ -65,6 +66,7 @@ class Progress:
         self.inflight.clear()
         self.snap_index = self.snap_acked_bytes = self.snap_sent_bytes = 0
         self.snap_last_sent = False
+        self.snap_acked_at_heartbeat = -1
 
     def rewind_snapshot(self, to_offset: int) -> None:
         """Send the snapshot again from `to_offset` (a chunk was lost or refused)."""

@@ -237,9 +237,12 @@ class LeaderMixin:
     def _resend_snapshots(self) -> None:
         for node in sorted(self._progress):
             pr = self._progress[node]
-            if pr.state is ProgressState.SNAPSHOT:
-                pr.rewind_snapshot(pr.snap_acked_bytes)  # resend whatever may have been lost
+            if pr.state is not ProgressState.SNAPSHOT:
+                continue
+            if pr.snap_acked_bytes == pr.snap_acked_at_heartbeat:
+                pr.rewind_snapshot(pr.snap_acked_bytes)  # no progress: resend what may be lost
                 self._send_snapshot_chunks(node, pr)
+            pr.snap_acked_at_heartbeat = pr.snap_acked_bytes
 
     # ---- responses ---------------------------------------------------------------------------------
     def _handle_append_resp(self, msg: Message, pr: Progress) -> None:
