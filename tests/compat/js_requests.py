@@ -73,3 +73,43 @@ STEPS: list[tuple[str, Any, tuple[str, ...]]] = [
     ("STREAM.DELETE.NOPE", b"", ()),
     ("STREAM.DELETE.S", b"", ("success",)),
 ]
+
+
+# Publishes replayed against both servers: (subject, headers or None, payload). The streams are
+# created first from PUB_STREAMS; every PubAck (or its error) is compared.
+PUB_STREAMS: list[dict[str, Any]] = [
+    {"name": "P", "subjects": ["p.>"], "max_msg_size": 100},
+    {"name": "R", "subjects": ["r.>"], "allow_rollup_hdrs": True},
+    {"name": "N", "subjects": ["n.>"], "discard": "new", "max_msgs_per_subject": 1,
+     "discard_new_per_subject": True},
+    {"name": "M", "subjects": ["m.>"], "max_msgs": 2, "discard": "new"},
+]
+PUBLISHES: list[tuple[str, dict[str, str] | None, bytes]] = [
+    ("p.a", None, b"1"),
+    ("p.a", {"Nats-Msg-Id": "x"}, b"2"),
+    ("p.b", {"Nats-Msg-Id": "x"}, b"dup"),
+    ("p.a", {"Nats-Expected-Last-Msg-Id": "x"}, b"3"),
+    ("p.a", {"Nats-Expected-Last-Msg-Id": "nope"}, b"4"),
+    ("p.a", {"Nats-Expected-Last-Sequence": "3"}, b"5"),
+    ("p.a", {"Nats-Expected-Last-Sequence": "1"}, b"6"),
+    ("p.c", {"Nats-Expected-Last-Subject-Sequence": "0"}, b"7"),
+    ("p.c", {"Nats-Expected-Last-Subject-Sequence": "0"}, b"8"),
+    ("p.a", {"Nats-Expected-Stream": "P"}, b"9"),
+    ("p.a", {"Nats-Expected-Stream": "Q"}, b"10"),
+    ("p.a", {"Nats-Rollup": "sub"}, b"11"),
+    ("p.a", {"Nats-TTL": "10s"}, b"12"),
+    ("p.a", None, b"x" * 101),
+    ("p.a", {"Nats-Expected-Last-Subject-Sequence-Subject": "p.c"}, b"13"),
+    ("r.a", None, b"1"),
+    ("r.a", None, b"2"),
+    ("r.b", None, b"3"),
+    ("r.a", {"Nats-Rollup": "sub"}, b"4"),
+    ("r.a", {"Nats-Rollup": "bogus"}, b"5"),
+    ("r.c", {"Nats-Rollup": "all"}, b"6"),
+    ("n.a", None, b"1"),
+    ("n.a", None, b"2"),
+    ("n.b", None, b"3"),
+    ("m.a", None, b"1"),
+    ("m.b", None, b"2"),
+    ("m.c", None, b"3"),
+]

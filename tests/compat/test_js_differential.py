@@ -10,10 +10,11 @@ request: a final stream info compares message counts.
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
-from tests.compat.js_requests import STEPS
+from tests.compat.js_requests import PUB_STREAMS, PUBLISHES, STEPS
 from tests.compat.js_support import api, connect, js_server, run
 
 INVALID_JSON = 10025
@@ -88,3 +89,33 @@ def test_rejected_requests_leave_data_untouched(tmp_path: pathlib.Path) -> None:
     for kind in ("jetraft", "nats-server"):
         with js_server(kind, tmp_path, store_name=f"keep-{kind}") as server:
             assert run(scenario, server.url) == (5, 5, b"v4"), kind
+
+
+def test_pub_acks_match_nats_server(tmp_path: pathlib.Path) -> None:
+    """Dedup, expected-* headers, rollups, TTL, size and discard-new limits: same PubAcks."""
+
+    async def replay_publishes(url: str) -> list[tuple[Any, ...]]:
+        nc = await connect(url)
+        for cfg in PUB_STREAMS:
+            assert "error" not in await api(nc, f"$JS.API.STREAM.CREATE.{cfg['name']}", cfg)
+        out = []
+        for subject, headers, payload in PUBLISHES:
+            msg = await nc.request(subject, payload, timeout=5, headers=headers)
+            ack = json.loads(msg.data)
+            err = ack.get("error") or {}
+            out.append((ack.get("stream"), ack.get("seq"), ack.get("duplicate", False), err.get("err_code"),
+                        err.get("description")))
+        for cfg in PUB_STREAMS:
+            info = await api(nc, f"$JS.API.STREAM.INFO.{cfg['name']}")
+            state = info["state"]
+            out.append((cfg["name"], state["messages"], state["first_seq"], state["last_seq"]))
+        return out
+
+    results = {}
+    for kind in ("jetraft", "nats-server"):
+        with js_server(kind, tmp_path, store_name=f"pub-{kind}") as server:
+            results[kind] = run(replay_publishes, server.url)
+    steps = [f"{s} {h}" for s, h, _ in PUBLISHES] + [f"state {c['name']}" for c in PUB_STREAMS]
+    diffs = [f"{step}: jetraft={a} nats-server={b}"
+             for step, a, b in zip(steps, results["jetraft"], results["nats-server"]) if a != b]
+    assert not diffs, "\n".join(diffs)
