@@ -119,3 +119,48 @@ def test_pub_acks_match_nats_server(tmp_path: pathlib.Path) -> None:
     diffs = [f"{step}: jetraft={a} nats-server={b}"
              for step, a, b in zip(steps, results["jetraft"], results["nats-server"]) if a != b]
     assert not diffs, "\n".join(diffs)
+
+
+def test_pull_request_outcomes_match_nats_server(tmp_path: pathlib.Path) -> None:
+    """Raw pull requests: the messages and status lines on the reply inbox are the same."""
+
+    async def pulls(url: str) -> list[tuple[Any, ...]]:
+        nc = await connect(url)
+        await api(nc, "$JS.API.STREAM.CREATE.PL", {"name": "PL", "subjects": ["pl.>"]})
+        pull = {"durable_name": "c", "ack_policy": "explicit", "max_batch": 5}
+        push = {"durable_name": "p", "ack_policy": "explicit", "deliver_subject": "push.inbox"}
+        for name, cfg in (("c", pull), ("p", push)):
+            assert "error" not in await api(nc, f"$JS.API.CONSUMER.CREATE.PL.{name}", {"stream_name": "PL", "config": cfg})
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        out: list[tuple[Any, ...]] = []
+
+        async def request(consumer: str, body: bytes, answers: int) -> None:
+            await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.PL.{consumer}", body, reply=inbox)
+            for _ in range(answers):
+                msg = await sub.next_msg(timeout=3)
+                headers = msg.headers or {}
+                if headers.get("Status"):
+                    out.append((body, headers.get("Status"), headers.get("Description"),
+                                headers.get("Nats-Pending-Messages")))
+                else:
+                    out.append((body, msg.subject, msg.data, msg.reply.split(".")[4:7]))
+
+        await request("c", b'{"batch": 1, "no_wait": true}', 1)
+        await request("c", b'{"batch": 2, "expires": 200000000}', 1)
+        await request("c", b'{"batch": 1, "expires": 1000000000, "idle_heartbeat": 900000000}', 1)
+        await request("c", b'{"batch": 9}', 1)
+        await request("p", b'{"batch": 1}', 1)
+        for i in range(3):
+            await nc.request(f"pl.{i}", b"m%d" % i, timeout=5)
+        await request("c", b'{"batch": 1, "max_bytes": 10}', 1)
+        await request("c", b'{"batch": 5, "no_wait": true}', 4)
+        return out
+
+    results = {}
+    for kind in ("jetraft", "nats-server"):
+        with js_server(kind, tmp_path, store_name=f"pull-{kind}") as server:
+            results[kind] = run(pulls, server.url)
+    diffs = [f"jetraft={a} nats-server={b}" for a, b in zip(results["jetraft"], results["nats-server"]) if a != b]
+    assert len(results["jetraft"]) == len(results["nats-server"]) == 10
+    assert not diffs, "\n".join(diffs)
