@@ -14,15 +14,18 @@ tuple, not an object:
                   payloads: list[bytes] | PayloadRun, tail: bytes)
 
 One PUB tuple carries the payloads of a run of consecutive publishes with the very same control
-line (same subject, reply and size), so the shell routes once per run; a run of more than one
-frame is a `PayloadRun` (ops.py) that slices payloads only on demand and fans out with one
-`bytes.replace`. An HPUB tuple always carries one payload. `flatten(ops)` expands runs into one
-`(subject, reply, headers, payload)` per message (what tests compare). `tail` is the end of the MSG/HMSG control line the server will write for this message
-(`b" [reply] <size>\r\n"` or `b" [reply] <hdr> <total>\r\n"`), so fan-out only prepends
-`MSG <subject> <sid>`. Every other operation is a frozen attrs value (Connect, Sub, Unsub, Ping,
-Pong, Ok, Err, Info, Msg) and a broken stream yields `ProtocolError(message, close)`: `message`
-is the exact -ERR text nats-server sends (None where it closes silently). After a closing error the
-parser returns nothing more. No exception escapes `feed` for any input.
+line (same subject, reply and size), so the shell routes once per run. A run of more than one
+frame is a `PayloadRun` (ops.py): it is validated column-wise with strided slices and sliced
+into payloads only if someone subscribed, then fanned out with one `bytes.join`. An HPUB tuple
+always carries one payload. `flatten(ops)` expands runs into one
+`(subject, reply, headers, payload)` per message (what tests compare). `tail` is the end of
+the MSG/HMSG control line the server will write for this message (`b" [reply] <size>\r\n"` or
+`b" [reply] <hdr> <total>\r\n"`), so fan-out only prepends `MSG <subject> <sid>`.
+
+Every other operation is a frozen attrs value (Connect, Sub, Unsub, Ping, Pong, Ok, Err, Info,
+Msg) and a broken stream yields `ProtocolError(message, close)`: `message` is the exact -ERR
+text nats-server sends (None where it closes silently). After a closing error the parser
+returns nothing more. No exception escapes `feed` for any input.
 
 Operation values live in ops.py and the encoder in encoder.py; this module re-exports both, so
 `from natsd import protocol as p` gives the whole protocol.
