@@ -69,6 +69,7 @@ class IdleResult:
     measure_s: float
     cpu_s_per_wall_s: float
     messages_sent: int
+    ticks_kept_ratio: float  # ticks run / ticks due: below ~0.95 the hosts could not keep up
 
 
 def _apply(entry: Entry) -> None:
@@ -182,16 +183,20 @@ async def run_idle(cfg: BenchConfig, directory: pathlib.Path) -> IdleResult:
         elect_s = await wait_leaders(hosts, groups, timeout_s=120)
         await trio.sleep(cfg.tick_interval_s * cfg.election_ticks * 2)  # let elections settle
         sent_before = sum(h.stats.messages_sent for h in hosts)
+        ticks_before = sum(h.stats.ticks for h in hosts)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await trio.sleep(cfg.idle_s)
         cpu1, wall1 = time.process_time(), time.perf_counter()
         sent = sum(h.stats.messages_sent for h in hosts) - sent_before
+        ticks = sum(h.stats.ticks for h in hosts) - ticks_before
+    ticks_due = len(NODES) * (wall1 - wall0) / cfg.tick_interval_s
     return IdleResult(
         groups=cfg.idle_groups,
         elect_s=elect_s,
         measure_s=wall1 - wall0,
         cpu_s_per_wall_s=(cpu1 - cpu0) / (wall1 - wall0),
         messages_sent=sent,
+        ticks_kept_ratio=ticks / ticks_due,
     )
 
 
@@ -224,7 +229,8 @@ def format_results(cfg: BenchConfig, results: dict[str, dict[str, object]]) -> s
         lines.append(
             f"idle: {i['groups']} groups x 3 nodes: {i['cpu_s_per_wall_s']:.2f} CPU s per wall s "
             f"(all three hosts), {i['messages_sent']} messages in {i['measure_s']:.1f}s, "
-            f"elected in {i['elect_s']:.1f}s; heartbeat every "
+            f"elected in {i['elect_s']:.1f}s, ticks kept {i['ticks_kept_ratio']:.0%}; "
+            f"heartbeat every "
             f"{cfg.heartbeat_ticks * cfg.tick_interval_s * 1000:.0f} ms"
         )
     return "\n".join(lines)

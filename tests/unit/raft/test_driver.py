@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import random
 from collections.abc import AsyncIterator, Callable
 
 import attrs
@@ -15,7 +16,9 @@ import trio
 from raft.config import NodeConfig, Role
 from raft.driver import NotLeader, RaftHost
 from raft.storage import LogStore, MemoryLogStore, SqliteLogStore
+from raft.testing.simnet import SimNet
 from raft.transport import MemoryNetwork
+from raft.transport.simulated import SimulatedNetwork
 from raft.types import Entry, Membership, Snapshot
 
 NODES = ("n1", "n2", "n3")
@@ -59,7 +62,7 @@ class Member:
 
 @attrs.define
 class Cluster:
-    network: MemoryNetwork
+    network: MemoryNetwork | SimulatedNetwork
     nursery: trio.Nursery
     members: dict[str, Member] = attrs.Factory(dict)
 
@@ -260,3 +263,32 @@ async def test_compacted_log_reaches_a_lagging_host_as_a_snapshot(
         await cluster.members[leader].host.propose("g", b"after")
         await wait_until(lambda: member.applied.data("g") == [b"after"])
         assert stores[victim].load("g").snapshot.meta.index == 7  # type: ignore[union-attr]
+
+
+async def test_hosts_agree_over_a_lossy_simulated_network(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    simnet = SimNet(random.Random(11), drop_rate=0.1, duplicate_rate=0.1, delay_ticks=(0, 4))
+    async with SimulatedNetwork(simnet, tick_s=0.01) as network, trio.open_nursery() as nursery:
+        cluster = Cluster(network, nursery)
+        for node in NODES:
+            await cluster.start(node, MemoryLogStore(), ["g"])
+        acked: dict[int, bytes] = {}
+        for i in range(20):
+            data = b"lossy-%d" % i
+            for _attempt in range(50):
+                leader = await elected(cluster, "g")
+                with trio.move_on_after(2):
+                    with contextlib.suppress(NotLeader):
+                        acked[await cluster.members[leader].host.propose("g", data)] = data
+                        break
+        assert len(acked) == 20
+        logs = {}
+        for node, member in cluster.members.items():
+            await wait_until(lambda m=member: len(m.applied.data("g")) >= 20)
+            logs[node] = {e.index: e.data for e in member.applied.entries["g"]}
+            assert all(logs[node].get(i) == d for i, d in acked.items())
+        assert simnet.stats.dropped > 0 and simnet.stats.duplicated > 0
+        for node in list(cluster.members):
+            await cluster.stop(node)
+        nursery.cancel_scope.cancel()
