@@ -176,3 +176,18 @@ def test_line_cache_is_bounded() -> None:
     for i in range(3 * p._LINE_CACHE_MAX):
         assert flatten(parser.feed(b"PUB s r%d 0\r\n\r\n" % i)) == [("s", f"r{i}", None, b"")]
     assert len(parser._cache) <= p._LINE_CACHE_MAX
+
+
+def test_payload_run_is_a_lazy_sequence_and_fans_out() -> None:
+    frames = b"".join(b"PUB s 2\r\n%02d\r\n" % i for i in range(3))  # differing payloads
+    (op,) = Parser().feed(b"PUB s 2\r\nab\r\n" * 3)
+    run = op[3]
+    assert isinstance(run, p.PayloadRun) and len(run) == 3
+    assert run[0] == b"ab" and run[-1] == b"ab" and run[1:] == [b"ab", b"ab"]
+    assert run == [b"ab"] * 3 and list(run) == [b"ab"] * 3
+    with pytest.raises(IndexError):
+        run[3]
+    assert run.fanout(b"MSG s 9 2\r\n") == b"MSG s 9 2\r\nab\r\n" * 3
+    ops = Parser().feed(frames)
+    assert flatten(ops) == [("s", None, None, b"%02d" % i) for i in range(3)]
+    assert ops[0][3].fanout(b"M ") == b"M 00\r\nM 01\r\nM 02\r\n"
