@@ -73,7 +73,10 @@ class RaftNode(LeaderMixin):
         far the state machine already is (at least the snapshot index)."""
         self._cfg = config
         self._rng = rng
-        self._log = RaftLog.restore(snapshot, entries, hard_state.commit)
+        # The state machine only applies committed entries, so `applied` is a commit point too
+        # (the hard state's commit is not fsynced on its own and may lag behind it).
+        commit = max(hard_state.commit, applied)
+        self._log = RaftLog.restore(snapshot, entries, commit)
         self._log.applied = max(self._log.snap_index, min(applied, self._log.committed))
         self._term = hard_state.term
         self._vote = hard_state.vote

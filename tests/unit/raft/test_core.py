@@ -230,3 +230,12 @@ def test_replication_is_batched_and_bounded() -> None:
     assert all(1 <= len(m.entries) <= 4 for m in appends)
     c.drain()
     assert c.nodes["b"].commit_index == a.last_index == 21
+
+
+def test_applied_beyond_the_persisted_commit_counts_as_committed() -> None:
+    """Commit-only hard-state changes are not fsynced, so after a crash the state machine may be
+    ahead of the stored commit index; nothing it applied is handed out again."""
+    entries = [Entry(term=1, index=i, data=b"%d" % i) for i in (1, 2, 3, 4)]
+    n = node("b", hard_state=HardState(term=1, commit=1), entries=entries, applied=3)
+    assert n.commit_index == 3 and n.applied_index == 3
+    assert n.ready().committed_entries == ()
