@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from natsd.server import Server, Subscription
 
 RECEIVE_BYTES = 256 * 1024
+TRACE_BYTES = 512  # with -V, log the first bytes of every chunk read and written
 STALL_WAIT_S = 0.1
 
 
@@ -58,6 +59,7 @@ class ClientConnection:
         )
         self.out = bytearray()
         self.dirty = False
+        self.trace = opts.trace
         self.max_pending_bytes = opts.max_pending_bytes
         self.stall_bytes = max(64 * 1024, min(opts.max_pending_bytes * 3 // 4, 8 * 1024 * 1024))
         self.subs: dict[str, Subscription] = {}
@@ -141,6 +143,8 @@ class ClientConnection:
             if not data:
                 self.close(CloseReason.CLIENT_CLOSED, flush=False)
                 return
+            if self.trace:
+                self.log.debug("client.trace_in", data=bytes(data[:TRACE_BYTES]), size=len(data))
             try:
                 self._process(feed(data))
             finally:
@@ -284,6 +288,8 @@ class ClientConnection:
             data = self.out
             self.out = bytearray()
             self.dirty = False
+            if self.trace:
+                self.log.debug("client.trace_out", data=bytes(data[:TRACE_BYTES]), size=len(data))
             with trio.move_on_after(deadline_s) as scope:
                 await send_all(data)
             if scope.cancelled_caught:
