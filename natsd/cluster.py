@@ -34,7 +34,7 @@ import trio
 from natsd import protocol as p
 from natsd import route_protocol as rp
 from natsd.config import VERSION
-from natsd.route import RouteConnection, RouteState
+from natsd.route import STALL_BYTES, RouteConnection, RouteState
 
 if TYPE_CHECKING:
     from natsd.server import Server
@@ -369,6 +369,8 @@ class Cluster:
             head = rp.rmsg_head(rp.GLOBAL_ACCOUNT, subject, reply, (), headers is not None)
             for conn, _, _ in remote:
                 conn.send(_frames(head, headers, payloads))
+                if len(conn.out) > STALL_BYTES and src is not None:
+                    src.stall_on = conn
             return
         for payload in payloads:
             self._publish_queued(src, subject, reply, headers, payload, tail, remote)
@@ -398,6 +400,8 @@ class Cluster:
             queues = chosen_remote.get(i, ())
             if plain or queues:
                 conn.send(rp.encode_rmsg(rp.GLOBAL_ACCOUNT, subject, reply, queues, headers, payload))
+                if len(conn.out) > STALL_BYTES and src is not None:
+                    src.stall_on = conn
 
     def forward_internal(self, subject: str, reply: str | None, headers: bytes | None,
                          payload: bytes) -> None:
@@ -417,20 +421,20 @@ class Cluster:
             if plain or queues:
                 conn.send(rp.encode_rmsg(rp.GLOBAL_ACCOUNT, subject, reply, queues, headers, payload))
 
-    def remote_msg(self, conn: RouteConnection, op: rp.RouteMsg) -> None:
-        """A routed message: deliver to local subscribers only (one hop)."""
-        if op.account != rp.GLOBAL_ACCOUNT:
+    def remote_msg(self, conn: RouteConnection, op: tuple) -> None:
+        """A routed message (run): deliver to local subscribers only (one hop); the queue
+        groups named by the sender get one local member each."""
+        account, subject, reply, queues, headers, payloads, tail = op
+        if account != rp.GLOBAL_ACCOUNT:
             return
-        result = self.server.sublist.match(op.subject)
+        result = self.server.sublist.match(subject)
         groups: tuple = ()
-        if op.queues and result.queues:
-            wanted = set(op.queues)
+        if queues and result.queues:
             groups = tuple(g for g, n in zip(result.queues, result.queue_names, strict=True)
-                           if n in wanted)
+                           if n in queues)
         if result.plain or groups:
-            tail = rp.msg_tail(op.reply, op.headers, op.payload)
-            self.server.deliver(None, (result.plain, groups), op.subject, op.reply, op.headers,
-                                [op.payload], tail)
+            self.server.deliver(None, (result.plain, groups), subject, reply, headers, payloads,
+                                tail)
 
     def is_registered(self, conn: RouteConnection) -> bool:
         return conn.state is RouteState.REGISTERED and self.routes.get(conn.peer_id) is conn

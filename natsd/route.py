@@ -5,13 +5,17 @@ first, then its INFO; the soliciting side sends CONNECT and its INFO at once and
 peer's INFO (protocol.md 2.1). The first acceptable INFO asks the cluster manager to register
 the route (which may refuse it as a duplicate). Once registered, RS+/RS- update this route's
 remote-interest table (a Sublist per route: `plain_marker` for plain interest, a mutable
-`QueueWeight` per (subject, queue)), RMSG/HMSG are handed to the manager for local delivery,
+`QueueWeight` per (subject, queue)), RMSG/HMSG (message tuples) go to the manager for local
+delivery,
 and later INFOs either update this peer (same server_id) or are gossip about another server.
 
 Writes are coalesced as for clients: frames are appended to `out` and the writer sends the
 whole buffer with one `send_all`. The outbound buffer is bounded (`OUT_BYTES_MAX`): a peer that
 cannot keep up is disconnected and reconnects, re-sending its interest, rather than growing
-memory without limit. No exception caused by peer bytes leaves `run()`.
+memory without limit; before that, a client publisher whose message left a route with more
+than `STALL_BYTES` pending waits (bounded, as for slow clients) for the route's writer to
+drain (`wait_drained`, duck-typed like `ClientConnection.wait_drained`). No exception caused
+by peer bytes leaves `run()`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 
 RECEIVE_BYTES = 256 * 1024
 OUT_BYTES_MAX = 256 * 1024 * 1024
+STALL_BYTES = 8 * 1024 * 1024  # publishers feeding a route past this wait (bounded) for it
 HANDSHAKE_TIMEOUT_S = 5.0
 WRITE_DEADLINE_S = 10.0
 
@@ -77,6 +82,7 @@ class RouteConnection:
         self.finished = trio.Event()
         self.registered_once = False
         self._wake = trio.Event()
+        self._drained = trio.Event()
         self._scope = trio.CancelScope()
         self._flush_then_cancel = False
         self._handshake_done = trio.Event()
@@ -155,7 +161,7 @@ class RouteConnection:
     def _handle(self, op: Any) -> None:
         kind = type(op)
         registered = self.state is RouteState.REGISTERED
-        if kind is rp.RouteMsg:
+        if kind is tuple:  # a message (run): see route_protocol
             if registered:
                 self.cluster.remote_msg(self, op)
         elif kind is rp.RouteSub:
@@ -272,7 +278,18 @@ class RouteConnection:
             if scope.cancelled_caught:
                 self.log.info("route.slow", reason="write deadline")
                 break
+            if len(self.out) < STALL_BYTES:
+                self._drained.set()
+        self._drained.set()
         self._scope.cancel()
+
+    async def wait_drained(self, timeout_s: float) -> None:
+        """Wait (bounded) until the outbound buffer is below the stall mark or we close."""
+        with trio.move_on_after(timeout_s):
+            while len(self.out) >= STALL_BYTES and self.state is not RouteState.CLOSED:
+                if self._drained.is_set():
+                    self._drained = trio.Event()
+                await self._drained.wait()
 
     async def _handshake_timer(self) -> None:
         with trio.move_on_after(HANDSHAKE_TIMEOUT_S):

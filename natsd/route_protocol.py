@@ -7,16 +7,25 @@ on a later `feed` (so a frame may be split anywhere). Route operations are:
 
     RS+ <acc> <subject> [<queue> <weight>]     -> RouteSub
     RS- <acc> <subject> [<queue>]              -> RouteUnsub
-    RMSG <acc> <subject> [<reply>] <size>      -> RouteMsg (queues ())
+    RMSG <acc> <subject> [<reply>] <size>      -> message tuple (queues ())
     RMSG <acc> <subject> + <reply> <q..> <size> / RMSG <acc> <subject> | <q..> <size>
     HMSG (any RMSG form) ... <hdr size> <total size>
     LS+/LS-/LMSG (leafnode-origin forms: the origin cluster token is dropped)
 
 plus CONNECT, INFO, PING, PONG, +OK and -ERR, which reuse the client protocol's values
 (`natsd.protocol.Connect` etc.). A broken stream yields `ProtocolError` and nothing after it.
-Route traffic is far smaller than client traffic in our deployments (one frame per routed
-message per peer), so this parser favours being obviously right over the client parser's
-run-batching tricks; it still never rescans bytes while waiting for a newline.
+
+Messages are the hot path (every routed message), so, as in the client parser, a message is a
+plain tuple, not an object:
+
+    (account, subject, reply, queues, headers | None, payloads: list[bytes], tail)
+
+One tuple carries a run of consecutive header-less frames with the very same control line, so
+the receiver matches the subject once and fans out with one call; `tail` is the end of the
+client MSG/HMSG line (` [reply] <sizes>\r\n`). Control lines are cached by their exact bytes.
+`flatten_route(ops)` turns message tuples into one `RouteMsg` value per message (tests compare
+those). Unparsed bytes are kept as a list of chunks and joined only once the frame they wait
+for is complete, so a large payload arriving in many reads is not copied over and over.
 
 The module also holds the small pure decisions of the route manager (cluster.py): whether a
 peer's INFO/CONNECT may form a route, which of two connections to the same peer to keep (both
@@ -41,6 +50,7 @@ ROUTE_PAYLOAD_MAX = 64 * 1024 * 1024
 ERR_UNKNOWN_OP = "Unknown Protocol Operation"
 ERR_MAX_CONTROL_LINE = "maximum control line exceeded"
 ERR_ROUTE_PORT = "attempted to connect to route port"
+_LINE_CACHE_MAX = 4096
 
 
 @attrs.frozen
@@ -100,79 +110,111 @@ class RouteParser:
         self.max_control_line = max_control_line
         self.max_payload = max_payload
         self.closed = False
-        self._buf = bytearray()
-        self._scanned = 0  # bytes of _buf already known to hold no newline
-        self._frame: tuple | None = None  # (header fields, hsize, size) awaiting its payload
+        self._chunks: list[bytes] = []  # unparsed bytes, joined only once enough arrived
+        self._have = 0
+        self._need = 0  # bytes needed from the start of the unparsed data (0: a newline)
+        self._cache: dict[bytes, tuple] = {}
 
     def feed(self, data: bytes) -> list:
         if self.closed or not data:
             return []
-        self._buf += data
+        if self._chunks:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._need:
+                if self._have < self._need:
+                    return []
+            elif b"\n" not in data:
+                if self._have > self.max_control_line + 2:
+                    return self._fail([], ERR_MAX_CONTROL_LINE)
+                return []
+            buf = b"".join(self._chunks)
+            self._chunks, self._have = [], 0
+        else:
+            buf = bytes(data)
         ops: list = []
-        pos = self._parse(ops)
-        if pos:
-            del self._buf[:pos]
-            self._scanned = max(0, self._scanned - pos)
-        if self.closed:
-            self._buf = bytearray()
+        self._need = 0
+        pos = self._parse(buf, ops)
+        if pos < len(buf) and not self.closed:
+            rest = buf[pos:]
+            self._chunks, self._have = [rest], len(rest)
+            if not self._need and len(rest) > self.max_control_line + 2:
+                self._fail(ops, ERR_MAX_CONTROL_LINE)
         return ops
 
-    def _parse(self, ops: list) -> int:
-        buf = self._buf
-        pos = 0
-        while not self.closed:
-            if self._frame is not None:
-                end = self._payload(pos, ops)
-                if end < 0:
-                    return pos
-                pos = end
-                continue
-            nl = buf.find(b"\n", max(pos, self._scanned))
+    def _parse(self, buf: bytes, ops: list) -> int:
+        """Parse complete frames of `buf` into `ops`; return where the unparsed rest starts."""
+        pos, n, cache = 0, len(buf), self._cache
+        while pos < n:
+            nl = buf.find(b"\n", pos)
             if nl < 0:
-                self._scanned = len(buf)
-                if len(buf) - pos > self.max_control_line + 2:
-                    self._fail(ops, ERR_MAX_CONTROL_LINE)
                 return pos
-            line = bytes(buf[pos:nl])
-            pos = nl + 1
-            self._scanned = pos
-            if len(line) > self.max_control_line + 1:
-                self._fail(ops, ERR_MAX_CONTROL_LINE)
+            line = buf[pos:nl]
+            meta = cache.get(line)
+            if meta is None:
+                meta = self._control_line(line, ops)
+                if self.closed:
+                    return n
+                if type(meta) is not tuple:
+                    if meta is not None:
+                        ops.append(meta)
+                    pos = nl + 1
+                    continue
+                if len(cache) >= _LINE_CACHE_MAX:
+                    cache.clear()
+                cache[line] = meta
+            start = nl + 1
+            end = start + meta[5]
+            if end + 2 > n:
+                self._need = end + 2 - pos
                 return pos
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            try:
-                op = self._line(line)
-            except _Bad as bad:
-                self._fail(ops, bad.message)
-                return pos
-            if op is not None:
-                ops.append(op)
+            if buf[end] != 13 or buf[end + 1] != 10:
+                self._fail(ops, ERR_UNKNOWN_OP)
+                return n
+            pos = self._message(buf, pos, start, end, meta, ops)
         return pos
 
-    def _payload(self, pos: int, ops: list) -> int:
-        """Finish the pending message if its payload and CRLF are here; -1 if not yet."""
-        assert self._frame is not None
-        (account, subject, reply, queues), hsize, size = self._frame
-        end = pos + size
-        buf = self._buf
-        if len(buf) < end + 2:
-            self._scanned = len(buf)
-            return -1
-        if buf[end : end + 2] != b"\r\n":
-            self._fail(ops, ERR_UNKNOWN_OP)
-            return end
-        body = bytes(buf[pos:end])
-        headers = body[:hsize] if hsize >= 0 else None
-        payload = body[hsize:] if hsize >= 0 else body
-        ops.append(RouteMsg(account, subject, reply, queues, headers, payload))
-        self._frame = None
-        return end + 2
+    def _message(self, buf: bytes, pos: int, start: int, end: int, meta: tuple,
+                 ops: list) -> int:
+        """Append one message op; a header-less frame takes every directly following complete
+        frame with the very same control line along (a run: one op, many payloads)."""
+        account, subject, reply, queues, hsize, size, tail = meta
+        if hsize >= 0:
+            mid = start + hsize
+            ops.append((account, subject, reply, queues, buf[start:mid], [buf[mid:end]], tail))
+            return end + 2
+        head = buf[pos:start]
+        payloads = [buf[start:end]]
+        pos = end + 2
+        step = len(head)
+        n = len(buf)
+        while buf.startswith(head, pos):
+            first = pos + step
+            last = first + size
+            if last + 2 > n or buf[last] != 13 or buf[last + 1] != 10:
+                break  # incomplete or broken: the main loop deals with it
+            payloads.append(buf[first:last])
+            pos = last + 2
+        ops.append((account, subject, reply, queues, None, payloads, tail))
+        return pos
 
-    def _fail(self, ops: list, message: str | None) -> None:
+    def _control_line(self, line: bytes, ops: list) -> Any:
+        if len(line) > self.max_control_line + 1:
+            self._fail(ops, ERR_MAX_CONTROL_LINE)
+            return None
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        try:
+            return self._line(line)
+        except _Bad as bad:
+            self._fail(ops, bad.message)
+            return None
+
+    def _fail(self, ops: list, message: str | None) -> list:
         self.closed = True
-        self._frame = None
+        self._chunks, self._have = [], 0
         ops.append(ProtocolError(message, True))
+        return ops
 
     def _line(self, line: bytes) -> Any:
         head = line[:4].upper()
@@ -217,7 +259,7 @@ class RouteParser:
             return RouteUnsub(_s(args[0]), _s(args[1]), _s(args[2]))
         raise _Bad(None)
 
-    def _rmsg(self, rest: bytes, headers: bool = False, leaf: bool = False) -> None:
+    def _rmsg(self, rest: bytes, headers: bool = False, leaf: bool = False) -> tuple:
         args = _args(rest)[1:] if leaf else _args(rest)
         nsizes = 2 if headers else 1
         if len(args) < 2 + nsizes:
@@ -229,13 +271,13 @@ class RouteParser:
         hsize = _size(sizes[0]) if headers else -1
         if size > self.max_payload or hsize > size:
             raise _Bad(None)
-        self._frame = ((account, subject, reply, queues), hsize, size)
-        return None
+        tail = msg_tail_sizes(reply, hsize, size)
+        return (account, subject, reply, queues, hsize, size, tail)
 
-    def _hmsg(self, rest: bytes) -> None:
+    def _hmsg(self, rest: bytes) -> tuple:
         return self._rmsg(rest, headers=True)
 
-    def _lmsg(self, rest: bytes) -> None:
+    def _lmsg(self, rest: bytes) -> tuple:
         # LMSG carries headers sizes only when the frame has them; nats-server always sends
         # LMSG as the header form is negotiated separately. Treat the two-size form as HMSG.
         args = _args(rest)
@@ -336,6 +378,26 @@ def encode_route_msg(op: RouteMsg) -> bytes:
     return encode_rmsg(op.account, op.subject, op.reply, op.queues, op.headers, op.payload)
 
 
+def msg_tail_sizes(reply: str | None, hsize: int, size: int) -> bytes:
+    """` [reply] <size>\\r\\n`, or ` [reply] <hsize> <size>\\r\\n` when hsize >= 0."""
+    rep = b" " + _b(reply) if reply else b""
+    if hsize < 0:
+        return rep + b" %d\r\n" % size
+    return rep + b" %d %d\r\n" % (hsize, size)
+
+
+def flatten_route(ops: list) -> list:
+    """Expand message ops (runs) into one `RouteMsg` per message; other ops unchanged."""
+    out: list = []
+    for op in ops:
+        if type(op) is tuple:
+            account, subject, reply, queues, headers, payloads, _ = op
+            out.extend(RouteMsg(account, subject, reply, queues, headers, pl) for pl in payloads)
+        else:
+            out.append(op)
+    return out
+
+
 def msg_tail(reply: str | None, headers: bytes | None, payload: bytes) -> bytes:
     """End of a client MSG/HMSG control line for a routed message: ` [reply] <sizes>\\r\\n`."""
     rep = b" " + _b(reply) if reply else b""
@@ -427,6 +489,6 @@ def parse_route_url(url: str) -> tuple[str, int]:
 __all__ = [
     "ERR_ROUTE_PORT", "GLOBAL_ACCOUNT", "Rejection", "RouteMsg", "RouteParser", "RouteSub",
     "RouteUnsub", "check_connect", "check_info", "encode_rmsg", "encode_route_msg",
-    "encode_rs_minus", "encode_rs_plus", "keep_new_connection", "msg_tail", "parse_route_url",
-    "pick_weighted", "rmsg_head", "route_url",
+    "encode_rs_minus", "encode_rs_plus", "flatten_route", "keep_new_connection", "msg_tail",
+    "msg_tail_sizes", "parse_route_url", "pick_weighted", "rmsg_head", "route_url",
 ]

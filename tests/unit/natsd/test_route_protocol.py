@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from natsd import route_protocol as rp
 from natsd.protocol import OK, PING, PONG, Connect, Err, Info, ProtocolError
-from natsd.route_protocol import RouteMsg, RouteParser, RouteSub, RouteUnsub
+from natsd.route_protocol import RouteMsg, RouteParser, RouteSub, RouteUnsub, flatten_route
 
 HDR = b"NATS/1.0\r\nk: v\r\n\r\n"
 
@@ -67,21 +67,52 @@ CASES: list[tuple[str, bytes, list]] = [
 ]
 
 
+def _feed(data: bytes, parser: RouteParser | None = None) -> list:
+    return flatten_route((parser or RouteParser()).feed(data))
+
+
 def _feed_bytewise(data: bytes) -> list:
     parser = RouteParser()
     out: list = []
     for i in range(len(data)):
         out.extend(parser.feed(data[i : i + 1]))
-    return out
+    return flatten_route(out)
 
 
 @pytest.mark.parametrize(("name", "data", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_case_whole_bytewise_and_trailing(name: str, data: bytes, expected: list) -> None:
-    assert RouteParser().feed(data) == expected
+    assert _feed(data) == expected
     assert _feed_bytewise(data) == expected
     closes = any(isinstance(op, ProtocolError) for op in expected)
-    trailing = RouteParser().feed(data + b"PING\r\n")
+    trailing = _feed(data + b"PING\r\n")
     assert trailing == (expected if closes else expected + [PING])
+
+
+def test_identical_frames_come_out_as_one_run_with_the_client_tail() -> None:
+    frame = b"RMSG $G foo r 2\r\nhi\r\n"
+    ops = RouteParser().feed(frame * 3 + b"RMSG $G bar 1\r\nx\r\n")
+    assert ops == [
+        ("$G", "foo", "r", (), None, [b"hi", b"hi", b"hi"], b" r 2\r\n"),
+        ("$G", "bar", None, (), None, [b"x"], b" 1\r\n"),
+    ]
+    headed = RouteParser().feed(b"HMSG $G foo | q 12 14\r\nNATS/1.0\r\n\r\nhi\r\n")
+    assert headed == [("$G", "foo", None, ("q",), b"NATS/1.0\r\n\r\n", [b"hi"], b" 12 14\r\n")]
+
+
+def test_run_stops_at_a_broken_frame() -> None:
+    ops = RouteParser().feed(b"RMSG $G a 1\r\nx\r\nRMSG $G a 1\r\nxy\r\n")
+    assert flatten_route(ops) == [RouteMsg("$G", "a", None, (), None, b"x"),
+                                  ProtocolError(rp.ERR_UNKNOWN_OP)]
+
+
+def test_large_payload_in_many_reads() -> None:
+    payload = bytes(range(256)) * 4096
+    data = b"RMSG $G big %d\r\n" % len(payload) + payload + b"\r\n"
+    parser = RouteParser()
+    out: list = []
+    for i in range(0, len(data), 1000):
+        out.extend(parser.feed(data[i : i + 1000]))
+    assert flatten_route(out) == [RouteMsg("$G", "big", None, (), None, payload)]
 
 
 def test_nothing_after_a_protocol_error() -> None:
@@ -144,7 +175,7 @@ def test_encoded_frames_parse_back_at_any_split(frames: list, rnd: random.Random
         step = rnd.randint(1, max(1, len(data) // 3))
         out.extend(parser.feed(data[pos : pos + step]))
         pos += step
-    assert out == expected
+    assert flatten_route(out) == expected
 
 
 def test_rmsg_head_forms() -> None:
