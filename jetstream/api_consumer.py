@@ -1,5 +1,5 @@
 """`$JS.API.CONSUMER.*` handlers: create (three subject forms + legacy durable), info, delete,
-names, list. (MSG.NEXT is routed straight to the consumer by the service, not through here.)
+names, list, pause, reset. (MSG.NEXT is routed straight to the consumer by the service, not through here.)
 
 Create follows nats-server's checks in order: stream exists, `stream_name` matches, the name in
 the subject agrees with `durable_name`/`name` (10017/10018/10020), the filter in the subject
@@ -29,9 +29,9 @@ from jetstream.api import (
 )
 from jetstream.api_stream import stream_or_fail
 from jetstream.config import is_valid_name
-from jetstream.consumer_config import ConsumerConfig, check_consumer_for_stream
+from jetstream.consumer_config import ConsumerConfig, DeliverPolicy, check_consumer_for_stream
 from jetstream.errors import ApiError, ErrCode, JsApiException
-from jetstream.info import consumer_info_json
+from jetstream.info import ZERO_TIME, consumer_info_json, parse_rfc3339_ns, rfc3339_ns
 
 FILTER_MISMATCH = "Consumer create request did not match filtered subject from create subject"
 CREATE_KEYS = frozenset({"stream_name", "config", "action", "pedantic"})
@@ -73,9 +73,14 @@ async def consumer_info(js: Any, consumer: Any) -> dict[str, Any]:
     num_pending = await rt.call(consumer.num_pending, rt.store)
     counts = Counts(st.consumer_seq, st.cursor, st.ack_floor_consumer, st.ack_floor_stream,
                     len(st.pending), st.num_redelivered, num_pending)
-    return consumer_info_json(rt.name, consumer.name, consumer.created_ns, consumer.config.to_json(), counts,
-                              js.clock_ns(), num_waiting=len(consumer.waiting),
-                              push_bound=consumer.push_bound(), cluster={"leader": js.server.server_name})
+    out = consumer_info_json(rt.name, consumer.name, consumer.created_ns, consumer.config.to_json(), counts,
+                             js.clock_ns(), num_waiting=len(consumer.waiting),
+                             push_bound=consumer.push_bound(), cluster={"leader": js.server.server_name})
+    pause_state = _pause_fields(js, consumer)
+    if pause_state["paused"]:
+        out["paused"] = True
+        out["pause_remaining"] = pause_state["pause_remaining"]
+    return out
 
 
 def _subject_names(tokens: list[str]) -> tuple[str, str, str, bool]:
@@ -205,7 +210,44 @@ async def list_(js: Any, tokens: list[str], body: bytes, reply: str | None) -> d
                     consumers=infos)
 
 
+async def pause(js: Any, tokens: list[str], body: bytes, reply: str | None) -> dict[str, Any]:
+    d = decode_json(body, frozenset({"pause_until"}))
+    rt = stream_or_fail(js, tokens[2])
+    consumer = consumer_or_fail(rt, tokens[3])
+    text = str_field(d, "pause_until")
+    until_ns = parse_rfc3339_ns(text) if text else 0
+    if until_ns is None:
+        raise fail(ErrCode.INVALID_JSON, err=f'parsing time "{text}" as RFC3339 failed')
+    consumer.pause(until_ns)
+    return response("consumer_pause_response", **_pause_fields(js, consumer, text))
+
+
+def _pause_fields(js: Any, consumer: Any, requested: str = "") -> dict[str, Any]:
+    remaining = consumer.paused_until_ns - js.clock_ns()
+    if remaining <= 0:
+        return {"paused": False, "pause_until": requested or ZERO_TIME}
+    return {"paused": True, "pause_until": rfc3339_ns(consumer.paused_until_ns), "pause_remaining": remaining}
+
+
+async def reset(js: Any, tokens: list[str], body: bytes, reply: str | None) -> dict[str, Any]:
+    d = decode_json(body, frozenset({"seq"}))
+    rt = stream_or_fail(js, tokens[2])
+    consumer = consumer_or_fail(rt, tokens[3])
+    seq = int_field(d, "seq")
+    cfg = consumer.config
+    if seq < 0:
+        raise fail(ErrCode.INVALID_JSON, err=f"json: cannot unmarshal number {seq} into Go struct field .seq of type uint64")
+    allowed = (DeliverPolicy.ALL, DeliverPolicy.BY_START_SEQUENCE, DeliverPolicy.BY_START_TIME)
+    below_start = cfg.deliver_policy is DeliverPolicy.BY_START_SEQUENCE and seq < cfg.opt_start_seq
+    if seq and (cfg.deliver_policy not in allowed or below_start):
+        raise fail(ErrCode.CONSUMER_INVALID_RESET, err="not allowed")
+    reset_seq = consumer.reset(seq)
+    return response("consumer_reset_response", **await consumer_info(js, consumer), reset_seq=reset_seq)
+
+
 ROUTES: dict[tuple[str, ...], tuple[Any, str, int]] = {
+    ("CONSUMER", "PAUSE"): (pause, "consumer_pause_response", 4),
+    ("CONSUMER", "RESET"): (reset, "consumer_reset_response", 4),
     ("CONSUMER", "CREATE"): (create, "consumer_create_response", -3),
     ("CONSUMER", "DURABLE", "CREATE"): (create, "consumer_create_response", 5),
     ("CONSUMER", "INFO"): (info, "consumer_info_response", 4),

@@ -158,7 +158,7 @@ class ConsumerRuntime:
         self.fc_bytes = 0
         self.dirty = False
         self.deleted = False
-        self.exhausted = False
+        self.paused_until_ns = 0
 
     # -- info -----------------------------------------------------------------------------------
     @property
@@ -173,6 +173,26 @@ class ConsumerRuntime:
 
     def kick(self) -> None:
         self.kick_event.set()
+
+    def pause(self, until_ns: int) -> None:
+        """Deliver nothing until `until_ns` (0 or a past time resumes)."""
+        self.paused_until_ns = until_ns
+        self.dirty = True
+        self.kick()
+
+    def reset(self, seq: int) -> int:
+        """Forget deliveries: restart at `seq` (or just above the ack floor); returns the
+        stream sequence delivery restarts from."""
+        st = self.state
+        start = seq if seq > 0 else st.ack_floor_stream + 1
+        st.pending.clear()
+        st.due.clear()
+        st.lps.clear()
+        st.consumer_seq = st.ack_floor_consumer = st.num_redelivered = 0
+        st.cursor = st.ack_floor_stream = st.last_delivered_stream = start - 1
+        self.dirty = True
+        self.kick()
+        return start
 
     # -- start position -------------------------------------------------------------------------
     def start_position(self, store: Any) -> None:
@@ -322,6 +342,8 @@ class ConsumerRuntime:
         wake = min(wake, self._expire_requests(now))
         wake = min(wake, self._heartbeats(now))
         wake = min(wake, self._reap(now))
+        if self.paused_until_ns > now:
+            wake = min(wake, self.paused_until_ns)
         if self.config.is_push and not self.fc_outstanding and not has_interest(self.server, self.config.deliver_subject):
             wake = min(wake, now + INTEREST_POLL_NS)
         return wake
@@ -387,6 +409,8 @@ class ConsumerRuntime:
     # -- delivery -----------------------------------------------------------------------------------
     def _can_deliver(self) -> bool:
         st, cfg = self.state, self.config
+        if self.paused_until_ns > self.clock_ns():
+            return False
         if st.acks and len(st.pending) >= cfg.max_ack_pending > 0 and not st.due:
             return False
         if cfg.is_push:

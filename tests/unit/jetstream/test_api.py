@@ -15,7 +15,8 @@ import trio
 from jetstream.api import decode_json, lookup, require_empty
 from jetstream.errors import JsApiException
 from jetstream.headers import encode_headers
-from tests.unit.jetstream.js_harness import Harness, running_js
+from jetstream.info import rfc3339_ns
+from tests.unit.jetstream.js_harness import BASE_NS, Harness, running_js
 
 MEM = {"storage": "memory"}
 
@@ -234,3 +235,27 @@ async def test_max_age_expires_old_messages(tmp_path: Path, autojump_clock: trio
             while (await h.api("STREAM.INFO.AGE"))["state"]["messages"] != 1:
                 await trio.sleep(0.5)
         assert (await h.api("STREAM.INFO.AGE"))["state"]["first_seq"] == 2
+
+
+async def test_pause_holds_delivery_and_reset_redelivers(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    async with running_js(tmp_path) as h:
+        await make_stream(h, "PZ", ["pz"])
+        for i in range(3):
+            await publish(h, "pz", b"%d" % i)
+        await h.api("CONSUMER.CREATE.PZ.c", {"stream_name": "PZ", "config": {"durable_name": "c", "ack_policy": "explicit"}})
+        until = rfc3339_ns(BASE_NS + int((trio.current_time() + 5) * 1e9))
+        paused = await h.api("CONSUMER.PAUSE.PZ.c", {"pause_until": until})
+        assert paused["paused"] and paused["pause_remaining"] > 0
+        inbox = h.inbox()
+        start = trio.current_time()
+        h.publish("$JS.API.CONSUMER.MSG.NEXT.PZ.c", b'{"batch": 3, "expires": 30000000000}', inbox.subject)
+        first = await inbox.next()
+        assert trio.current_time() - start >= 4.9 and first.payload == b"0"
+        rest = [await inbox.next() for _ in range(2)]
+        h.publish(first.reply, b"+ACK")
+        reset = await h.api("CONSUMER.RESET.PZ.c", b"")
+        assert reset["reset_seq"] == 2 and reset["num_ack_pending"] == 0 and reset["num_pending"] == 2
+        h.publish("$JS.API.CONSUMER.MSG.NEXT.PZ.c", b"2", inbox.subject)
+        again = [await inbox.next() for _ in range(2)]
+        assert [m.payload for m in again] == [m.payload for m in rest] == [b"1", b"2"]
+        assert again[0].reply.split(".")[6] == "1"  # consumer sequence restarted
