@@ -176,6 +176,7 @@ class InvariantChecker:
         self.node_commit[node] = 0
         if entries:
             self.observe_append(node, entries)
+        self.node_commit[node] = commit  # the restarted node must not report less than this
         if repaired:
             self.durable_commit[node] = 0  # what it loaded may be unsynced; syncs raise it again
 

@@ -196,6 +196,7 @@ class Cluster:
         if snap is not None:
             self.checker.observe_apply(node.node_id, snap.meta.index, node.sm.chain)
         node.raft = self._new_raft(node, loaded, membership, repair)
+        self.checker.observe_commit(node.node_id, node.raft.commit_index, node.raft.term)
         self.record("start", node.node_id, node.incarnation, repair, list(loaded.problems))
         self._observe_node(node)
         self._drain(node)

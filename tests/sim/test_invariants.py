@@ -99,6 +99,9 @@ def test_commit_regressed_across_restart() -> None:
     c.observe_sync("a", 1)
     with flags("commit_regressed"):
         c.observe_restart("a", None, [E(1, 1)], commit=0, repaired=False)
+    c.observe_restart("a", None, [E(1, 1), E(2, 1)], commit=2, repaired=False)
+    with flags("commit_regressed"):
+        c.observe_commit("a", 1, term=1)  # the restarted node came up below its durable commit
 
 
 def test_leader_completeness() -> None:
