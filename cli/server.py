@@ -103,6 +103,9 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float |
 @click.option("--ping_max", "--max_pings_out", "max_pings_out", type=int, default=None,
               help="Unanswered PINGs before 'Stale Connection'.")
 @click.option("--write_deadline", callback=_duration, default=None, help="Write deadline.")
+@click.option("--user", default=None, help="User required to connect.")
+@click.option("--pass", "password", default=None, help="Password required to connect.")
+@click.option("--auth", "auth_token", default=None, help="Token required to connect.")
 @click.option("--cluster", "cluster_listen", default=None,
               help="Cluster route listen URL, e.g. nats://127.0.0.1:6222.")
 @click.option("--routes", default=None, help="Comma-separated route URLs to dial.")
@@ -162,6 +165,9 @@ def _options(flags: dict[str, Any]) -> tuple[ServerOptions, list[str]]:
         "ping_interval_s": flags["ping_interval"],
         "max_pings_out": flags["max_pings_out"],
         "write_deadline_s": flags["write_deadline"],
+        "auth_user": flags.get("user"),
+        "auth_password": flags.get("password"),
+        "auth_token": flags.get("auth_token"),
     }
     overrides.update(_cluster_overrides(flags))
     return build_options(base, overrides), unknown

@@ -42,6 +42,8 @@ class CloseReason(enum.Enum):
     MAX_CONNECTIONS = "maximum connections exceeded"
     SERVER_SHUTDOWN = "server shutdown"
     INTERNAL_ERROR = "internal error"
+    AUTH_VIOLATION = "authorization violation"
+    AUTH_TIMEOUT = "authentication timeout"
 
 
 class ClientConnection:
@@ -72,6 +74,7 @@ class ClientConnection:
         self.protocol = 0
         self.name = ""
         self.connected = False
+        self.authorized = not server.auth_required
         self.first_pong_sent = False
         self.pings_out = 0
         self.closing = False
@@ -96,6 +99,8 @@ class ClientConnection:
                         self.close(CloseReason.MAX_CONNECTIONS, first_error)
                         return
                     nursery.start_soon(self._ping_loop)
+                    if not self.authorized:
+                        nursery.start_soon(self._auth_timer)
                     await self._read_loop()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.log.debug("client.io_error", error=repr(exc))
@@ -157,6 +162,8 @@ class ClientConnection:
             await trio.sleep_forever()  # the writer flushes, then cancels the scope
 
     def _process(self, ops: list) -> None:
+        if not self.authorized:
+            ops = self._authorize(ops)
         server = self.server
         routes = server.routes
         fast = not (self.verbose or self.pedantic)
@@ -186,6 +193,24 @@ class ClientConnection:
                     break
                 fast = not (self.verbose or self.pedantic)
         server.flush_dirty()
+
+    def _authorize(self, ops: list) -> list:
+        """On a server requiring auth the first operation must be a CONNECT with valid
+        credentials; anything else is `-ERR 'Authorization Violation'` and close."""
+        if not ops or type(ops[0]) is p.ProtocolError:
+            return ops
+        first = ops[0]
+        if type(first) is not p.Connect or not self.server.credentials_ok(first.options):
+            self.log.info("client.auth_failed", op=type(first).__name__)
+            self.close(CloseReason.AUTH_VIOLATION, "Authorization Violation")
+            return []
+        self.authorized = True
+        return ops
+
+    async def _auth_timer(self) -> None:
+        await trio.sleep(self.server.options.auth_timeout_s)
+        if not self.authorized:
+            self.close(CloseReason.AUTH_TIMEOUT, "Authentication Timeout")
 
     def _pub_checks(self, subject: str, count: int) -> None:
         """Pedantic subject check and verbose +OK, once per message of a run."""

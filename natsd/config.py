@@ -41,6 +41,12 @@ class ServerOptions:
     max_memory_store_bytes: int = -1
     max_file_store_bytes: int = -1
     seed: int | None = None  # for queue-member choice; None = from the OS
+    # client authorization (nats-server's `authorization { user password token timeout }`,
+    # flags --user/--pass/--auth); none set = no auth
+    auth_user: str | None = None
+    auth_password: str | None = None
+    auth_token: str | None = None
+    auth_timeout_s: float = 2.0
     # cluster routes (natsd/cluster.py); cluster_port None = no clustering
     cluster_host: str | None = None
     cluster_port: int | None = None
@@ -133,6 +139,8 @@ def options_from_mapping(data: dict[str, Any]) -> tuple[dict[str, Any], list[str
             fields.update(_jetstream(value, unknown))
         elif key == "cluster":
             fields.update(_cluster(value, unknown))
+        elif key == "authorization":
+            fields.update(_authorization(value, unknown))
         else:
             unknown.append(key)
     return fields, unknown
@@ -152,6 +160,25 @@ def _jetstream(value: Any, unknown: list[str]) -> dict[str, Any]:
             fields["jetstream"] = bool(item)
         else:
             unknown.append(f"jetstream.{key}")
+    return fields
+
+
+_AUTH_KEYS: dict[str, tuple[str, Any]] = {
+    "user": ("auth_user", str),
+    "password": ("auth_password", str),
+    "token": ("auth_token", str),
+    "timeout": ("auth_timeout_s", parse_duration_s),
+}
+
+
+def _authorization(value: Any, unknown: list[str]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key, item in dict(value).items():
+        if key in _AUTH_KEYS:
+            name, convert = _AUTH_KEYS[key]
+            fields[name] = convert(item)
+        else:
+            unknown.append(f"authorization.{key}")
     return fields
 
 

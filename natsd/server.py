@@ -27,6 +27,7 @@ each other's messages; `publish_internal` wakes the writers it touched before re
 
 from __future__ import annotations
 
+import hmac
 import os
 import random
 import socket
@@ -200,11 +201,26 @@ class Server:
         }
         if opts.jetstream:
             info["jetstream"] = True
+        if self.auth_required:
+            info["auth_required"] = True
         if connect_info:
             info.update(connect_info=True, remote_account="$G", acc_is_sys=False)
         if self.cluster is not None:
             self.cluster.decorate_client_info(info)
         return info
+
+    @property
+    def auth_required(self) -> bool:
+        return self.options.auth_user is not None or self.options.auth_token is not None
+
+    def credentials_ok(self, connect: dict) -> bool:
+        """Do the CONNECT options carry the configured token or user and password?"""
+        opts = self.options
+        if opts.auth_token is not None and _same(connect.get("auth_token"), opts.auth_token):
+            return True
+        return opts.auth_user is not None and _same(connect.get("user"), opts.auth_user) and _same(
+            connect.get("pass"), opts.auth_password or ""
+        )
 
     def client_gone(self, client: ClientConnection) -> None:
         self.clients.pop(client.cid, None)
@@ -412,6 +428,11 @@ class Server:
                 c.dirty = False
                 c.wake()
             dirty.clear()
+
+
+def _same(given: Any, expected: str) -> bool:
+    """Constant-time comparison of a client-supplied credential."""
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _tail(reply: str | None, headers: bytes | None, payload: bytes) -> bytes:

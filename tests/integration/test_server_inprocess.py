@@ -514,3 +514,51 @@ def _quiet_log():
 
 def _drop(logger, name, event):
     raise structlog.DropEvent
+
+
+# -- authorization -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "expected"),
+    [
+        (b"PING\r\n", [p.Err("Authorization Violation")]),
+        (b"SUB foo 1\r\n", [p.Err("Authorization Violation")]),
+        (b'CONNECT {"verbose":false}\r\nPING\r\n', [p.Err("Authorization Violation")]),
+        (b'CONNECT {"verbose":false,"user":"u","pass":"x"}\r\nPING\r\n', [p.Err("Authorization Violation")]),
+        (b'CONNECT {"verbose":false,"auth_token":"nope"}\r\nPING\r\n', [p.Err("Authorization Violation")]),
+    ],
+)
+async def test_auth_rejects_anything_but_a_valid_connect(start, first: bytes, expected: list) -> None:
+    server = await start(auth_user="u", auth_password="p", auth_token="tok")
+    raw = Raw(await trio.open_tcp_stream(HOST, server.port))
+    assert (await raw.op()).info["auth_required"] is True
+    await raw.send(first)
+    assert await raw.closed_after() == expected
+
+
+@pytest.mark.parametrize(
+    "connect_line",
+    [b'CONNECT {"verbose":true,"user":"u","pass":"p"}\r\n', b'CONNECT {"verbose":true,"auth_token":"tok"}\r\n'],
+)
+async def test_auth_accepts_user_password_or_token(start, connect_line: bytes) -> None:
+    server = await start(auth_user="u", auth_password="p", auth_token="tok")
+    raw = Raw(await trio.open_tcp_stream(HOST, server.port))
+    await raw.op()
+    await raw.send(connect_line + b"SUB a 1\r\nPUB a 1\r\nx\r\nPING\r\n")
+    assert await raw.ops(5) == [p.OK, p.OK, p.OK, p.Msg("a", "1", None, None, b"x"), p.PONG]
+
+
+async def test_auth_timeout_without_connect(start) -> None:
+    server = await start(auth_token="tok", auth_timeout_s=0.05)
+    raw = Raw(await trio.open_tcp_stream(HOST, server.port))
+    assert isinstance(await raw.op(), p.Info)
+    assert await raw.closed_after() == [p.Err("Authentication Timeout")]
+
+
+async def test_no_auth_configured_means_no_auth_required(start) -> None:
+    server = await start()
+    raw = Raw(await trio.open_tcp_stream(HOST, server.port))
+    assert "auth_required" not in (await raw.op()).info
+    await raw.send(b"PING\r\n")
+    assert await raw.op() == p.PONG

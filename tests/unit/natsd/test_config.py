@@ -112,3 +112,13 @@ def test_toml_file_then_flags_win(tmp_path: pathlib.Path) -> None:
     assert options.ping_interval_s == 5.0 and options.jetstream and options.store_dir == "/data"
     assert options.debug and options.trace
     assert _options(_flags())[0] == ServerOptions()
+
+
+def test_authorization_block_and_flags(tmp_path: pathlib.Path) -> None:
+    fields, unknown = options_from_mapping(
+        {"authorization": {"user": "u", "password": "p", "token": "t", "timeout": "1s", "users": []}}
+    )
+    assert fields == {"auth_user": "u", "auth_password": "p", "auth_token": "t", "auth_timeout_s": 1.0}
+    assert unknown == ["authorization.users"]
+    options, _ = _options(_flags(user="a", password="b", auth_token="c"))
+    assert (options.auth_user, options.auth_password, options.auth_token) == ("a", "b", "c")
