@@ -51,6 +51,8 @@ API_PREFIX = "$JS.API."
 API_QUEUE_MAX = 10_000
 CONSUMER_FLUSH_S = 0.2
 EXPIRE_EVERY_S = 1.0
+TASK_RESTARTS_MAX = 100
+TASK_RESTART_PAUSE_S = 0.5
 _NAME_CHARS = string.ascii_letters + string.digits
 
 
@@ -87,9 +89,9 @@ class JetStream:
                 # soon as the port answers must find the API and every stream's subjects.
                 self._load_streams()
                 self._subscribe_api()
-                nursery.start_soon(self._dispatch_api)
-                nursery.start_soon(self._flush_consumers_loop)
-                nursery.start_soon(self._expire_loop)
+                nursery.start_soon(self._guarded, "api", self._dispatch_api, lambda: True)
+                nursery.start_soon(self._guarded, "flush", self._flush_consumers_loop, lambda: True)
+                nursery.start_soon(self._guarded, "expire", self._expire_loop, lambda: True)
                 self.log.info("jetstream.ready", store_dir=self.store_dir, streams=len(self.streams))
                 task_status.started()
         finally:
@@ -109,6 +111,20 @@ class JetStream:
                 sub.unsubscribe()
             await rt.close()
         self.log.info("jetstream.stopped", streams=len(self.streams))
+
+    async def _guarded(self, what: str, task: Callable[[], Any], alive: Callable[[], bool]) -> None:
+        """Run a long-lived task; a bug in it is logged and the task restarted (bounded, with a
+        pause), so one broken stream or consumer never takes the server down."""
+        for attempt in range(TASK_RESTARTS_MAX):
+            try:
+                await task()
+                return
+            except Exception as exc:  # noqa: BLE001 - contain, log, restart
+                self.log.error("jetstream.task_failed", task=what, attempt=attempt, error=repr(exc), exc_info=True)
+            if not alive():
+                return
+            await trio.sleep(TASK_RESTART_PAUSE_S)
+        self.log.error("jetstream.task_abandoned", task=what)
 
     def _subscribe_api(self) -> None:
         self.subs.append(self.server.subscribe_internal("$JS.API.>", None, self._on_api))
@@ -195,11 +211,12 @@ class JetStream:
         assert self.nursery is not None
         self.streams[rt.name] = rt
         self._subscribe_stream(rt)
-        self.nursery.start_soon(rt.run_writer)
+        self.nursery.start_soon(self._guarded, f"writer {rt.name}", rt.run_writer, lambda: not rt.closed)
 
     def _start_consumer(self, consumer: ConsumerRuntime) -> None:
         assert self.nursery is not None
-        self.nursery.start_soon(consumer.run)
+        alive = lambda: not (consumer.deleted or consumer.stream.closed)  # noqa: E731
+        self.nursery.start_soon(self._guarded, f"consumer {consumer.stream.name}/{consumer.name}", consumer.run, alive)
 
     def _subscribe_stream(self, rt: StreamRuntime) -> None:
         for sub in rt.subscriptions:
@@ -287,13 +304,14 @@ class JetStream:
                 continue
             consumer = self._new_consumer(rt, name, config, int(saved["created_ns"]))
             consumer.state.restore(saved["state"], now)
+            consumer.paused_until_ns = int(saved.get("paused_until_ns", 0))
             rt.consumers[name] = consumer
             self._start_consumer(consumer)
 
     @staticmethod
     def _consumer_blob(consumer: ConsumerRuntime) -> bytes:
         body = {"config": consumer.config.to_json(), "created_ns": consumer.created_ns,
-                "state": consumer.state.to_json()}
+                "state": consumer.state.to_json(), "paused_until_ns": consumer.paused_until_ns}
         return json.dumps(body, separators=(",", ":")).encode()
 
     async def _save_consumer_now(self, rt: StreamRuntime, consumer: ConsumerRuntime) -> None:

@@ -259,3 +259,29 @@ async def test_pause_holds_delivery_and_reset_redelivers(tmp_path: Path, autojum
         again = [await inbox.next() for _ in range(2)]
         assert [m.payload for m in again] == [m.payload for m in rest] == [b"1", b"2"]
         assert again[0].reply.split(".")[6] == "1"  # consumer sequence restarted
+
+
+async def test_a_crashing_consumer_task_is_contained_and_restarted(
+    tmp_path: Path, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jetstream.delivery import ConsumerRuntime
+
+    original = ConsumerRuntime._deliver_some
+    failures = []
+
+    async def flaky(self: ConsumerRuntime) -> bool:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("injected bug")
+        return await original(self)
+
+    monkeypatch.setattr(ConsumerRuntime, "_deliver_some", flaky)
+    async with running_js(tmp_path) as h:
+        await make_stream(h, "X", ["x"])
+        await publish(h, "x", b"m")
+        await h.api("CONSUMER.CREATE.X.c", {"stream_name": "X", "config": {"durable_name": "c", "ack_policy": "explicit"}})
+        inbox = h.inbox()
+        h.publish("$JS.API.CONSUMER.MSG.NEXT.X.c", b'{"batch": 1, "expires": 10000000000}', inbox.subject)
+        msg = await inbox.next()
+        assert msg.payload == b"m" and failures == [1]
+        assert (await h.api("STREAM.INFO.X"))["state"]["messages"] == 1
