@@ -7,7 +7,10 @@ How it works:
   the connection dialled by the smaller server_id (`route_protocol.keep_new_connection`).
 - Gossip: a newly registered peer's INFO is forwarded to every other route; a server receiving
   an INFO about a server it has no route to dials it (an implicit route, a bounded number of
-  attempts), so one seed URL per node is enough to form the full mesh.
+  attempts), so one seed URL per node is enough to form the full mesh. A server that one of our
+  configured URLs already led to is left to that URL's dial loop, and while a configured URL is
+  not connected, implicit dials wait a little (`IMPLICIT_GRACE_S`) for it: the gossiped server
+  may be behind it (e.g. a proxy that a direct route would bypass).
 - Interest: `local[(subject, queue)]` counts local *client* subscriptions (internal ones, such
   as JetStream's API handlers, stay local: every server runs its own). RS+ goes out on 0 -> 1
   (for queues on every change, with the member count as weight), RS- on 1 -> 0, and a newly
@@ -121,6 +124,7 @@ class Cluster:
                 await conn.run()
                 if conn.peer_id:
                     self._url_ids[url] = conn.peer_id
+                    self._notify()
                 failures = 0 if conn.registered_once else failures + 1
                 if conn.registered_once and not explicit:
                     return  # an implicit route that dropped is re-made by gossip or by the peer
@@ -242,6 +246,8 @@ class Cluster:
             return
         if peer in self.routes or peer in self._dialling or self._nursery is None:
             return
+        if peer in self._explicit_ids():
+            return  # a configured route URL leads there: its own dial loop reconnects it
         url = info.get("ip") or (f"{info.get('host')}:{info.get('port')}" if info.get("port") else "")
         if not url:
             return
@@ -257,13 +263,20 @@ class Cluster:
             with trio.move_on_after(IMPLICIT_GRACE_S):
                 while peer not in self.routes and self._unresolved_explicit():
                     await self._changed.wait()
-            if peer not in self.routes:
+            if peer not in self.routes and peer not in self._explicit_ids():
                 await self._solicit(url, False, peer)
         finally:
             self._dialling.discard(peer)
 
+    def _explicit_ids(self) -> set[str]:
+        """Server ids our configured route URLs led to (last seen)."""
+        return {self._url_ids[url] for url in self.server.options.routes if url in self._url_ids}
+
     def _unresolved_explicit(self) -> bool:
-        return any(url not in self._url_ids for url in self.server.options.routes)
+        """Is some configured route URL not connected right now (and not our own address)?"""
+        me = self.server.server_id
+        return any(self._url_ids.get(url) not in self.routes and self._url_ids.get(url) != me
+                   for url in self.server.options.routes)
 
     def _notify(self) -> None:
         self._changed.set()
