@@ -292,3 +292,18 @@ async def test_hosts_agree_over_a_lossy_simulated_network(
         for node in list(cluster.members):
             await cluster.stop(node)
         nursery.cancel_scope.cancel()
+
+
+async def test_read_index_returns_an_applied_linearizable_point(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with cluster_of(memory_stores(), ["g"]) as cluster:
+        leader = await elected(cluster, "g")
+        index = await cluster.members[leader].host.propose("g", b"w")
+        for node, member in cluster.members.items():
+            await wait_until(lambda m=member: m.host.node("g").leader_id == leader)
+            with trio.fail_after(10):
+                point = await member.host.read_index("g")
+            assert point >= index, node
+            assert member.host.node("g").applied_index >= point
+            assert member.applied.data("g") == [b"w"]

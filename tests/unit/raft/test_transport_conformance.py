@@ -182,3 +182,18 @@ async def test_tcp_dialer_rejects_a_server_with_another_id() -> None:
         with trio.move_on_after(0.3):
             await _connected(a, "b")
         assert a.connected_peers() == []
+
+
+async def test_tcp_survives_garbage_and_keeps_serving_peers() -> None:
+    async with tcp_cluster() as cluster:
+        a, b = cluster["a"], cluster["b"]
+        assert isinstance(b, TcpTransport)
+        for junk in (b"\x00\x00\x00\x06\x09hello", b"\xff" * 64, b"\x00\x00\x00\x02\x02\x00"):
+            stream = await trio.open_tcp_stream(*b.address)
+            await stream.send_all(junk)
+            with trio.fail_after(5):  # the transport hangs up on it
+                while await stream.receive_some(1024):
+                    pass
+            await stream.aclose()
+        a.send_nowait([msg("a", "b", n=9)])
+        assert await receive(b, 1) == [msg("a", "b", n=9)]
