@@ -1,0 +1,232 @@
+# pure-core
+"""The meta group's state machine: which streams exist, their configs, peers and Raft groups.
+
+How it works: every JetStream server of the cluster is a voter of one Raft group ("_meta_").
+The meta leader turns `$JS.API.STREAM.CREATE/UPDATE/DELETE` into commands (below), proposes
+them, and every server applies the committed ones in log order with `MetaState.apply(cmd,
+index)`. Everything a command needs that is not deterministic (placement, creation time) is
+decided by the leader and travels inside it, so all replicas end in the same state.
+
+Each stream is assigned a Raft group named `S-<stream>-<index of the create command>`: a
+stream deleted and created again gets a fresh group (and a fresh directory), never the old
+log. `RegisterServer` records a server's name, cluster and tags (placement and stream info use
+them). Consumers are not meta commands here: they are replicated through their stream's group.
+
+Commands are JSON on the wire (`encode_command` / `decode_command`): small, rare, readable.
+`apply` returns `MetaOk` or `MetaRejected(reason)`; a rejected command changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import attrs
+
+from natsd.subjects import subjects_overlap
+
+META_GROUP = "_meta_"
+
+
+# -- values -----------------------------------------------------------------------------------
+@attrs.frozen
+class ServerRecord:
+    node_id: str
+    name: str
+    cluster: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class StreamAssignment:
+    name: str
+    config: dict[str, Any] = attrs.field(eq=False, hash=False)  # StreamConfig.to_json()
+    group: str
+    peers: tuple[str, ...]
+    created_ns: int
+
+    def config_text(self) -> str:
+        return json.dumps(self.config, sort_keys=True, separators=(",", ":"))
+
+    def subjects(self) -> list[str]:
+        return list(self.config.get("subjects") or [])
+
+
+# -- commands ---------------------------------------------------------------------------------
+@attrs.frozen
+class RegisterServer:
+    node_id: str
+    name: str
+    cluster: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class CreateStream:
+    name: str
+    config: dict[str, Any] = attrs.field(eq=False, hash=False)
+    peers: tuple[str, ...] = ()
+    created_ns: int = 0
+
+
+@attrs.frozen
+class UpdateStream:
+    name: str
+    config: dict[str, Any] = attrs.field(eq=False, hash=False)
+
+
+@attrs.frozen
+class DeleteStream:
+    name: str
+
+
+MetaCommand = RegisterServer | CreateStream | UpdateStream | DeleteStream
+
+
+@attrs.frozen
+class MetaOk:
+    created: bool = False
+
+
+@attrs.frozen
+class MetaRejected:
+    reason: str  # "exists", "not_found", "subject_overlap"
+
+
+MetaResult = MetaOk | MetaRejected
+
+
+# -- codec ------------------------------------------------------------------------------------
+def encode_command(cmd: MetaCommand) -> bytes:
+    if isinstance(cmd, RegisterServer):
+        body: dict[str, Any] = {"op": "server", "node_id": cmd.node_id, "name": cmd.name,
+                                "cluster": cmd.cluster, "tags": list(cmd.tags)}
+    elif isinstance(cmd, CreateStream):
+        body = {"op": "create", "name": cmd.name, "config": cmd.config, "peers": list(cmd.peers),
+                "created_ns": cmd.created_ns}
+    elif isinstance(cmd, UpdateStream):
+        body = {"op": "update", "name": cmd.name, "config": cmd.config}
+    elif isinstance(cmd, DeleteStream):
+        body = {"op": "delete", "name": cmd.name}
+    else:
+        raise TypeError(f"unknown meta command {cmd!r}")
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_command(data: bytes) -> MetaCommand:
+    """Raises ValueError on anything that is not a well-formed command."""
+    try:
+        d = json.loads(data)
+        op = d["op"]
+        if op == "server":
+            return RegisterServer(str(d["node_id"]), str(d["name"]), str(d.get("cluster", "")),
+                                  tuple(str(t) for t in d.get("tags", ())))
+        if op == "create":
+            return CreateStream(str(d["name"]), dict(d["config"]), tuple(d["peers"]), int(d["created_ns"]))
+        if op == "update":
+            return UpdateStream(str(d["name"]), dict(d["config"]))
+        if op == "delete":
+            return DeleteStream(str(d["name"]))
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"bad meta command: {exc}") from None
+    raise ValueError(f"unknown meta op {op!r}")
+
+
+# -- the machine ------------------------------------------------------------------------------
+@attrs.define
+class MetaState:
+    streams: dict[str, StreamAssignment] = attrs.Factory(dict)
+    servers: dict[str, ServerRecord] = attrs.Factory(dict)
+    applied: int = 0
+
+    def apply(self, cmd: MetaCommand, index: int) -> MetaResult:
+        assert index > self.applied, f"meta index {index} applied twice (at {self.applied})"
+        self.applied = index
+        if isinstance(cmd, RegisterServer):
+            self.servers[cmd.node_id] = ServerRecord(cmd.node_id, cmd.name, cmd.cluster, cmd.tags)
+            return MetaOk()
+        if isinstance(cmd, CreateStream):
+            return self._create(cmd, index)
+        if isinstance(cmd, UpdateStream):
+            return self._update(cmd)
+        if isinstance(cmd, DeleteStream):
+            if self.streams.pop(cmd.name, None) is None:
+                return MetaRejected("not_found")
+            return MetaOk()
+        raise TypeError(f"unknown meta command {cmd!r}")
+
+    def _create(self, cmd: CreateStream, index: int) -> MetaResult:
+        old = self.streams.get(cmd.name)
+        if old is not None:
+            same = old.config_text() == _text(cmd.config)
+            return MetaOk() if same else MetaRejected("exists")
+        if self.overlaps(cmd.name, list(cmd.config.get("subjects") or [])):
+            return MetaRejected("subject_overlap")
+        self.streams[cmd.name] = StreamAssignment(
+            cmd.name, cmd.config, f"S-{cmd.name}-{index}", tuple(cmd.peers), cmd.created_ns
+        )
+        return MetaOk(created=True)
+
+    def _update(self, cmd: UpdateStream) -> MetaResult:
+        old = self.streams.get(cmd.name)
+        if old is None:
+            return MetaRejected("not_found")
+        if self.overlaps(cmd.name, list(cmd.config.get("subjects") or [])):
+            return MetaRejected("subject_overlap")
+        self.streams[cmd.name] = attrs.evolve(old, config=cmd.config)
+        return MetaOk()
+
+    def overlaps(self, name: str, subjects: list[str]) -> bool:
+        return any(
+            subjects_overlap(a, b)
+            for other in self.streams.values()
+            if other.name != name
+            for a in other.subjects()
+            for b in subjects
+        )
+
+    def server_name(self, node_id: str) -> str:
+        record = self.servers.get(node_id)
+        return record.name if record is not None else node_id
+
+    def load(self) -> dict[str, int]:
+        """Streams per peer (placement spreads by it)."""
+        counts: dict[str, int] = {}
+        for sa in self.streams.values():
+            for peer in sa.peers:
+                counts[peer] = counts.get(peer, 0) + 1
+        return counts
+
+    # -- snapshot / content hash --------------------------------------------------------
+    def snapshot(self) -> bytes:
+        body = {
+            "applied": self.applied,
+            "servers": [attrs.asdict(s, retain_collection_types=False) for _, s in sorted(self.servers.items())],
+            "streams": [
+                {"name": s.name, "config": s.config, "group": s.group, "peers": list(s.peers),
+                 "created_ns": s.created_ns}
+                for _, s in sorted(self.streams.items())
+            ],
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def restore(cls, data: bytes) -> MetaState:
+        d = json.loads(data)
+        state = cls(applied=int(d["applied"]))
+        for s in d["servers"]:
+            state.servers[s["node_id"]] = ServerRecord(s["node_id"], s["name"], s["cluster"], tuple(s["tags"]))
+        for s in d["streams"]:
+            state.streams[s["name"]] = StreamAssignment(
+                s["name"], s["config"], s["group"], tuple(s["peers"]), int(s["created_ns"])
+            )
+        return state
+
+    def digest(self) -> str:
+        """Content hash of the whole state, insertion order ignored (replicas must agree)."""
+        return hashlib.sha256(self.snapshot()).hexdigest()
+
+
+def _text(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,266 @@
+"""The clustered JetStream service: the meta group, the reconciler and the stream groups.
+
+How it works: `run_clustered_jetstream(server)` is the natsd service `jetraft server -js
+--cluster ...` runs (cli/server.py picks it when a cluster port is configured). It opens the
+server's Raft log store (`<store_dir>/raft/raft.db`, one SQLite file for every group), the
+TCP Raft transport on the Raft port (meta/topology.py: cluster port + 1 by default; node id =
+Raft address), one `RaftHost`, the `ClusteredJetStream` shell, and the meta group `_meta_`
+whose voters are this server and every route peer.
+
+- Every server applies committed meta commands to its `MetaState` (meta/assignments.py) and
+  wakes the reconciler, which starts, updates and stops local stream groups
+  (meta/reconciler.py). At startup the meta log is replayed from index 1, which re-opens every
+  assigned stream from its existing store.
+- The meta leader (after a read-index barrier) subscribes, routed across the cluster, to
+  `$JS.API.>` and answers the cluster-level requests (meta/api.py); requests about a stream it
+  does not know get "stream not found"; the rest belongs to stream leaders, which subscribed to
+  their own stream's subjects, and it stays silent.
+- Each server announces its name, cluster and tags on `$JSC.HELLO` until the meta state records
+  them; the meta leader proposes `RegisterServer`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from jetstream.cluster import (
+    BARRIER_TIMEOUT_S,
+    LEADER_WATCH_S,
+    ClusteredJetStream,
+    stream_group_config,
+)
+from jetstream.cluster_routing import Requester, RoutedSub, subscribe_routed
+from meta import api as meta_api
+from meta.assignments import (
+    META_GROUP,
+    MetaCommand,
+    MetaRejected,
+    MetaResult,
+    MetaState,
+    RegisterServer,
+    ServerRecord,
+    decode_command,
+    encode_command,
+)
+from meta.reconciler import Start, Stop, Update, plan
+from meta.topology import Topology, derive
+from raft.config import Role
+from raft.driver import NotLeader, RaftHost
+from raft.storage.sqlite import SqliteLogStore
+from raft.transport.tcp import TcpTransport
+from raft.types import Entry, Membership
+
+HELLO_SUBJECT = "$JSC.HELLO"
+HELLO_EVERY_S = 0.5
+API_QUEUE_MAX = 1024
+API_CONCURRENCY = 32
+TICK_S = 0.05
+TAGS_ENV = "JETRAFT_SERVER_TAGS"
+
+
+async def run_clustered_jetstream(server: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    tags = tuple(t.strip() for t in os.environ.get(TAGS_ENV, "").split(",") if t.strip())
+    await MetaService(server, tags=tags).run(task_status=task_status)
+
+
+def topology_of(options: Any) -> Topology:
+    if options.cluster_port is None:
+        raise ValueError("clustered JetStream needs a cluster port (--cluster)")
+    return derive(options.cluster_host, options.cluster_port, tuple(options.routes),
+                  advertise=options.cluster_advertise or "")
+
+
+class MetaService:
+    def __init__(self, server: Any, *, tags: tuple[str, ...] = ()) -> None:
+        self.server = server
+        self.options = server.options
+        self.topology = topology_of(self.options)
+        self.node_id = self.topology.node_id
+        self.tags = tags
+        self.cluster_name = self.options.cluster_name or ""
+        self.state = MetaState()
+        self.log = structlog.get_logger("meta").bind(node=self.node_id)
+        self.store_dir = Path(self.options.store_dir or os.path.join(os.getcwd(), "jetraft-data"))
+        self.host: RaftHost | None = None
+        self.js: ClusteredJetStream | None = None
+        self.requester = Requester(server)
+        self.leading = False
+        self.leader_subs: list[RoutedSub] = []
+        self._reconcile = trio.Event()
+        self.api_send, self.api_recv = trio.open_memory_channel[tuple](API_QUEUE_MAX)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        raft_dir = self.store_dir / "raft"
+        raft_dir.mkdir(parents=True, exist_ok=True)
+        store = await trio.to_thread.run_sync(SqliteLogStore, raft_dir / "raft.db")
+        transport = TcpTransport(self.node_id, host=self.topology.raft_host, port=self.topology.raft_port,
+                                 peers=dict(self.topology.peers), rng=random.Random(self.node_id))
+        try:
+            async with transport:
+                await self._serve(store, transport, task_status)
+        finally:
+            store.close()
+
+    async def _serve(self, store: SqliteLogStore, transport: TcpTransport, task_status: Any) -> None:
+        host = self.host = RaftHost(self.node_id, store, transport, tick_interval_s=TICK_S)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(host.run)
+            self.js = ClusteredJetStream(self.server, host, self.node_id, self.peer_name,
+                                         self.cluster_name, store_dir=str(self.store_dir))
+            await nursery.start(self.js.run)
+            self.requester.start()
+            await host.add_group(META_GROUP, stream_group_config(self.node_id, META_GROUP),
+                                 Membership(voters=self.topology.voters), self._apply)
+            for task in (self.js.watch_leaders, self._reconcile_loop, self._watch_meta_leader,
+                         self._hello_loop, self._dispatch_api):
+                nursery.start_soon(task)
+            self.log.info("meta.started", voters=sorted(self.topology.voters), raft_port=transport.port)
+            task_status.started()
+
+    def peer_name(self, node_id: str) -> str:
+        if node_id == self.node_id:
+            return self.server.server_name
+        return self.state.server_name(node_id)
+
+    # -- the meta state machine ------------------------------------------------------------------
+    def _apply(self, entry: Entry) -> MetaResult:
+        try:
+            cmd = decode_command(entry.data)
+        except ValueError as exc:
+            self.log.error("meta.bad_entry", index=entry.index, error=str(exc))
+            self.state.applied = entry.index
+            return MetaRejected("bad_command")
+        result = self.state.apply(cmd, entry.index)
+        self._reconcile.set()
+        return result
+
+    async def propose(self, cmd: MetaCommand) -> MetaResult:
+        """Propose on the meta group (this server must lead it); the committed result."""
+        assert self.host is not None
+        _, result = await self.host.propose_result(META_GROUP, encode_command(cmd))
+        return result  # type: ignore[return-value]
+
+    # -- reconciler -----------------------------------------------------------------------------
+    async def _reconcile_loop(self) -> None:
+        assert self.js is not None
+        while True:  # until cancelled
+            await self._reconcile.wait()
+            self._reconcile = trio.Event()
+            running = {g: rt.assigned_text for g, rt in self.js.by_group.items()}
+            for action in plan(self.state.streams, self.node_id, running):
+                await self._carry_out(action)
+
+    async def _carry_out(self, action: Start | Update | Stop) -> None:
+        assert self.js is not None
+        try:
+            if isinstance(action, Start):
+                sa = action.assignment
+                await self.js.start_replica(sa.name, sa.group, sa.config, sa.peers, sa.created_ns,
+                                            sa.config_text())
+            elif isinstance(action, Update):
+                sa = action.assignment
+                self.js.update_replica(sa.group, sa.config, sa.config_text())
+            else:
+                await self.js.stop_replica(action.group, action.delete)
+        except Exception as exc:  # noqa: BLE001 - one bad stream must not stop the others
+            self.log.error("meta.reconcile_failed", action=repr(action), error=repr(exc), exc_info=True)
+
+    # -- meta leadership ------------------------------------------------------------------------
+    def is_leader(self) -> bool:
+        return self.host is not None and self.host.node(META_GROUP).role is Role.LEADER
+
+    def leader_id(self) -> str | None:
+        return None if self.host is None else self.host.node(META_GROUP).leader_id
+
+    async def _watch_meta_leader(self) -> None:
+        while True:  # until cancelled
+            leading = self.is_leader()
+            if leading and not self.leading:
+                await self._become_leader()
+            elif self.leading and not leading:
+                self._become_follower()
+            await trio.sleep(LEADER_WATCH_S)
+
+    async def _become_leader(self) -> None:
+        assert self.host is not None
+        with trio.move_on_after(BARRIER_TIMEOUT_S):
+            try:
+                await self.host.read_index(META_GROUP)
+            except NotLeader:
+                return
+            self.leading = True
+            self.leader_subs = [
+                subscribe_routed(self.server, "$JS.API.>", self._on_api),
+                subscribe_routed(self.server, HELLO_SUBJECT, self._on_hello),
+            ]
+            self.log.info("meta.leader", term=self.host.node(META_GROUP).term)
+
+    def _become_follower(self) -> None:
+        self.leading = False
+        for sub in self.leader_subs:
+            sub.unsubscribe()
+        self.leader_subs = []
+        self.log.info("meta.follower")
+
+    # -- server registration ----------------------------------------------------------------------
+    def own_record(self) -> ServerRecord:
+        return ServerRecord(self.node_id, self.server.server_name, self.cluster_name, self.tags)
+
+    async def _hello_loop(self) -> None:
+        while True:  # until cancelled
+            record = self.own_record()
+            if self.state.servers.get(self.node_id) != record:
+                body = encode_command(RegisterServer(record.node_id, record.name, record.cluster, record.tags))
+                self.server.publish_internal(HELLO_SUBJECT, None, None, body)
+            await trio.sleep(HELLO_EVERY_S)
+
+    def _on_hello(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        try:
+            cmd = decode_command(bytes(payload))
+        except ValueError:
+            return
+        if isinstance(cmd, RegisterServer) and cmd.node_id in self.topology.voters:
+            record = ServerRecord(cmd.node_id, cmd.name, cmd.cluster, cmd.tags)
+            if self.state.servers.get(cmd.node_id) != record:
+                self._enqueue(("hello", cmd))
+
+    # -- API --------------------------------------------------------------------------------------
+    def _on_api(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        if meta_api.is_mine(self, subject):
+            self._enqueue(("api", (subject, reply, headers, bytes(payload))))
+
+    def _enqueue(self, item: tuple) -> None:
+        try:
+            self.api_send.send_nowait(item)
+        except trio.WouldBlock:
+            self.log.warning("meta.api_queue_full")
+
+    async def _dispatch_api(self) -> None:
+        limiter = trio.CapacityLimiter(API_CONCURRENCY)
+        async with trio.open_nursery() as nursery:
+            async for kind, item in self.api_recv:
+                token = object()
+                await limiter.acquire_on_behalf_of(token)
+                nursery.start_soon(self._handle_one, kind, item, limiter, token)
+
+    async def _handle_one(self, kind: str, item: Any, limiter: trio.CapacityLimiter, token: object) -> None:
+        try:
+            if kind == "hello":
+                record = ServerRecord(item.node_id, item.name, item.cluster, item.tags)
+                if self.leading and self.state.servers.get(item.node_id) != record:
+                    await self.propose(item)
+            else:
+                await meta_api.handle(self, *item)
+        except NotLeader:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a handler bug must not stop the API
+            self.log.error("meta.api_failed", item=repr(item)[:200], error=repr(exc), exc_info=True)
+        finally:
+            limiter.release_on_behalf_of(token)
