@@ -132,6 +132,10 @@ def _services(options: ServerOptions) -> list[Service]:
     """JetStream hook (owned by the jetstream engineer): start it when `-js` is given."""
     if not options.jetstream:
         return []
+    if options.cluster_port is not None:  # clustered JetStream: meta group + stream Raft groups
+        from meta.service import run_clustered_jetstream
+
+        return [run_clustered_jetstream]
     from jetstream.service import run_jetstream
 
     return [run_jetstream]
