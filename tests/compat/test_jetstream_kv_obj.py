@@ -115,3 +115,39 @@ def test_object_store_5mb_put_get_info_list_delete(srv: ServerProcess) -> None:
         assert stream.state.messages == 3  # small: chunk + meta; big: only its "deleted" meta
 
     run(scenario)
+
+
+def test_direct_kv_purge_deletes_seal_and_bucket_delete(srv: ServerProcess) -> None:
+    async def scenario() -> None:
+        nc = await connect(srv.url)
+        js = nc.jetstream()
+        kv = await js.create_key_value(bucket="DIRECT", history=10, direct=True)
+        await kv.put("a", b"1")
+        await kv.put("a", b"2")
+        await kv.delete("a")
+        await kv.put("b", b"x")
+        assert (await kv.get("b")).value == b"x"  # DIRECT.GET.<stream>.<subject>
+        watcher = await kv.watch("a", include_history=True)
+        history = []
+        for _ in range(10):  # bounded: 3 entries then the None marker
+            entry = await watcher.updates(timeout=2)
+            if entry is None:
+                break
+            history.append((entry.value, entry.operation))
+        assert history == [(b"1", None), (b"2", None), (b"", "DEL")]
+        await kv.purge_deletes(olderthan=-1)
+        info = await js.stream_info("KV_DIRECT", subjects_filter="$KV.DIRECT.>")
+        assert info.state.subjects == {"$KV.DIRECT.b": 1} and info.state.messages == 1
+        assert (await js.get_msg("KV_DIRECT", seq=4, direct=True)).data == b"x"
+        obs = await js.create_object_store("SEAL")
+        await obs.put("f", b"data" * 1000)
+        await obs.seal()
+        assert (await js.stream_info("OBJ_SEAL")).config.sealed
+        with pytest.raises(nats.js.errors.BadRequestError):
+            await obs.put("g", b"x")
+        assert (await obs.get("f")).data == b"data" * 1000
+        await js.delete_key_value("DIRECT")
+        names = [s.config.name for s in await js.streams_info()]
+        assert "KV_DIRECT" not in names and "OBJ_SEAL" in names
+
+    run(scenario)
