@@ -5,7 +5,10 @@ Three tasks share the nodes (all on the event loop, so a node is never touched c
 - the receive loop steps each incoming Message into its group's node;
 - the ready loop takes the Ready of every group that has one, and then, in order:
   1. persists all their hard states, entries and snapshots as ONE batch through StoreWorker
-     (one transaction, one fsync, off the event loop) - group commit across groups;
+     (one transaction, one fsync, off the event loop) - group commit across groups. A Ready
+     that only moves the commit index is not waited for: the new hard state rides along with
+     the next batch (or a flush every `commit_flush_interval_s`), since the commit index is
+     not needed for safety and `applied` re-establishes it on restart;
   2. sends every message of every group in one `transport.send_nowait` (so the TCP transport
      coalesces heartbeats per peer);
   3. applies committed entries (NORMAL entries go to the group's apply callback, whose return
@@ -41,6 +44,7 @@ from raft.types import (
     Entry,
     EntryKind,
     GroupId,
+    HardState,
     Membership,
     Message,
     NodeId,
@@ -94,6 +98,7 @@ class _Group:
     node: RaftNode
     apply: ApplyCallback
     restore: RestoreCallback | None
+    hard_state: HardState  # last handed to storage (perhaps deferred)
     waiters: dict[int, _Waiter] = attrs.Factory(dict)
     reads: dict[bytes, _Waiter] = attrs.Factory(dict)  # context -> waiter (term unused)
     read_points: dict[bytes, int] = attrs.Factory(dict)  # context -> index to apply first
@@ -113,6 +118,7 @@ class RaftHost:
         tick_interval_s: float = 0.05,
         rng: random.Random | None = None,
         store_offload: bool = True,
+        commit_flush_interval_s: float = 1.0,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -121,6 +127,9 @@ class RaftHost:
         self.tick_interval_s = tick_interval_s
         self._rng = rng or random.Random(node_id)
         self._groups: dict[GroupId, _Group] = {}
+        self.commit_flush_interval_s = commit_flush_interval_s
+        self._deferred: dict[GroupId, HardState] = {}  # commit-only hard states not yet written
+        self._deferred_flushed_s = 0.0
         self._dirty: set[GroupId] = set()
         self._wake = trio.Event()
         self._read_ids = itertools.count(1)
@@ -159,8 +168,11 @@ class RaftHost:
         if loaded.snapshot and applied < loaded.snapshot.meta.index and restore_callback:
             await _maybe_await(restore_callback(loaded.snapshot))
         hard_state = loaded.hard_state
-        if hard_state.commit > loaded.last_index:  # a damaged tail: commit what we still hold
-            hard_state = attrs.evolve(hard_state, commit=loaded.last_index)
+        # The state machine only applies committed entries, so `applied` proves a commit index
+        # (commit-index writes are deferred and may be lost in a crash); a damaged tail caps it.
+        commit = min(max(hard_state.commit, applied), loaded.last_index)
+        if commit != hard_state.commit:
+            hard_state = attrs.evolve(hard_state, commit=commit)
         node = RaftNode(
             config,
             random.Random(self._rng.random()),
@@ -172,7 +184,7 @@ class RaftHost:
             repair_needed=loaded.repair_needed,
         )
         await self.worker.run(self.store.mark_member, group)
-        self._groups[group] = _Group(node, apply_callback, restore_callback)
+        self._groups[group] = _Group(node, apply_callback, restore_callback, hard_state)
         self._mark(group)
         return node
 
@@ -314,20 +326,59 @@ class RaftHost:
             await trio.lowlevel.checkpoint()  # never starve the other loops
 
     async def _handle_readies(self, readies: list[tuple[_Group, Ready]]) -> None:
-        writes = [
-            GroupWrite(
-                r.group,
-                r.hard_state,
-                r.entries,
-                r.snapshot.meta if r.snapshot else None,
-                r.snapshot.data if r.snapshot else None,
+        """Readies with nothing durable to write go first (send, apply, advance) so they never
+        wait behind another group's fsync; the rest are persisted as one batch, then finished."""
+        quick: list[tuple[_Group, Ready]] = []
+        slow: list[tuple[_Group, Ready]] = []
+        for g, r in readies:
+            if r.entries or r.snapshot is not None:
+                slow.append((g, r))
+            elif r.hard_state is None:
+                quick.append((g, r))
+            elif (r.hard_state.term, r.hard_state.vote) == (g.hard_state.term, g.hard_state.vote):
+                self._deferred[r.group] = r.hard_state  # only the commit index moved
+                g.hard_state = r.hard_state
+                quick.append((g, r))
+            else:
+                slow.append((g, r))
+        if quick:
+            await self._finish(quick)
+        if slow or self._deferred_due():
+            await self._persist(slow)
+        if slow:
+            await self._finish(slow)
+
+    def _deferred_due(self) -> bool:
+        if not self._deferred:
+            return False
+        return trio.current_time() - self._deferred_flushed_s >= self.commit_flush_interval_s
+
+    async def _persist(self, readies: list[tuple[_Group, Ready]]) -> None:
+        """One batch: every Ready's writes plus the deferred commit-index updates."""
+        writes = []
+        for g, r in readies:
+            hard_state = r.hard_state or self._deferred.get(r.group)
+            self._deferred.pop(r.group, None)
+            if r.hard_state is not None:
+                g.hard_state = r.hard_state
+            snap = r.snapshot
+            writes.append(
+                GroupWrite(
+                    r.group,
+                    hard_state,
+                    r.entries,
+                    snap.meta if snap else None,
+                    snap.data if snap else None,
+                )
             )
-            for _, r in readies
-            if r.hard_state is not None or r.entries or r.snapshot is not None
-        ]
-        if writes:
-            await self.worker.save(writes, sync=any(r.must_sync for _, r in readies))
-            self.stats.persist_batches += 1
+        writes += [GroupWrite(group, hs) for group, hs in self._deferred.items()]
+        self._deferred.clear()
+        self._deferred_flushed_s = trio.current_time()
+        sync = any(r.must_sync for _, r in readies)
+        await self.worker.save(writes, sync=sync)
+        self.stats.persist_batches += 1
+
+    async def _finish(self, readies: list[tuple[_Group, Ready]]) -> None:
         messages = [m for _, r in readies for m in r.messages]
         if messages:
             self.transport.send_nowait(messages)
