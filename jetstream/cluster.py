@@ -47,6 +47,7 @@ from jetstream.cluster_codec import (
 from jetstream.cluster_routing import RoutedServer, RoutedSub, subscribe_routed
 from jetstream.config import StreamConfig
 from jetstream.consumer_config import ConsumerConfig
+from jetstream.delivery_state import AckKind, parse_ack, parse_ack_subject
 from jetstream.errors import ApiError, JsApiException, store_failed
 from jetstream.runtime import StreamClosed, StreamRuntime, open_store, remove_stream_dir, write_config
 from jetstream.service import JetStream
@@ -346,9 +347,11 @@ class ClusteredJetStream(JetStream):
         return ConsumerRuntime(rt, name, config, created_ns, self.routed, self.clock_ns,
                                self._reap, lambda: self.random_name(4))
 
-    async def _save_consumer_now(self, rt: StreamRuntime, consumer: Any) -> None:
+    async def _save_consumer_now(self, rt: StreamRuntime, consumer: Any) -> bool:
+        """Commit the consumer's state in the stream's log; False if that failed."""
         consumer.dirty = False
-        await rt.apply_batch([SaveConsumer(consumer.name, self._consumer_blob(consumer))])
+        results = await rt.apply_batch([SaveConsumer(consumer.name, self._consumer_blob(consumer))])
+        return not any(isinstance(r, ApiError) for r in results)
 
     async def _save_consumers(self, rt: StreamRuntime, only_dirty: bool = True) -> None:
         if not (isinstance(rt, ReplicatedStream) and rt.leading) or rt.closed:
@@ -361,6 +364,30 @@ class ClusteredJetStream(JetStream):
             c.dirty = False
             cmds.append(SaveConsumer(c.name, self._consumer_blob(c)))
         await rt.apply_batch(cmds)
+
+    def _on_ack(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        """Like the single server's, but an ack that asks for a reply (AckSync) on a durable
+        consumer is answered only after the consumer's state is committed in the stream's log."""
+        target = parse_ack_subject(subject)
+        ack = parse_ack(bytes(payload))
+        if target is None or ack is None:
+            return
+        consumer = self.find_consumer(target.stream, target.consumer)
+        if consumer is None:
+            return
+        hold = bool(reply) and consumer.durable and ack.kind is not AckKind.NEXT
+        consumer.on_ack(target, ack, None if hold else reply)
+        if hold and self.nursery is not None:
+            self.nursery.start_soon(self._ack_after_commit, consumer, reply)
+
+    async def _ack_after_commit(self, consumer: Any, reply: str) -> None:
+        rt = consumer.stream
+        try:
+            committed = await self._save_consumer_now(rt, consumer)
+        except StreamClosed:
+            return
+        if committed:
+            self.server.publish_internal(reply, None, None, b"")
 
     async def delete_consumer(self, rt: StreamRuntime, consumer: Any) -> None:
         consumer.close(notify_waiting=True)

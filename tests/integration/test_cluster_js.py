@@ -1,0 +1,289 @@
+"""Clustered JetStream end to end: three `jetraft server -js --cluster` processes and nats-py.
+
+One cluster per module (each node has a client port, a cluster port P and the Raft port P+1;
+every node is given all three route URLs). The scenarios run in order on the same cluster:
+an R3 stream is created; messages published to one node are read from another; the stream
+leader is SIGKILLed while a client holding all three URLs keeps publishing, and every
+acknowledged message must be there after a new leader took over; the killed node restarts and
+must catch up until all three replicas report the same content hash ($JSC.DIGEST); stream and
+meta leader stepdowns move leadership; a durable pull consumer's AckSync'ed progress survives
+a leader kill. Every wait polls a condition against a deadline; processes are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess, free_port
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+CLUSTER = "js-test"
+DEADLINE_S = 20.0
+SCENARIO_TIMEOUT_S = 60.0
+STREAM = "ORDERS"
+
+
+def free_port_pair() -> int:
+    """A port P with P+1 also free (cluster port and Raft port)."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind((LOOPBACK, port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port pair")
+
+
+class Node:
+    def __init__(self, name: str, tmp: pathlib.Path) -> None:
+        self.name = name
+        self.client_port = free_port()
+        self.cluster_port = free_port_pair()
+        self.store_dir = tmp / name
+        self.log_path = tmp / f"{name}.log"
+        self.proc: ServerProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{LOOPBACK}:{self.client_port}"
+
+    @property
+    def route_url(self) -> str:
+        return f"nats-route://{LOOPBACK}:{self.cluster_port}"
+
+    def start(self, routes: list[str]) -> None:
+        args = ["-n", self.name, "-js", "-sd", str(self.store_dir),
+                "--cluster", f"nats://{LOOPBACK}:{self.cluster_port}", "--cluster_name", CLUSTER,
+                "--routes", ",".join(routes)]
+        self.proc = ServerProcess(kind=ServerKind.JETRAFT, port=self.client_port, extra_args=args,
+                                  log_path=self.log_path, cwd=REPO_ROOT)
+        self.proc.start()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    tmp = tmp_path_factory.mktemp("jscluster")
+    nodes = {name: Node(name, tmp) for name in ("n1", "n2", "n3")}
+    routes = [n.route_url for n in nodes.values()]
+    try:
+        for node in nodes.values():
+            node.start(routes)
+        run(wait_meta_leader(nodes))
+        yield nodes
+    except BaseException:
+        for node in nodes.values():
+            print(f"--- {node.name} log ---\n{node.log_path.read_text(errors='replace')[-6000:]}")
+        raise
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, SCENARIO_TIMEOUT_S))  # type: ignore[arg-type]
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, timeout_s: float = DEADLINE_S) -> Any:
+    """Poll `check` until it returns something truthy (exceptions count as not yet)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - not ready yet
+            last = exc
+        await asyncio.sleep(0.05)  # polling interval of a condition wait
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+async def api(nc: Any, subject: str, body: bytes = b"", timeout_s: float = 2.0) -> dict[str, Any]:
+    msg = await nc.request(subject, body, timeout=timeout_s)
+    return json.loads(msg.data)
+
+
+async def wait_meta_leader(nodes: dict[str, Node]) -> str:
+    nc = await nats.connect(nodes["n1"].url)
+    try:
+        async def leader() -> str:
+            info = await api(nc, "$JS.API.INFO", timeout_s=1.0)
+            return info["meta_cluster"]["leader"]
+        return await until(leader, "a meta leader")
+    finally:
+        await nc.close()
+
+
+async def stream_leader(nc: Any) -> str:
+    async def leader() -> str:
+        info = await api(nc, f"$JS.API.STREAM.INFO.{STREAM}", timeout_s=1.0)
+        return info["cluster"]["leader"]
+    return await until(leader, "a stream leader")
+
+
+async def digests(nc: Any, names: list[str]) -> dict[str, dict[str, Any]]:
+    return {n: await api(nc, f"$JSC.DIGEST.{n}.{STREAM}", timeout_s=1.0) for n in names}
+
+
+async def connect_all(nodes: dict[str, Node], first: str | None = None) -> Any:
+    urls = [nodes[first].url] if first else []
+    urls += [n.url for name, n in nodes.items() if name != first]
+    return await nats.connect(urls, dont_randomize=True, reconnect_time_wait=0.1,
+                              max_reconnect_attempts=-1, connect_timeout=2)
+
+
+async def publish_acked(js: Any, subject: str, payload: bytes, timeout_s: float = DEADLINE_S) -> Any:
+    async def once() -> Any:
+        return await js.publish(subject, payload, timeout=1.0)
+    return await until(once, f"an ack for a publish to {subject}", timeout_s)
+
+
+# -- scenarios, in order ------------------------------------------------------------------------
+def test_r3_stream_publish_on_one_node_read_on_another(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        nc1, nc3 = await nats.connect(cluster["n1"].url), await nats.connect(cluster["n3"].url)
+        js1, js3 = nc1.jetstream(), nc3.jetstream()
+        info = await js1.add_stream(name=STREAM, subjects=["orders.>"], num_replicas=3)
+        assert info.config.num_replicas == 3
+        for i in range(20):
+            ack = await publish_acked(js1, f"orders.{i % 3}", b"msg-%d" % i)
+            assert ack.seq == i + 1 and ack.stream == STREAM
+        got = await js3.get_msg(STREAM, 7)
+        assert got.data == b"msg-6"
+        si = await js3.stream_info(STREAM)
+        assert si.state.messages == 20 and si.state.last_seq == 20
+        assert si.cluster.leader in cluster
+        assert sorted(r.name for r in si.cluster.replicas) == sorted(set(cluster) - {si.cluster.leader})
+        await until(lambda: _same_digest(nc3, list(cluster), 20), "equal replicas")
+        await nc1.close()
+        await nc3.close()
+    run(scenario())
+
+
+async def _same_digest(nc: Any, names: list[str], last_seq: int) -> bool:
+    found = await digests(nc, names)
+    return len({d["digest"] for d in found.values()}) == 1 and all(d["last_seq"] == last_seq for d in found.values())
+
+
+def test_stream_leader_killed_new_leader_keeps_acked_and_restart_catches_up(cluster: dict[str, Node]) -> None:
+    async def scenario() -> str:
+        probe = await nats.connect(cluster["n1"].url)
+        leader = await stream_leader(probe)
+        await probe.close()
+        nc = await connect_all(cluster, first=leader)  # starts on the node about to die
+        js = nc.jetstream()
+        acked = [(await publish_acked(js, "orders.k", b"before-%d" % i)).seq for i in range(30)]
+        cluster[leader].kill()
+        killed_at = time.monotonic()
+        after = await publish_acked(js, "orders.k", b"after-kill")
+        failover_s = time.monotonic() - killed_at
+        acked.append(after.seq)
+        acked += [(await publish_acked(js, "orders.k", b"after-%d" % i)).seq for i in range(10)]
+        new_leader = await stream_leader(nc)
+        assert new_leader != leader
+        assert failover_s < 10.0, f"first ack {failover_s:.1f}s after the kill"
+        for seq in acked:
+            msg = await js.get_msg(STREAM, seq)
+            assert msg.seq == seq
+        si = await js.stream_info(STREAM)
+        assert si.state.last_seq == acked[-1] and si.state.messages == 20 + len(acked)
+        await nc.close()
+        return leader
+
+    killed = run(scenario())
+    cluster[killed].start([n.route_url for n in cluster.values()])
+
+    async def caught_up() -> None:
+        nc = await nats.connect(cluster[killed].url)
+        si = await nc.jetstream().stream_info(STREAM)
+        await until(lambda: _same_digest(nc, list(cluster), si.state.last_seq), "the restarted replica to match")
+        await nc.close()
+    run(caught_up())
+
+
+def test_stream_leader_stepdown_moves_leadership(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        nc = await connect_all(cluster)
+        before = await stream_leader(nc)
+        reply = await api(nc, f"$JS.API.STREAM.LEADER.STEPDOWN.{STREAM}", timeout_s=5.0)
+        assert reply.get("success") is True, reply
+        after = await until(lambda: _leader_other_than(nc, before), "a different stream leader")
+        assert after != before
+        ack = await publish_acked(nc.jetstream(), "orders.s", b"after-stepdown")
+        assert ack.seq > 0
+        await nc.close()
+    run(scenario())
+
+
+async def _leader_other_than(nc: Any, old: str) -> str | None:
+    leader = (await api(nc, f"$JS.API.STREAM.INFO.{STREAM}", timeout_s=1.0))["cluster"]["leader"]
+    return leader if leader and leader != old else None
+
+
+def test_meta_leader_stepdown_moves_leadership(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        nc = await connect_all(cluster)
+        before = (await api(nc, "$JS.API.INFO"))["meta_cluster"]["leader"]
+        reply = await api(nc, "$JS.API.META.LEADER.STEPDOWN", timeout_s=5.0)
+        assert reply.get("success") is True, reply
+
+        async def moved() -> str | None:
+            leader = (await api(nc, "$JS.API.INFO", timeout_s=1.0))["meta_cluster"]["leader"]
+            return leader if leader and leader != before else None
+        await until(moved, "a different meta leader")
+        names = await until(lambda: _names(nc), "stream names from the new meta leader")
+        assert names == [STREAM]
+        await nc.close()
+    run(scenario())
+
+
+async def _names(nc: Any) -> list[str] | None:
+    reply = await api(nc, "$JS.API.STREAM.NAMES", timeout_s=1.0)
+    return reply.get("streams")
+
+
+def test_durable_consumer_keeps_acked_progress_across_failover(cluster: dict[str, Node]) -> None:
+    async def scenario() -> str:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        await js.add_consumer(STREAM, ConsumerConfig(durable_name="WORKER", ack_policy=AckPolicy.EXPLICIT,
+                                                     filter_subject="orders.k"))
+        sub = await js.pull_subscribe_bind("WORKER", stream=STREAM)
+        first = await sub.fetch(5, timeout=5)
+        for msg in first:
+            await msg.ack_sync(timeout=5)
+        last_acked = first[-1].metadata.sequence.stream
+        leader = await stream_leader(nc)
+        cluster[leader].kill()
+
+        async def next_one() -> Any:
+            msgs = await sub.fetch(1, timeout=1)
+            return msgs[0]
+        msg = await until(next_one, "a delivery from the new leader")
+        assert msg.metadata.sequence.stream > last_acked
+        assert msg.metadata.num_delivered == 1
+        await nc.close()
+        return leader
+
+    killed = run(scenario())
+    cluster[killed].start([n.route_url for n in cluster.values()])
