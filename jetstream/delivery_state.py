@@ -148,6 +148,9 @@ class DeliveryState:
     ack_floor_consumer: int = 0
     num_redelivered: int = 0
     last_delivered_stream: int = 0
+    # Lower bound of the earliest pending deadline (None = nothing scheduled): expire() skips
+    # its scan until then. It may be stale-low (acked entries), never too high.
+    scan_at_ns: int | None = None
 
     # -- delivering -----------------------------------------------------------------------------
     def deliver(self, sseq: int, now_ns: int) -> tuple[int, int]:
@@ -162,10 +165,16 @@ class DeliveryState:
             self.cursor = sseq
         self.last_delivered_stream = sseq
         if self.acks:
-            self.pending[sseq] = Pending(dseq, deliveries, now_ns + self._wait_for(deliveries))
+            deadline = now_ns + self._wait_for(deliveries)
+            self.pending[sseq] = Pending(dseq, deliveries, deadline)
+            self._schedule(deadline)
         else:
             self._advance_floor()
         return dseq, deliveries
+
+    def _schedule(self, deadline_ns: int) -> None:
+        if self.scan_at_ns is None or deadline_ns < self.scan_at_ns:
+            self.scan_at_ns = deadline_ns
 
     def _wait_for(self, deliveries: int) -> int:
         if self.backoff_ns:
@@ -198,6 +207,7 @@ class DeliveryState:
             return False
         if delay_ns > 0:
             entry.deadline_ns = now_ns + delay_ns
+            self._schedule(entry.deadline_ns)
         elif sseq not in self.due:
             entry.deadline_ns = now_ns
             self.due.append(sseq)
@@ -229,6 +239,8 @@ class DeliveryState:
     # -- timers -------------------------------------------------------------------------------------
     def expire(self, now_ns: int) -> tuple[list[int], int | None]:
         """Queue overdue messages for redelivery; returns (dropped at max_deliver, next deadline)."""
+        if self.scan_at_ns is None or now_ns < self.scan_at_ns:
+            return [], self.scan_at_ns
         dropped: list[int] = []
         next_ns: int | None = None
         for sseq, entry in list(self.pending.items()):
@@ -244,6 +256,7 @@ class DeliveryState:
                 next_ns = entry.deadline_ns
         if dropped:
             self._advance_floor()
+        self.scan_at_ns = next_ns
         return dropped, next_ns
 
     def take_due(self, limit: int) -> list[int]:
@@ -291,3 +304,4 @@ class DeliveryState:
             int(s): Pending(int(c), int(n), now_ns + self._wait_for(int(n))) for s, c, n in d.get("pending", [])
         }
         self.lps = deque(int(s) for s in d.get("lps", []))
+        self.scan_at_ns = now_ns if self.pending else None
