@@ -13,7 +13,9 @@ import trio
 
 from raft.testing.simnet import SimNet
 from raft.transport import MemoryNetwork, TcpTransport, Transport
+from raft.transport.codec import decode_frame
 from raft.transport.simulated import SimulatedNetwork
+from raft.transport.tcp import pack_frames
 from raft.types import Entry, EntryKind, Membership, Message, MessageType, Snapshot, SnapshotMeta
 
 NODES = ("a", "b", "c")
@@ -197,3 +199,21 @@ async def test_tcp_survives_garbage_and_keeps_serving_peers() -> None:
             await stream.aclose()
         a.send_nowait([msg("a", "b", n=9)])
         assert await receive(b, 1) == [msg("a", "b", n=9)]
+
+
+def test_large_batches_split_into_bounded_frames() -> None:
+    blob = bytes(600_000)
+    big = [msg("a", "b", f"G{i}", i, entries=(Entry(1, i + 1, data=blob),)) for i in range(4)]
+    frames = pack_frames("a", "b", big)
+    assert len(frames) >= 3
+    assert all(len(f) < 2 * 600_000 + 1024 for f in frames)
+    decoded = [m for f in frames for m in decode_frame(f[4:]).messages]  # type: ignore[union-attr]
+    assert decoded == big
+
+
+async def test_tcp_carries_messages_larger_than_one_frame_target() -> None:
+    async with tcp_cluster() as cluster:
+        data = [b"%d" % i * 400_000 for i in range(5)]
+        big = [msg("a", "b", "G", i, entries=(Entry(1, i + 1, data=data[i]),)) for i in range(5)]
+        cluster["a"].send_nowait(big)
+        assert await receive(cluster["b"], 5, timeout_s=20) == big
