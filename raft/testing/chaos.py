@@ -3,7 +3,8 @@
 
 `run_seed(seed, steps)` builds a 3- or 5-node cluster (by seed parity), then for `steps` ticks
 picks, with a schedule rng derived only from the seed, zero or more actions before each tick:
-proposals, partitions of random shape, one-way blocks, heal, pause/resume, crash/restart, power
+proposals, reads, partitions of random shape, one-way blocks, heal, pause/resume, clock skew,
+crash/restart, power
 loss on one node / a majority / all nodes, corruption (bit flip, truncation, rollback, wipe) of a
 minority, adding a voter or learner, promoting a learner, removing a voter, and leadership
 transfer. Invariants are checked by the Cluster's InvariantChecker after every step.
@@ -151,6 +152,11 @@ def act_transfer(c: Cluster, rng: random.Random) -> None:
         c.transfer(rng.choice(others))
 
 
+def act_skew(c: Cluster, rng: random.Random) -> None:
+    ids = sorted(n for n, s in c.nodes.items() if not s.retired)
+    c.skew(rng.choice(ids), rng.choice([0.25, 0.5, 1.0, 2.0, 3.0]))
+
+
 def act_read(c: Cluster, rng: random.Random) -> None:
     live = [n.node_id for n in c.live()]
     if live:
@@ -178,6 +184,7 @@ ACTIONS = [
     (act_remove, 0.4),
     (act_transfer, 0.6),
     (act_read, 4.0),
+    (act_skew, 0.6),
 ]
 _FUNCS = [a for a, _ in ACTIONS]
 _WEIGHTS = [w for _, w in ACTIONS]
@@ -198,6 +205,8 @@ def heal_all(c: Cluster) -> None:
     c.heal()
     for node_id, node in sorted(c.nodes.items()):
         c.resume(node_id)
+        if node.tick_rate != 1.0:
+            c.skew(node_id, 1.0)
         if not node.up and not node.retired:
             c.restart(node_id)
 

@@ -9,7 +9,8 @@ committed entries to a HashChainStateMachine, `advance`, and compact the log eve
 `snapshot_every` applied entries. Each of those effects is reported to the InvariantChecker, which
 raises `Violation` at the first breach, so invariants are checked after every step.
 
-Faults are methods: partition/heal/block (SimNet), pause/resume, crash/restart (the written
+Faults are methods: partition/heal/block (SimNet), pause/resume, clock skew (a node ticks
+slower or faster than the others), crash/restart (the written
 disk layer survives a crash), power loss (only the durable layer survives), corrupt (bit flip,
 truncation, rollback or wipe, refused unless the compromised nodes stay a minority of every voter
 set in view), add/remove member and leadership transfer. On restart a node loads what verifies;
@@ -72,6 +73,8 @@ class SimNode:
     compromised: bool = False  # disk corrupted/wiped and not yet repaired
     retired: bool = False  # removed from the group and shut down for good
     pending: dict[int, tuple[int, bytes]] = attrs.field(factory=dict)  # index -> (term, data)
+    tick_rate: float = 1.0  # clock skew: local ticks per global tick
+    tick_credit: float = 0.0
     last_seen: tuple[object, ...] = ()  # (role, term, repair_needed, membership) last reported
 
     @property
@@ -203,9 +206,15 @@ class Cluster:
 
     @staticmethod
     def _clamp(loaded: Loaded) -> Loaded:
-        last = loaded.entries[-1].index if loaded.entries else (loaded.snapshot.meta.index if loaded.snapshot else 0)
+        """What a damaged store may hand the core: its verified wal prefix is the log as it was
+        at some *past* moment, so entries after that moment's commit index may since have been
+        overwritten. Keep only the committed part (committed entries never change), as a store
+        holding the current log would return a true prefix of it."""
         hs = loaded.hard_state
-        return attrs.evolve(loaded, hard_state=HardState(hs.term, hs.vote, min(hs.commit, last)))
+        base = loaded.snapshot.meta.index if loaded.snapshot else 0
+        entries = tuple(e for e in loaded.entries if e.index <= hs.commit)
+        last = entries[-1].index if entries else base
+        return attrs.evolve(loaded, entries=entries, hard_state=HardState(hs.term, hs.vote, max(base, min(hs.commit, last))))
 
     def _rewrite(self, node: SimNode, loaded: Loaded) -> None:
         """Quarantine a damaged store: keep only what verified, plus the repair marker."""
@@ -383,10 +392,18 @@ class Cluster:
             node.raft.step(msg)
             self._drain(node)
         for node in self.active():
-            assert node.raft is not None
-            node.raft.tick()
-            self._drain(node)
+            node.tick_credit += node.tick_rate
+            while node.tick_credit >= 1.0 and node.raft is not None:
+                node.tick_credit -= 1.0
+                node.raft.tick()
+                self._drain(node)
         self._retire_removed()
+
+    def skew(self, node_id: str, rate: float) -> None:
+        """Clock skew: `node_id` now sees `rate` ticks per global tick (0.5 slow, 2 fast)."""
+        assert 0.0 < rate <= 4.0
+        self.nodes[node_id].tick_rate = rate
+        self.record("skew", node_id, rate)
 
     def run(self, ticks: int) -> None:
         for _ in range(ticks):

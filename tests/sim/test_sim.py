@@ -17,7 +17,9 @@ from raft.testing.chaos import RunResult, chaos_step, run_seed, settle
 from raft.testing.invariants import Violation
 from raft.testing.sim import Cluster, SimConfig
 from raft.testing.simdisk import CorruptKind
-from raft.types import Ready
+from raft.config import NodeConfig
+from raft.core import RaftNode
+from raft.types import Entry, HardState, Membership, Message, MessageType, Ready
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CI_SEEDS = 500
@@ -71,7 +73,7 @@ def test_schedules_exercise_every_fault() -> None:
         kinds.update(str(item[1]) for item in c.trace)
     for kind in [
         "partition", "block", "heal", "pause", "crash", "power_loss", "corrupt", "wipe", "add",
-        "change", "transfer", "ack", "compact", "read_state", "raft.became_leader", "raft.snapshot_installed",
+        "change", "transfer", "ack", "compact", "read_state", "skew", "raft.became_leader", "raft.snapshot_installed",
         "raft.repair_done",
     ]:
         assert kinds[kind] > 0, f"no {kind} in 40 seeds: {kinds}"
@@ -199,6 +201,29 @@ def test_damaged_follower_catches_up(kind: CorruptKind | None) -> None:
     c.restart(victim)
     c.run(300)
     assert c.nodes[victim].sm.applied_index >= 6
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="core at 135c490 commits a heartbeat's commit index up to its own last index; "
+    "fixed in the core's working tree (commit bounded by what matched the leader)",
+)
+def test_repairing_follower_with_a_stale_suffix_does_not_commit_it_from_a_heartbeat() -> None:
+    """Found by seed 253 (clock skew + bit flip): a damaged journal replays to a *past* log
+    whose tail was later overwritten. The leader still has the old match index for that node,
+    so its heartbeat carries commit 2; committing our own (2, term 1) would break
+    committed_changed. The node must only commit what it has matched with this leader."""
+    node = RaftNode(
+        NodeConfig("n2", "g"),
+        random.Random(0),
+        hard_state=HardState(1, None, 1),
+        snapshot=None,
+        entries=[Entry(1, 1), Entry(1, 2)],
+        membership=Membership(frozenset({"n1", "n2", "n3"})),
+        repair_needed=True,
+    )
+    node.step(Message(MessageType.HEARTBEAT, "g", "n1", "n2", term=2, commit=2))
+    assert node.commit_index == 1
 
 
 def test_membership_changes_keep_safety() -> None:

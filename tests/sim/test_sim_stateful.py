@@ -114,6 +114,11 @@ class ClusterMachine(RuleBasedStateMachine):
         self.cluster.promote(self._pick(i))
         self._advance()
 
+    @rule(i=NODE_INDEX, rate=st.sampled_from([0.25, 0.5, 1.0, 2.0, 3.0]))
+    def skew(self, i: int, rate: float) -> None:
+        self.cluster.skew(self._pick(i), rate)
+        self._advance()
+
     @rule(i=NODE_INDEX)
     def read(self, i: int) -> None:
         self.cluster.read(self._pick(i))
