@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import pathlib
+import random
 import socket
 import time
 import uuid
@@ -424,6 +425,7 @@ class Raw:
         self.stream = stream
         self.parser = p.Parser(server_side=False, max_payload=1 << 24)
         self.pending: list = []
+        self.passed: list[p.Msg] = []  # messages read past while waiting for a PONG
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
@@ -438,14 +440,23 @@ class Raw:
         return self.pending.pop(0)
 
     async def msg(self) -> p.Msg:
+        if self.passed:
+            return self.passed.pop(0)
         while not isinstance(op := await self.op(), p.Msg):
             pass
         return op
 
     async def roundtrip(self) -> None:
+        """PING -> PONG: everything sent before was processed; messages read on the way are
+        kept in `passed`."""
         await self.send(b"PING\r\n")
-        while await self.op() != p.PONG:
-            pass
+        while (op := await self.op()) != p.PONG:
+            if isinstance(op, p.Msg):
+                self.passed.append(op)
+
+    def take(self) -> list[p.Msg]:
+        out, self.passed = self.passed, []
+        return out
 
 
 async def raw_client(server: Server) -> Raw:
@@ -498,7 +509,7 @@ async def test_mutual_seeds_keep_one_route_and_deliver_once(start_node) -> None:
     assert [(await sub.msg()).payload for _ in range(2)] == [b"hi", b"bye"]
     await pub.roundtrip()
     await sub.roundtrip()
-    assert not [op for op in sub.pending if isinstance(op, p.Msg)]
+    assert not sub.take() and not [op for op in sub.pending if isinstance(op, p.Msg)]
 
 
 async def test_route_drop_reconnects_and_interest_is_resent(start_node) -> None:
@@ -546,3 +557,87 @@ async def test_cluster_name_mismatch_and_self_route_are_refused(start_node) -> N
     assert lonely.cluster is not None
     await wait_until(lambda: lonely.cluster.rejections >= 1)
     assert not lonely.cluster.routes
+
+
+# -- seeded model check: plain subs get every match once, each queue group exactly once --------
+
+PATTERNS = ["m.a", "m.*", "m.>", "m.a.b", "m.*.b"]
+PUBLISHED = ["m.a", "m.a.b", "m.b", "m.c.b"]
+QUEUES = [None, None, "q1", "q2"]
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    pt, st = pattern.split("."), subject.split(".")
+    for i, token in enumerate(pt):
+        if token == ">":
+            return len(st) > i
+        if i >= len(st) or (token != "*" and token != st[i]):
+            return False
+    return len(pt) == len(st)
+
+
+def _interest_settled(nodes: list[Server]) -> bool:
+    """Every node's copy of every peer's interest equals that peer's local client interest."""
+    for x in nodes:
+        assert x.cluster is not None
+        for y in nodes:
+            if x is y:
+                continue
+            assert y.cluster is not None
+            conn = x.cluster.routes.get(y.server_id)
+            if conn is None or set(conn.remote.interest()) != set(y.cluster.local):
+                return False
+    return True
+
+
+async def test_seeded_rounds_match_the_delivery_model(start_node) -> None:
+    seed = 20261126
+    rnd = random.Random(seed)
+    a = await start_node(cluster_port=0, seed=11)
+    b = await start_node(cluster_port=0, routes=(route_url_of(a),), seed=12)
+    c = await start_node(cluster_port=0, routes=(route_url_of(a),), seed=13)
+    nodes = [a, b, c]
+    await wait_until(lambda: all(len(n.cluster.routes) == 2 for n in nodes if n.cluster))
+    raws = [await raw_client(n) for n in nodes]
+    for round_no in range(10):
+        subs = [(rnd.randrange(3), f"{round_no}x{i}", rnd.choice(PATTERNS), rnd.choice(QUEUES))
+                for i in range(rnd.randint(2, 9))]
+        spread = rnd.choice(PATTERNS)  # one group with members on every node, every round
+        subs += [(i, f"{round_no}s{i}", spread, "qs") for i in range(3)]
+        for node_i, sid, pattern, queue in subs:
+            q = f" {queue}" if queue else ""
+            await raws[node_i].send(f"SUB {pattern}{q} {sid}\r\n".encode())
+        for raw in raws:
+            await raw.roundtrip()
+        await wait_until(lambda: _interest_settled(nodes))
+        sent = [(rnd.randrange(3), rnd.choice(PUBLISHED), f"{round_no}-{k}") for k in range(12)]
+        for node_i, subject, body in sent:
+            await raws[node_i].send(f"PUB {subject} {len(body)}\r\n{body}\r\n".encode())
+        expected = 0
+        for _, subject, _ in sent:
+            matching = [s for s in subs if _matches(s[2], subject)]
+            expected += sum(1 for s in matching if s[3] is None)
+            expected += len({s[3] for s in matching if s[3] is not None})
+        got: list[tuple[str, str]] = []  # (sid, payload)
+        with trio.fail_after(DEADLINE_S):
+            while len(got) < expected:
+                for raw in raws:
+                    await raw.roundtrip()
+                    got.extend((m.sid, m.payload.decode()) for m in raw.take())
+        for raw in raws:  # anything extra (a duplicate) would have arrived by now
+            await raw.roundtrip()
+            got.extend((m.sid, m.payload.decode()) for m in raw.take())
+        by_sid = {s[1]: s for s in subs}
+        for _, subject, body in sent:
+            receivers = [by_sid[sid] for sid, pl in got if pl == body]
+            matching = [s for s in subs if _matches(s[2], subject)]
+            plain = sorted(s[1] for s in matching if s[3] is None)
+            assert sorted(s[1] for s in receivers if s[3] is None) == plain, (seed, round_no, body)
+            groups = sorted(s[3] for s in receivers if s[3] is not None)
+            assert groups == sorted({s[3] for s in matching if s[3] is not None}), (seed, body)
+            assert all(_matches(s[2], subject) for s in receivers)
+        for node_i, sid, _, _ in subs:
+            await raws[node_i].send(f"UNSUB {sid}\r\n".encode())
+        for raw in raws:
+            await raw.roundtrip()
+        await wait_until(lambda: _interest_settled(nodes))
