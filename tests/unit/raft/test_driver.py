@@ -225,16 +225,12 @@ async def test_corrupt_log_restarts_repair_needed_and_repairs(
         assert at >= 0
         raw[at + 1] ^= 0xFF  # flip the last entry's data on disk
         path.write_bytes(bytes(raw))
-        # A new leader learns the victim's match afresh (see the report: the old leader's
-        # progress still says the victim holds entry 3, which the core does not yet revisit).
-        third = next(n for n in NODES if n not in (leader, victim))
-        cluster.members[leader].host.transfer_leadership("g", third)
-        await wait_until(lambda: cluster.leader("g") == third)
+        # The leader still believes the victim holds entry 4; it must notice and re-send.
         member = await cluster.start(victim, SqliteLogStore(path), ["g"])
         node = member.host.node("g")
         assert node.repair_needed
         assert node.last_index < 4  # only the verified prefix, never served as complete
-        await cluster.members[third].host.propose("g", b"v3")
+        await cluster.members[leader].host.propose("g", b"v3")
         await wait_until(lambda: not node.repair_needed)
         want = [b"v0", b"v1", b"v2", b"v3"]
         await wait_until(lambda: member.applied.data("g") == want)
