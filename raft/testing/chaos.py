@@ -47,10 +47,11 @@ class RunResult:
         return self.violation is None
 
 
-def config_for(seed: int) -> SimConfig:
+def config_for(seed: int, *, stale_repair: bool = False) -> SimConfig:
     """3 or 5 nodes by parity; network quality varies by seed (lossy, duplicating, slow)."""
     rng = random.Random(f"config-{seed}")
     return SimConfig(
+        stale_repair=stale_repair,
         n_nodes=3 if seed % 2 == 0 else 5,
         drop_rate=rng.choice([0.0, 0.02, 0.05, 0.15]),
         duplicate_rate=rng.choice([0.0, 0.02, 0.1]),
@@ -255,9 +256,11 @@ def _lag(c: Cluster) -> list[tuple[str, int, bool]]:
     return [(n.node_id, n.sm.applied_index, bool(n.raft and n.raft.repair_needed)) for n in _members(c)]
 
 
-def run_seed(seed: int, steps: int = 200, *, cluster_cls: type[Cluster] = Cluster) -> RunResult:
+def run_seed(
+    seed: int, steps: int = 200, *, cluster_cls: type[Cluster] = Cluster, stale_repair: bool = False
+) -> RunResult:
     """One seeded run; `cluster_cls` lets a test swap in a deliberately broken driver."""
-    c = cluster_cls(seed, config_for(seed))
+    c = cluster_cls(seed, config_for(seed, stale_repair=stale_repair))
     rng = random.Random(f"schedule-{seed}")
     violation = invariant = None
     try:

@@ -59,6 +59,7 @@ class SimConfig:
     snapshot_every: int = 16
     max_entries_per_msg: int = 16
     snapshot_chunk_bytes: int = 24
+    stale_repair: bool = False  # see Cluster._clamp
 
 
 @attrs.define
@@ -181,7 +182,7 @@ class Cluster:
         marker = self.disk.exists(node.node_id, REPAIR_MARKER)
         repair = loaded.corrupt or marker or (loaded.empty and node.ever_synced)
         if loaded.corrupt:
-            loaded = self._clamp(loaded)
+            loaded = self._clamp(loaded, keep_stale_suffix=self.config.stale_repair)
         if repair:
             self._rewrite(node, loaded)
         node.incarnation += 1
@@ -205,14 +206,15 @@ class Cluster:
         self._drain(node)
 
     @staticmethod
-    def _clamp(loaded: Loaded) -> Loaded:
+    def _clamp(loaded: Loaded, keep_stale_suffix: bool = False) -> Loaded:
         """What a damaged store may hand the core: its verified wal prefix is the log as it was
         at some *past* moment, so entries after that moment's commit index may since have been
         overwritten. Keep only the committed part (committed entries never change), as a store
-        holding the current log would return a true prefix of it."""
+        holding the current log would return a true prefix of it; `keep_stale_suffix` hands the
+        core the whole past log instead (a harsher test of repair-needed handling)."""
         hs = loaded.hard_state
         base = loaded.snapshot.meta.index if loaded.snapshot else 0
-        entries = tuple(e for e in loaded.entries if e.index <= hs.commit)
+        entries = loaded.entries if keep_stale_suffix else tuple(e for e in loaded.entries if e.index <= hs.commit)
         last = entries[-1].index if entries else base
         return attrs.evolve(loaded, entries=entries, hard_state=HardState(hs.term, hs.vote, max(base, min(hs.commit, last))))
 

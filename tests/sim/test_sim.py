@@ -286,7 +286,7 @@ def test_sweep_catches_a_driver_that_acks_before_fsync() -> None:
 def test_failure_report_names_seed_and_replay_command(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:  # type: ignore[no-untyped-def]
     bad = RunResult(seed=77, trace_hash="ab" * 32, ticks=5, proposed=1, acked=0, leaders=1,
                     violation="liveness: boom", invariant="liveness", trace_tail=("(5, 'heal')",))
-    monkeypatch.setattr(sweep, "run_seed", lambda seed, steps: bad if seed == 77 else attrs_ok(seed))
+    monkeypatch.setattr(sweep, "run_seed", lambda seed, steps, **kw: bad if seed == 77 else attrs_ok(seed))
     assert sweep.main(["--seeds", "3", "--start", "76"]) == 1
     out = capsys.readouterr().out
     assert "seed=77 invariant=liveness" in out
