@@ -111,6 +111,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float |
 @click.option("--routes", default=None, help="Comma-separated route URLs to dial.")
 @click.option("--cluster_name", default=None, help="Cluster name.")
 @click.option("--cluster_advertise", default=None, help="Route address advertised to peers.")
+@click.option("--no_advertise", is_flag=True, default=None,
+              help="Do not advertise this server's client URL to peers' clients.")
 def server(**flags: Any) -> None:
     """Run a NATS server."""
     options, unknown = _options(flags)
@@ -180,7 +182,8 @@ def _options(flags: dict[str, Any]) -> tuple[ServerOptions, list[str]]:
 def _cluster_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     """`--cluster`, `--routes`, `--cluster_name`, `--cluster_advertise` (nats-server's flags)."""
     out: dict[str, Any] = {"cluster_name": flags.get("cluster_name"),
-                           "cluster_advertise": flags.get("cluster_advertise")}
+                           "cluster_advertise": flags.get("cluster_advertise"),
+                           "cluster_no_advertise": flags.get("no_advertise")}
     if flags.get("cluster_listen"):
         try:
             out["cluster_host"], out["cluster_port"] = parse_cluster_listen(flags["cluster_listen"])
