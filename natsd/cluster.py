@@ -296,6 +296,8 @@ class Cluster:
         if not self.server.options.cluster_no_advertise:
             urls.append(self._own_client_url())
         for conn in sorted(self.routes.values(), key=lambda c: c.peer_id):
+            if conn.peer_info.get("ldm"):
+                continue  # a peer in lame-duck mode is not offered to clients
             for url in conn.peer_info.get("connect_urls") or ():
                 if isinstance(url, str) and url not in urls:
                     urls.append(url)

@@ -641,3 +641,32 @@ async def test_seeded_rounds_match_the_delivery_model(start_node) -> None:
         for raw in raws:
             await raw.roundtrip()
         await wait_until(lambda: _interest_settled(nodes))
+
+
+# -- configuration: nats-server's flag names and the TOML cluster block --------------------------
+
+def test_cluster_flags_and_toml_block(tmp_path: pathlib.Path) -> None:
+    from click.testing import CliRunner
+
+    from cli.server import _options
+    from cli.server import server as server_command
+
+    config = tmp_path / "c.toml"
+    config.write_text('[cluster]\nname = "fromfile"\nlisten = "127.0.0.1:7222"\n'
+                      'routes = ["nats-route://h1:1", "nats-route://h2:2"]\n'
+                      'advertise = "10.0.0.1:7222"\nno_advertise = true\nconnect_retries = 3\n')
+    names = [param.name for param in server_command.params]
+    flags: dict[str, Any] = dict.fromkeys(names)
+    flags.update(debug_trace=False, config_file=str(config))
+    options, unknown = _options(flags)
+    assert unknown == []
+    assert (options.cluster_name, options.cluster_host, options.cluster_port) == ("fromfile", LOOPBACK, 7222)
+    assert options.routes == ("nats-route://h1:1", "nats-route://h2:2")
+    assert options.cluster_advertise == "10.0.0.1:7222" and options.cluster_no_advertise
+    flags.update(cluster_listen="nats://0.0.0.0:8222", routes="nats://a:1, nats://b:2",
+                 cluster_name="flag", cluster_advertise="h:9")
+    options, _ = _options(flags)
+    assert (options.cluster_name, options.cluster_host, options.cluster_port) == ("flag", "0.0.0.0", 8222)
+    assert options.routes == ("nats://a:1", "nats://b:2") and options.cluster_advertise == "h:9"
+    result = CliRunner().invoke(server_command, ["--cluster", "nats://nohost"])
+    assert result.exit_code != 0 and "--cluster" in result.output
