@@ -30,7 +30,8 @@ from jetstream.api import (
 from jetstream.api_stream import stream_or_fail
 from jetstream.config import is_valid_name
 from jetstream.consumer_config import ConsumerConfig, DeliverPolicy, check_consumer_for_stream
-from jetstream.errors import ApiError, ErrCode, JsApiException
+from jetstream.errors import ApiError, ErrCode, JsApiException, api_error
+from natsd.subjects import subject_matches
 from jetstream.info import ZERO_TIME, consumer_info_json, parse_rfc3339_ns, rfc3339_ns
 
 FILTER_MISMATCH = "Consumer create request did not match filtered subject from create subject"
@@ -131,6 +132,8 @@ def _parse_create(tokens: list[str], body: bytes) -> tuple[str, ConsumerConfig, 
     action = str_field(req, "action")
     if action not in ("", "create", "update"):
         raise fail(ErrCode.INVALID_JSON, err=f'json: unknown consumer action "{action}"')
+    if not d.get("deliver_subject") and d.get("idle_heartbeat"):  # nats-server checks this first
+        raise JsApiException(api_error(ErrCode.CONSUMER_HB_REQUIRES_PUSH))
     d = dict(d)
     if name and not legacy and not d.get("durable_name") and not d.get("name"):
         d["name"] = name
@@ -146,6 +149,8 @@ async def create(js: Any, tokens: list[str], body: bytes, reply: str | None) -> 
     # nats-server (2.10+) accepts filters outside the stream's subjects: only the workqueue rules
     # of check_consumer_for_stream apply, so it gets the stream without its subject list.
     check_consumer_for_stream(cfg, attrs.evolve(rt.config, subjects=()), others)
+    if cfg.is_push and any(subject_matches(s, cfg.deliver_subject) for s in rt.config.subjects):
+        raise JsApiException(ApiError(400, 10081, "consumer deliver subject forms a cycle"))
     if existing is not None:
         if action == "create" and existing.config.to_json() != cfg.to_json():
             raise fail(ErrCode.CONSUMER_ALREADY_EXISTS)
