@@ -202,7 +202,8 @@ class MetaState:
     def snapshot(self) -> bytes:
         body = {
             "applied": self.applied,
-            "servers": [attrs.asdict(s, retain_collection_types=False) for _, s in sorted(self.servers.items())],
+            "servers": [{"node_id": s.node_id, "name": s.name, "cluster": s.cluster, "tags": list(s.tags)}
+                        for _, s in sorted(self.servers.items())],
             "streams": [
                 {"name": s.name, "config": s.config, "group": s.group, "peers": list(s.peers),
                  "created_ns": s.created_ns}
