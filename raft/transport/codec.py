@@ -30,6 +30,8 @@ _LEN = struct.Struct(">I")
 
 _TYPE_CODES = {t: i for i, t in enumerate(MessageType)}
 _TYPES_BY_CODE = list(MessageType)
+_KINDS_BY_CODE = sorted(EntryKind)
+assert [int(k) for k in _KINDS_BY_CODE] == list(range(len(_KINDS_BY_CODE)))
 
 
 class CodecError(ValueError):
@@ -92,19 +94,32 @@ def _put_str(out: bytearray, text: str) -> None:
 
 
 class _Reader:
+    """Cursor over one frame payload; every read checks bounds and raises CodecError."""
+
+    __slots__ = ("data", "pos", "end")
+
     def __init__(self, data: bytes | memoryview) -> None:
-        self.data = memoryview(data)
+        self.data = bytes(data)
         self.pos = 0
+        self.end = len(self.data)
 
     def uvarint(self) -> int:
+        pos = self.pos
+        if pos >= self.end:
+            raise CodecError("truncated varint")
+        b = self.data[pos]
+        if b < 0x80:  # fast path: most fields fit in one byte
+            self.pos = pos + 1
+            return b
         n, shift = 0, 0
         for _ in range(1024):  # bounded: at most ~7 kbit integers
-            if self.pos >= len(self.data):
+            if pos >= self.end:
                 raise CodecError("truncated varint")
-            b = self.data[self.pos]
-            self.pos += 1
+            b = self.data[pos]
+            pos += 1
             n |= (b & 0x7F) << shift
             if b < 0x80:
+                self.pos = pos
                 return n
             shift += 7
         raise CodecError("varint too long")
@@ -114,17 +129,19 @@ class _Reader:
         return (z >> 1) if not z & 1 else -((z + 1) >> 1)
 
     def byte(self) -> int:
-        if self.pos >= len(self.data):
+        pos = self.pos
+        if pos >= self.end:
             raise CodecError("truncated")
-        self.pos += 1
-        return self.data[self.pos - 1]
+        self.pos = pos + 1
+        return self.data[pos]
 
     def bytes(self) -> bytes:
         n = self.uvarint()
-        if n > len(self.data) - self.pos:
+        start = self.pos
+        if n > self.end - start:
             raise CodecError("length beyond buffer")
-        self.pos += n
-        return bytes(self.data[self.pos - n : self.pos])
+        self.pos = start + n
+        return self.data[start : start + n]
 
     def str(self) -> str:
         try:
@@ -133,7 +150,7 @@ class _Reader:
             raise CodecError("bad utf-8") from exc
 
     def done(self) -> bool:
-        return self.pos == len(self.data)
+        return self.pos == self.end
 
 
 # ---- messages -----------------------------------------------------------------------------
@@ -231,12 +248,10 @@ def _read_entries(r: _Reader) -> tuple[Entry, ...]:
         raise CodecError("entry count beyond buffer")
     out = []
     for _ in range(n):
-        term, index = r.int(), r.int()
-        try:
-            kind = EntryKind(r.byte())
-        except ValueError as exc:
-            raise CodecError("unknown entry kind") from exc
-        out.append(Entry(term, index, kind, r.bytes()))
+        term, index, code = r.int(), r.int(), r.byte()
+        if code >= len(_KINDS_BY_CODE):
+            raise CodecError("unknown entry kind")
+        out.append(Entry(term, index, _KINDS_BY_CODE[code], r.bytes()))
     return tuple(out)
 
 
