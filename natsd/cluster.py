@@ -16,14 +16,18 @@ How it works:
   (for queues on every change, with the member count as weight), RS- on 1 -> 0, and a newly
   registered route gets all of it. A peer's RS+ is never re-propagated (one hop). Each route
   keeps its peer's interest in its own Sublist, so a route that drops and comes back simply
-  re-learns it from the re-sent RS+ lines.
+  re-learns it from the re-sent RS+ lines. To make an internal subscription reachable from
+  other servers, call `local_sub_added(subject, queue)` for it (and `local_sub_removed` when it
+  goes).
 - Messages: while at least one route is up the server sets `server.cluster_active = self` and
   client publishes come here (`publish`): local delivery as usual, plus one RMSG/HMSG per route
   with matching interest. Each queue group gets one member across local and remote (remote
   entries weighted by their member count); the chosen route is told the queue names. A routed
   message is delivered only to local subscribers (`remote_msg`), never forwarded again.
 - Clients learn the cluster: `connect_urls` (our own client URL and every peer's) goes into
-  client INFO, and protocol-1 clients get an async INFO whenever the set changes.
+  client INFO, and protocol-1 clients get an async INFO whenever the set changes. With
+  `no_advertise` (as nats-server) this server neither offers its URL to peers nor peers' URLs
+  to its clients, so clients stay where they were put.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
-import structlog
 import trio
 
 from natsd import protocol as p
@@ -289,7 +292,8 @@ class Cluster:
         urls = self._compute_connect_urls()
         if urls != self.connect_urls:
             self.connect_urls = urls
-            self._announce_to_clients()
+            if not self.server.options.cluster_no_advertise:
+                self._announce_to_clients()
 
     def _compute_connect_urls(self) -> list[str]:
         urls: list[str] = []
@@ -312,7 +316,7 @@ class Cluster:
     def decorate_client_info(self, info: dict[str, Any]) -> None:
         """Client INFO hook: cluster name and the URLs clients may fail over to."""
         info["cluster"] = self.name
-        if self.connect_urls:
+        if self.connect_urls and not self.server.options.cluster_no_advertise:
             info["connect_urls"] = list(self.connect_urls)
 
     async def wait_routes(self, count: int, timeout_s: float) -> bool:
