@@ -32,7 +32,7 @@ from jetstream.config import (
     is_valid_name,
     stream_subjects_conflict,
 )
-from jetstream.errors import ApiError, ErrCode, JsApiException
+from jetstream.errors import ApiError, ErrCode, JsApiException, invalid_config
 from jetstream.headers import append_headers, encode_headers
 from jetstream.info import rfc3339_ns, stream_info_json, stream_state_json
 from jetstream.stream import DeleteMsg, PurgeCmd
@@ -79,7 +79,20 @@ def _parse_config(tokens: list[str], body: bytes) -> StreamConfig:
         raise fail(ErrCode.STREAM_MISMATCH)
     d = {**d, "name": name}
     d.pop("pedantic", None)
+    _check_capture(d)
     return StreamConfig.from_json(d)
+
+
+def _check_capture(d: dict[str, Any]) -> None:
+    """nats-server's no-ack rules, checked before the generic config rules (same texts)."""
+    subjects = d.get("subjects")
+    if d.get("no_ack") is True or not isinstance(subjects, list):
+        return
+    for subject in subjects:
+        if subject == ">":
+            raise JsApiException(invalid_config("capturing all subjects requires no-ack to be true"))
+        if isinstance(subject, str) and is_valid_subject(subject) and subjects_overlap(subject, "$JS.API.>"):
+            raise JsApiException(invalid_config("subjects that overlap with jetstream api require no-ack to be true"))
 
 
 def _check_common(js: Any, cfg: StreamConfig) -> None:
