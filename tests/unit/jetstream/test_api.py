@@ -81,8 +81,18 @@ async def test_publish_ack_dedup_and_rejections(tmp_path: Path) -> None:
         assert (info["state"]["messages"], info["state"]["last_seq"]) == (2, 2)
 
 
-async def test_group_commit_acks_every_publish_in_order(tmp_path: Path) -> None:
+async def test_group_commit_acks_every_publish_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Many publishes queued at once are committed in batches; every one gets its own ack."""
+    from jetstream.runtime import StreamRuntime
+
+    batches: list[int] = []
+    original = StreamRuntime.apply_batch
+
+    async def counting(self: StreamRuntime, cmds: list) -> list:
+        batches.append(len(cmds))
+        return await original(self, cmds)
+
+    monkeypatch.setattr(StreamRuntime, "apply_batch", counting)
     async with running_js(tmp_path) as h:
         await h.api("STREAM.CREATE.G", {"name": "G", "subjects": ["g"]})  # file storage (SQLite)
         inbox = h.inbox()
@@ -90,6 +100,7 @@ async def test_group_commit_acks_every_publish_in_order(tmp_path: Path) -> None:
             h.publish("g", b"%d" % i, inbox.subject)
         acks = [(await inbox.next()).json() for _ in range(500)]
         assert sorted(a["seq"] for a in acks) == list(range(1, 501))
+        assert sum(batches) == 500 and len(batches) < 10  # one commit (fsync) for many publishes
         got = await h.api("STREAM.MSG.GET.G", {"seq": 321})
         assert got["message"]["subject"] == "g"
         assert await h.request("$JS.API.DIRECT.GET.G", b'{"seq": 1}') is not None
