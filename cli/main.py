@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "server": "cli.server:server",
     "bench": "cli.bench:bench",
     "jepsen": "cli.jepsen_cmd:jepsen",
+    "cluster": "cli.cluster:cluster",
 }
 
 
