@@ -19,8 +19,10 @@ While step 1 waits on the disk, the other loops keep stepping nodes, so everythi
 meanwhile rides in the next batch. Ready.events are logged through structlog.
 
 `propose(group, data)` returns the entry's index once it is committed and applied, raises
-NotLeader(hint) when this node cannot take proposals, and ProposalLost when another leader's
-entry took its index.
+NotLeader(hint) when this node is not the leader, ProposalRefused(reason) for other refusals
+(a membership change still pending, a new leader not ready yet), and ProposalLost when another
+leader's entry took its index. An apply or restore callback that raises stops the host: a
+state machine that cannot apply a committed entry must not carry on.
 """
 
 from __future__ import annotations
@@ -62,11 +64,17 @@ RECEIVE_BATCH_MAX = 4096
 _QUIET_ROLES = (Role.FOLLOWER, Role.LEARNER)
 
 
-class NotLeader(Exception):
+class ProposalRefused(Exception):
+    """The node refused the proposal (see `reason`); nothing was appended."""
+
     def __init__(self, leader_hint: NodeId | None, reason: RefuseReason = RefuseReason.NOT_LEADER):
-        super().__init__(f"not leader ({reason.value}); leader hint: {leader_hint}")
+        super().__init__(f"proposal refused ({reason.value}); leader hint: {leader_hint}")
         self.leader_hint = leader_hint
         self.reason = reason
+
+
+class NotLeader(ProposalRefused):
+    """This node is not the leader (or is handing leadership over): ask `leader_hint`."""
 
 
 class ProposalLost(NotLeader):
@@ -233,7 +241,9 @@ class RaftHost:
         self, group: GroupId, g: _Group, result: ProposeResult
     ) -> tuple[int, object]:
         if not result.ok:
-            raise NotLeader(result.leader_hint, result.reason)
+            if result.reason in (RefuseReason.NOT_LEADER, RefuseReason.TRANSFERRING):
+                raise NotLeader(result.leader_hint, result.reason)
+            raise ProposalRefused(result.leader_hint, result.reason)
         waiter = g.waiters[result.index] = _Waiter(result.term)
         self._mark(group)
         try:

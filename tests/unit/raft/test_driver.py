@@ -13,13 +13,13 @@ import attrs
 import pytest
 import trio
 
-from raft.config import NodeConfig, Role
-from raft.driver import NotLeader, RaftHost
+from raft.config import NodeConfig, RefuseReason, Role
+from raft.driver import NotLeader, ProposalRefused, RaftHost
 from raft.storage import LogStore, MemoryLogStore, SqliteLogStore
 from raft.testing.simnet import SimNet
 from raft.transport import MemoryNetwork
 from raft.transport.simulated import SimulatedNetwork
-from raft.types import Entry, Membership, Snapshot
+from raft.types import ConfigChange, ConfigChangeType, Entry, Membership, Snapshot
 
 NODES = ("n1", "n2", "n3")
 MEMBERS = Membership(frozenset(NODES))
@@ -303,3 +303,31 @@ async def test_read_index_returns_an_applied_linearizable_point(
             assert point >= index, node
             assert member.host.node("g").applied_index >= point
             assert member.applied.data("g") == [b"w"]
+
+
+async def test_a_fourth_host_joins_as_learner_then_voter(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with cluster_of(memory_stores(), ["g"]) as cluster:
+        leader = await elected(cluster, "g")
+        lead = cluster.members[leader].host
+        await lead.propose("g", b"before-join")
+        joiner = await cluster.start("n4", MemoryLogStore(), ["g"])  # knows only n1..n3
+        assert joiner.host.node("g").role is Role.LEARNER
+        await lead.propose_config_change("g", ConfigChange(ConfigChangeType.ADD_LEARNER, "n4"))
+        await wait_until(lambda: joiner.applied.data("g") == [b"before-join"])
+        await wait_until(lambda: lead.node("g").role is Role.LEADER)
+        change = ConfigChange(ConfigChangeType.PROMOTE_LEARNER, "n4")
+        for _attempt in range(100):  # refused while the previous change is uncommitted
+            try:
+                await lead.propose_config_change("g", change)
+                break
+            except ProposalRefused as refused:
+                assert refused.reason is RefuseReason.CONFIG_PENDING
+                await trio.sleep(TICK_S)
+        await wait_until(lambda: "n4" in joiner.host.node("g").membership.voters)
+        assert joiner.host.node("g").role is Role.FOLLOWER
+        await lead.propose("g", b"after-join")
+        for member in cluster.members.values():
+            want = [b"before-join", b"after-join"]
+            await wait_until(lambda m=member, w=want: m.applied.data("g") == w)
