@@ -19,9 +19,9 @@ While step 1 waits on the disk, the other loops keep stepping nodes, so everythi
 meanwhile rides in the next batch. Ready.events are logged through structlog.
 
 `propose(group, data)` returns the entry's index once it is committed and applied, raises
-NotLeader(hint) when this node is not the leader, ProposalRefused(reason) for other refusals
-(a membership change still pending, a new leader not ready yet), and ProposalLost when another
-leader's entry took its index. An apply or restore callback that raises stops the host: a
+NotLeader(hint, reason) when the node refuses it (not the leader, or a membership change still
+pending, or a new leader not ready yet: see `reason`), and ProposalLost when another leader's
+entry took its index. An apply or restore callback that raises stops the host: a
 state machine that cannot apply a committed entry must not carry on.
 """
 
@@ -64,8 +64,10 @@ RECEIVE_BATCH_MAX = 4096
 _QUIET_ROLES = (Role.FOLLOWER, Role.LEARNER)
 
 
-class ProposalRefused(Exception):
-    """The node refused the proposal (see `reason`); nothing was appended."""
+class NotLeader(Exception):
+    """The node refused the proposal and appended nothing. `reason` says why: not the leader
+    (ask `leader_hint`), a leadership transfer, a membership change still pending, or a new
+    leader that has not committed an entry of its term yet (retry shortly)."""
 
     def __init__(self, leader_hint: NodeId | None, reason: RefuseReason = RefuseReason.NOT_LEADER):
         super().__init__(f"proposal refused ({reason.value}); leader hint: {leader_hint}")
@@ -73,8 +75,7 @@ class ProposalRefused(Exception):
         self.reason = reason
 
 
-class NotLeader(ProposalRefused):
-    """This node is not the leader (or is handing leadership over): ask `leader_hint`."""
+ProposalRefused = NotLeader  # the same exception, for callers where "refused" reads better
 
 
 class ProposalLost(NotLeader):
@@ -241,9 +242,7 @@ class RaftHost:
         self, group: GroupId, g: _Group, result: ProposeResult
     ) -> tuple[int, object]:
         if not result.ok:
-            if result.reason in (RefuseReason.NOT_LEADER, RefuseReason.TRANSFERRING):
-                raise NotLeader(result.leader_hint, result.reason)
-            raise ProposalRefused(result.leader_hint, result.reason)
+            raise NotLeader(result.leader_hint, result.reason)
         waiter = g.waiters[result.index] = _Waiter(result.term)
         self._mark(group)
         try:
