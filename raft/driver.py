@@ -45,6 +45,7 @@ from raft.types import (
     ConfigChange,
     Entry,
     EntryKind,
+    Event,
     GroupId,
     HardState,
     Membership,
@@ -128,7 +129,10 @@ class RaftHost:
         rng: random.Random | None = None,
         store_offload: bool = True,
         commit_flush_interval_s: float = 1.0,
+        on_event: Callable[[GroupId, Event], None] | None = None,
     ) -> None:
+        """`on_event(group, event)` is called for every core event (e.g. "raft.became_leader",
+        "raft.stepped_down", "raft.repair_done") after it is logged; it must not block."""
         self.node_id = node_id
         self.store = store
         self.worker = StoreWorker(store, offload=store_offload)
@@ -137,6 +141,7 @@ class RaftHost:
         self._rng = rng or random.Random(node_id)
         self._groups: dict[GroupId, _Group] = {}
         self.commit_flush_interval_s = commit_flush_interval_s
+        self._on_event = on_event
         self._deferred: dict[GroupId, HardState] = {}  # commit-only hard states not yet written
         self._deferred_flushed_s = 0.0
         self._dirty: set[GroupId] = set()
@@ -401,6 +406,8 @@ class RaftHost:
     async def _apply(self, g: _Group, r: Ready) -> None:
         for event in r.events:
             self._log.info(event.name, group=r.group, **dict(event.fields))
+            if self._on_event is not None:
+                self._on_event(r.group, event)
         if r.snapshot is not None:
             self._apply_snapshot(g, r.snapshot)
             if g.restore is not None:

@@ -19,7 +19,7 @@ from raft.storage import LogStore, MemoryLogStore, SqliteLogStore
 from raft.testing.simnet import SimNet
 from raft.transport import MemoryNetwork
 from raft.transport.simulated import SimulatedNetwork
-from raft.types import ConfigChange, ConfigChangeType, Entry, Membership, Snapshot
+from raft.types import ConfigChange, ConfigChangeType, Entry, Event, Membership, Snapshot
 
 NODES = ("n1", "n2", "n3")
 MEMBERS = Membership(frozenset(NODES))
@@ -65,10 +65,17 @@ class Cluster:
     network: MemoryNetwork | SimulatedNetwork
     nursery: trio.Nursery
     members: dict[str, Member] = attrs.Factory(dict)
+    events: list[tuple[str, str, str]] = attrs.Factory(list)  # (node, group, event name)
 
     async def start(self, node: str, store: LogStore, groups: list[str]) -> Member:
         transport = self.network.endpoint(node)
-        host = RaftHost(node, store, transport, tick_interval_s=TICK_S, store_offload=False)
+
+        def on_event(group: str, event: Event) -> None:
+            self.events.append((node, group, event.name))
+
+        host = RaftHost(
+            node, store, transport, tick_interval_s=TICK_S, store_offload=False, on_event=on_event
+        )
         applied = Applied()
         for group in groups:
             config = NodeConfig(node, group, election_ticks=10, heartbeat_ticks=2)
@@ -137,6 +144,7 @@ async def test_elects_one_leader_and_commits_on_all(autojump_clock: trio.testing
             await wait_until(lambda m=member: m.applied.data("g") == [b"hello"])
             assert member.applied.entries["g"][0].index == index
             assert member.host.node("g").leader_id == leader
+        assert (leader, "g", "raft.became_leader") in cluster.events
 
 
 async def test_follower_refuses_with_leader_hint(autojump_clock: trio.testing.MockClock) -> None:
@@ -232,6 +240,7 @@ async def test_corrupt_log_restarts_repair_needed_and_repairs(
         assert node.last_index < 4  # only the verified prefix, never served as complete
         await cluster.members[leader].host.propose("g", b"v3")
         await wait_until(lambda: not node.repair_needed)
+        assert (victim, "g", "raft.repair_done") in cluster.events
         want = [b"v0", b"v1", b"v2", b"v3"]
         await wait_until(lambda: member.applied.data("g") == want)
 
