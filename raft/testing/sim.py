@@ -146,12 +146,17 @@ class Cluster:
         best = max(self.leaders(), key=lambda n: n.raft.term if n.raft else 0, default=None)
         return best
 
+    def membership(self) -> Membership | None:
+        """The membership in the view of the most advanced live node (None if all are down)."""
+        top = max(self.live(), key=lambda n: n.raft.commit_index if n.raft else 0, default=None)
+        return None if top is None or top.raft is None else top.raft.membership
+
     def members(self) -> list[str]:
         """Nodes that are members in the view of the most advanced live node."""
-        top = max(self.live(), key=lambda n: n.raft.commit_index if n.raft else 0, default=None)
-        if top is None or top.raft is None:
+        m = self.membership()
+        if m is None:
             return sorted(n for n, s in self.nodes.items() if not s.retired)
-        return sorted(mship.members(top.raft.membership))
+        return sorted(mship.members(m))
 
     # -- node lifecycle --------------------------------------------------------------------
 
@@ -245,7 +250,13 @@ class Cluster:
         node = self.nodes[node_id]
         if node.up or node.retired:
             return
-        self._start(node, self.initial if node_id in self.initial.voters else Membership())
+        # The config of a brand-new group, used only when the disk holds none (wiped or never
+        # written): like a real server, it is told the group's current peers (meta's job).
+        current = self.membership()
+        if current is not None and node.ever_synced:
+            self._start(node, current)
+        else:
+            self._start(node, self.initial if node_id in self.initial.voters else Membership())
 
     def power_loss(self, node_ids: list[str]) -> None:
         for node_id in sorted(node_ids):
