@@ -71,7 +71,7 @@ def consumer_or_fail(rt: Any, name: str) -> Any:
 
 async def consumer_info(js: Any, consumer: Any) -> dict[str, Any]:
     rt, st = consumer.stream, consumer.state
-    num_pending = await rt.call(consumer.num_pending, rt.store)
+    num_pending = await rt.read(consumer.num_pending)
     counts = Counts(st.consumer_seq, st.cursor, st.ack_floor_consumer, st.ack_floor_stream,
                     len(st.pending), st.num_redelivered, num_pending)
     out = consumer_info_json(rt.name, consumer.name, consumer.created_ns, consumer.config.to_json(), counts,

@@ -187,8 +187,7 @@ def _parse_get(d: dict[str, Any]) -> tuple[int, str, str]:
     return seq, last_by, next_by
 
 
-def _load(rt: Any, seq: int, last_by: str, next_by: str) -> Any:
-    store = rt.store
+def _load(store: Any, seq: int, last_by: str, next_by: str) -> Any:
     if last_by:
         return store.load_last_by_subject(last_by)
     if next_by:
@@ -200,7 +199,7 @@ async def msg_get(js: Any, tokens: list[str], body: bytes, reply: str | None) ->
     d = decode_json(body, required=True)
     rt = stream_or_fail(js, tokens[3])
     seq, last_by, next_by = _parse_get(d)
-    msg = await rt.call(_load, rt, seq, last_by, next_by)
+    msg = await rt.read(_load, seq, last_by, next_by)
     if msg is None:
         raise fail(ErrCode.NO_MESSAGE_FOUND)
     message: dict[str, Any] = {"subject": msg.subject, "seq": msg.seq}
@@ -241,7 +240,7 @@ async def direct_get(js: Any, tokens: list[str], body: bytes, reply: str | None)
     except _DirectStatus as status:
         js.server.publish_internal(reply, None, encode_headers([], status.code, status.text), b"")
         return None
-    msg = await rt.call(_load, rt, seq, last_by, next_by)
+    msg = await rt.read(_load, seq, last_by, next_by)
     if msg is None:
         js.server.publish_internal(reply, None, encode_headers([], 404, "Message Not Found"), b"")
         return None

@@ -217,6 +217,7 @@ class ConsumerRuntime:
         st.ack_floor_stream = st.cursor
 
     def num_pending(self, store: Any) -> int:
+        """Matching messages not yet delivered (works on the reader or the writer store)."""
         return len(self.state.lps) + store.num_pending(self.state.cursor, self.filters or None)
 
     # -- callbacks (never block) --------------------------------------------------------------------
@@ -314,8 +315,7 @@ class ConsumerRuntime:
             return
         seqs, self.to_remove = tuple(self.to_remove), []
         if self.stream.config.retention is Retention.INTEREST:
-            store = self.stream.store
-            subjects = await self.stream.call(lambda: {s: m.subject for s in seqs if (m := store.load(s))})
+            subjects = await self.stream.read(lambda store: {s: m.subject for s in seqs if (m := store.load(s))})
             others = [c for c in self.stream.consumers.values() if c is not self]
             seqs = tuple(s for s, subj in subjects.items() if not any(c.needs(s, subj) for c in others))
         if seqs:
@@ -439,7 +439,7 @@ class ConsumerRuntime:
         redeliver = st.take_due(n)
         lps = [st.lps.popleft() for _ in range(min(n - len(redeliver), len(st.lps)))]
         fresh = n - len(redeliver) - len(lps)
-        msgs, missing, pending_after = await self.stream.call(self._load, redeliver + lps, st.cursor, fresh)
+        msgs, missing, pending_after = await self.stream.read(self._load, redeliver + lps, st.cursor, fresh)
         if missing:
             st.forget(missing)
         if not msgs:
@@ -448,9 +448,9 @@ class ConsumerRuntime:
         self.server.flush_dirty()
         return sent > 0
 
-    def _load(self, seqs: list[int], cursor: int, fresh: int) -> tuple[list[StoredMsg], list[int], int]:
+    def _load(self, store: Any, seqs: list[int], cursor: int, fresh: int) -> tuple[list[StoredMsg], list[int], int]:
         """In the worker thread: the given sequences, then up to `fresh` new matching messages."""
-        store, filters = self.stream.store, self.filters or None
+        filters = self.filters or None
         msgs: list[StoredMsg] = []
         missing: list[int] = []
         for seq in seqs:

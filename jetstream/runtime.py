@@ -9,8 +9,10 @@ the server's routing callback, never blocking) and drained by `run_writer`: whil
 being written in the worker thread the next one accumulates (group commit), which is where
 throughput comes from. PubAcks go out after the commit, so an acknowledged message is on disk.
 
-All store access goes through `call()`, which holds a per-stream trio lock and runs the call in a
-worker thread for SQLite stores (one thread at a time per database). A commit wakes consumers via
+All writes and state queries go through `call()`, which holds a per-stream trio lock and runs the
+call in a worker thread for SQLite stores (one thread at a time per connection). Message reads go
+through `read()`: a second SQLite connection (WAL readers do not block on the writer), so
+consumers and gets keep going while a batch is being committed. A commit wakes consumers via
 `changed` (an Event replaced on each change). Configuration lives next to the store in
 `stream.json` (written atomically: temp file, fsync, rename, fsync of the directory).
 """
@@ -57,6 +59,8 @@ class StreamRuntime:
         self.sm = StreamStateMachine(config, store, has_interest=self._has_interest)
         self.index = store.applied_index()
         self.lock = trio.Lock()
+        self.read_lock = trio.Lock()
+        self._reader: MessageStore | None = None
         self.in_thread = isinstance(store, SqliteStore)
         self.consumers: dict[str, Any] = {}  # name -> delivery.ConsumerRuntime
         self.changed = trio.Event()
@@ -79,6 +83,24 @@ class StreamRuntime:
             if self.in_thread:
                 return await trio.to_thread.run_sync(fn, *args)
             return fn(*args)
+
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(store, *args)` for message reads (load, load_next, load_last_by_subject,
+        num_pending): SQLite streams use a second, read-only-in-practice connection (WAL lets it
+        read committed data while the writer is committing), so reads never wait for an fsync."""
+        if not self.in_thread:
+            if self.closed:
+                raise StreamClosed(self.name)
+            return fn(self.store, *args)
+        async with self.read_lock:
+            if self.closed:
+                raise StreamClosed(self.name)
+            return await trio.to_thread.run_sync(self._read_sync, fn, args)
+
+    def _read_sync(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        if self._reader is None:
+            self._reader = SqliteStore(self.store.path)  # type: ignore[attr-defined]
+        return fn(self._reader, *args)
 
     async def apply_batch(self, cmds: list[Command]) -> list[Any]:
         """Apply commands in one transaction; returns one result per command once committed."""
@@ -169,6 +191,10 @@ class StreamRuntime:
                 await trio.to_thread.run_sync(self.store.close)
             else:
                 self.store.close()
+        async with self.read_lock:
+            if self._reader is not None:
+                await trio.to_thread.run_sync(self._reader.close)
+                self._reader = None
 
 
 class StreamClosed(Exception):
