@@ -345,7 +345,7 @@ class JetStream:
 
     async def _expire_loop(self) -> None:
         """Apply max_age and per-message TTL expiry; an Expire command (one commit) only when
-        the oldest message is past max_age, or the stream allows per-message TTLs."""
+        the oldest message is past max_age or a per-message TTL is due."""
         while True:
             await trio.sleep(EXPIRE_EVERY_S)
             for rt in list(self.streams.values()):
@@ -357,9 +357,22 @@ class JetStream:
 
     async def _expiry_due(self, rt: StreamRuntime) -> bool:
         cfg = rt.config
-        if cfg.allow_msg_ttl:
+        if cfg.allow_msg_ttl and _ttl_due(rt.sm, self.clock_ns()):
             return True
         if cfg.max_age_ns <= 0:
             return False
         state = await rt.call(rt.store.state)
         return state.messages > 0 and state.first_ts_ns <= self.clock_ns() - cfg.max_age_ns
+
+
+def _ttl_due(sm: Any, now_ns: int) -> bool:
+    """Is a per-message TTL due? Uses the state machine's `next_expiry_ns()` when it has one,
+    else its TTL index; unknown shapes count as due (an Expire is always safe, just a commit)."""
+    next_expiry = getattr(sm, "next_expiry_ns", None)
+    if callable(next_expiry):
+        at = next_expiry()
+        return at is not None and at <= now_ns
+    index = getattr(sm, "_ttl_expiry", None)
+    if isinstance(index, dict):
+        return any(at <= now_ns for at in index.values())
+    return True

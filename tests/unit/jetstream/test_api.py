@@ -296,3 +296,16 @@ async def test_a_crashing_consumer_task_is_contained_and_restarted(
         msg = await inbox.next()
         assert msg.payload == b"m" and failures == [1]
         assert (await h.api("STREAM.INFO.X"))["state"]["messages"] == 1
+
+
+async def test_per_message_ttl_expires(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    async with running_js(tmp_path) as h:
+        await make_stream(h, "TTL", ["ttl.>"], allow_msg_ttl=True)
+        assert (await publish(h, "ttl.a", b"short", encode_headers([("Nats-TTL", "2s")])))["seq"] == 1
+        assert (await publish(h, "ttl.b", b"forever"))["seq"] == 2
+        start = trio.current_time()
+        with trio.fail_after(10):
+            while (await h.api("STREAM.INFO.TTL"))["state"]["messages"] != 1:
+                await trio.sleep(0.25)
+        assert trio.current_time() - start >= 1.5
+        assert (await h.api("STREAM.MSG.GET.TTL", {"seq": 2}))["message"]["subject"] == "ttl.b"
