@@ -11,9 +11,12 @@ queues the publish and the stream's writer task commits batches (jetstream/runti
 
 Each stream has a writer task and one task per consumer; they end by themselves when the stream
 is closed (deleted, or the server stops). Existing streams are opened synchronously at startup,
-before the first checkpoint, so the API and stream subjects exist as soon as clients can connect. A flusher task saves the state of durable consumers that changed (one transaction
-per stream) every `CONSUMER_FLUSH_S`, and a sweeper applies max_age expiry. On shutdown all
-durable consumers are saved and stores closed, shielded from cancellation.
+before the first checkpoint, so the API and stream subjects exist as soon as clients can connect.
+A flusher task saves the state of durable consumers that changed (one transaction per stream)
+every `CONSUMER_FLUSH_S`, and a sweeper applies max_age and per-message TTL expiry. Long-lived
+tasks run under `_guarded`: a bug is logged and the task restarted, never taking the server
+down. On shutdown all durable consumers are saved and stores closed, shielded from
+cancellation. Ephemeral consumers live in memory only.
 """
 
 from __future__ import annotations
