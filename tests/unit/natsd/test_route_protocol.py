@@ -268,3 +268,24 @@ def test_parse_route_url(url: str, expected: tuple[str, int]) -> None:
 def test_parse_route_url_rejects_garbage() -> None:
     with pytest.raises(ValueError):
         rp.parse_route_url("nats://host")
+
+
+ROUTE_WORDS = [b"RS+ ", b"RS- ", b"RMSG ", b"HMSG ", b"LS+ ", b"LMSG ", b"INFO ", b"CONNECT ",
+               b"PING", b"PONG", b"+OK", b"-ERR ", b"$G ", b"foo ", b"| ", b"+ ", b"3", b"12 ",
+               b"\r\n", b"\n", b"{}", b"abc", b" "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(ROUTE_WORDS) | st.binary(max_size=6), max_size=40),
+       st.integers(1, 16))
+def test_any_bytes_never_raise_and_nothing_follows_an_error(parts: list[bytes], step: int) -> None:
+    data = b"".join(parts)
+    parser = RouteParser(max_control_line=64, max_payload=64)
+    out: list = []
+    for i in range(0, len(data), step):
+        out.extend(parser.feed(data[i : i + step]))
+    errors = [i for i, op in enumerate(out) if isinstance(op, ProtocolError)]
+    assert errors in ([], [len(out) - 1])
+    assert parser.closed == bool(errors)
+    whole = RouteParser(max_control_line=64, max_payload=64).feed(data)
+    assert flatten_route(whole) == flatten_route(out)
