@@ -16,8 +16,12 @@ pre-vote and check-quorum work together. Leader-side replication lives in raft/r
 follower-side snapshot chunk assembly in raft/chunks.py, membership math in raft/membership.py.
 
 A node built with `repair_needed=True` (its disk was wiped or failed a checksum) never grants
-a vote and never campaigns until its commit index reaches the commit index of the first leader
-that sent it entries or a snapshot; then it clears the flag and emits "raft.repair_done".
+a vote and never campaigns until it has learned the current term from enough voters and caught
+up with a leader (raft/repair.py); then it clears the flag and emits "raft.repair_done".
+
+A follower only commits (from a heartbeat) up to the point where its log is known to match the
+current leader's (`_leader_match`, learned from accepted APPENDs); a heartbeat promising more
+is answered with a reject, so that a leader re-probes a follower that restarted or lost its disk.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from raft import membership as mship
 from raft.chunks import ChunkAssembler
 from raft.config import NodeConfig, ProposeResult, RefuseReason, Role
 from raft.log import RaftLog
+from raft.repair import TERM_PROBE_CONTEXT, Repair
 from raft.replication import LeaderMixin, ReadRequest
 from raft.types import (
     ConfigChange,
@@ -94,10 +99,13 @@ class RaftNode(LeaderMixin):
         self._read_states: list[ReadState] = []
         self._pending_snapshot: Snapshot | None = None
         self._assembler = ChunkAssembler()
-        self._repair_needed = repair_needed
-        self._repair_target: int | None = None
+        self._leader_match = self._log.committed  # our log matches the leader's up to here
+        self._repair = Repair(active=repair_needed)
         self._init_leader_state()
         self._reset_election_timer()
+        if repair_needed:
+            self._event("raft.repair_started")
+            self._send_term_probes()
 
     # ---- introspection ---------------------------------------------------------------------
     node_id = property(lambda self: self._cfg.node_id)
@@ -113,7 +121,7 @@ class RaftNode(LeaderMixin):
     first_index = property(lambda self: self._log.first_index())
     snapshot_meta = property(lambda self: self._log.snapshot.meta)
     membership = property(lambda self: self._membership)
-    repair_needed = property(lambda self: self._repair_needed)
+    repair_needed = property(lambda self: self._repair.active)
     lead_transferee = property(lambda self: self._transferee)
 
     def entries(self, lo: int, hi: int) -> list[Entry]:
@@ -125,6 +133,8 @@ class RaftNode(LeaderMixin):
 
     # ---- inputs ------------------------------------------------------------------------------
     def tick(self) -> None:
+        if self._repair.probe_due(self._cfg.election_ticks):
+            self._send_term_probes()
         if self._role is Role.LEADER:
             self._tick_leader()
             return
@@ -135,6 +145,11 @@ class RaftNode(LeaderMixin):
 
     def step(self, msg: Message) -> None:
         assert msg.group == self._cfg.group and msg.dst == self._cfg.node_id, msg
+        if msg.context == TERM_PROBE_CONTEXT and msg.type in (_M.PRE_VOTE, _M.PRE_VOTE_RESP):
+            self._handle_term_probe(msg)
+            return
+        if self._repair.wants_probe(msg.src):
+            self._send(_M.PRE_VOTE, msg.src, context=TERM_PROBE_CONTEXT)  # it is back in reach
         if msg.term > self._term and not self._accept_higher_term(msg):
             return
         if msg.term < self._term:
@@ -250,7 +265,7 @@ class RaftNode(LeaderMixin):
         """May campaign: a voter in the latest config, or in the latest committed one (a node
         whose removal is not committed must still be able to lead, or a group where it holds
         the longest log could never elect anyone)."""
-        if self._repair_needed:
+        if self._repair.active:
             return False
         me = self._cfg.node_id
         if mship.is_voter(self._membership, me):
@@ -270,6 +285,7 @@ class RaftNode(LeaderMixin):
             self._vote = None
         self._role = self._follower_role()
         self._leader = leader
+        self._leader_match = self._log.committed
         self._votes.clear()
         self._init_leader_state()
         self._reset_election_timer()
@@ -354,7 +370,7 @@ class RaftNode(LeaderMixin):
         )
         grant = (
             can_vote
-            and not self._repair_needed
+            and not self._repair.active
             and self._log.is_up_to_date(msg.index, msg.log_term)
         )
         kind = _M.PRE_VOTE_RESP if pre else _M.VOTE_RESP
@@ -379,7 +395,11 @@ class RaftNode(LeaderMixin):
     def _step_follower(self, msg: Message) -> None:
         t = msg.type
         if t in (_M.APPEND, _M.HEARTBEAT, _M.SNAPSHOT):
-            self._leader = msg.src
+            if self._repair.active and not self._repair.term_known:
+                return  # not until we know no term we acted in before the wipe is newer
+            if self._leader != msg.src:
+                self._leader = msg.src
+                self._leader_match = self._log.committed
             self._election_elapsed = 0
             if t is _M.APPEND:
                 self._handle_append(msg)
@@ -387,6 +407,7 @@ class RaftNode(LeaderMixin):
                 self._handle_heartbeat(msg)
             else:
                 self._handle_snapshot_chunk(msg)
+            self._check_repair_done()
         elif t is _M.TIMEOUT_NOW:
             if self._promotable():
                 self._campaign(pre=False, transfer=True)
@@ -394,8 +415,8 @@ class RaftNode(LeaderMixin):
             self._read_states.append(ReadState(index=msg.index, context=msg.context))
 
     def _handle_append(self, msg: Message) -> None:
-        self._note_repair_target(msg.commit)
         if msg.index < self._log.committed:
+            self._leader_match = max(self._leader_match, self._log.committed)
             self._send(_M.APPEND_RESP, msg.src, index=self._log.committed)
             return
         last_new = self._log.maybe_append(msg.index, msg.log_term, msg.commit, msg.entries)
@@ -412,27 +433,28 @@ class RaftNode(LeaderMixin):
                 log_term=hint_term,
             )
             return
+        self._leader_match = max(self._leader_match, last_new)
         if msg.entries:
             self._refresh_membership()
         self._send(_M.APPEND_RESP, msg.src, index=last_new)
-        self._check_repair_done()
 
     def _handle_heartbeat(self, msg: Message) -> None:
-        # A heartbeat's commit is at most what we acknowledged: if our log is shorter, we lost
-        # entries (wiped disk) and the leader must stop trusting our old match index.
-        lost = msg.commit > self._log.last_index()
-        self._log.commit_to(min(msg.commit, self._log.last_index()))
+        # A heartbeat's commit is at most what we acknowledged to this leader. If it is beyond
+        # what we know matches the leader's log (we restarted, or lost our disk), we must not
+        # commit it: we answer with a reject so that the leader probes our log again.
+        unsure = msg.commit > self._leader_match
+        self._log.commit_to(min(msg.commit, self._leader_match))
+        self._repair.leader_last_index(msg.index)
         self._send(
-            _M.HEARTBEAT_RESP, msg.src, context=msg.context, reject=lost, index=self._log.last_index()
+            _M.HEARTBEAT_RESP, msg.src, context=msg.context, reject=unsure, index=self._leader_match
         )
-        self._check_repair_done()
 
     def _handle_snapshot_chunk(self, msg: Message) -> None:
         assert msg.snapshot is not None
-        self._note_repair_target(msg.commit)
         meta = msg.snapshot.meta
         if meta.index <= self._log.committed:
             self._assembler.reset()
+            self._leader_match = max(self._leader_match, self._log.committed)
             self._send(_M.APPEND_RESP, msg.src, index=self._log.committed)
             return
         outcome = self._assembler.add(msg)
@@ -446,8 +468,8 @@ class RaftNode(LeaderMixin):
             )
             return
         self._install_snapshot(outcome.snapshot)
-        self._send(_M.APPEND_RESP, msg.src, index=self._log.last_index())
-        self._check_repair_done()
+        self._leader_match = max(self._leader_match, meta.index)
+        self._send(_M.APPEND_RESP, msg.src, index=meta.index)
 
     def _install_snapshot(self, snap: Snapshot) -> None:
         meta = snap.meta
@@ -459,16 +481,34 @@ class RaftNode(LeaderMixin):
         self._refresh_membership()
         self._event("raft.snapshot_installed", index=meta.index, snapshot_term=meta.term)
 
-    def _note_repair_target(self, leader_commit: int) -> None:
-        if self._repair_needed and self._repair_target is None:
-            self._repair_target = leader_commit
+    # ---- repair (raft/repair.py) ---------------------------------------------------------------
+    def _send_term_probes(self) -> None:
+        for voter in sorted(self._voters() - {self._cfg.node_id}):
+            self._send(_M.PRE_VOTE, voter, context=TERM_PROBE_CONTEXT)
+        self._learn_term_if_known(None)
+
+    def _handle_term_probe(self, msg: Message) -> None:
+        """Term probes change nobody's state; the answer carries the responder's term."""
+        if msg.type is _M.PRE_VOTE:
+            self._send(_M.PRE_VOTE_RESP, msg.src, reject=True, context=TERM_PROBE_CONTEXT)
+            return
+        if not self._repair.active or self._repair.term_known:
+            return
+        if msg.term > self._term:
+            self._become_follower(msg.term, None)
+        self._learn_term_if_known(msg.src)
+
+    def _learn_term_if_known(self, heard_from: str | None) -> None:
+        me = self._cfg.node_id
+        if self._repair.hear(heard_from or me, self._voters(), me):
+            if self._vote is None:
+                self._vote = me  # we may have voted in this term before the wipe: never again
+            self._event("raft.repair_term_known")
 
     def _check_repair_done(self) -> None:
-        target = self._repair_target
-        if self._repair_needed and target is not None and self._log.committed >= target:
-            self._repair_needed = False
-            self._repair_target = None
-            self._event("raft.repair_done", index=self._log.committed)
+        if self._repair.done(self._leader_match):
+            self._repair = Repair(active=False)
+            self._event("raft.repair_done", index=self._leader_match)
 
     # ---- membership --------------------------------------------------------------------------
     def _membership_at(self, index: int) -> Membership:

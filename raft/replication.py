@@ -232,7 +232,9 @@ class LeaderMixin:
         ctx = self._reads[-1].context if self._reads else b""
         for node in sorted(self._progress):
             pr = self._progress[node]
-            self._send(_M.HEARTBEAT, node, commit=min(pr.match, self._log.committed), context=ctx)
+            commit = min(pr.match, self._log.committed)
+            last = self._log.last_index()  # a repairing follower catches up to at least here
+            self._send(_M.HEARTBEAT, node, commit=commit, context=ctx, index=last)
 
     def _resend_snapshots(self) -> None:
         for node in sorted(self._progress):

@@ -1,0 +1,82 @@
+# pure-core
+"""Bringing back a node that lost its disk (or part of it) without breaking Raft's promises.
+
+A wiped node forgot its term, its vote, and entries it acknowledged. Two hazards follow:
+- it may vote twice in a term (it voted before the wipe, then again), electing two leaders;
+- it may help a stale leader, or a candidate lacking an entry it had helped commit, to a quorum
+  (its acknowledgement or vote stood in for the copy it lost).
+
+So a node constructed with `repair_needed=True` goes through two phases before it votes again:
+
+1. Term discovery. It sends a term probe (a PRE_VOTE carrying TERM_PROBE_CONTEXT; it changes
+   nobody's state, and the answer carries the responder's term) to every voter, and adopts the
+   highest term it hears. It ignores appends, heartbeats and snapshots until enough *other* voters
+   have answered that every quorum it could have been part of has a member among them
+   (n - majority(n) + 1 of them): then its term is at least any term it acted in before the wipe.
+   It never votes in that term (its vote is recorded as spent), only in later ones.
+2. Catch-up. It replicates normally, and records the last index of the first leader that sends it
+   a heartbeat (a leader of a term at least the discovered one holds every committed entry). Once
+   its log matches that leader's up to there, it holds everything it may have helped commit; it
+   clears the flag, votes and campaigns again, and emits "raft.repair_done".
+
+While repairing it never grants a vote and never campaigns.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from raft.membership import majority
+
+TERM_PROBE_CONTEXT = b"raft.term_probe"
+
+
+def answers_needed(voters: frozenset[str], me: str) -> int:
+    """Other voters that must answer a term probe so that every quorum containing `me` has
+    a member among them (counting `me` as a voter, as it may have been one before the wipe)."""
+    n = len(voters | {me})
+    return min(n - majority(n) + 1, n - 1)
+
+
+@attrs.define
+class Repair:
+    active: bool
+    heard: set[str] = attrs.field(factory=set)
+    term_known: bool = False
+    target: int | None = None  # last index of the first leader heard after term discovery
+    probe_elapsed: int = 0
+
+    def hear(self, node: str, voters: frozenset[str], me: str) -> bool:
+        """A voter answered a term probe; True when that completes term discovery."""
+        if not self.active or self.term_known:
+            return False
+        if node in voters and node != me:
+            self.heard.add(node)
+        if len(self.heard) >= answers_needed(voters, me):
+            self.term_known = True
+            return True
+        return False
+
+    def wants_probe(self, node: str) -> bool:
+        """A message arrived from `node`: probe it at once if we still need its answer (a
+        message's own term may be stale, so only a probe answer counts)."""
+        return self.active and not self.term_known and node not in self.heard
+
+    def leader_last_index(self, index: int) -> None:
+        if self.active and self.term_known and self.target is None:
+            self.target = index
+
+    def done(self, leader_match: int) -> bool:
+        """Whether our log, which matches the current leader's up to `leader_match`, now holds
+        everything up to the target."""
+        return self.active and self.target is not None and leader_match >= self.target
+
+    def probe_due(self, interval_ticks: int) -> bool:
+        """Tick: whether to send term probes again (still discovering)."""
+        if not self.active or self.term_known:
+            return False
+        self.probe_elapsed += 1
+        if self.probe_elapsed >= interval_ticks:
+            self.probe_elapsed = 0
+            return True
+        return False
