@@ -257,7 +257,12 @@ def _lag(c: Cluster) -> list[tuple[str, int, bool]]:
 
 
 def run_seed(
-    seed: int, steps: int = 200, *, cluster_cls: type[Cluster] = Cluster, stale_repair: bool = False
+    seed: int,
+    steps: int = 200,
+    *,
+    cluster_cls: type[Cluster] = Cluster,
+    stale_repair: bool = False,
+    tail: int = TRACE_TAIL,
 ) -> RunResult:
     """One seeded run; `cluster_cls` lets a test swap in a deliberately broken driver."""
     c = cluster_cls(seed, config_for(seed, stale_repair=stale_repair))
@@ -271,6 +276,6 @@ def run_seed(
         violation, invariant = str(v), v.invariant
         c.record("violation", str(v))
     leaders = len(c.checker.leaders)
-    tail = tuple(repr(item) for item in c.trace[-TRACE_TAIL:]) if violation else ()
-    return RunResult(seed, c.trace_hash(), c.now, c.proposed, c.acked, leaders, violation, invariant, tail)
+    last = tuple(repr(item) for item in c.trace[-tail:]) if violation and tail > 0 else ()
+    return RunResult(seed, c.trace_hash(), c.now, c.proposed, c.acked, leaders, violation, invariant, last)
 

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", type=int, default=0, help="first seed")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="chaos ticks per seed")
     p.add_argument("--hashes", action="store_true", help="print every seed's trace hash")
+    p.add_argument("--tail", type=int, default=40, help="trace events shown for a failure")
     p.add_argument(
         "--stale-repair",
         action="store_true",
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     t0, cpu0 = time.perf_counter(), time.process_time()
     unexpected = known = 0
     for seed in range(args.start, args.start + args.seeds):
-        r = run_seed(seed, args.steps, stale_repair=args.stale_repair)
+        r = run_seed(seed, args.steps, stale_repair=args.stale_repair, tail=args.tail)
         if args.hashes:
             print(f"seed={seed} trace={r.trace_hash} ok={r.ok} acked={r.acked} ticks={r.ticks}")
         if not r.ok:
