@@ -98,6 +98,9 @@ def _check_capture(d: dict[str, Any]) -> None:
 def _check_common(js: Any, cfg: StreamConfig) -> None:
     if cfg.num_replicas > 1:
         raise fail(ErrCode.STREAM_REPLICAS_NOT_SUPPORTED)
+    limit = js.storage_limit(cfg)
+    if limit > 0 and cfg.max_bytes > limit:
+        raise JsApiException(ApiError(500, 10047, "insufficient storage resources available"))
     if stream_subjects_conflict(cfg, js.other_stream_configs(cfg.name)):
         raise fail(ErrCode.STREAM_SUBJECT_OVERLAP)
 

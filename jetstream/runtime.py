@@ -41,6 +41,8 @@ STORE_FILE = "msgs.db"
 PUBLISH_QUEUE_MAX = 100_000
 WRITE_BATCH_MAX = 4096
 
+INSUFFICIENT_STORAGE = ApiError(code=500, err_code=10047, description="insufficient storage resources available")
+
 PublishHook = Callable[[str, "str | None", "bytes | None", bytes], None]
 
 
@@ -48,7 +50,8 @@ class StreamRuntime:
     """One stream: config, store, state machine, consumers, group-commit publish queue."""
 
     def __init__(self, config: StreamConfig, created_ns: int, store: MessageStore,
-                 directory: Path | None, clock_ns: Callable[[], int], publish: PublishHook) -> None:
+                 directory: Path | None, clock_ns: Callable[[], int], publish: PublishHook,
+                 *, over_limit: Callable[[StreamRuntime], bool] | None = None) -> None:
         self.config = config
         self.created_ns = created_ns
         self.store = store
@@ -67,6 +70,8 @@ class StreamRuntime:
         self.queue: list[tuple[Publish, str | None]] = []
         self.queue_ready = trio.Event()
         self.subscriptions: list[Any] = []
+        self.over_limit = over_limit or (lambda rt: False)
+        self.stored_bytes = 0  # after the last commit; for account storage limits
         self.closed = False
         self.deleted = False
 
@@ -110,6 +115,7 @@ class StreamRuntime:
                 for cmd in cmds:
                     self.index += 1
                     results.append(self.sm.apply(cmd, self.index))
+            self.stored_bytes = self.store.state().bytes
             return results
 
         try:
@@ -145,9 +151,9 @@ class StreamRuntime:
         """Routing callback for the stream's subjects: queue the message, never block."""
         if self.closed:
             return
-        if len(self.queue) >= PUBLISH_QUEUE_MAX:
+        if len(self.queue) >= PUBLISH_QUEUE_MAX or self.over_limit(self):
             if reply:
-                err = store_failed("too many pending publishes")
+                err = INSUFFICIENT_STORAGE if self.over_limit(self) else store_failed("too many pending publishes")
                 self.publish(reply, None, None, _json(puback_error_json(self.name, err)))
             return
         cmd = Publish(subject=subject, payload=bytes(payload), ts_ns=self.clock_ns(), headers=headers,

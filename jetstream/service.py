@@ -35,7 +35,7 @@ import structlog
 import trio
 
 from jetstream import api
-from jetstream.config import StreamConfig
+from jetstream.config import Storage, StreamConfig
 from jetstream.consumer_config import ConsumerConfig
 from jetstream.delivery import ConsumerRuntime
 from jetstream.delivery_state import parse_ack, parse_ack_subject
@@ -193,11 +193,28 @@ class JetStream:
                 self.log.error("jetstream.stream_load_failed", directory=str(directory), error=repr(exc))
                 continue
             rt = self._new_runtime(config, created_ns, store, directory)
+            rt.stored_bytes = store.state().bytes
             self._start_stream(rt)
             self._load_consumers(rt)
 
     def _new_runtime(self, config: StreamConfig, created_ns: int, store: Any, directory: Path) -> StreamRuntime:
-        return StreamRuntime(config, created_ns, store, directory, self.clock_ns, self.server.publish_internal)
+        return StreamRuntime(config, created_ns, store, directory, self.clock_ns, self.server.publish_internal,
+                             over_limit=self._over_limit)
+
+    # -- account limits (the server's max_memory_store / max_file_store) -----------------------
+    def storage_limit(self, config: StreamConfig) -> int:
+        options = self.server.options
+        if config.storage is Storage.MEMORY:
+            return options.max_memory_store_bytes
+        return options.max_file_store_bytes
+
+    def storage_used(self, memory: bool) -> int:
+        return sum(rt.stored_bytes for rt in self.streams.values()
+                   if (rt.config.storage is Storage.MEMORY) == memory)
+
+    def _over_limit(self, rt: StreamRuntime) -> bool:
+        limit = self.storage_limit(rt.config)
+        return limit > 0 and self.storage_used(rt.config.storage is Storage.MEMORY) >= limit
 
     async def create_stream(self, config: StreamConfig) -> StreamRuntime:
         directory = self.root / config.name

@@ -118,8 +118,8 @@ def frozen_mock_clock() -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def running_js(tmp_path: Path) -> AsyncIterator[Harness]:
-    server = Server(ServerOptions(jetstream=True, store_dir=str(tmp_path), seed=7))
+async def running_js(tmp_path: Path, **options: Any) -> AsyncIterator[Harness]:
+    server = Server(ServerOptions(jetstream=True, store_dir=str(tmp_path), seed=7, **options))
 
     def clock_ns() -> int:
         return BASE_NS + int(trio.current_time() * 1e9)

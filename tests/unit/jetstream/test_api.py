@@ -309,3 +309,17 @@ async def test_per_message_ttl_expires(tmp_path: Path, autojump_clock: trio.abc.
                 await trio.sleep(0.25)
         assert trio.current_time() - start >= 1.5
         assert (await h.api("STREAM.MSG.GET.TTL", {"seq": 2}))["message"]["subject"] == "ttl.b"
+
+
+async def test_server_storage_limit(tmp_path: Path) -> None:
+    async with running_js(tmp_path, max_file_store_bytes=2000) as h:
+        too_big = await h.api("STREAM.CREATE.BIG", {"name": "BIG", "subjects": ["big"], "max_bytes": 5000})
+        assert too_big["error"]["err_code"] == 10047
+        await h.api("STREAM.CREATE.L", {"name": "L", "subjects": ["l"]})
+        acks = [await publish(h, "l", b"x" * 200) for _ in range(15)]
+        stored = [a["seq"] for a in acks if "error" not in a]
+        rejected = [a for a in acks if "error" in a]
+        assert stored == list(range(1, len(stored) + 1)) and 5 <= len(stored) < 15
+        assert rejected and all(a["error"]["err_code"] == 10047 for a in rejected)
+        info = await h.api("STREAM.INFO.L")
+        assert info["state"]["messages"] == len(stored) and info["state"]["bytes"] >= 2000
