@@ -50,6 +50,7 @@ from jetstream.consumer_config import ConsumerConfig
 from jetstream.delivery_state import AckKind, parse_ack, parse_ack_subject
 from jetstream.errors import ApiError, JsApiException, store_failed
 from jetstream.runtime import StreamClosed, StreamRuntime, open_store, remove_stream_dir, write_config
+from jetstream.store.sqlite import SqliteStore
 from jetstream.service import JetStream
 from jetstream.stream import Expire, UpdateConfig
 from raft.config import NodeConfig, RefuseReason, Role
@@ -62,6 +63,7 @@ BARRIER_TIMEOUT_S = 2.0
 PROPOSE_RETRY_S = 2.0
 ENTRY_MSGS_MAX = 4096
 ENTRY_BYTES_MAX = 1 << 20
+ENTRIES_IN_FLIGHT = 8
 STEPDOWN_WAIT_S = 3.0
 ELECTION_TICKS = 10
 
@@ -148,17 +150,34 @@ class ReplicatedStream(StreamRuntime):
         return self.sm.apply(cmd, index)
 
     async def run_writer(self) -> None:
-        """Drain the publish queue: one entry per batch (bounded), PubAcks after the commit."""
-        while not self.closed:
-            await self.queue_ready.wait()
-            self.queue_ready = trio.Event()
-            while self.queue and not self.closed:
-                batch = self._take_batch()
-                try:
-                    results = await self.apply_batch([cmd for cmd, _ in batch])
-                except StreamClosed:
-                    return
-                self._send_acks(batch, results)
+        """Drain the publish queue: one entry per batch (bounded), up to ENTRIES_IN_FLIGHT
+        entries proposed and not yet committed; each batch's PubAcks go out after its commit."""
+        inflight = trio.Semaphore(ENTRIES_IN_FLIGHT)
+        async with trio.open_nursery() as nursery:
+            while not self.closed:
+                await self.queue_ready.wait()
+                self.queue_ready = trio.Event()
+                while self.queue and not self.closed:
+                    await inflight.acquire()
+                    batch = self._take_batch()
+                    if not batch:
+                        inflight.release()
+                        break
+                    await nursery.start(self._commit_batch, batch, inflight)
+
+    async def _commit_batch(self, batch: list[Any], inflight: trio.Semaphore,
+                            task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Propose one batch and ack it once committed. `started()` comes first: the parent
+        resumes only when this task first blocks, and `propose_result` proposes before its
+        first checkpoint, so entries enter the log in queue order."""
+        try:
+            task_status.started()
+            results = await self.apply_batch([cmd for cmd, _ in batch])
+            self._send_acks(batch, results)
+        except StreamClosed:
+            pass
+        finally:
+            inflight.release()
 
     def _take_batch(self) -> list[Any]:
         size = count = 0
@@ -209,7 +228,7 @@ class ClusteredJetStream(JetStream):
         config = StreamConfig.from_json(config_json)
         directory = self.root / group
         await trio.to_thread.run_sync(write_config, directory, config, created_ns)
-        store = await trio.to_thread.run_sync(open_store, config, directory)
+        store = await trio.to_thread.run_sync(open_replica_store, config, directory)
         rt = ReplicatedStream(config, created_ns, store, directory, self.clock_ns,
                               self.server.publish_internal, host=self.host, group=group,
                               peers=peers, assigned_text=assigned_text)
@@ -479,6 +498,17 @@ class ClusteredJetStream(JetStream):
         body.update(server=self.server.server_name, stream=rt.name, group=rt.group, leader=rt.leading,
                     applied_entry=entry_of(body["applied"]))
         self.server.publish_internal(reply, None, None, json.dumps(body).encode())
+
+
+def open_replica_store(config: StreamConfig, directory: Any) -> Any:
+    """The stream's store, committing without fsync (WAL, synchronous=NORMAL): the Raft log is
+    what is durable - it is never compacted past the store's applied index, and a replica
+    whose store lost its newest transactions in a power cut replays them from the log."""
+    store = open_store(config, directory)
+    conn = getattr(store, "_conn", None)  # SqliteStore has no public durability knob yet
+    if isinstance(store, SqliteStore) and conn is not None:
+        conn.execute("PRAGMA synchronous=NORMAL")
+    return store
 
 
 async def transfer_leadership(host: RaftHost, group: str, self_id: str) -> bool:

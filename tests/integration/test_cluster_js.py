@@ -287,3 +287,36 @@ def test_durable_consumer_keeps_acked_progress_across_failover(cluster: dict[str
 
     killed = run(scenario())
     cluster[killed].start([n.route_url for n in cluster.values()])
+
+
+def test_update_purge_delete_and_kv_on_r3(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        await js.add_stream(name="U", subjects=["u.>"], num_replicas=3, max_msgs=5)
+        for i in range(8):
+            await publish_acked(js, "u.a", b"%d" % i)
+        assert (await js.stream_info("U")).state.messages == 5
+        cfg = (await js.stream_info("U")).config
+        cfg.max_msgs = 3
+        updated = await js.update_stream(cfg)
+        assert updated.config.max_msgs == 3 and updated.state.messages == 3
+        assert await js.purge_stream("U")
+        assert (await js.stream_info("U")).state.messages == 0
+        await until(lambda: _same_digest_named(nc, "U"), "equal replicas of U after purge")
+        assert await js.delete_stream("U")
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await js.stream_info("U")
+        kv = await js.create_key_value(bucket="cfg", replicas=3)
+        await kv.put("k", b"1")
+        await kv.put("k", b"2")
+        assert (await kv.get("k")).value == b"2"
+        await nc.close()
+    run(scenario())
+    for node in cluster.values():  # only the committed delete removed U's data, everywhere
+        assert not [p for p in (node.store_dir / "jetstream" / "streams").iterdir() if p.name.startswith("S-U-")]
+
+
+async def _same_digest_named(nc: Any, stream: str) -> bool:
+    found = [await api(nc, f"$JSC.DIGEST.{n}.{stream}", timeout_s=1.0) for n in ("n1", "n2", "n3")]
+    return len({d["digest"] for d in found}) == 1
