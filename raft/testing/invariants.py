@@ -21,6 +21,7 @@ breach. Checking happens as things occur, so every step costs O(change), not O(l
   committed entries are applied.
 - stale_read: a read-index answer (ReadState) is at least the highest index acknowledged to
   any client before the read was requested (R9: linearizable reads, no stale reads).
+- invented: every applied NORMAL entry carries data some client proposed.
 - acked_lost: an acknowledged proposal is committed at the index it was acknowledged at; at the
   end, `check_acked_applied` verifies it reached every given replica's state machine.
 
@@ -80,6 +81,7 @@ class InvariantChecker:
     chains: dict[int, bytes] = attrs.field(factory=dict)
     acked: dict[int, tuple[int, Content]] = attrs.field(factory=dict)
     reads: dict[bytes, int] = attrs.field(factory=dict)  # read context -> acked max at request
+    proposed: set[bytes] = attrs.field(factory=set)
     checks: int = 0
 
     # -- elections -------------------------------------------------------------------------
@@ -214,12 +216,18 @@ class InvariantChecker:
         """`node`'s state machine reached `index` with hash `chain` (entry None: from a snapshot)."""
         self.checks += 1
         if entry is not None:
+            if entry.kind is EntryKind.NORMAL and entry.data not in self.proposed:
+                raise Violation("invented", f"{node} applied {index} with data nobody proposed")
             known = self.committed.get(index)
             if known is None or known != (entry.term, (entry.kind, entry.data)):
                 raise Violation("state_machine_safety", f"{node} applied {index} term {entry.term}, committed: {known}")
         prior = self.chains.setdefault(index, chain)
         if prior != chain:
             raise Violation("state_machine_safety", f"{node} hash chain at {index} differs from another replica's")
+
+    def observe_proposal(self, data: bytes) -> None:
+        """A client handed `data` to a node (whether or not it was accepted)."""
+        self.proposed.add(data)
 
     def observe_ack(self, index: int, entry: Entry) -> None:
         """A proposal was acknowledged to its client as committed at `index`."""

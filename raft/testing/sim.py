@@ -317,6 +317,7 @@ class Cluster:
             return False
         self.proposed += 1
         data = data if data is not None else f"p{self.proposed}".encode()
+        self.checker.observe_proposal(data)
         res = node.raft.propose(data)
         self.record("propose", node.node_id, data, res.ok, res.index, res.term)
         if res.ok:

@@ -6,7 +6,7 @@ import pytest
 
 from raft.testing.invariants import InvariantChecker, Violation
 from raft.testing.statemachine import GENESIS, HashChainStateMachine, fold
-from raft.types import Entry
+from raft.types import Entry, EntryKind
 
 
 def E(index: int, term: int, data: bytes = b"") -> Entry:
@@ -127,6 +127,8 @@ def test_leader_completeness_respects_snapshots_and_terms() -> None:
 def test_state_machine_safety() -> None:
     c = InvariantChecker()
     entries = [E(1, 1), E(2, 1)]
+    for e in entries:
+        c.observe_proposal(e.data)
     c.observe_append("a", entries)
     c.observe_append("b", entries)
     c.observe_commit("a", 2, 1)
@@ -141,6 +143,7 @@ def test_state_machine_safety() -> None:
 
 def test_applying_an_uncommitted_entry_is_flagged() -> None:
     c = InvariantChecker()
+    c.observe_proposal(E(1, 1).data)
     c.observe_append("a", [E(1, 1)])
     with flags("state_machine_safety"):
         c.observe_apply("a", 1, b"x", E(1, 1))
@@ -187,3 +190,14 @@ def test_stale_read() -> None:
         c.observe_read_state("b", b"r2", 1)
     with flags("stale_read"):
         c.observe_read_state("b", b"never-asked", 5)
+
+
+def test_invented_entry() -> None:
+    c = InvariantChecker()
+    c.observe_proposal(b"real")
+    c.observe_append("a", [E(1, 1, b"real"), E(2, 1, b"ghost"), Entry(1, 3, EntryKind.NOOP)])
+    c.observe_commit("a", 3, 1)
+    sm = HashChainStateMachine()
+    c.observe_apply("a", 1, sm.apply(E(1, 1, b"real")), E(1, 1, b"real"))
+    with flags("invented"):
+        c.observe_apply("a", 2, sm.apply(E(2, 1, b"ghost")), E(2, 1, b"ghost"))
