@@ -1,13 +1,13 @@
 # pure-core
 """Seeded fault schedules over the Cluster simulator, and the end-of-run liveness check.
 
-`run_seed(seed, steps)` builds a 3- or 5-node cluster (by seed parity), then for `steps` ticks
-picks, with a schedule rng derived only from the seed, zero or more actions before each tick:
-proposals, reads, partitions of random shape, one-way blocks, heal, pause/resume, clock skew,
-crash/restart, power
-loss on one node / a majority / all nodes, corruption (bit flip, truncation, rollback, wipe) of a
-minority, adding a voter or learner, promoting a learner, removing a voter, and leadership
-transfer. Invariants are checked by the Cluster's InvariantChecker after every step.
+`run_seed(seed, steps)` builds a 3- or 5-node cluster (by seed parity; network loss, duplication
+and delay also vary by seed), then for `steps` ticks picks, with a schedule rng derived only from
+the seed, at most one action before each tick: proposals, reads, partitions of random shape,
+one-way blocks, heal, pause/resume, clock skew, crash/restart, power loss on one node / a
+majority / all nodes, corruption (bit flip, truncation, rollback, wipe) of a minority, adding a
+voter or learner, promoting a learner, removing a voter, and leadership transfer. Invariants are
+checked by the Cluster's InvariantChecker after every step.
 
 Then `settle`: heal the network, resume and restart every node, and require (R8) that within
 `LIVENESS_TICKS` a leader exists and a new proposal is acknowledged, and within `CATCHUP_TICKS`
