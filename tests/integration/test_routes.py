@@ -34,6 +34,7 @@ from nats.aio.client import Client
 
 from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess, free_port
 from natsd import protocol as p
+from natsd import route_protocol as rp
 from natsd.config import ServerOptions
 from natsd.server import Server
 
@@ -670,3 +671,84 @@ def test_cluster_flags_and_toml_block(tmp_path: pathlib.Path) -> None:
     assert options.routes == ("nats://a:1", "nats://b:2") and options.cluster_advertise == "h:9"
     result = CliRunner().invoke(server_command, ["--cluster", "nats://nohost"])
     assert result.exit_code != 0 and "--cluster" in result.output
+
+
+# -- wire level: a scripted peer checks the exact route frames a jetraft node sends --------------
+
+class FakePeer:
+    """The accepting end of one route, scripted by the test, parsing with RouteParser."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.parser = rp.RouteParser()
+        self.pending: list = []
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def op(self) -> Any:
+        with trio.fail_after(DEADLINE_S):
+            while not self.pending:
+                data = await self.stream.receive_some(65536)
+                assert data, "route closed"
+                self.pending.extend(rp.flatten_route(self.parser.feed(data)))
+        return self.pending.pop(0)
+
+    async def ops_until(self, predicate: Callable[[Any], bool]) -> list:
+        seen = []
+        while not predicate(op := await self.op()):
+            seen.append(op)
+        return [*seen, op]
+
+
+async def test_route_frames_on_the_wire(start_node, nursery: trio.Nursery) -> None:
+    listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
+    fake_port = listeners[0].socket.getsockname()[1]
+    accepted: trio.MemorySendChannel
+    accepted, incoming = trio.open_memory_channel(1)
+
+    async def accept_one() -> None:
+        await accepted.send(await listeners[0].accept())
+
+    nursery.start_soon(accept_one)
+    a = await start_node(cluster_port=0, routes=(f"nats-route://{LOOPBACK}:{fake_port}",))
+    peer = FakePeer(await incoming.receive())
+    client = await raw_client(a)  # subscribes before the route registers (on our INFO)
+    await client.send(b"SUB pre.x 1\r\nSUB pre.q grp 2\r\nSUB pre.q grp 3\r\n")
+    await client.roundtrip()
+    await peer.send(p.encode_info({"server_id": "NFAKEPEER", "server_name": "fake", "cluster": CLUSTER,
+                                   "ip": f"nats-route://{LOOPBACK}:{fake_port}/", "headers": True,
+                                   "connect_urls": ["127.0.0.1:1"]}))
+    connect, info = await peer.op(), await peer.op()
+    assert isinstance(connect, p.Connect) and isinstance(info, p.Info)
+    assert connect.options["name"] == a.server_id and connect.options["cluster"] == CLUSTER
+    assert connect.options["verbose"] is False and connect.options["headers"] is True
+    assert "lang" not in connect.options
+    assert info.info["server_id"] == a.server_id and info.info["ip"].startswith("nats-route://")
+    assert "route_pool_size" not in info.info
+    interest = {await peer.op(), await peer.op()}
+    assert interest == {rp.RouteSub("$G", "pre.x"), rp.RouteSub("$G", "pre.q", "grp", 2)}
+    # the peer's interest, then client publishes routed to it
+    await peer.send(b"RS+ $G to.fake\r\nRS+ $G to.q workers 1\r\nPING\r\n")
+    assert await peer.op() == p.PONG
+    await client.send(b"PUB to.fake 2\r\nhi\r\nPUB to.q _INBOX.r 1\r\nx\r\nHPUB to.fake 12 13\r\nNATS/1.0\r\n\r\ny\r\n")
+    assert await peer.op() == rp.RouteMsg("$G", "to.fake", None, (), None, b"hi")
+    assert await peer.op() == rp.RouteMsg("$G", "to.q", "_INBOX.r", ("workers",), None, b"x")
+    assert await peer.op() == rp.RouteMsg("$G", "to.fake", None, (), b"NATS/1.0\r\n\r\n", b"y")
+    # routed messages: plain subs always, a queue group only when named, one member of it
+    await peer.send(b"RMSG $G pre.q | grp 3\r\nabc\r\nRMSG $G pre.q 3\r\ndef\r\nRMSG $G pre.x 1\r\nz\r\n")
+    first, second = await client.msg(), await client.msg()
+    assert (first.subject, first.sid in ("2", "3"), first.payload) == ("pre.q", True, b"abc")
+    assert (second.sid, second.payload) == ("1", b"z")
+    await client.roundtrip()
+    assert not client.take()
+    # interest withdrawn: RS- for the last plain sub, a new weight for the queue group
+    await client.send(b"UNSUB 1\r\nUNSUB 3\r\n")
+    assert await peer.op() == rp.RouteUnsub("$G", "pre.x")
+    assert await peer.op() == rp.RouteSub("$G", "pre.q", "grp", 1)
+    await peer.send(b"RS- $G to.fake\r\nPING\r\n")
+    assert await peer.op() == p.PONG
+    await client.send(b"PUB to.fake 1\r\nq\r\nPUB to.q 1\r\nw\r\n")
+    assert await peer.op() == rp.RouteMsg("$G", "to.q", None, ("workers",), None, b"w")
+    for listener in listeners:
+        await listener.aclose()
