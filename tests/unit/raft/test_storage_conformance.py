@@ -225,7 +225,9 @@ def _run_ops(store: LogStore, ops: list[tuple]) -> None:  # type: ignore
         if op[0] == "append":
             _, first, count, bump = op
             term += bump % 2
-            first = min(first, store.load("g").last_index + 1)
+            loaded = store.load("g")  # keep the log valid: no gap, nothing behind the snapshot
+            covered = loaded.snapshot.meta.index if loaded.snapshot else 0
+            first = max(min(first, loaded.last_index + 1), covered + 1)
             store.save([GroupWrite("g", None, ents(first, first + count - 1, term))])
         elif op[0] == "hard":
             store.save([GroupWrite("g", HardState(op[1], op[2], 0))])
