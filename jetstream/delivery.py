@@ -38,6 +38,7 @@ LOAD_BATCH_MAX = 256
 FC_EVERY_MSGS = 512
 FC_EVERY_BYTES = 2 * 1024 * 1024
 INTEREST_POLL_NS = 20_000_000
+INTEREST_POLL_MAX_NS = 1_000_000_000
 NS_PER_S = 1_000_000_000
 
 
@@ -159,6 +160,7 @@ class ConsumerRuntime:
         self.dirty = False
         self.deleted = False
         self.paused_until_ns = 0
+        self.no_interest_since_ns: int | None = None
 
     # -- info -----------------------------------------------------------------------------------
     @property
@@ -344,9 +346,21 @@ class ConsumerRuntime:
         wake = min(wake, self._reap(now))
         if self.paused_until_ns > now:
             wake = min(wake, self.paused_until_ns)
-        if self.config.is_push and not self.fc_outstanding and not has_interest(self.server, self.config.deliver_subject):
-            wake = min(wake, now + INTEREST_POLL_NS)
+        if self.config.is_push and not self.fc_outstanding:
+            wake = min(wake, now + self._interest_poll(now))
         return wake
+
+    def _interest_poll(self, now: int) -> int:
+        """How soon to look for a subscriber on the deliver subject again: every 20 ms right
+        after it went missing (clients subscribe just after creating the consumer), backing off
+        with the time it has been missing, up to 1 s."""
+        if has_interest(self.server, self.config.deliver_subject):
+            self.no_interest_since_ns = None
+            return NS_PER_S
+        if self.no_interest_since_ns is None:
+            self.no_interest_since_ns = now
+        missing_ns = now - self.no_interest_since_ns
+        return min(max(INTEREST_POLL_NS, missing_ns // 4), INTEREST_POLL_MAX_NS)
 
     def _expire_requests(self, now: int) -> int:
         wake = now + NS_PER_S
