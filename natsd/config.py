@@ -54,6 +54,8 @@ class ServerOptions:
     routes: tuple[str, ...] = ()
     cluster_advertise: str = ""
     cluster_no_advertise: bool = False
+    cluster_user: str = ""  # route authorization: peers must CONNECT with these
+    cluster_password: str = ""
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
@@ -186,7 +188,8 @@ _CLUSTER_IGNORED = {"connect_retries", "pool_size", "compression", "accounts"}
 
 
 def _cluster(value: Any, unknown: list[str]) -> dict[str, Any]:
-    """`cluster { name, listen | host + port, routes = [...], advertise, no_advertise }`."""
+    """`cluster { name, listen | host + port, routes = [...], advertise, no_advertise,
+    authorization { user, password } }`."""
     fields: dict[str, Any] = {}
     for key, item in dict(value).items():
         if key == "name":
@@ -206,6 +209,10 @@ def _cluster(value: Any, unknown: list[str]) -> dict[str, Any]:
             fields["cluster_advertise"] = str(item)
         elif key == "no_advertise":
             fields["cluster_no_advertise"] = bool(item)
+        elif key == "authorization":
+            auth = dict(item)
+            fields["cluster_user"] = str(auth.get("user", ""))
+            fields["cluster_password"] = str(auth.get("password", auth.get("pass", "")))
         elif key not in _CLUSTER_IGNORED:
             unknown.append(f"cluster.{key}")
     return fields
