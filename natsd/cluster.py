@@ -67,6 +67,7 @@ class Cluster:
         self.routes: dict[str, RouteConnection] = {}
         self.local: dict[tuple[str, str | None], int] = {}
         self.connect_urls: list[str] = []
+        self.credentials = (opts.cluster_user, opts.cluster_password) if opts.cluster_user else None
         self.rejections = 0  # handshakes refused (self, cluster name, duplicates): observability
         self._remote_cache: dict[str, list] = {}
         self._dialling: set[str] = set()  # server_ids with an implicit dial in progress
@@ -146,12 +147,18 @@ class Cluster:
 
     # -- handshake data ---------------------------------------------------------------------
 
-    def route_connect(self) -> dict[str, Any]:
-        return {
+    def route_connect(self, url: str | None = None) -> dict[str, Any]:
+        """Our CONNECT on a route we dialled; credentials come from the route URL, else (an
+        implicit route learnt by gossip) from our own cluster authorization."""
+        connect = {
             "echo": True, "verbose": False, "pedantic": False, "tls_required": False,
             "headers": True, "name": self.server.server_id, "cluster": self.name,
             "cluster_dynamic": self.dynamic,
         }  # fmt: skip
+        credentials = (rp.route_credentials(url) if url else None) or self.credentials
+        if credentials is not None:
+            connect["user"], connect["pass"] = credentials
+        return connect
 
     def route_info(self) -> dict[str, Any]:
         opts = self.server.options
@@ -171,6 +178,8 @@ class Cluster:
         }
         if self.dynamic:
             info["cluster_dynamic"] = True
+        if self.credentials is not None:
+            info["auth_required"] = True
         if not opts.cluster_no_advertise:
             info["connect_urls"] = [self._own_client_url()]
         if opts.jetstream:

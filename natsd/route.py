@@ -96,7 +96,7 @@ class RouteConnection:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop)
                     if self.solicited:
-                        self.send(p.encode_connect(self.cluster.route_connect()))
+                        self.send(p.encode_connect(self.cluster.route_connect(self.url)))
                     self.send(p.encode_info(self.cluster.route_info()))
                     nursery.start_soon(self._handshake_timer)
                     nursery.start_soon(self._ping_loop)
@@ -187,9 +187,11 @@ class RouteConnection:
     def _on_connect(self, options: dict) -> None:
         if self.state is not RouteState.AWAIT_CONNECT:
             return  # a repeated CONNECT changes nothing
-        rejection = rp.check_connect(options, self.cluster.name, self.cluster.dynamic)
+        rejection = rp.check_connect(options, self.cluster.name, self.cluster.dynamic,
+                                     self.cluster.credentials)
         if rejection is not None:
-            err = rejection.value if rejection is rp.Rejection.CLIENT_ON_ROUTE_PORT else None
+            with_err = (rp.Rejection.CLIENT_ON_ROUTE_PORT, rp.Rejection.AUTHORIZATION)
+            err = rejection.value if rejection in with_err else None
             self.cluster.handshake_rejected(self, rejection)
             self.close(rejection.value, err)
             return

@@ -36,6 +36,7 @@ and remote interest. Randomness is passed in.
 from __future__ import annotations
 
 import enum
+import hmac
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -414,18 +415,40 @@ class Rejection(enum.Enum):
     CLUSTER_NAME = "cluster name mismatch"
     CLIENT_ON_ROUTE_PORT = ERR_ROUTE_PORT
     NO_SERVER_ID = "route info without server_id"
+    AUTHORIZATION = "Authorization Violation"
 
 
-def check_connect(options: dict, local_cluster: str, local_dynamic: bool) -> Rejection | None:
+def check_connect(options: dict, local_cluster: str, local_dynamic: bool,
+                  credentials: tuple[str, str] | None = None) -> Rejection | None:
     """May this CONNECT (first frame on an accepted route connection) proceed? Clients send
-    `lang`, routes never do (how nats-server spots a client on the route port)."""
+    `lang`, routes never do (how nats-server spots a client on the route port). With
+    `credentials` (route authorization), the peer must present that user and password."""
     if options.get("lang"):
         return Rejection.CLIENT_ON_ROUTE_PORT
+    if credentials is not None and not _same_credentials(options, credentials):
+        return Rejection.AUTHORIZATION
     remote = str(options.get("cluster", ""))
     remote_dynamic = bool(options.get("cluster_dynamic", options.get("dynamic", False)))
     if remote and remote != local_cluster and not (local_dynamic or remote_dynamic):
         return Rejection.CLUSTER_NAME
     return None
+
+
+def _same_credentials(options: dict, credentials: tuple[str, str]) -> bool:
+    user, password = credentials
+    got_user, got_pass = str(options.get("user", "")), str(options.get("pass", ""))
+    return hmac.compare_digest(got_user.encode(), user.encode()) & hmac.compare_digest(
+        got_pass.encode(), password.encode())
+
+
+def route_credentials(url: str) -> tuple[str, str] | None:
+    """`nats-route://user:pw@host:port` -> ("user", "pw"); None when the URL has none."""
+    text = url.split("://", 1)[-1].split("/", 1)[0]
+    if "@" not in text:
+        return None
+    userinfo = text.rsplit("@", 1)[0]
+    user, _, password = userinfo.partition(":")
+    return user, password
 
 
 def check_info(info: dict, local_id: str, local_cluster: str,
@@ -490,5 +513,6 @@ __all__ = [
     "ERR_ROUTE_PORT", "GLOBAL_ACCOUNT", "Rejection", "RouteMsg", "RouteParser", "RouteSub",
     "RouteUnsub", "check_connect", "check_info", "encode_rmsg", "encode_route_msg",
     "encode_rs_minus", "encode_rs_plus", "flatten_route", "keep_new_connection", "msg_tail",
-    "msg_tail_sizes", "parse_route_url", "pick_weighted", "rmsg_head", "route_url",
+    "msg_tail_sizes", "parse_route_url", "pick_weighted", "rmsg_head", "route_credentials",
+    "route_url",
 ]

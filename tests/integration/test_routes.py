@@ -421,7 +421,8 @@ def test_cluster_flags_and_toml_block(tmp_path: pathlib.Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[cluster]\nname = "fromfile"\nlisten = "127.0.0.1:7222"\n'
                       'routes = ["nats-route://h1:1", "nats-route://h2:2"]\n'
-                      'advertise = "10.0.0.1:7222"\nno_advertise = true\nconnect_retries = 3\n')
+                      'advertise = "10.0.0.1:7222"\nno_advertise = true\nconnect_retries = 3\n'
+                      '[cluster.authorization]\nuser = "ruser"\npassword = "pw"\n')
     names = [param.name for param in server_command.params]
     flags: dict[str, Any] = dict.fromkeys(names)
     flags.update(debug_trace=False, config_file=str(config))
@@ -430,6 +431,7 @@ def test_cluster_flags_and_toml_block(tmp_path: pathlib.Path) -> None:
     assert (options.cluster_name, options.cluster_host, options.cluster_port) == ("fromfile", LOOPBACK, 7222)
     assert options.routes == ("nats-route://h1:1", "nats-route://h2:2")
     assert options.cluster_advertise == "10.0.0.1:7222" and options.cluster_no_advertise
+    assert (options.cluster_user, options.cluster_password) == ("ruser", "pw")
     flags.update(cluster_listen="nats://0.0.0.0:8222", routes="nats://a:1, nats://b:2",
                  cluster_name="flag", cluster_advertise="h:9")
     options, _ = _options(flags)

@@ -337,3 +337,22 @@ async def test_route_frames_on_the_wire(start_node, nursery: trio.Nursery) -> No
     assert await peer.op() == rp.RouteMsg("$G", "to.q", None, ("workers",), None, b"w")
     for listener in listeners:
         await listener.aclose()
+
+
+async def test_route_authorization(start_node) -> None:
+    auth = {"cluster_user": "ruser", "cluster_password": "s3cret"}
+    a = await start_node(cluster_port=0, **auth)
+    assert a.cluster is not None
+    port = a.cluster.port
+    good = await start_node(cluster_port=0, routes=(f"nats-route://ruser:s3cret@{LOOPBACK}:{port}",))
+    assert good.cluster is not None and await good.cluster.wait_routes(1, DEADLINE_S)
+    before = a.cluster.rejections
+    bad = await start_node(cluster_port=0, routes=(f"nats-route://ruser:wrong@{LOOPBACK}:{port}",))
+    assert bad.cluster is not None
+    await wait_until(lambda: a.cluster.rejections > before)
+    assert bad.server_id not in a.cluster.routes and not bad.cluster.routes
+    stream = await trio.open_tcp_stream(LOOPBACK, port)  # the refusal text, on the wire
+    peer = FakePeer(stream)
+    assert (await peer.op()).info["auth_required"] is True
+    await peer.send(p.encode_connect({"name": "NX", "cluster": CLUSTER, "user": "ruser", "pass": "x"}))
+    assert await peer.op() == p.Err("Authorization Violation")

@@ -289,3 +289,14 @@ def test_any_bytes_never_raise_and_nothing_follows_an_error(parts: list[bytes], 
     assert parser.closed == bool(errors)
     whole = RouteParser(max_control_line=64, max_payload=64).feed(data)
     assert flatten_route(whole) == flatten_route(out)
+
+
+def test_route_authorization() -> None:
+    creds = ("ruser", "s3cret")
+    good = {"name": "N1", "user": "ruser", "pass": "s3cret"}
+    assert rp.check_connect(good, "c", False, creds) is None
+    assert rp.check_connect({**good, "pass": "nope"}, "c", False, creds) is rp.Rejection.AUTHORIZATION
+    assert rp.check_connect({"name": "N1"}, "c", False, creds) is rp.Rejection.AUTHORIZATION
+    assert rp.check_connect({"name": "N1"}, "c", False, None) is None
+    assert rp.route_credentials("nats-route://ruser:s3cret@h:1/") == creds
+    assert rp.route_credentials("nats://h:1") is None
