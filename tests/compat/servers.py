@@ -67,8 +67,11 @@ def running_server(
 
 # --- raw socket exchanges -------------------------------------------------------------------------
 
-def raw_exchange(port: int, payload: bytes, timeout_s: float = 3.0, pongs: int = 1) -> tuple[bytes, bool]:
-    """Connect, send `payload` in one write, and read until the server closes the connection or
+def raw_exchange(
+    port: int, payload: bytes, timeout_s: float = 3.0, pongs: int = 1, split_at: tuple[int, ...] = ()
+) -> tuple[bytes, bool]:
+    """Connect, send `payload` (in one write, or in pieces cut at the `split_at` offsets, each its
+    own segment thanks to TCP_NODELAY), and read until the server closes the connection or
     `pongs` PONG lines have arrived (the caller ends `payload` with a PING barrier and counts every
     PING it sent), or raise TimeoutError at the deadline.
 
@@ -77,8 +80,18 @@ def raw_exchange(port: int, payload: bytes, timeout_s: float = 3.0, pongs: int =
     deadline = time.monotonic() + timeout_s
     received = bytearray()
     with socket.create_connection((LOOPBACK, port), timeout=timeout_s) as sock:
-        sock.sendall(payload)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        cuts = [0, *sorted(c for c in set(split_at) if 0 < c < len(payload)), len(payload)]
+        try:
+            for start, end in zip(cuts, cuts[1:]):
+                sock.sendall(payload[start:end])
+                if len(cuts) > 2:
+                    received += _read_available(sock)  # keep replies safe from a later RST
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server already closed on an earlier piece; read what it said
         while True:
+            if pongs and received.count(b"PONG\r\n") >= pongs:
+                return bytes(received), False
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
                 raise TimeoutError(f"no close and no barrier within {timeout_s}s; got {bytes(received)!r}")
@@ -92,8 +105,25 @@ def raw_exchange(port: int, payload: bytes, timeout_s: float = 3.0, pongs: int =
             if not chunk:
                 return bytes(received), True
             received += chunk
-            if pongs and received.count(b"PONG\r\n") >= pongs:
-                return bytes(received), False
+
+
+def _read_available(sock: socket.socket) -> bytes:
+    """Whatever the server has already sent, without waiting (empty if nothing)."""
+    data = bytearray()
+    previous_timeout = sock.gettimeout()
+    sock.setblocking(False)  # a socket with a timeout would wait for data even with MSG_DONTWAIT
+    try:
+        for _ in range(64):  # bounded: 64 x 64 KiB
+            try:
+                chunk = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.settimeout(previous_timeout)
+    return bytes(data)
 
 
 def count_pings(sent: bytes) -> int:

@@ -198,10 +198,12 @@ def normalise(received: bytes, closed: bool) -> Outcome:
     return Outcome(tuple(ops), closed)
 
 
-def exchange(server: ServerProcess, sent: bytes, timeout_s: float = 3.0) -> Outcome:
+def exchange(server: ServerProcess, sent: bytes, timeout_s: float = 3.0, split_at: tuple[int, ...] = ()) -> Outcome:
     sent += b"PING\r\n"
     try:
-        received, closed = raw_exchange(server.port, sent, timeout_s=timeout_s, pongs=count_pings(sent))
+        received, closed = raw_exchange(
+            server.port, sent, timeout_s=timeout_s, pongs=count_pings(sent), split_at=split_at
+        )
     except TimeoutError:
         return Outcome(("<timeout: neither PONG nor close>",), False)
     return normalise(received, closed)
@@ -368,3 +370,17 @@ def test_first_pong_is_followed_by_connect_info_for_protocol_1(
     assert [line.split(b" ")[0] for line in lines] == [b"PONG", b"INFO", b"PONG"]
     info = json.loads(lines[1][5:])
     assert info["connect_info"] is True and info["headers"] is True
+
+
+@settings(
+    max_examples=FUZZ_EXAMPLES // 2, deadline=None, derandomize=not os.environ.get("COMPAT_FUZZ_RANDOM"), database=None,
+)
+@given(stream=client_stream(), cuts=st.lists(st.integers(1, 400), max_size=8))
+def test_frames_split_across_segments_match_reference_sent_whole(
+    stream: bytes, cuts: list[int], reference: ServerProcess, candidate: ServerProcess
+) -> None:
+    """The parser must resume mid-frame: JetRaft fed the stream in pieces (cut anywhere, even inside
+    a control line or payload) answers exactly as the reference fed it whole."""
+    expected = by_sid(exchange(reference, stream, timeout_s=1.5))
+    actual = by_sid(exchange(candidate, stream, timeout_s=1.5, split_at=tuple(cuts)))
+    assert actual == expected, (stream, sorted(cuts))
