@@ -277,16 +277,30 @@ def test_request_reply_and_no_responders_across_nodes(cluster: list[Node]) -> No
     run(scenario)
 
 
-def test_client_on_route_port_is_refused(cluster: list[Node]) -> None:
-    port = cluster[1].cluster_port
+def route_port_answer(port: int) -> list[bytes]:
+    """What a client (CONNECT with `lang`) gets from a route port, up to the server's close."""
     with socket.create_connection((LOOPBACK, port), timeout=5.0) as sock:
         reader = sock.makefile("rb")
         assert reader.readline(65536).startswith(b"INFO ")
         sock.sendall(b'CONNECT {"verbose":false,"lang":"python3","version":"2.16.0"}\r\nPING\r\n')
-        lines = []
-        while (line := reader.readline(65536)):  # until the server closes
-            lines.append(line)
-    assert b"-ERR 'attempted to connect to route port'\r\n" in lines
+        return list(iter(lambda: reader.readline(65536), b""))
+
+
+def test_client_on_route_port_is_refused(cluster: list[Node]) -> None:
+    assert route_port_answer(cluster[1].cluster_port) == [b"-ERR 'attempted to connect to route port'\r\n"]
+
+
+def test_reference_refuses_a_client_on_its_route_port_the_same_way(tmp_path: pathlib.Path) -> None:
+    cluster_port = free_port()
+    config = tmp_path / "ref.conf"
+    config.write_text(f'cluster {{\n  name: "{CLUSTER}"\n  listen: "{LOOPBACK}:{cluster_port}"\n}}\n')
+    ref = ServerProcess(kind=ServerKind.NATS_SERVER, port=free_port(), config=config,
+                        log_path=tmp_path / "ref.log", cwd=REPO_ROOT)
+    ref.start()
+    try:
+        assert route_port_answer(cluster_port) == [b"-ERR 'attempted to connect to route port'\r\n"]
+    finally:
+        ref.stop()
 
 
 def test_killed_node_restarts_and_interest_is_restored(cluster: list[Node]) -> None:
