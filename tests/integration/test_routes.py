@@ -328,6 +328,31 @@ def test_killed_node_restarts_and_interest_is_restored(cluster: list[Node]) -> N
     run(scenario)
 
 
+def test_seed_node_killed_the_rest_stay_meshed_and_the_seed_rejoins(cluster: list[Node]) -> None:
+    a, b, c = cluster  # B and C were given only A; their B <-> C route came from gossip
+
+    async def scenario() -> None:
+        a.proc.kill()
+        try:
+            async with clients(b.url, c.url) as (pub_b, sub_c):
+                on_c = await sub_c.subscribe("without.seed")
+                await routed(pub_b, sub_c)
+                await pub_b.publish("without.seed", b"still meshed")
+                assert (await on_c.next_msg(timeout=5)).data == b"still meshed"
+        finally:
+            a.proc.start()
+        wait_mesh(cluster)
+        async with clients(a.url, b.url, c.url) as (on_a, pub_b, pub_c):
+            sub = await on_a.subscribe("seed.back")
+            await routed(pub_b, on_a)
+            await routed(pub_c, on_a)
+            await pub_b.publish("seed.back", b"b")
+            await pub_c.publish("seed.back", b"c")
+            assert sorted([(await sub.next_msg(timeout=5)).data for _ in range(2)]) == [b"b", b"c"]
+
+    run(scenario)
+
+
 def test_nats_py_fails_over_when_its_server_is_killed(cluster: list[Node]) -> None:
     a, b, _ = cluster
     wait_mesh(cluster)
