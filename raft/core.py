@@ -22,6 +22,24 @@ up with a leader (raft/repair.py); then it clears the flag and emits "raft.repai
 A follower only commits (from a heartbeat) up to the point where its log is known to match the
 current leader's (`_leader_match`, learned from accepted APPENDs); a heartbeat promising more
 is answered with a reject, so that a leader re-probes a follower that restarted or lost its disk.
+
+Message fields by type (unlisted fields keep their defaults):
+- PRE_VOTE / VOTE: term (PRE_VOTE: the term it would campaign in, nobody adopts it), index and
+  log_term of the candidate's last entry; context=TRANSFER_CONTEXT when forced by TIMEOUT_NOW.
+  *_RESP: reject; a granted PRE_VOTE_RESP carries the requested term.
+  With context=TERM_PROBE_CONTEXT (raft/repair.py) they are term probes: the answer is always
+  a reject carrying the responder's term, and nobody's state changes.
+- APPEND: index/log_term of the entry before `entries`, commit. APPEND_RESP: index = last index
+  known to match; on reject, index = the refused prev index, reject_hint/log_term = where the
+  follower's log may match (fast backtracking).
+- HEARTBEAT: commit = min(follower's match, leader commit), index = leader's last index,
+  context = newest pending read-index request. HEARTBEAT_RESP: context echoed, index = how far
+  the follower knows it matches; reject = it cannot take that commit (restarted or wiped).
+- SNAPSHOT: snapshot.meta and one chunk in snapshot.data, chunk_offset, chunk_last, commit;
+  chunk_checksum (crc32 of the whole data) on the last chunk. SNAPSHOT_RESP: index = snapshot
+  index, chunk_offset = next offset expected, reject = checksum failed (restart from 0). An
+  installed snapshot is acknowledged with APPEND_RESP(index = snapshot index).
+- TIMEOUT_NOW: campaign now. READ_INDEX (follower to leader) / READ_INDEX_RESP: context, index.
 """
 
 from __future__ import annotations
