@@ -6,8 +6,10 @@ peer's INFO (protocol.md 2.1). The first acceptable INFO asks the cluster manage
 the route (which may refuse it as a duplicate). Once registered, RS+/RS- update this route's
 remote-interest table (a Sublist per route: `plain_marker` for plain interest, a mutable
 `QueueWeight` per (subject, queue)), RMSG/HMSG (message tuples) go to the manager for local
-delivery,
-and later INFOs either update this peer (same server_id) or are gossip about another server.
+delivery, and later INFOs either update this peer (same server_id) or are gossip about another
+server. A CONNECT carrying `lang` (a client on the route port) is refused with nats-server's
+`-ERR 'attempted to connect to route port'`; with route authorization, a wrong user/password
+gets `-ERR 'Authorization Violation'`.
 
 Writes are coalesced as for clients: frames are appended to `out` and the writer sends the
 whole buffer with one `send_all`. The outbound buffer is bounded (`OUT_BYTES_MAX`): a peer that
