@@ -30,6 +30,16 @@ DEFAULT_STEPS = 200
 # is the minimal repro.
 KNOWN_FAILING: dict[int, str] = {}
 
+# (seed, stale_repair) -> the bug it found with the current schedules; all fixed, all run in CI
+# (tests/sim/test_sim.py). Earlier finds (above) no longer replay the same schedule; their
+# directed repro is test_damaged_follower_catches_up.
+REGRESSION_SEEDS: dict[tuple[int, bool], str] = {
+    (253, True): "repairing follower committed its stale suffix from a heartbeat (fixed aa636ab)",
+    (21555, False): "wiped node voted twice in one term after repair (fixed aa636ab)",
+    (337, False): "a wiped node told the initial config waited forever on removed voters for "
+    "term discovery (the sim now gives a wiped node the current config, as meta would)",
+}
+
 
 def sweep(seeds: Iterable[int], steps: int = DEFAULT_STEPS) -> list[RunResult]:
     return [run_seed(seed, steps) for seed in seeds]

@@ -55,6 +55,13 @@ def test_replay_is_identical_across_processes_and_hash_seeds() -> None:
     assert _replay_hash(5, "4242") == want
 
 
+@pytest.mark.parametrize("seed,stale_repair", sorted(sweep.REGRESSION_SEEDS))
+def test_regression_seed(seed: int, stale_repair: bool) -> None:
+    """Seeds that once found a core bug (see sweep.REGRESSION_SEEDS) stay green."""
+    r = run_seed(seed, sweep.DEFAULT_STEPS, stale_repair=stale_repair)
+    assert r.ok, sweep.describe(r, sweep.DEFAULT_STEPS, " --stale-repair" if stale_repair else "")
+
+
 def test_sweep_ci_seeds() -> None:
     """R2, R3, R5, R7, R8 over the CI seed set (known core-bug seeds run in their own test)."""
     seeds = [s for s in range(CI_SEEDS) if s not in sweep.KNOWN_FAILING]
@@ -203,13 +210,9 @@ def test_damaged_follower_catches_up(kind: CorruptKind | None) -> None:
     assert c.nodes[victim].sm.applied_index >= 6
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="core at 135c490 commits a heartbeat's commit index up to its own last index; "
-    "fixed in the core's working tree (commit bounded by what matched the leader)",
-)
 def test_repairing_follower_with_a_stale_suffix_does_not_commit_it_from_a_heartbeat() -> None:
-    """Found by seed 253 (clock skew + bit flip): a damaged journal replays to a *past* log
+    """Regression for a core bug fixed in aa636ab, found by seed 253 (`--stale-repair`; clock
+    skew + bit flip): a damaged journal replays to a *past* log
     whose tail was later overwritten. The leader still has the old match index for that node,
     so its heartbeat carries commit 2; committing our own (2, term 1) would break
     committed_changed. The node must only commit what it has matched with this leader."""
