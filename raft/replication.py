@@ -133,7 +133,8 @@ class LeaderMixin:
         e = Entry(term=self._term, index=self._log.last_index() + 1, kind=kind, data=data)
         self._log.append([e])
         self._bcast_needed = True
-        self._maybe_commit()
+        if not self._progress or self._voters() <= {self._cfg.node_id}:
+            self._maybe_commit()  # otherwise a new entry cannot be on a quorum yet
         return e
 
     def _maybe_commit(self) -> bool:

@@ -62,7 +62,9 @@ class Store:
             self.applied_index = rd.snapshot.meta.index
         if rd.entries:
             first = rd.entries[0].index
-            self.entries = [e for e in self.entries if e.index < first] + list(rd.entries)
+            while self.entries and self.entries[-1].index >= first:
+                self.entries.pop()  # overwrite a suffix
+            self.entries.extend(rd.entries)
 
     def apply(self, rd: Ready) -> None:
         for e in rd.committed_entries:
