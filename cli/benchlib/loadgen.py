@@ -1,12 +1,15 @@
 """Load generators for `jetraft bench`, each meant to run in its own process.
 
 The publisher and subscribers speak the raw protocol so that the client is never the bottleneck:
-the publisher pre-builds one large buffer of identical `PUB <subj> <n>\\r\\n<payload>\\r\\n` frames
-and pushes it with `sendall`, then sends `PING` and waits for `PONG` so it knows the server has
-consumed everything. A subscriber just counts `MSG ` markers in what it reads (payloads are our
-own filler bytes, so they can never contain the marker; the last 3 bytes of each chunk are carried
-over so a marker split across reads is still counted once). Request/reply latency uses nats-py,
-because that is what applications see.
+the publisher pre-builds one large buffer of `PUB <subj> <n>\\r\\n<payload>\\r\\n` frames and
+pushes it with `sendall`, then sends `PING` and waits for `PONG` so it knows the server has
+consumed everything. With one subject the frames are byte-identical (as in `nats bench`; a server
+may batch such runs); `--subjects N` cycles N subjects so consecutive frames always differ.
+
+A subscriber just counts `MSG ` markers in what it reads (payloads are our own filler bytes, so
+they can never contain the marker; the last 3 bytes of each chunk are carried over so a marker
+split across reads is still counted once). Request/reply latency uses nats-py, because that is
+what applications see.
 
 Workers report through a multiprocessing queue as plain tuples and publish progress through shared
 counters; times are `time.perf_counter()` (CLOCK_MONOTONIC on Linux, so comparable across processes).
