@@ -62,7 +62,6 @@ RestoreCallback = Callable[[Snapshot], object]  # may return an awaitable
 RECEIVE_BATCH_MAX = 4096
 # A follower's tick produces output only by starting an election (its role or term changes), so
 # the tick loop skips the has_ready() check for quiet followers: most nodes of idle groups.
-_QUIET_ROLES = (Role.FOLLOWER, Role.LEARNER)
 
 
 class NotLeader(Exception):
@@ -296,12 +295,18 @@ class RaftHost:
             await trio.sleep_until(deadline)
             now = trio.current_time()
             deadline = max(deadline + self.tick_interval_s, now)  # skip ticks we fell behind on
+            dirty = self._dirty
             for group, g in list(self._groups.items()):
                 node = g.node
-                before = (node.role, node.term)
-                node.tick()
-                if before[0] not in _QUIET_ROLES or before != (node.role, node.term):
-                    self._dirty.add(group)
+                role = node.role
+                if role is Role.FOLLOWER or role is Role.LEARNER:
+                    term = node.term
+                    node.tick()
+                    if node.role is role and node.term == term:
+                        continue  # a quiet follower: nothing to do
+                else:
+                    node.tick()
+                dirty.add(group)
             self.stats.ticks += 1
             self._wake.set()
 
@@ -404,6 +409,8 @@ class RaftHost:
                 self._dirty.add(r.group)
 
     async def _apply(self, g: _Group, r: Ready) -> None:
+        if not (r.events or r.snapshot or r.committed_entries or r.read_states or g.read_points):
+            return  # most Readies of idle groups: heartbeats only
         for event in r.events:
             self._log.info(event.name, group=r.group, **dict(event.fields))
             if self._on_event is not None:
