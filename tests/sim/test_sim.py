@@ -55,6 +55,12 @@ def test_replay_is_identical_across_processes_and_hash_seeds() -> None:
     assert _replay_hash(5, "4242") == want
 
 
+def test_sweep_stale_repair_seeds() -> None:
+    """A harsher storage model for damaged disks (`--stale-repair`) over a smaller seed set."""
+    failures = [r for r in (run_seed(s, sweep.DEFAULT_STEPS, stale_repair=True) for s in range(1000, 1150)) if not r.ok]
+    assert not failures, "\n".join(sweep.describe(r, sweep.DEFAULT_STEPS, " --stale-repair") for r in failures)
+
+
 @pytest.mark.parametrize("seed,stale_repair", sorted(sweep.REGRESSION_SEEDS))
 def test_regression_seed(seed: int, stale_repair: bool) -> None:
     """Seeds that once found a core bug (see sweep.REGRESSION_SEEDS) stay green."""
