@@ -426,7 +426,7 @@ class Server:
         if dirty:
             for c in dirty:
                 c.dirty = False
-                c.wake()
+                c.flush_now()
             dirty.clear()
 
 
