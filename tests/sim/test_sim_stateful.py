@@ -5,6 +5,7 @@ everything and requires liveness."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -152,3 +153,31 @@ ClusterMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestCluster = ClusterMachine.TestCase
+
+
+class NoFsyncMachine(ClusterMachine):
+    """The same rules over a driver that never fsyncs: hypothesis must find a violation."""
+
+    @initialize(seed=st.integers(0, 2**16), five=st.booleans())
+    def start(self, seed: int, five: bool) -> None:
+        from tests.sim.test_sim import NoFsyncCluster
+
+        self.cluster = NoFsyncCluster(seed, SimConfig(n_nodes=5 if five else 3))
+
+
+def test_rule_machine_finds_a_driver_that_acks_before_fsync() -> None:
+    from hypothesis import Phase
+    from hypothesis.stateful import run_state_machine_as_test
+
+    from raft.testing.invariants import Violation
+
+    quick = settings(
+        max_examples=300,
+        stateful_step_count=40,
+        deadline=None,
+        phases=[Phase.generate],  # no shrinking: we only need to know it fails
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    with pytest.raises(Violation):
+        run_state_machine_as_test(NoFsyncMachine, settings=quick)
