@@ -1,23 +1,17 @@
 """Clustered JetStream: every stream is a Raft group; its leader takes publishes and API calls.
 
-How it works:
-- `ReplicatedStream` is a `StreamRuntime` whose single funnel for changes, `apply_batch`, does not
-  touch the store: it encodes the commands as ONE entry (jetstream/cluster_codec.py), proposes
-  it to the stream's Raft group and returns what the state machine answered once the entry is
-  committed (fsynced on a quorum) and applied here. Every replica applies committed entries in
-  `apply_entry` (the RaftHost apply callback): the whole batch in one store transaction, each
-  command numbered `sub_index(entry, k)` so a restarted replica skips exactly what it has. So the
-  publish path is unchanged (queue, writer task, PubAck after commit): the commit just became a
-  quorum commit. The writer bounds an entry by message count and bytes.
-- `ClusteredJetStream` is the single-server `JetStream` shell with the cluster parts swapped in:
-  streams are opened and closed only by the meta reconciler (`start_replica` / `stop_replica`),
-  never by scanning the disk; a watcher notices which local groups this server leads. On gaining
-  leadership (after a read-index barrier, so everything committed is applied here) it loads the
-  durable consumers from the replicated store, starts them, and subscribes - routed across the
-  cluster - to the stream's subjects and API subjects; on losing it, it stops all of that.
-- Durable consumer state travels through the stream's log (`SaveConsumer` / `DeleteConsumer`)
-  whenever the flusher finds it changed, so a new leader resumes from the replicated progress.
-- Every replica answers `$JSC.DIGEST.<server>.<stream>` with its content hash, applied index
+How it works: `ClusteredJetStream` is the single-server `JetStream` shell with the cluster
+parts swapped in (replicas are `ReplicatedStream`s, jetstream/cluster_stream.py):
+- streams are opened and closed only by the meta reconciler (`start_replica` / `stop_replica`),
+  never by scanning the disk;
+- a watcher notices which local groups this server leads. On gaining leadership (after a
+  read-index barrier, so everything committed is applied here) it loads the durable consumers
+  from the replicated store, starts them, and subscribes - routed across the cluster - to the
+  stream's subjects and API subjects; on losing it, it stops all of that;
+- durable consumer state travels through the stream's log (`SaveConsumer` / `DeleteConsumer`)
+  whenever the flusher finds it changed, and an AckSync is answered only once committed, so a
+  new leader resumes from the replicated progress;
+- every replica answers `$JSC.DIGEST.<server>.<stream>` with its content hash, applied index
   and last sequence (tests compare replicas by content).
 
 Interest retention is evaluated as "someone is interested" on every replica: consumers run only
@@ -35,182 +29,40 @@ import trio
 
 from jetstream import api, api_stream
 from jetstream.api import response
-from jetstream.cluster_codec import (
-    CodecError,
-    DeleteConsumer,
-    SaveConsumer,
-    decode_batch,
-    encode_batch,
-    entry_of,
-    sub_index,
+from jetstream.cluster_codec import DeleteConsumer, SaveConsumer, entry_of
+from jetstream.cluster_routing import RoutedServer, subscribe_routed
+from jetstream.cluster_stream import (
+    COMPACT_EVERY_ENTRIES,
+    UNAVAILABLE,
+    ReplicatedStream,
+    open_replica_store,
+    stream_group_config,
 )
-from jetstream.cluster_routing import RoutedServer, RoutedSub, subscribe_routed
 from jetstream.config import StreamConfig
 from jetstream.consumer_config import ConsumerConfig
 from jetstream.delivery_state import AckKind, parse_ack, parse_ack_subject
-from jetstream.errors import ApiError, JsApiException, store_failed
-from jetstream.runtime import StreamClosed, StreamRuntime, open_store, remove_stream_dir, write_config
-from jetstream.store.sqlite import SqliteStore
+from jetstream.errors import ApiError, JsApiException
+from jetstream.runtime import StreamClosed, StreamRuntime, remove_stream_dir, write_config
 from jetstream.service import JetStream
 from jetstream.stream import Expire, UpdateConfig
-from raft.config import NodeConfig, RefuseReason, Role
-from raft.driver import NotLeader, OutcomeUnknown, ProposalLost, RaftHost, UnknownGroup
-from raft.types import Entry, Membership
+from raft.config import Role
+from raft.driver import NotLeader, RaftHost, UnknownGroup
+from raft.types import Membership
 
-UNAVAILABLE = ApiError(code=503, err_code=10008, description="JetStream system temporarily unavailable")
+__all__ = ["ClusteredJetStream", "ReplicatedStream", "stream_group_config", "transfer_leadership"]
+
 LEADER_WATCH_S = 0.05
 BARRIER_TIMEOUT_S = 2.0
-PROPOSE_RETRY_S = 2.0
-ENTRY_MSGS_MAX = 4096
-ENTRY_BYTES_MAX = 1 << 20
-ENTRIES_IN_FLIGHT = 8
-INLINE_APPLY_MAX = 64
 STEPDOWN_WAIT_S = 3.0
-# With the host's 100 ms tick: heartbeats every 200 ms, elections after 1-2 s of silence. Idle
-# groups cost heartbeats, so thousands of streams want them sparse.
-ELECTION_TICKS = 10
-HEARTBEAT_TICKS = 2
-
-
-def stream_group_config(node_id: str, group: str) -> NodeConfig:
-    return NodeConfig(node_id=node_id, group=group, election_ticks=ELECTION_TICKS,
-                      heartbeat_ticks=HEARTBEAT_TICKS)
-
-
-class ReplicatedStream(StreamRuntime):
-    """A stream replica: changes are proposed to its Raft group and applied when committed."""
-
-    def __init__(self, config: StreamConfig, created_ns: int, store: Any, directory: Any,
-                 clock_ns: Callable[[], int], publish: Any, *, host: RaftHost, group: str,
-                 peers: tuple[str, ...], assigned_text: str) -> None:
-        super().__init__(config, created_ns, store, directory, clock_ns, publish)
-        self.host = host
-        self.group = group
-        self.peers = peers
-        self.assigned_text = assigned_text
-        self.desired_config = config
-        self.leading = False
-        self.leader_subs: list[RoutedSub] = []
-        self.replica_subs: list[RoutedSub] = []
-
-    def _has_interest(self, subject: str) -> bool:
-        return True  # the same answer on every replica (see the module docstring)
-
-    async def apply_batch(self, cmds: list[Any]) -> list[Any]:
-        """Propose `cmds` as one entry; the results once committed and applied here."""
-        data = encode_batch(list(cmds))
-        deadline = trio.current_time() + PROPOSE_RETRY_S
-        while True:  # bounded by the deadline
-            if self.closed:
-                raise StreamClosed(self.name)
-            try:
-                _, results = await self.host.propose_result(self.group, data)
-                return list(results)  # type: ignore[call-overload]
-            except UnknownGroup:
-                raise StreamClosed(self.name) from None
-            except (OutcomeUnknown, ProposalLost):
-                return [UNAVAILABLE] * len(cmds)
-            except NotLeader as exc:
-                if exc.reason is not RefuseReason.NOT_READY or trio.current_time() > deadline:
-                    return [UNAVAILABLE] * len(cmds)
-            await trio.sleep(0.01)  # a new leader commits its first entry within a round trip
-
-    async def apply_entry(self, entry: Entry) -> list[Any]:
-        """RaftHost apply callback: apply one committed batch to the local store."""
-        try:
-            cmds = decode_batch(entry.data)
-        except CodecError as exc:
-            self.log.error("stream.bad_entry", index=entry.index, error=str(exc))
-            return []
-
-        def work() -> list[Any]:
-            results = []
-            with self.store.batch():
-                for k, cmd in enumerate(cmds):
-                    results.append(self._apply_one(cmd, sub_index(entry.index, k)))
-            return results
-
-        try:
-            results = await self._apply_work(work, len(cmds))
-        except StreamClosed:
-            return [UNAVAILABLE] * len(cmds)
-        except Exception as exc:  # noqa: BLE001 - the store rolled back; never crash the host
-            self.log.error("stream.apply_failed", index=entry.index, error=repr(exc))
-            await self.call(self._reload)
-            return [store_failed(f"store failed: {exc}")] * len(cmds)
-        self.config = self.sm.config
-        self.notify()
-        return results
-
-    async def _apply_work(self, work: Callable[[], list[Any]], size: int) -> list[Any]:
-        """Small batches run on the event loop (the store commits without fsync, so this is
-        short, and a thread hop per entry costs more than the write); big ones in a thread."""
-        if size > INLINE_APPLY_MAX:
-            return await self.call(work)  # type: ignore[no-any-return]
-        async with self.lock:
-            if self.closed:
-                raise StreamClosed(self.name)
-            return work()
-
-    def _apply_one(self, cmd: Any, index: int) -> Any:
-        if isinstance(cmd, (SaveConsumer, DeleteConsumer)):
-            if index <= self.store.applied_index():
-                return None
-            if isinstance(cmd, SaveConsumer):
-                self.store.save_consumer(cmd.name, cmd.blob)
-            else:
-                self.store.delete_consumer(cmd.name)
-            self.store.set_applied_index(index)
-            return None
-        return self.sm.apply(cmd, index)
-
-    async def run_writer(self) -> None:
-        """Drain the publish queue: one entry per batch (bounded), up to ENTRIES_IN_FLIGHT
-        entries proposed and not yet committed; each batch's PubAcks go out after its commit."""
-        inflight = trio.Semaphore(ENTRIES_IN_FLIGHT)
-        async with trio.open_nursery() as nursery:
-            while not self.closed:
-                await self.queue_ready.wait()
-                self.queue_ready = trio.Event()
-                while self.queue and not self.closed:
-                    await inflight.acquire()
-                    batch = self._take_batch()
-                    if not batch:
-                        inflight.release()
-                        break
-                    await nursery.start(self._commit_batch, batch, inflight)
-
-    async def _commit_batch(self, batch: list[Any], inflight: trio.Semaphore,
-                            task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Propose one batch and ack it once committed. `started()` comes first: the parent
-        resumes only when this task first blocks, and `propose_result` proposes before its
-        first checkpoint, so entries enter the log in queue order."""
-        try:
-            task_status.started()
-            results = await self.apply_batch([cmd for cmd, _ in batch])
-            self._send_acks(batch, results)
-        except StreamClosed:
-            pass
-        finally:
-            inflight.release()
-
-    def _take_batch(self) -> list[Any]:
-        size = count = 0
-        for cmd, _ in self.queue:
-            if count >= ENTRY_MSGS_MAX or (count and size + len(cmd.payload) > ENTRY_BYTES_MAX):
-                break
-            size += len(cmd.payload) + len(cmd.headers or b"")
-            count += 1
-        batch, self.queue = self.queue[:count], self.queue[count:]
-        return batch
 
 
 class ClusteredJetStream(JetStream):
     """JetStream whose streams are Raft groups on `host` (see the module docstring)."""
 
     def __init__(self, server: Any, host: RaftHost, node_id: str, peer_name: Callable[[str], str],
-                 cluster_name: str, **kwargs: Any) -> None:
+                 cluster_name: str, *, compact_every: int = COMPACT_EVERY_ENTRIES, **kwargs: Any) -> None:
         super().__init__(server, **kwargs)
+        self.compact_every = compact_every
         self.host = host
         self.node_id = node_id
         self.peer_name = peer_name
@@ -246,18 +98,24 @@ class ClusteredJetStream(JetStream):
         store = await trio.to_thread.run_sync(open_replica_store, config, directory)
         rt = ReplicatedStream(config, created_ns, store, directory, self.clock_ns,
                               self.server.publish_internal, host=self.host, group=group,
-                              peers=peers, assigned_text=assigned_text)
+                              peers=peers, assigned_text=assigned_text, spawn=self._spawn,
+                              compact_every=self.compact_every)
         self.by_group[group] = rt
         self.streams[name] = rt
         applied = entry_of(await rt.call(store.applied_index))
         await self.host.add_group(group, stream_group_config(self.node_id, group),
-                                  Membership(voters=frozenset(peers)), rt.apply_entry, applied=applied)
+                                  Membership(voters=frozenset(peers)), rt.apply_entry,
+                                  rt.restore_snapshot, applied=applied)
         digest_subject = f"$JSC.DIGEST.{self.server.server_name}.{name}"
         rt.replica_subs.append(subscribe_routed(self.server, digest_subject, self._digest_callback(rt)))
         assert self.nursery is not None
         self.nursery.start_soon(rt.run_writer)
         self.log.info("jetstream.replica_started", stream=name, group=group, peers=list(peers),
                       applied=applied)
+
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self.nursery is not None:
+            self.nursery.start_soon(fn, *args)
 
     async def stop_replica(self, group: str, delete: bool) -> None:
         rt = self.by_group.pop(group, None)
@@ -513,17 +371,6 @@ class ClusteredJetStream(JetStream):
         body.update(server=self.server.server_name, stream=rt.name, group=rt.group, leader=rt.leading,
                     applied_entry=entry_of(body["applied"]))
         self.server.publish_internal(reply, None, None, json.dumps(body).encode())
-
-
-def open_replica_store(config: StreamConfig, directory: Any) -> Any:
-    """The stream's store, committing without fsync (WAL, synchronous=NORMAL): the Raft log is
-    what is durable - it is never compacted past the store's applied index, and a replica
-    whose store lost its newest transactions in a power cut replays them from the log."""
-    store = open_store(config, directory)
-    conn = getattr(store, "_conn", None)  # SqliteStore has no public durability knob yet
-    if isinstance(store, SqliteStore) and conn is not None:
-        conn.execute("PRAGMA synchronous=NORMAL")
-    return store
 
 
 async def transfer_leadership(host: RaftHost, group: str, self_id: str) -> bool:

@@ -29,12 +29,8 @@ from typing import Any
 import structlog
 import trio
 
-from jetstream.cluster import (
-    BARRIER_TIMEOUT_S,
-    LEADER_WATCH_S,
-    ClusteredJetStream,
-    stream_group_config,
-)
+from jetstream.cluster import BARRIER_TIMEOUT_S, LEADER_WATCH_S, ClusteredJetStream
+from jetstream.cluster_stream import COMPACT_EVERY_ENTRIES, stream_group_config
 from jetstream.cluster_routing import Requester, RoutedSub, subscribe_routed
 from meta import api as meta_api
 from meta.assignments import (
@@ -54,7 +50,7 @@ from raft.config import Role
 from raft.driver import NotLeader, RaftHost
 from raft.storage.sqlite import SqliteLogStore
 from raft.transport.tcp import TcpTransport
-from raft.types import Entry, Membership
+from raft.types import Entry, Membership, Snapshot
 
 HELLO_SUBJECT = "$JSC.HELLO"
 HELLO_EVERY_S = 0.5
@@ -62,11 +58,13 @@ API_QUEUE_MAX = 1024
 API_CONCURRENCY = 32
 TICK_S = 0.1
 TAGS_ENV = "JETRAFT_SERVER_TAGS"
+COMPACT_ENV = "JETRAFT_COMPACT_ENTRIES"  # log entries between snapshots (meta and each stream)
 
 
 async def run_clustered_jetstream(server: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     tags = tuple(t.strip() for t in os.environ.get(TAGS_ENV, "").split(",") if t.strip())
-    await MetaService(server, tags=tags).run(task_status=task_status)
+    compact_every = int(os.environ.get(COMPACT_ENV, "") or COMPACT_EVERY_ENTRIES)
+    await MetaService(server, tags=tags, compact_every=compact_every).run(task_status=task_status)
 
 
 def topology_of(options: Any) -> Topology:
@@ -77,8 +75,13 @@ def topology_of(options: Any) -> Topology:
 
 
 class MetaService:
-    def __init__(self, server: Any, *, tags: tuple[str, ...] = ()) -> None:
+    def __init__(self, server: Any, *, tags: tuple[str, ...] = (),
+                 compact_every: int = COMPACT_EVERY_ENTRIES) -> None:
         self.server = server
+        self.compact_every = max(compact_every, 1)
+        self.entries_since_compact = 0
+        self.compacting = False
+        self.nursery: trio.Nursery | None = None
         self.options = server.options
         self.topology = topology_of(self.options)
         self.node_id = self.topology.node_id
@@ -111,13 +114,15 @@ class MetaService:
     async def _serve(self, store: SqliteLogStore, transport: TcpTransport, task_status: Any) -> None:
         host = self.host = RaftHost(self.node_id, store, transport, tick_interval_s=TICK_S)
         async with trio.open_nursery() as nursery:
+            self.nursery = nursery
             await nursery.start(host.run)
             self.js = ClusteredJetStream(self.server, host, self.node_id, self.peer_name,
-                                         self.cluster_name, store_dir=str(self.store_dir))
+                                         self.cluster_name, store_dir=str(self.store_dir),
+                                         compact_every=self.compact_every)
             await nursery.start(self.js.run)
             self.requester.start()
             await host.add_group(META_GROUP, stream_group_config(self.node_id, META_GROUP),
-                                 Membership(voters=self.topology.voters), self._apply)
+                                 Membership(voters=self.topology.voters), self._apply, self._restore)
             for task in (self.js.watch_leaders, self._reconcile_loop, self._watch_meta_leader,
                          self._hello_loop, self._dispatch_api):
                 nursery.start_soon(task)
@@ -131,6 +136,9 @@ class MetaService:
 
     # -- the meta state machine ------------------------------------------------------------------
     def _apply(self, entry: Entry) -> MetaResult:
+        if entry.index <= self.state.applied:  # already in the snapshot we restored
+            return MetaRejected("already_applied")
+        self._count_for_compaction()
         try:
             cmd = decode_command(entry.data)
         except ValueError as exc:
@@ -140,6 +148,34 @@ class MetaService:
         result = self.state.apply(cmd, entry.index)
         self._reconcile.set()
         return result
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        if not snapshot.data:
+            return
+        self.state = MetaState.restore(snapshot.data)
+        self._reconcile.set()
+        self.log.info("meta.restored", index=snapshot.meta.index, streams=len(self.state.streams))
+
+    def _count_for_compaction(self) -> None:
+        self.entries_since_compact += 1
+        if self.entries_since_compact >= self.compact_every and not self.compacting and self.nursery:
+            self.compacting = True
+            self.nursery.start_soon(self._compact)
+
+    async def _compact(self) -> None:
+        """Snapshot the (in-memory) meta state and trim the meta log up to it."""
+        assert self.host is not None
+        try:
+            node = self.host.node(META_GROUP)
+            index = node.applied_index
+            if self.state.applied == index and index > node.snapshot_meta.index:
+                await self.host.compact(META_GROUP, index, self.state.snapshot())
+                self.log.info("meta.compacted", index=index)
+                self.entries_since_compact = 0
+        except Exception as exc:  # noqa: BLE001 - keep the log; retry after more entries
+            self.log.error("meta.compact_failed", error=repr(exc))
+        finally:
+            self.compacting = False
 
     async def propose(self, cmd: MetaCommand) -> MetaResult:
         """Propose on the meta group (this server must lead it); the committed result."""

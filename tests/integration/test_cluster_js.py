@@ -7,13 +7,15 @@ leader is SIGKILLed while a client holding all three URLs keeps publishing, and 
 acknowledged message must be there after a new leader took over; the killed node restarts and
 must catch up until all three replicas report the same content hash ($JSC.DIGEST); stream and
 meta leader stepdowns move leadership; a durable pull consumer's AckSync'ed progress survives
-a leader kill. Every wait polls a condition against a deadline; processes are stopped by PID.
+a leader kill. The servers snapshot their stores and trim their Raft logs every 16 entries, so
+the restarted node catches up through a snapshot as well as through the log. Every wait polls a condition against a deadline; processes are stopped by PID.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pathlib
 import socket
 import time
@@ -31,6 +33,8 @@ CLUSTER = "js-test"
 DEADLINE_S = 20.0
 SCENARIO_TIMEOUT_S = 60.0
 STREAM = "ORDERS"
+COMPACT_ENV = "JETRAFT_COMPACT_ENTRIES"
+COMPACT_EVERY = 16
 
 
 def free_port_pair() -> int:
@@ -85,6 +89,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
     tmp = tmp_path_factory.mktemp("jscluster")
     nodes = {name: Node(name, tmp) for name in ("n1", "n2", "n3")}
     routes = [n.route_url for n in nodes.values()]
+    saved_env = os.environ.get(COMPACT_ENV)
+    os.environ[COMPACT_ENV] = str(COMPACT_EVERY)  # snapshots often: restarts catch up through them
     try:
         for node in nodes.values():
             node.start(routes)
@@ -97,6 +103,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
     finally:
         for node in nodes.values():
             node.stop()
+        if saved_env is None:
+            os.environ.pop(COMPACT_ENV, None)
+        else:
+            os.environ[COMPACT_ENV] = saved_env
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -198,7 +208,8 @@ def test_stream_leader_killed_new_leader_keeps_acked_and_restart_catches_up(clus
         after = await publish_acked(js, "orders.k", b"after-kill")
         failover_s = time.monotonic() - killed_at
         acked.append(after.seq)
-        acked += [(await publish_acked(js, "orders.k", b"after-%d" % i)).seq for i in range(10)]
+        # more than 2 * COMPACT_EVERY entries while it is down: its log position is gone
+        acked += [(await publish_acked(js, "orders.k", b"after-%d" % i)).seq for i in range(3 * COMPACT_EVERY)]
         new_leader = await stream_leader(nc)
         assert new_leader != leader
         assert failover_s < 10.0, f"first ack {failover_s:.1f}s after the kill"
@@ -219,6 +230,8 @@ def test_stream_leader_killed_new_leader_keeps_acked_and_restart_catches_up(clus
         await until(lambda: _same_digest(nc, list(cluster), si.state.last_seq), "the restarted replica to match")
         await nc.close()
     run(caught_up())
+    restarted_log = cluster[killed].log_path.read_text(errors="replace")
+    assert "stream.restored" in restarted_log.split("server.ready")[-1]  # it caught up from a snapshot
 
 
 def test_stream_leader_stepdown_moves_leadership(cluster: dict[str, Node]) -> None:

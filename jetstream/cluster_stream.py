@@ -1,0 +1,263 @@
+"""A replica of a clustered stream: changes go through the stream's Raft group.
+
+How it works: `ReplicatedStream` is a `StreamRuntime` whose single funnel for changes,
+`apply_batch`, does not touch the store: it encodes the commands as ONE entry
+(jetstream/cluster_codec.py), proposes it to the stream's Raft group and returns what the state
+machine answered once the entry is committed (fsynced on a quorum) and applied here. Every
+replica applies committed entries in `apply_entry` (the RaftHost apply callback): the whole batch
+in one store transaction, each command numbered `sub_index(entry, k)`, so a restarted replica
+skips exactly what it already has. The publish path is the single server's (queue, writer,
+PubAck after commit) with up to ENTRIES_IN_FLIGHT entries proposed at once.
+
+The store is the snapshot (design.md): after `compact_every` applied entries the replica makes
+its store durable (a WAL checkpoint; the store otherwise commits without fsync because the Raft
+log is the durable copy), hands its portable snapshot to the Raft host and the log is trimmed up
+to the store's applied index. A follower too far behind receives that snapshot from the leader
+in checksummed chunks (the Raft core's job) and `restore_snapshot` replaces its store with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from jetstream.cluster_codec import (
+    CodecError,
+    DeleteConsumer,
+    SaveConsumer,
+    decode_batch,
+    encode_batch,
+    entry_of,
+    sub_index,
+)
+from jetstream.cluster_routing import RoutedSub
+from jetstream.config import StreamConfig
+from jetstream.errors import ApiError, store_failed
+from jetstream.runtime import StreamClosed, StreamRuntime, open_store
+from jetstream.store.sqlite import SqliteStore
+from raft.config import NodeConfig, RefuseReason
+from raft.driver import NotLeader, OutcomeUnknown, ProposalLost, RaftHost, UnknownGroup
+from raft.types import Entry, Snapshot
+
+UNAVAILABLE = ApiError(code=503, err_code=10008, description="JetStream system temporarily unavailable")
+PROPOSE_RETRY_S = 2.0
+ENTRY_MSGS_MAX = 4096
+ENTRY_BYTES_MAX = 1 << 20
+ENTRIES_IN_FLIGHT = 8
+INLINE_APPLY_MAX = 64
+# With the host's 100 ms tick: heartbeats every 200 ms, elections after 1-2 s of silence. Idle
+# groups cost heartbeats, so thousands of streams want them sparse.
+ELECTION_TICKS = 10
+HEARTBEAT_TICKS = 2
+COMPACT_EVERY_ENTRIES = 8192
+
+
+def stream_group_config(node_id: str, group: str) -> NodeConfig:
+    return NodeConfig(node_id=node_id, group=group, election_ticks=ELECTION_TICKS,
+                      heartbeat_ticks=HEARTBEAT_TICKS)
+
+
+class ReplicatedStream(StreamRuntime):
+    """A stream replica: changes are proposed to its Raft group and applied when committed."""
+
+    def __init__(self, config: StreamConfig, created_ns: int, store: Any, directory: Any,
+                 clock_ns: Callable[[], int], publish: Any, *, host: RaftHost, group: str,
+                 peers: tuple[str, ...], assigned_text: str,
+                 spawn: Callable[..., None] | None = None,
+                 compact_every: int = COMPACT_EVERY_ENTRIES) -> None:
+        super().__init__(config, created_ns, store, directory, clock_ns, publish)
+        self.host = host
+        self.group = group
+        self.spawn = spawn  # starts a background task (compaction)
+        self.compact_every = compact_every
+        self.entries_since_compact = 0
+        self.compacting = False
+        self.peers = peers
+        self.assigned_text = assigned_text
+        self.desired_config = config
+        self.leading = False
+        self.leader_subs: list[RoutedSub] = []
+        self.replica_subs: list[RoutedSub] = []
+
+    def _has_interest(self, subject: str) -> bool:
+        return True  # the same answer on every replica (see the module docstring)
+
+    async def apply_batch(self, cmds: list[Any]) -> list[Any]:
+        """Propose `cmds` as one entry; the results once committed and applied here."""
+        data = encode_batch(list(cmds))
+        deadline = trio.current_time() + PROPOSE_RETRY_S
+        while True:  # bounded by the deadline
+            if self.closed:
+                raise StreamClosed(self.name)
+            try:
+                _, results = await self.host.propose_result(self.group, data)
+                return list(results)  # type: ignore[call-overload]
+            except UnknownGroup:
+                raise StreamClosed(self.name) from None
+            except (OutcomeUnknown, ProposalLost):
+                return [UNAVAILABLE] * len(cmds)
+            except NotLeader as exc:
+                if exc.reason is not RefuseReason.NOT_READY or trio.current_time() > deadline:
+                    return [UNAVAILABLE] * len(cmds)
+            await trio.sleep(0.01)  # a new leader commits its first entry within a round trip
+
+    async def apply_entry(self, entry: Entry) -> list[Any]:
+        """RaftHost apply callback: apply one committed batch to the local store."""
+        try:
+            cmds = decode_batch(entry.data)
+        except CodecError as exc:
+            self.log.error("stream.bad_entry", index=entry.index, error=str(exc))
+            return []
+
+        def work() -> list[Any]:
+            results = []
+            with self.store.batch():
+                for k, cmd in enumerate(cmds):
+                    results.append(self._apply_one(cmd, sub_index(entry.index, k)))
+            return results
+
+        try:
+            results = await self._apply_work(work, len(cmds))
+        except StreamClosed:
+            return [UNAVAILABLE] * len(cmds)
+        except Exception as exc:  # noqa: BLE001 - the store rolled back; never crash the host
+            self.log.error("stream.apply_failed", index=entry.index, error=repr(exc))
+            await self.call(self._reload)
+            return [store_failed(f"store failed: {exc}")] * len(cmds)
+        self.config = self.sm.config
+        self.notify()
+        self._maybe_compact()
+        return results
+
+    # -- snapshots: the store is the snapshot ---------------------------------------------------
+    def _maybe_compact(self) -> None:
+        self.entries_since_compact += 1
+        if self.entries_since_compact >= self.compact_every and not self.compacting and self.spawn:
+            self.compacting = True
+            self.spawn(self.compact_log)
+
+    async def compact_log(self) -> None:
+        """Make the store durable, give its snapshot to the Raft host, trim the log."""
+        def durable_snapshot() -> tuple[int, bytes]:
+            checkpoint(self.store)
+            return entry_of(self.store.applied_index()), self.store.snapshot()
+
+        try:
+            node = self.host.node(self.group)
+            entry_index, data = await self.call(durable_snapshot)
+            index = min(entry_index, node.applied_index)
+            if index > node.snapshot_meta.index:
+                await self.host.compact(self.group, index, data)
+                self.log.info("stream.compacted", group=self.group, index=index, snapshot_bytes=len(data))
+            self.entries_since_compact = 0
+        except (StreamClosed, UnknownGroup):
+            pass
+        except Exception as exc:  # noqa: BLE001 - a failed compaction keeps the log; retry later
+            self.log.error("stream.compact_failed", group=self.group, error=repr(exc))
+        finally:
+            self.compacting = False
+
+    async def restore_snapshot(self, snapshot: Snapshot) -> None:
+        """RaftHost restore callback: replace the store with the leader's snapshot."""
+        if not snapshot.data:
+            return
+
+        def work() -> None:
+            self.sm.restore(snapshot.data)
+            checkpoint(self.store)
+
+        try:
+            await self.call(work)
+        except StreamClosed:
+            return
+        except Exception as exc:  # noqa: BLE001 - a bad snapshot changes nothing; never crash the host
+            self.log.error("stream.restore_failed", group=self.group, index=snapshot.meta.index, error=repr(exc))
+            return
+        self.config = self.sm.config
+        self.notify()
+        self.log.info("stream.restored", group=self.group, index=snapshot.meta.index)
+
+    async def _apply_work(self, work: Callable[[], list[Any]], size: int) -> list[Any]:
+        """Small batches run on the event loop (the store commits without fsync, so this is
+        short, and a thread hop per entry costs more than the write); big ones in a thread."""
+        if size > INLINE_APPLY_MAX:
+            return await self.call(work)  # type: ignore[no-any-return]
+        async with self.lock:
+            if self.closed:
+                raise StreamClosed(self.name)
+            return work()
+
+    def _apply_one(self, cmd: Any, index: int) -> Any:
+        if isinstance(cmd, (SaveConsumer, DeleteConsumer)):
+            if index <= self.store.applied_index():
+                return None
+            if isinstance(cmd, SaveConsumer):
+                self.store.save_consumer(cmd.name, cmd.blob)
+            else:
+                self.store.delete_consumer(cmd.name)
+            self.store.set_applied_index(index)
+            return None
+        return self.sm.apply(cmd, index)
+
+    async def run_writer(self) -> None:
+        """Drain the publish queue: one entry per batch (bounded), up to ENTRIES_IN_FLIGHT
+        entries proposed and not yet committed; each batch's PubAcks go out after its commit."""
+        inflight = trio.Semaphore(ENTRIES_IN_FLIGHT)
+        async with trio.open_nursery() as nursery:
+            while not self.closed:
+                await self.queue_ready.wait()
+                self.queue_ready = trio.Event()
+                while self.queue and not self.closed:
+                    await inflight.acquire()
+                    batch = self._take_batch()
+                    if not batch:
+                        inflight.release()
+                        break
+                    await nursery.start(self._commit_batch, batch, inflight)
+
+    async def _commit_batch(self, batch: list[Any], inflight: trio.Semaphore,
+                            task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Propose one batch and ack it once committed. `started()` comes first: the parent
+        resumes only when this task first blocks, and `propose_result` proposes before its
+        first checkpoint, so entries enter the log in queue order."""
+        try:
+            task_status.started()
+            results = await self.apply_batch([cmd for cmd, _ in batch])
+            self._send_acks(batch, results)
+        except StreamClosed:
+            pass
+        finally:
+            inflight.release()
+
+    def _take_batch(self) -> list[Any]:
+        size = count = 0
+        for cmd, _ in self.queue:
+            if count >= ENTRY_MSGS_MAX or (count and size + len(cmd.payload) > ENTRY_BYTES_MAX):
+                break
+            size += len(cmd.payload) + len(cmd.headers or b"")
+            count += 1
+        batch, self.queue = self.queue[:count], self.queue[count:]
+        return batch
+
+
+
+def open_replica_store(config: StreamConfig, directory: Any) -> Any:
+    """The stream's store, committing without fsync (WAL, synchronous=NORMAL): the Raft log is
+    what is durable - it is never compacted past the store's applied index, and a replica
+    whose store lost its newest transactions in a power cut replays them from the log."""
+    store = open_store(config, directory)
+    conn = getattr(store, "_conn", None)  # SqliteStore has no public durability knob yet
+    if isinstance(store, SqliteStore) and conn is not None:
+        conn.execute("PRAGMA synchronous=NORMAL")
+    return store
+
+
+
+
+def checkpoint(store: Any) -> None:
+    """Make everything the store committed durable (a full WAL checkpoint fsyncs it)."""
+    conn = getattr(store, "_conn", None)
+    if isinstance(store, SqliteStore) and conn is not None:
+        conn.execute("PRAGMA wal_checkpoint(FULL)")
