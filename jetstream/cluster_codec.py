@@ -72,7 +72,7 @@ def encode_batch(cmds: list[ClusterCommand]) -> bytes:
 
 
 def decode_batch(data: bytes) -> list[ClusterCommand]:
-    if data[:3] != MAGIC:
+    if data[:3] != MAGIC or len(data) < 7:
         raise CodecError("not a stream command batch")
     view = memoryview(data)
     (count,) = _U32.unpack_from(view, 3)
