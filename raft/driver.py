@@ -174,10 +174,11 @@ class RaftHost:
         if group in self._groups:
             raise ValueError(f"group {group} already running")
         loaded: LoadedState = await self.worker.run(self.store.load, group)
-        if loaded.verify_errors or loaded.repair_needed:
-            self._log.warning(
-                "raft.repair_needed", group=group, errors=list(loaded.verify_errors)
-            )
+        if loaded.repair_needed:
+            reason = "; ".join(loaded.verify_errors) or loaded.repair_pending or "disk wiped"
+            self._log.warning("raft.repair_needed", group=group, reason=reason)
+            if loaded.repair_pending is None:  # survives restarts until "raft.repair_done"
+                await self.worker.run(self.store.set_repair_pending, group, reason)
         if loaded.snapshot and applied < loaded.snapshot.meta.index and restore_callback:
             await _maybe_await(restore_callback(loaded.snapshot))
         hard_state = loaded.hard_state
@@ -413,6 +414,8 @@ class RaftHost:
             return  # most Readies of idle groups: heartbeats only
         for event in r.events:
             self._log.info(event.name, group=r.group, **dict(event.fields))
+            if event.name == "raft.repair_done":
+                await self.worker.run(self.store.set_repair_pending, r.group, None)
             if self._on_event is not None:
                 self._on_event(r.group, event)
         if r.snapshot is not None:

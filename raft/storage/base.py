@@ -18,7 +18,9 @@ Applying one GroupWrite, in order:
 does not vote or lead until it has caught up from a quorum.
 
 The membership marker records that this server has been a member of a group. A store whose
-group state is empty but whose marker is set has lost its disk and is also repair-needed.
+group state is empty but whose marker is set has lost its disk and is also repair-needed. So is
+a group whose durable repair note is set: repair began and has not finished (the driver sets
+it when it loads a repair-needed group and clears it on the core's "raft.repair_done").
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class LoadedState:
     entries: tuple[Entry, ...] = ()
     verify_errors: tuple[str, ...] = ()
     was_member: bool = False
+    repair_pending: str | None = None  # durable: set when repair began, cleared when it ended
 
     @property
     def is_empty(self) -> bool:
@@ -65,8 +68,11 @@ class LoadedState:
 
     @property
     def repair_needed(self) -> bool:
-        """Corrupt or torn state, or a wiped disk on a server that was once a member."""
-        return bool(self.verify_errors) or (self.was_member and self.is_empty)
+        """Corrupt or torn state, a wiped disk on a server that was once a member, or a repair
+        that began before a restart and has not finished."""
+        if self.verify_errors or self.repair_pending is not None:
+            return True
+        return self.was_member and self.is_empty
 
     @property
     def last_index(self) -> int:
@@ -106,6 +112,11 @@ class LogStore(abc.ABC):
     @abc.abstractmethod
     def mark_member(self, group: GroupId) -> None:
         """Durably record that this server is (or was) a member of `group`."""
+
+    @abc.abstractmethod
+    def set_repair_pending(self, group: GroupId, reason: str | None) -> None:
+        """Durably note that `group` is being repaired (None: the repair finished), so that a
+        restart in the middle of a repair still comes back repair-needed."""
 
     @abc.abstractmethod
     def forget_group(self, group: GroupId) -> None:

@@ -48,6 +48,7 @@ class MemoryLogStore(LogStore):
     def __init__(self) -> None:
         self._groups: dict[GroupId, _GroupState] = {}
         self._markers: set[GroupId] = set()
+        self._repairs: dict[GroupId, str] = {}
         self.save_calls = 0  # number of save() batches, for group-commit tests
 
     def _state(self, group: GroupId) -> _GroupState:
@@ -81,6 +82,7 @@ class MemoryLogStore(LogStore):
             snapshot=snapshot,
             entries=tuple(e for e in state.entries if e.index > after),
             was_member=group in self._markers,
+            repair_pending=self._repairs.get(group),
         )
 
     def compact(self, group: GroupId, upto_index: int) -> None:
@@ -107,12 +109,20 @@ class MemoryLogStore(LogStore):
     def mark_member(self, group: GroupId) -> None:
         self._markers.add(group)
 
+    def set_repair_pending(self, group: GroupId, reason: str | None) -> None:
+        if reason is None:
+            self._repairs.pop(group, None)
+        else:
+            self._repairs[group] = reason
+
     def forget_group(self, group: GroupId) -> None:
         self._groups.pop(group, None)
         self._markers.discard(group)
+        self._repairs.pop(group, None)
 
     def wiped_copy(self) -> MemoryLogStore:
         """A store as after a disk wipe that kept only the server-level membership markers."""
         fresh = MemoryLogStore()
         fresh._markers = set(self._markers)
+        fresh._repairs = dict(self._repairs)
         return fresh

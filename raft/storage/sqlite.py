@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS snapshot (
     data BLOB, checksum INTEGER NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS member_marker (
     grp TEXT PRIMARY KEY) STRICT;
+CREATE TABLE IF NOT EXISTS repair_pending (
+    grp TEXT PRIMARY KEY, reason TEXT NOT NULL) STRICT;
 """
 
 
@@ -237,9 +239,18 @@ class SqliteLogStore(LogStore):
             )
         )
 
+    def set_repair_pending(self, group: GroupId, reason: str | None) -> None:
+        if reason is None:
+            sql, args = "DELETE FROM repair_pending WHERE grp=?", (group,)
+        else:
+            sql = "INSERT OR REPLACE INTO repair_pending(grp, reason) VALUES (?, ?)"
+            args = (group, reason)  # type: ignore[assignment]
+        self._transaction(lambda: self._db.execute(sql, args))
+
     def forget_group(self, group: GroupId) -> None:
         def body() -> None:
-            for table in ("log_entry", "hard_state", "snapshot", "member_marker"):
+            tables = ("log_entry", "hard_state", "snapshot", "member_marker", "repair_pending")
+            for table in tables:
                 self._db.execute(f"DELETE FROM {table} WHERE grp=?", (group,))  # noqa: S608
 
         self._transaction(body)
@@ -295,9 +306,13 @@ class SqliteLogStore(LogStore):
 
     def load(self, group: GroupId) -> LoadedState:
         errors: list[str] = []
-        hs, snapshot, entries, was_member = HardState(), None, [], False
+        hs, snapshot, entries, was_member, repair = HardState(), None, [], False, None
         try:
             was_member = self._is_marked(group)
+            row = self._db.execute(
+                "SELECT reason FROM repair_pending WHERE grp=?", (group,)
+            ).fetchone()
+            repair = row[0] if row else None
             hs, hs_errors = self._read_hard_state(group)
             snapshot, snap_errors = self._read_snapshot(group)
             after = snapshot.meta.index if snapshot else 0
@@ -312,7 +327,7 @@ class SqliteLogStore(LogStore):
             errors.append(f"commit index {hs.commit} beyond verified log end {last}")
         if entries and entries[-1].term > hs.term:
             errors.append(f"entry term {entries[-1].term} above hard-state term {hs.term}")
-        return LoadedState(hs, snapshot, tuple(entries), tuple(errors), was_member)
+        return LoadedState(hs, snapshot, tuple(entries), tuple(errors), was_member, repair)
 
     def _has_hard_state(self, group: GroupId) -> bool:
         row = self._db.execute("SELECT 1 FROM hard_state WHERE grp=?", (group,)).fetchone()

@@ -239,8 +239,10 @@ async def test_corrupt_log_restarts_repair_needed_and_repairs(
         assert node.repair_needed
         assert node.last_index < 4  # only the verified prefix, never served as complete
         await cluster.members[leader].host.propose("g", b"v3")
+        assert member.host.store.load("g").repair_pending  # noted durably on start
         await wait_until(lambda: not node.repair_needed)
         assert (victim, "g", "raft.repair_done") in cluster.events
+        await wait_until(lambda: member.host.store.load("g").repair_pending is None)
         want = [b"v0", b"v1", b"v2", b"v3"]
         await wait_until(lambda: member.applied.data("g") == want)
 

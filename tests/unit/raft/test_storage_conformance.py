@@ -265,3 +265,18 @@ def test_sqlite_matches_memory_model(tmp_path: pathlib.Path, ops: list) -> None:
         sqlite_store.close()
         for suffix in ("", "-wal", "-shm"):
             pathlib.Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def test_repair_note_survives_reopen_until_cleared(backend: Backend) -> None:
+    store = backend.open()
+    store.save([GroupWrite("g", HardState(2, "a", 1), ents(1, 1, 2))])
+    store.set_repair_pending("g", "entry 2 fails its checksum")
+    store = backend.reopen(store)
+    loaded = store.load("g")
+    assert loaded.repair_pending == "entry 2 fails its checksum"
+    assert loaded.repair_needed and not loaded.verify_errors
+    assert not store.load("other").repair_needed
+    store.set_repair_pending("g", None)
+    store = backend.reopen(store)
+    assert store.load("g").repair_pending is None
+    assert not store.load("g").repair_needed
