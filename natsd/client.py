@@ -3,8 +3,10 @@
 How it works: the reader receives large chunks (up to 256 KiB), hands each to the pure
 `protocol.Parser`, and processes the resulting operations in one synchronous pass. Publishes are
 routed by the server straight into the subscribers' outbound `bytearray`s; each touched
-connection's writer is woken once per chunk, not per message. The writer swaps the whole pending
-buffer out and sends it with one `send_all` (write coalescing).
+connection is flushed once per chunk, not per message (`flush_now`: if its writer task is idle,
+a non-blocking `os.write` right away, which saves a task switch per request/reply hop; the rest,
+if any, goes to the writer). The writer swaps the whole pending buffer out and sends it with one
+`send_all` (write coalescing). Authorization (when configured) requires a valid CONNECT first.
 
 Limits, as nats-server: an outbound buffer past `max_pending_bytes`, or a send blocked past
 `write_deadline_s`, marks a slow consumer and the connection is closed without flushing. A
