@@ -113,6 +113,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float |
 @click.option("--cluster_advertise", default=None, help="Route address advertised to peers.")
 @click.option("--no_advertise", is_flag=True, default=None,
               help="Do not advertise this server's client URL to peers' clients.")
+@click.option("--no_implicit_routes", is_flag=True, default=None,
+              help="Only dial configured routes, never servers learnt by gossip.")
 def server(**flags: Any) -> None:
     """Run a NATS server."""
     options, unknown = _options(flags)
@@ -183,7 +185,8 @@ def _cluster_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     """`--cluster`, `--routes`, `--cluster_name`, `--cluster_advertise` (nats-server's flags)."""
     out: dict[str, Any] = {"cluster_name": flags.get("cluster_name"),
                            "cluster_advertise": flags.get("cluster_advertise"),
-                           "cluster_no_advertise": flags.get("no_advertise")}
+                           "cluster_no_advertise": flags.get("no_advertise"),
+                           "cluster_implicit_routes": False if flags.get("no_implicit_routes") else None}
     if flags.get("cluster_listen"):
         try:
             out["cluster_host"], out["cluster_port"] = parse_cluster_listen(flags["cluster_listen"])

@@ -56,6 +56,7 @@ class ServerOptions:
     cluster_no_advertise: bool = False
     cluster_user: str = ""  # route authorization: peers must CONNECT with these
     cluster_password: str = ""
+    cluster_implicit_routes: bool = True  # dial servers learnt by gossip (jetraft extension)
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
@@ -209,6 +210,8 @@ def _cluster(value: Any, unknown: list[str]) -> dict[str, Any]:
             fields["cluster_advertise"] = str(item)
         elif key == "no_advertise":
             fields["cluster_no_advertise"] = bool(item)
+        elif key == "implicit_routes":
+            fields["cluster_implicit_routes"] = bool(item)
         elif key == "authorization":
             auth = dict(item)
             fields["cluster_user"] = str(auth.get("user", ""))
