@@ -10,7 +10,8 @@ How it works:
   attempts), so one seed URL per node is enough to form the full mesh. A server that one of our
   configured URLs already led to is left to that URL's dial loop, and while a configured URL is
   not connected, implicit dials wait a little (`IMPLICIT_GRACE_S`) for it: the gossiped server
-  may be behind it (e.g. a proxy that a direct route would bypass).
+  may be behind it (e.g. a proxy that a direct route would bypass). `implicit_routes = false`
+  (`--no_implicit_routes`) turns implicit dials off entirely.
 - Interest: `local[(subject, queue)]` counts local *client* subscriptions (internal ones, such
   as JetStream's API handlers, stay local: every server runs its own). RS+ goes out on 0 -> 1
   (for queues on every change, with the member count as weight), RS- on 1 -> 0, and a newly
@@ -68,7 +69,8 @@ class Cluster:
         self.local: dict[tuple[str, str | None], int] = {}
         self.connect_urls: list[str] = []
         self.credentials = (opts.cluster_user, opts.cluster_password) if opts.cluster_user else None
-        self.rejections = 0  # handshakes refused (self, cluster name, duplicates): observability
+        self.rejections = 0
+        self.gossip_seen = 0  # INFOs about other servers received (observability)  # handshakes refused (self, cluster name, duplicates): observability
         self._remote_cache: dict[str, list] = {}
         self._dialling: set[str] = set()  # server_ids with an implicit dial in progress
         self._url_ids: dict[str, str] = {}  # route URL -> server_id it led to
@@ -256,6 +258,9 @@ class Cluster:
         peer = info.get("server_id")
         if not isinstance(peer, str) or not peer or peer == self.server.server_id:
             return
+        self.gossip_seen += 1
+        if not self.server.options.cluster_implicit_routes:
+            return  # configured routes only (e.g. every link must go through a test proxy)
         if peer in self.routes or peer in self._dialling or self._nursery is None:
             return
         if peer in self._explicit_ids():

@@ -478,9 +478,11 @@ def test_cluster_flags_and_toml_block(tmp_path: pathlib.Path) -> None:
     assert options.routes == ("nats-route://h1:1", "nats-route://h2:2")
     assert options.cluster_advertise == "10.0.0.1:7222" and options.cluster_no_advertise
     assert (options.cluster_user, options.cluster_password) == ("ruser", "pw")
+    assert options.cluster_implicit_routes is True
     flags.update(cluster_listen="nats://0.0.0.0:8222", routes="nats://a:1, nats://b:2",
-                 cluster_name="flag", cluster_advertise="h:9")
+                 cluster_name="flag", cluster_advertise="h:9", no_implicit_routes=True)
     options, _ = _options(flags)
+    assert options.cluster_implicit_routes is False
     assert (options.cluster_name, options.cluster_host, options.cluster_port) == ("flag", "0.0.0.0", 8222)
     assert options.routes == ("nats://a:1", "nats://b:2") and options.cluster_advertise == "h:9"
     result = CliRunner().invoke(server_command, ["--cluster", "nats://nohost"])

@@ -356,3 +356,15 @@ async def test_route_authorization(start_node) -> None:
     assert (await peer.op()).info["auth_required"] is True
     await peer.send(p.encode_connect({"name": "NX", "cluster": CLUSTER, "user": "ruser", "pass": "x"}))
     assert await peer.op() == p.Err("Authorization Violation")
+
+
+async def test_implicit_routes_can_be_turned_off(start_node) -> None:
+    a = await start_node(cluster_port=0)
+    assert a.cluster is not None
+    seed = (route_url_of(a),)
+    b = await start_node(cluster_port=0, routes=seed, cluster_implicit_routes=False)
+    c = await start_node(cluster_port=0, routes=seed, cluster_implicit_routes=False)
+    assert b.cluster is not None and c.cluster is not None
+    assert await a.cluster.wait_routes(2, DEADLINE_S)
+    await wait_until(lambda: b.cluster.gossip_seen + c.cluster.gossip_seen >= 1)
+    assert set(b.cluster.routes) == {a.server_id} and set(c.cluster.routes) == {a.server_id}
