@@ -205,6 +205,7 @@ class RaftHost:
     def remove_group(self, group: GroupId) -> None:
         """Stop running a group (its stored state stays). Waiters fail with NotLeader."""
         g = self._groups.pop(group, None)
+        self._deferred.pop(group, None)  # never resurrect state a caller may forget next
         if g is None:
             return
         for waiter in [*g.waiters.values(), *g.reads.values()]:

@@ -342,3 +342,22 @@ async def test_a_fourth_host_joins_as_learner_then_voter(
         for member in cluster.members.values():
             want = [b"before-join", b"after-join"]
             await wait_until(lambda m=member, w=want: m.applied.data("g") == w)
+
+
+async def test_removed_group_leaves_nothing_to_resurrect_after_forget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stores = memory_stores()
+    async with cluster_of(stores, ["g", "h"]) as cluster:
+        leader = await elected(cluster, "g")
+        await cluster.members[leader].host.propose("g", b"x")
+        for node, member in cluster.members.items():
+            await wait_until(lambda m=member: m.applied.data("g") == [b"x"])
+            member.host.remove_group("g")
+            stores[node].forget_group("g")
+        for member in cluster.members.values():  # deferred commit writes must not come back
+            await elected(cluster, "h")
+            await trio.sleep(3 * member.host.commit_flush_interval_s)
+        for node in NODES:
+            assert stores[node].groups() == ["h"]
+            assert stores[node].load("g").is_empty
