@@ -378,6 +378,8 @@ class RaftHost:
         """One batch: every Ready's writes plus the deferred commit-index updates."""
         writes = []
         for g, r in readies:
+            if self._groups.get(r.group) is not g:
+                continue  # removed while we waited on an apply: write nothing for it
             hard_state = r.hard_state or self._deferred.get(r.group)
             self._deferred.pop(r.group, None)
             if r.hard_state is not None:
