@@ -402,6 +402,7 @@ class RaftHost:
         self.stats.persist_batches += 1
 
     async def _finish(self, readies: list[tuple[_Group, Ready]]) -> None:
+        readies = [(g, r) for g, r in readies if self._groups.get(r.group) is g]  # still running
         messages = [m for _, r in readies for m in r.messages]
         if messages:
             self.transport.send_nowait(messages)
