@@ -5,7 +5,9 @@ meta/topology.py - and a data directory each under DIR), starts one detached `je
 --cluster ... --routes <all nodes>` per node with its log in DIR/<node>/server.log, records every
 PID in DIR/cluster.json right away, then shows progress until every node answers PING and the
 meta group has a leader (asked through `$JS.API.INFO`). `status` reads DIR/cluster.json and
-reports each node (process alive, port answering) and the meta leader. `down` stops exactly the
+reports each node (process alive, port answering) and the meta leader. `up` on a directory
+that already holds a stopped cluster restarts it with the recorded ports and names (a node's
+Raft identity is its address), keeping all data. `down` stops exactly the
 recorded PIDs (SIGTERM, SIGKILL after a grace period), after checking each PID still runs a
 jetraft server (a recycled PID is left alone).
 """
@@ -153,9 +155,13 @@ def up(nodes: int, directory: str, host: str, base_port: int | None, cluster_nam
     """Start the cluster and wait until it has a meta leader."""
     root = Path(directory).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    if (root / STATE_FILE).exists() and any(is_our_server(s.pid) for s in load_state(root)[1]):
-        raise click.ClickException(f"a cluster is already running from {root}; `jetraft cluster down --dir {directory}`")
     specs = plan_nodes(nodes, root, host, base_port)
+    if (root / STATE_FILE).exists():
+        cluster_name, specs = load_state(root)  # a restart: same ports = same Raft node ids
+        if any(is_our_server(s.pid) for s in specs):
+            raise click.ClickException(f"a cluster is already running from {root}; "
+                                       f"`jetraft cluster down --dir {directory}`")
+        console.print(f"restarting the {len(specs)} nodes recorded in {root / STATE_FILE}")
     started = []
     for spec in specs:
         Path(spec.store_dir).mkdir(parents=True, exist_ok=True)

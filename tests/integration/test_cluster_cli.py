@@ -1,4 +1,5 @@
-"""`jetraft cluster up | status | down` as a user runs them (subprocesses), plus its pure parts."""
+"""`jetraft cluster up | status | down` as a user runs them (subprocesses), plus its pure parts;
+a second `up` on the same directory restarts the cluster with its data."""
 
 from __future__ import annotations
 
@@ -51,6 +52,14 @@ def test_up_status_use_down(tmp_path: pathlib.Path) -> None:
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert not any(is_our_server(s.pid) for s in specs)
     assert not any(os.path.exists(f"/proc/{s.pid}/cmdline") and is_our_server(s.pid) for s in specs)
+    restarted = jetraft("up", "--dir", str(directory))  # same ports and names, same data
+    try:
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        _, again = load_state(directory)
+        assert [(s.client_port, s.cluster_port) for s in again] == [(s.client_port, s.cluster_port) for s in specs]
+        asyncio.run(asyncio.wait_for(_still_there(",".join(s.url for s in again)), 30))
+    finally:
+        assert jetraft("down", "--dir", str(directory)).returncode == 0
 
 
 async def _use(urls: str) -> None:
@@ -62,4 +71,21 @@ async def _use(urls: str) -> None:
     assert ack.seq == 1
     reply = json.loads((await nc.request("$JS.API.INFO", b"", timeout=2)).data)
     assert reply["streams"] == 1 and reply["meta_cluster"]["cluster_size"] == 3
+    await nc.close()
+
+
+async def _still_there(urls: str) -> None:
+    nc = await nats.connect(urls.split(","))
+    js = nc.jetstream()
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:  # the stream answers once its group has elected a leader again
+        try:
+            msg = await js.get_msg("CLI", 1)
+            break
+        except Exception:  # noqa: BLE001 - not elected yet
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)  # polling interval of a condition wait
+    assert msg.data == b"hi"
+    assert (await js.publish("cli.x", b"again", timeout=5)).seq == 2
     await nc.close()
