@@ -8,7 +8,9 @@
 Target: `--url nats://host:port` (an already running server), or `--server jetraft|nats-server`
 (started here as a subprocess on a free loopback port and stopped afterwards), or `--compare`:
 both servers started, the same load run against each, one table with both figures and the ratio
-jetraft/nats-server. `--runs K` repeats every measurement and reports medians; runs alternate
+jetraft/nats-server. `--cluster` starts a 2-node cluster of each kind instead and puts publishers
+on node 1 and subscribers on node 2, so every message crosses a route (`--sub-url` does the same
+for servers you run yourself). `--runs K` repeats every measurement and reports medians; runs alternate
 between the servers so background noise hits both alike.
 """
 
@@ -25,7 +27,7 @@ from rich.console import Console
 
 from cli.benchlib.launcher import ServerKind, ServerProcess, free_port
 from cli.benchlib.report import medians, render_table
-from cli.benchlib.runner import BenchError, Load, Mode, make_progress, run_once
+from cli.benchlib.runner import BenchError, Load, Mode, Target, make_progress, run_once
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,6 +47,11 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True, help="server to start when no --url is given",
         ),
         click.option("--compare", is_flag=True, help="start jetraft AND nats-server; report both and the ratio"),
+        click.option(
+            "--cluster", is_flag=True,
+            help="start 2-node clusters instead: publishers/requesters on node 1, subscribers/responders on node 2",
+        ),
+        click.option("--sub-url", default=None, help="with --url: subscribers/responders connect here instead"),
         click.option("--runs", default=1, show_default=True, help="repeat and report medians"),
         click.option("--timeout", "timeout_s", default=120.0, show_default=True, help="per-run deadline (s)"),
         click.option("--json", "json_out", is_flag=True, help="also print the medians as JSON"),
@@ -119,28 +126,45 @@ def req(**kwargs: Any) -> None:
 
 
 @contextlib.contextmanager
-def targets(url: str | None, server_kind: str, compare: bool) -> Iterator[dict[str, str]]:
-    """Name -> URL of each server to benchmark; servers started here are stopped on exit."""
+def targets(
+    url: str | None, sub_url: str | None, server_kind: str, compare: bool, cluster: bool
+) -> Iterator[dict[str, Target]]:
+    """Name -> Target of each server (or 2-node cluster) to benchmark; what is started here is
+    stopped on exit."""
     if url and not compare:
-        yield {url: url}
+        yield {url: Target(pub_url=url, sub_url=sub_url or url)}
         return
     kinds = [ServerKind.JETRAFT, ServerKind.NATS_SERVER] if compare else [ServerKind(server_kind)]
     started: list[ServerProcess] = []
+    found: dict[str, Target] = {}
     try:
         for kind in kinds:
-            proc = ServerProcess(kind=kind, port=free_port())
-            started.append(proc)
-            proc.start()
-        yield {proc.kind.value: proc.url for proc in started}
+            nodes = cluster_nodes(kind) if cluster else [ServerProcess(kind=kind, port=free_port())]
+            for node in nodes:
+                started.append(node)
+                node.start()
+            found[kind.value] = Target(pub_url=nodes[0].url, sub_url=nodes[-1].url)
+        yield found
     finally:
         for proc in started:
             proc.stop()
 
 
+def cluster_nodes(kind: ServerKind) -> list[ServerProcess]:
+    """Two routed nodes (the second dials the first); publishers use node 1, subscribers node 2."""
+    first_route, second_route = free_port(), free_port()
+    common = ["--cluster_name", "bench"]
+    first = ServerProcess(kind=kind, port=free_port(), extra_args=["--cluster", f"nats://127.0.0.1:{first_route}", *common])
+    second = ServerProcess(
+        kind=kind, port=free_port(),
+        extra_args=["--cluster", f"nats://127.0.0.1:{second_route}", "--routes", f"nats://127.0.0.1:{first_route}", *common],
+    )
+    return [first, second]
+
+
 def run_bench(
     mode: Mode, *, msgs: int, size_bytes: int, subs: int, pubs: int, subject: str, subjects: int, url: str | None,
-    server_kind: str,
-    compare: bool, runs: int, timeout_s: float, json_out: bool,
+    sub_url: str | None, server_kind: str, compare: bool, cluster: bool, runs: int, timeout_s: float, json_out: bool,
 ) -> dict[str, dict[str, float]]:
     console = Console()
     load = Load(
@@ -148,7 +172,7 @@ def run_bench(
         timeout_s=timeout_s,
     )
     per_server: dict[str, list[dict[str, float]]] = {}
-    with targets(url, server_kind, compare) as urls:
+    with targets(url, sub_url, server_kind, compare, cluster) as urls:
         with make_progress() as progress:
             for run_no in range(1, runs + 1):
                 for name, target in urls.items():
@@ -164,6 +188,7 @@ def run_bench(
     title += f", {subs} subs" if mode in (Mode.SUB, Mode.PUBSUB) else ""
     title += f", {subjects} subjects" if subjects > 1 else ""
     title += f", {pubs} pubs" if pubs > 1 and mode is not Mode.REQ else ""
+    title += ", across a route (2-node cluster)" if cluster or (sub_url and sub_url != url) else ""
     console.print(render_table(title, results, runs))
     if json_out:
         params = {"mode": mode.value, "msgs": msgs, "size_bytes": size_bytes, "subs": subs, "pubs": pubs, "subjects": subjects}

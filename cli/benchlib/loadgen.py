@@ -126,14 +126,20 @@ def count_markers(carry: bytes, chunk: bytes) -> tuple[int, bytes]:
 
 
 def subscriber(
-    url: str, subject: str, expected: int, ready: Any, progress: Any, results: Any, timeout_s: float
+    url: str, subject: str, expected: int, ready: Any, progress: Any, results: Any, timeout_s: float,
+    probe_url: str | None = None,
 ) -> None:
-    """Subscribe, signal `ready`, count deliveries until `expected`; report ("sub", n, t_first, t_last)."""
+    """Subscribe, signal `ready`, count deliveries until `expected`; report ("sub", n, t_first, t_last).
+
+    With `probe_url` (publishers on another server of a cluster), `ready` waits until our interest
+    has reached that server (see `wait_for_route_interest`)."""
     host, port = parse_url(url)
     try:
         sock = raw_connect(host, port, timeout_s)
         sock.sendall(b"SUB %s 1\r\nPING\r\n" % subject.encode())
         wait_for_pong(sock, timeout_s)
+        if probe_url is not None:
+            wait_for_route_interest(sock, probe_url, timeout_s)
         ready.set()
         count, first, last = receive_count(sock, expected, progress, timeout_s)
         sock.close()
@@ -142,6 +148,34 @@ def subscriber(
     except Exception as exc:
         ready.set()
         results.put(("sub", 0, 0.0, 0.0, f"{type(exc).__name__}: {exc}"))
+
+
+PROBE_POLL_S = 0.05
+
+
+def wait_for_route_interest(sock: socket.socket, probe_url: str, timeout_s: float) -> None:
+    """Subscribe to a probe subject *after* the real subscription, then publish probes on
+    `probe_url` until one arrives. Interest travels in order on a route, so when the probe's
+    interest is known over there, the real subscription's is too. The probe sub is removed and a
+    PING/PONG drains any probe still in flight, so counting starts clean."""
+    probe = b"_bench_probe.%d" % time.monotonic_ns()
+    sock.sendall(b"SUB %s 2\r\nPING\r\n" % probe)
+    wait_for_pong(sock, timeout_s)
+    host, port = parse_url(probe_url)
+    deadline = time.monotonic() + timeout_s
+    with raw_connect(host, port, timeout_s) as pub:
+        seen = b""
+        while b"MSG " + probe not in seen:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"interest did not reach {probe_url} within {timeout_s}s")
+            pub.sendall(b"PUB %s 0\r\n\r\n" % probe)
+            sock.settimeout(PROBE_POLL_S)  # re-publish at this pace: early probes find no interest
+            try:
+                seen = (seen + sock.recv(65536))[-4096:]
+            except socket.timeout:
+                pass
+    sock.sendall(b"UNSUB 2\r\nPING\r\n")
+    wait_for_pong(sock, timeout_s)
 
 
 def receive_count(sock: socket.socket, expected: int, progress: Any, timeout_s: float) -> tuple[int, float, float]:
@@ -203,6 +237,21 @@ def requester(url: str, subject: str, msgs: int, size_bytes: int, progress: Any,
         results.put(("req", 0, 0.0, 0.0, f"{type(exc).__name__}: {exc}", []))
 
 
+async def until_answered(nc: Any, subject: str, timeout_s: float) -> None:
+    """Retry one request until the responder answers (in a cluster its interest may still be on
+    its way to our server); bounded by `timeout_s`."""
+    import nats.errors
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await nc.request(subject, b"warm-up", timeout=1.0)
+            return
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+
+
 async def _requester(
     url: str, subject: str, msgs: int, size_bytes: int, progress: Any, timeout_s: float
 ) -> tuple[list[float], float, float]:
@@ -210,6 +259,7 @@ async def _requester(
 
     nc = await nats.connect(url, allow_reconnect=False)
     payload = FILLER * size_bytes
+    await until_answered(nc, subject, timeout_s)
     latencies: list[float] = []
     t0 = time.perf_counter()
     for i in range(msgs):

@@ -49,13 +49,22 @@ class BenchError(RuntimeError):
     """A worker failed (its message says why)."""
 
 
-def run_once(url: str, load: Load, label: str, progress: Progress) -> dict[str, float]:
+@attrs.frozen
+class Target:
+    """Where publishers/requesters connect, and where subscribers/responders connect (another
+    node of the same cluster, or the same server)."""
+
+    pub_url: str
+    sub_url: str
+
+
+def run_once(target: Target, load: Load, label: str, progress: Progress) -> dict[str, float]:
     if load.mode is Mode.REQ:
-        return _run_req(url, load, label, progress)
-    return _run_pubsub(url, load, label, progress)
+        return _run_req(target, load, label, progress)
+    return _run_pubsub(target, load, label, progress)
 
 
-def _run_pubsub(url: str, load: Load, label: str, progress: Progress) -> dict[str, float]:
+def _run_pubsub(target: Target, load: Load, label: str, progress: Progress) -> dict[str, float]:
     subs = 0 if load.mode is Mode.PUB else load.subs
     results: Any = CTX.Queue()
     start = CTX.Event()
@@ -64,7 +73,10 @@ def _run_pubsub(url: str, load: Load, label: str, progress: Progress) -> dict[st
     procs = [
         CTX.Process(
             target=loadgen.subscriber,
-            args=(url, subscribe_subject(load.subject, load.subjects), load.msgs, ready, count, results, load.timeout_s),
+            args=(
+                target.sub_url, subscribe_subject(load.subject, load.subjects), load.msgs, ready, count, results,
+                load.timeout_s, None if target.sub_url == target.pub_url else target.pub_url,
+            ),
             daemon=True,
         )
         for ready, count in zip(readies, sub_counts)
@@ -73,7 +85,10 @@ def _run_pubsub(url: str, load: Load, label: str, progress: Progress) -> dict[st
     procs += [
         CTX.Process(
             target=loadgen.publisher,
-            args=(url, load.subject, load.subjects, share, load.size_bytes, start, count, results, load.timeout_s),
+            args=(
+                target.pub_url, load.subject, load.subjects, share, load.size_bytes, start, count, results,
+                load.timeout_s,
+            ),
             daemon=True,
         )
         for share, count in zip(split_evenly(load.msgs, load.pubs), pub_counts)
@@ -102,14 +117,16 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
-def _run_req(url: str, load: Load, label: str, progress: Progress) -> dict[str, float]:
+def _run_req(target: Target, load: Load, label: str, progress: Progress) -> dict[str, float]:
     results: Any = CTX.Queue()
     ready, stop = CTX.Event(), CTX.Event()
     done = CTX.Value("q", 0, lock=False)
-    resp = CTX.Process(target=loadgen.responder, args=(url, load.subject, ready, stop, load.timeout_s), daemon=True)
+    resp = CTX.Process(
+        target=loadgen.responder, args=(target.sub_url, load.subject, ready, stop, load.timeout_s), daemon=True
+    )
     req = CTX.Process(
         target=loadgen.requester,
-        args=(url, load.subject, load.msgs, load.size_bytes, done, results, load.timeout_s),
+        args=(target.pub_url, load.subject, load.msgs, load.size_bytes, done, results, load.timeout_s),
         daemon=True,
     )
     task = progress.add_task(label, total=load.msgs)

@@ -9,11 +9,12 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cli.bench import bench
+from cli.bench import bench, cluster_nodes
+from cli.benchlib.launcher import ServerKind
 from cli.benchlib.runner import split_evenly
 from cli.benchlib.loadgen import MSG_MARKER, build_batch, count_markers, frames_per_batch, parse_url
 from cli.benchlib.report import latency_metrics, medians, percentile, render_table, throughput_metrics
-from tests.compat.servers import ServerProcess, running_server
+from tests.compat.servers import REPO_ROOT, ServerProcess, running_server, skip_if_unavailable
 
 
 @settings(max_examples=200, deadline=None)
@@ -103,3 +104,27 @@ def test_bench_group_lists_its_own_and_the_other_areas_commands() -> None:
     for name in ["pub", "sub", "pubsub", "req"]:
         assert f"  {name} " in result.output
     assert bench.get_command(None, "no-such-bench") is None  # type: ignore[arg-type]
+
+
+def test_bench_across_a_route(kind: str, tmp_path: pathlib.Path) -> None:
+    """Publishers on node 1 and subscribers on node 2 of a cluster started like `--cluster` does;
+    `--sub-url` makes the subscribers wait until their interest has crossed the route."""
+    skip_if_unavailable(kind)
+    nodes = cluster_nodes(ServerKind(kind))
+    try:
+        for node in nodes:
+            node.log_path = tmp_path / f"{kind}-{node.port}.log"
+            node.cwd = REPO_ROOT
+            node.start()
+        runner = CliRunner()
+        for args, label in [
+            (["pubsub", "--msgs", "3000", "--subs", "2", "--subjects", "3"], "subscribers, aggregate"),
+            (["req", "--msgs", "30"], "request latency p50"),
+        ]:
+            urls = ["--url", nodes[0].url, "--sub-url", nodes[1].url, "--timeout", "60"]
+            result = runner.invoke(bench, [*args, *urls], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+            assert label in result.output and "route" in result.output, result.output
+    finally:
+        for node in nodes:
+            node.stop()
