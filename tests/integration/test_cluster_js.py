@@ -333,3 +333,38 @@ def test_update_purge_delete_and_kv_on_r3(cluster: dict[str, Node]) -> None:
 async def _same_digest_named(nc: Any, stream: str) -> bool:
     found = [await api(nc, f"$JSC.DIGEST.{n}.{stream}", timeout_s=1.0) for n in ("n1", "n2", "n3")]
     return len({d["digest"] for d in found}) == 1
+
+
+def test_r1_streams_are_placed_apart_and_reachable_from_every_node(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        conns = [await nats.connect(n.url) for n in cluster.values()]
+        leaders = set()
+        for i in range(3):
+            info = await conns[0].jetstream().add_stream(name=f"ONE{i}", subjects=[f"one.{i}"], num_replicas=1)
+            assert info.cluster.replicas in (None, [])
+            leaders.add(info.cluster.leader)
+            for nc in conns:  # publish through every node, read back through every node
+                await publish_acked(nc.jetstream(), f"one.{i}", b"via")
+            for nc in conns:
+                assert (await nc.jetstream().stream_info(f"ONE{i}")).state.messages == 3
+        assert len(leaders) >= 2  # placement spreads single-replica streams
+        for nc in conns:
+            await nc.close()
+    run(scenario())
+
+
+def test_push_consumer_delivers_to_a_client_on_another_node(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        probe = await nats.connect(cluster["n1"].url)
+        leader = await stream_leader(probe)
+        await probe.close()
+        other = next(name for name in cluster if name != leader)
+        nc = await nats.connect(cluster[other].url)  # not the stream leader's server
+        js = nc.jetstream()
+        sub = await js.subscribe("orders.push", durable="PUSHER", stream=STREAM)
+        await publish_acked(js, "orders.push", b"pushed")
+        msg = await sub.next_msg(timeout=10)
+        assert msg.data == b"pushed" and msg.metadata.stream == STREAM
+        await msg.ack()
+        await nc.close()
+    run(scenario())
