@@ -75,6 +75,7 @@ def test_any_request_gets_a_well_formed_answer(tmp_path_factory, data) -> None: 
         async with running_js(tmp_path) as h:
             await h.api("STREAM.CREATE.KEEP", {"name": "KEEP", "subjects": ["keep"], "storage": "memory"})
             await h.api("STREAM.CREATE.F", {"name": "F", "subjects": ["f.>"], "storage": "memory"})
+            await h.api("CONSUMER.CREATE.F.c", {"stream_name": "F", "config": {"durable_name": "c"}})
             for i in range(3):
                 await h.request("keep", b"%d" % i)
             for body in bodies:
