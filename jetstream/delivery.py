@@ -369,6 +369,8 @@ class ConsumerRuntime:
             if req.expires_ns and req.expires_ns <= now:
                 self._send_status(req.reply, 408, "Request Timeout", req)
                 continue
+            if not has_interest(self.server, req.reply):  # the requester went away
+                continue
             if req.heartbeat_ns and req.next_heartbeat_ns <= now:
                 self._send_heartbeat(req.reply)
                 req.next_heartbeat_ns = now + req.heartbeat_ns

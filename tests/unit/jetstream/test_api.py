@@ -221,7 +221,7 @@ async def test_interest_retention_keeps_messages_until_every_consumer_acked(tmp_
                 await trio.sleep(0.01)
 
 
-async def test_pull_request_of_a_departed_client_gets_no_messages(tmp_path: Path) -> None:
+async def test_pull_request_of_a_departed_client_gets_no_messages(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
     async with running_js(tmp_path) as h:
         await make_stream(h, "G2", ["g2"])
         await h.api("CONSUMER.CREATE.G2.c", {"stream_name": "G2", "config": {"durable_name": "c", "ack_policy": "explicit"}})
@@ -229,6 +229,9 @@ async def test_pull_request_of_a_departed_client_gets_no_messages(tmp_path: Path
         h.publish("$JS.API.CONSUMER.MSG.NEXT.G2.c", b'{"batch": 1, "expires": 60000000000}', gone.subject)
         assert (await h.api("CONSUMER.INFO.G2.c"))["num_waiting"] == 1
         gone.close()
+        with trio.fail_after(5):  # the consumer notices on its next timer pass (<= 1 s)
+            while (await h.api("CONSUMER.INFO.G2.c"))["num_waiting"] != 0:
+                await trio.sleep(0.05)
         await publish(h, "g2", b"m")
         inbox = h.inbox()
         h.publish("$JS.API.CONSUMER.MSG.NEXT.G2.c", b"1", inbox.subject)
