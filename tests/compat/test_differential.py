@@ -112,6 +112,8 @@ CASES: dict[str, bytes] = {
     "hpub_zero_header_bytes": CONNECT + b"SUB h 1\r\nHPUB h 0 2\r\nhi\r\n",
     "hpub_without_status_line": CONNECT + b"SUB h 1\r\nHPUB h 6 8\r\nK: v\r\n\r\nhi\r\n",
     "client_sends_info_garbage": CONNECT + b"INFO garbage\r\n",
+    "no_responders_own_sub_with_echo_false": b'CONNECT {"echo":false,"headers":true,"no_responders":true}\r\n'
+    + b"SUB svc 1\r\nSUB inbox 2\r\nPUB svc inbox 0\r\n\r\n",
     "client_sends_err": CONNECT + b"-ERR 'x'\r\n",
     "ping_with_trailing_junk": CONNECT + b"PINGX\r\nPONGfoo\r\nPING   \r\n",
     "op_name_too_long": CONNECT + b"PUBLISH a 1\r\nx\r\n",
@@ -147,6 +149,8 @@ OPEN_BUGS: dict[str, str] = {
     "info_name_too_long": "`INFOx`: ref closes silently; jetraft sends -ERR 'Unknown Protocol Operation'",
     "cr_inside_control_line": "`SUB a\\r 1`: ref subscribes without error; jetraft sends -ERR 'Invalid Subject'",
     "pub_size_absurdly_large": "size that overflows int64: ref closes silently; jetraft sends 'Maximum Payload Violation'",
+    "no_responders_own_sub_with_echo_false": "echo:false + a request whose only subscriber is the requester "
+    "itself: ref sends no 503 (there is interest); jetraft sends the no-responders status",
 }
 
 # Facts from protocol.md every server must show (substring of the normalised outcome, closed?).
@@ -384,3 +388,39 @@ def test_frames_split_across_segments_match_reference_sent_whole(
     expected = by_sid(exchange(reference, stream, timeout_s=1.5))
     actual = by_sid(exchange(candidate, stream, timeout_s=1.5, split_at=tuple(cuts)))
     assert actual == expected, (stream, sorted(cuts))
+
+
+@st.composite
+def connect_line(draw: st.DrawFn) -> bytes:
+    """A well-typed CONNECT with any mix of the flags that change server behaviour."""
+    fields: dict[str, Any] = {}
+    for key in ("verbose", "pedantic", "echo", "headers", "no_responders", "tls_required"):
+        if draw(st.booleans()):
+            fields[key] = draw(st.booleans())
+    if fields.get("echo") is False and fields.get("no_responders"):
+        del fields["no_responders"]  # see OPEN_BUGS["no_responders_own_sub_with_echo_false"]
+    if draw(st.booleans()):
+        fields["protocol"] = draw(st.sampled_from([0, 1]))
+    if draw(st.booleans()):
+        fields["name"] = draw(st.text(max_size=8))
+    if draw(st.booleans()):
+        fields["lang"], fields["version"] = "python3", "2.16.0"
+    return b"CONNECT " + json.dumps(fields).encode() + b"\r\n"
+
+
+CONNECT_PROBE = (
+    b"SUB a 1\r\nSUB r.> 2\r\nPUB a r.x 1\r\nx\r\nPUB nobody r.y 0\r\n\r\n"
+    b"HPUB a 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPUB a.* 1\r\nw\r\n"
+)
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=not os.environ.get("COMPAT_FUZZ_RANDOM"), database=None)
+@given(line=connect_line())
+def test_connect_flag_combinations_match_reference(
+    line: bytes, reference: ServerProcess, candidate: ServerProcess
+) -> None:
+    """echo, headers, no_responders, verbose, pedantic and protocol in every combination, then the
+    same traffic: own messages, a request nobody answers, a header message, a wildcard publish."""
+    expected = by_sid(exchange(reference, line + CONNECT_PROBE, timeout_s=1.5))
+    actual = by_sid(exchange(candidate, line + CONNECT_PROBE, timeout_s=1.5))
+    assert actual == expected, line
