@@ -97,6 +97,7 @@ class Cluster:
     _removing: dict[str, tuple[int, int]] = attrs.field(factory=dict, init=False)
     _next_id: int = attrs.field(default=0, init=False)
     min_voters: int = attrs.field(default=0, init=False)  # smallest voter set any node held
+    committed_config: tuple[int, Membership] = attrs.field(default=(0, Membership()), init=False)
     message_tap: Callable[[Message, int], None] | None = attrs.field(default=None, init=False)
     net: SimNet = attrs.field(init=False)
     disk: SimDisk = attrs.field(init=False)
@@ -113,6 +114,7 @@ class Cluster:
         ids = [f"n{i}" for i in range(1, self.config.n_nodes + 1)]
         self._next_id = len(ids) + 1
         self.initial = Membership(voters=frozenset(ids))
+        self.committed_config = (0, self.initial)
         self.min_voters = len(ids)
         for node_id in ids:
             self.nodes[node_id] = SimNode(node_id, SimRaftStorage(self.disk, node_id))
@@ -147,8 +149,13 @@ class Cluster:
         return best
 
     def membership(self) -> Membership | None:
-        """The membership in the view of the most advanced live node (None if all are down)."""
-        top = max(self.live(), key=lambda n: n.raft.commit_index if n.raft else 0, default=None)
+        """The membership in the view of the leader, else of the most advanced live node (its
+        log may hold an uncommitted change a new leader will drop). None if all are down."""
+        top = self.leader()
+        if top is None:
+            # A node that has not yet seen any config (a new member) knows nothing: skip it.
+            known = [n for n in self.live() if n.raft is not None and n.raft.membership.voters]
+            top = max(known, key=lambda n: (n.raft.commit_index, n.raft.term) if n.raft else (0, 0), default=None)
         return None if top is None or top.raft is None else top.raft.membership
 
     def members(self) -> list[str]:
@@ -251,10 +258,10 @@ class Cluster:
         if node.up or node.retired:
             return
         # The config of a brand-new group, used only when the disk holds none (wiped or never
-        # written): like a real server, it is told the group's current peers (meta's job).
-        current = self.membership()
-        if current is not None and node.ever_synced:
-            self._start(node, current)
+        # written): like a real server, it is told the group's latest committed config (what
+        # the meta layer would know).
+        if node.ever_synced:
+            self._start(node, self.committed_config[1])
         else:
             self._start(node, self.initial if node_id in self.initial.voters else Membership())
 
@@ -515,6 +522,8 @@ class Cluster:
             chain = node.sm.apply(e)
             self.checker.observe_apply(nid, e.index, chain, e)
             self._maybe_ack(node, e)
+            if e.kind is EntryKind.CONFIG and e.index > self.committed_config[0]:
+                self.committed_config = (e.index, mship.decode_config(e.data)[1])
 
     def _answer_reads(self, node: SimNode, ready: Ready) -> None:
         for rs in ready.read_states:
