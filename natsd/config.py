@@ -16,6 +16,9 @@ from typing import Any
 
 import attrs
 
+from natsd.auth import parse_users
+from natsd.tls import parse_tls
+
 DEFAULT_PORT = 4222
 VERSION = "2.11.0"  # what clients see in INFO; must be 2.x with x >= 10 (protocol.md #1)
 
@@ -47,6 +50,20 @@ class ServerOptions:
     auth_password: str | None = None
     auth_token: str | None = None
     auth_timeout_s: float = 2.0
+    auth_users: tuple = ()  # natsd.auth.User values (`authorization { users = [...] }`)
+    max_subscriptions: int = 0  # per connection; 0 = unlimited
+    # client TLS (`tls { cert_file key_file ca_file verify timeout }`, --tls* flags); natsd/tls.py
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_verify: bool = False
+    tls_timeout_s: float = 2.0
+    # route TLS (`cluster { tls {...} }`)
+    cluster_tls_cert: str | None = None
+    cluster_tls_key: str | None = None
+    cluster_tls_ca: str | None = None
+    cluster_tls_verify: bool = False
+    cluster_tls_timeout_s: float = 2.0
     # cluster routes (natsd/cluster.py); cluster_port None = no clustering
     cluster_host: str | None = None
     cluster_port: int | None = None
@@ -107,6 +124,8 @@ _SIMPLE_KEYS: dict[str, tuple[str, Any]] = {
     "max_pending": ("max_pending_bytes", parse_size_bytes),
     "max_control_line": ("max_control_line_bytes", parse_size_bytes),
     "max_connections": ("max_connections", int),
+    "max_subscriptions": ("max_subscriptions", int),
+    "max_subs": ("max_subscriptions", int),
     "max_conn": ("max_connections", int),
     "ping_interval": ("ping_interval_s", parse_duration_s),
     "ping_max": ("max_pings_out", int),
@@ -144,6 +163,8 @@ def options_from_mapping(data: dict[str, Any]) -> tuple[dict[str, Any], list[str
             fields.update(_cluster(value, unknown))
         elif key == "authorization":
             fields.update(_authorization(value, unknown))
+        elif key == "tls":
+            fields.update(_tls_fields(value, "tls", "tls"))
         else:
             unknown.append(key)
     return fields, unknown
@@ -180,6 +201,8 @@ def _authorization(value: Any, unknown: list[str]) -> dict[str, Any]:
         if key in _AUTH_KEYS:
             name, convert = _AUTH_KEYS[key]
             fields[name] = convert(item)
+        elif key == "users" and item:  # an empty list has no effect: reported as ignored
+            fields["auth_users"] = parse_users(item)
         else:
             unknown.append(f"authorization.{key}")
     return fields
@@ -216,9 +239,19 @@ def _cluster(value: Any, unknown: list[str]) -> dict[str, Any]:
             auth = dict(item)
             fields["cluster_user"] = str(auth.get("user", ""))
             fields["cluster_password"] = str(auth.get("password", auth.get("pass", "")))
+        elif key == "tls":
+            fields.update(_tls_fields(item, "cluster.tls", "cluster_tls"))
         elif key not in _CLUSTER_IGNORED:
             unknown.append(f"cluster.{key}")
     return fields
+
+
+def _tls_fields(value: Any, where: str, prefix: str) -> dict[str, Any]:
+    """A `tls {...}` block -> `<prefix>_cert/_key/_ca/_verify/_timeout_s` fields."""
+    tls = parse_tls(value, where)
+    return {f"{prefix}_cert": tls.cert_file, f"{prefix}_key": tls.key_file,
+            f"{prefix}_ca": tls.ca_file, f"{prefix}_verify": tls.verify,
+            f"{prefix}_timeout_s": tls.timeout_s}
 
 
 def parse_routes(value: Any) -> tuple[str, ...]:

@@ -1,0 +1,126 @@
+"""TLS for client and route connections: ssl contexts from options, upgrade after INFO.
+
+How it works: `TlsSettings` is a frozen value holding nats-server's `tls { cert_file, key_file,
+ca_file, verify, timeout }` keys. `server_context(settings)` builds the standard library's
+server-side `ssl.SSLContext` (TLS 1.2+, our certificate; with `verify` the peer must present a
+certificate signed by `ca_file`: mutual TLS). `client_context(settings)` is the dialling side for
+routes (trusts `ca_file`, presents our certificate so a verifying peer accepts us; host names are
+not checked, since route URLs are usually IPs, but the chain must verify).
+
+NATS upgrades in-band: the server sends its INFO (with `tls_required`) in plaintext, then both
+sides run the TLS handshake (`upgrade_server` / `upgrade_client`, bounded by `timeout`). A peer
+that sends plaintext instead fails the handshake and is closed, as nats-server does. No crypto is
+done here: it is all `ssl` through `trio.SSLStream`.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import attrs
+import trio
+
+DEFAULT_TIMEOUT_S = 2.0
+
+
+class TlsError(Exception):
+    """The handshake failed or timed out; the connection must be closed."""
+
+
+@attrs.frozen
+class TlsSettings:
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+    verify: bool = False
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+def parse_tls(value: Any, where: str = "tls") -> TlsSettings:
+    """nats-server's `tls { cert_file key_file ca_file verify timeout }` block."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a map")
+    fields: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in ("cert_file", "key_file", "ca_file"):
+            fields[key] = str(item)
+        elif key == "verify":
+            fields["verify"] = bool(item)
+        elif key == "timeout":
+            fields["timeout_s"] = float(item)
+        elif key not in ("cipher_suites", "curve_preferences", "insecure", "handshake_first"):
+            raise ValueError(f"{where}: unknown key {key!r}")
+    settings = TlsSettings(**fields)
+    if (settings.cert_file is None) != (settings.key_file is None):
+        raise ValueError(f"{where}: cert_file and key_file go together")
+    if settings.verify and settings.ca_file is None:
+        raise ValueError(f"{where}: verify needs ca_file")
+    return settings
+
+
+def server_context(settings: TlsSettings) -> ssl.SSLContext:
+    assert settings.cert_file is not None and settings.key_file is not None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.cert_file, settings.key_file)
+    if settings.ca_file is not None:
+        ctx.load_verify_locations(settings.ca_file)
+    ctx.verify_mode = ssl.CERT_REQUIRED if settings.verify else ssl.CERT_NONE
+    return ctx
+
+
+def client_context(settings: TlsSettings) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    if settings.ca_file is not None:
+        ctx.load_verify_locations(settings.ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    if settings.cert_file is not None and settings.key_file is not None:
+        ctx.load_cert_chain(settings.cert_file, settings.key_file)
+    return ctx
+
+
+async def _handshake(stream: trio.SSLStream, timeout_s: float) -> trio.SSLStream:
+    try:
+        with trio.fail_after(timeout_s):
+            await stream.do_handshake()
+    except trio.TooSlowError:
+        raise TlsError("tls handshake timeout") from None
+    except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise TlsError(f"tls handshake failed: {cause!r}") from None
+    return stream
+
+
+async def upgrade_server(stream: trio.abc.Stream, ctx: ssl.SSLContext,
+                         timeout_s: float) -> trio.SSLStream:
+    """Run the server side of the handshake on `stream` (the INFO is already sent)."""
+    return await _handshake(trio.SSLStream(stream, ctx, server_side=True), timeout_s)
+
+
+async def upgrade_client(stream: trio.abc.Stream, ctx: ssl.SSLContext, timeout_s: float,
+                         server_hostname: str | None = None) -> trio.SSLStream:
+    """Run the client side of the handshake (route dialling, after reading the peer's INFO)."""
+    ssl_stream = trio.SSLStream(stream, ctx, server_hostname=server_hostname)
+    return await _handshake(ssl_stream, timeout_s)
+
+
+def peer_subject(stream: Any) -> str:
+    """The verified peer certificate's subject CN (for logs), or ""."""
+    try:
+        cert = stream.getpeercert()
+    except (AttributeError, ValueError, trio.NeedHandshakeError):
+        return ""
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
