@@ -51,7 +51,7 @@ from raft.types import Membership
 
 __all__ = ["ClusteredJetStream", "ReplicatedStream", "stream_group_config", "transfer_leadership"]
 
-LEADER_WATCH_S = 0.05
+LEADER_WATCH_S = 0.1
 BARRIER_TIMEOUT_S = 2.0
 STEPDOWN_WAIT_S = 3.0
 
@@ -160,34 +160,43 @@ class ClusteredJetStream(JetStream):
 
     # -- leadership -----------------------------------------------------------------------------
     async def watch_leaders(self) -> None:
-        """Follow which local stream groups this server leads (polled every LEADER_WATCH_S)."""
+        """Follow which local stream groups this server leads (polled every LEADER_WATCH_S);
+        taking over a stream runs in its own task, so many streams change hands at once."""
         while True:  # until cancelled
             for rt in list(self.by_group.values()):
-                try:
-                    leading = self.host.node(rt.group).role is Role.LEADER
-                except UnknownGroup:
-                    continue
-                if leading and not rt.leading:
-                    await self._become_leader(rt)
+                leading = self._is_leader(rt)
+                if leading and not rt.leading and not rt.acquiring:
+                    rt.acquiring = True
+                    self._spawn(self._become_leader, rt)
                 elif rt.leading and not leading:
                     self._become_follower(rt)
             await trio.sleep(LEADER_WATCH_S)
 
+    def _is_leader(self, rt: ReplicatedStream) -> bool:
+        try:
+            return self.host.node(rt.group).role is Role.LEADER
+        except UnknownGroup:
+            return False
+
     async def _become_leader(self, rt: ReplicatedStream) -> None:
-        with trio.move_on_after(BARRIER_TIMEOUT_S):
-            try:
+        """After a read barrier (everything committed is applied here): load the durable
+        consumers, and if still the leader, start them and subscribe."""
+        try:
+            with trio.move_on_after(BARRIER_TIMEOUT_S):
                 await self.host.read_index(rt.group)
-            except (NotLeader, UnknownGroup):
-                return
-            if rt.closed or self.by_group.get(rt.group) is not rt:
-                return
-            rt.leading = True
-            await self._load_consumers_async(rt)
-            self._subscribe_leader(rt)
-            self.log.info("jetstream.stream_leader", stream=rt.name, group=rt.group)
-            if rt.desired_config.to_json() != rt.config.to_json():
-                assert self.nursery is not None
-                self.nursery.start_soon(self._push_config, rt)
+                saved = await self._read_consumers(rt)
+                if rt.closed or self.by_group.get(rt.group) is not rt or not self._is_leader(rt):
+                    return
+                rt.leading = True
+                self._start_consumers(rt, saved)
+                self._subscribe_leader(rt)
+                self.log.info("jetstream.stream_leader", stream=rt.name, group=rt.group)
+                if rt.desired_config.to_json() != rt.config.to_json():
+                    self._spawn(self._push_config, rt)
+        except (NotLeader, UnknownGroup, StreamClosed):
+            return
+        finally:
+            rt.acquiring = False
 
     def _become_follower(self, rt: ReplicatedStream) -> None:
         was_leading, rt.leading = rt.leading, False
@@ -215,20 +224,22 @@ class ClusteredJetStream(JetStream):
         subs += [(f"$JS.ACK.{s}.>", self._on_ack), (f"$JS.FC.{s}.>", self._on_flow_control)]
         rt.leader_subs = [subscribe_routed(self.server, subject, cb) for subject, cb in subs]
 
-    async def _load_consumers_async(self, rt: ReplicatedStream) -> None:
+    async def _read_consumers(self, rt: ReplicatedStream) -> list[tuple[str, bytes | None]]:
         def read() -> list[tuple[str, bytes | None]]:
             return [(name, rt.store.load_consumer(name)) for name in rt.store.consumer_names()]
+        return await rt.call(read)  # type: ignore[no-any-return]
 
+    def _start_consumers(self, rt: ReplicatedStream, saved: list[tuple[str, bytes | None]]) -> None:
         now = self.clock_ns()
-        for name, blob in await rt.call(read):
+        for name, blob in saved:
             try:
-                saved = json.loads(blob or b"")
-                config = ConsumerConfig.from_json(saved["config"])
+                body = json.loads(blob or b"")
+                config = ConsumerConfig.from_json(body["config"])
             except Exception as exc:  # noqa: BLE001 - keep the blob, skip the consumer
                 self.log.error("jetstream.consumer_load_failed", stream=rt.name, consumer=name, error=repr(exc))
                 continue
-            consumer = self._new_consumer(rt, name, config, int(saved["created_ns"]))
-            consumer.state.restore(saved["state"], now)
+            consumer = self._new_consumer(rt, name, config, int(body["created_ns"]))
+            consumer.state.restore(body["state"], now)
             rt.consumers[name] = consumer
             self._start_consumer(consumer)
 

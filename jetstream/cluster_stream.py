@@ -78,6 +78,7 @@ class ReplicatedStream(StreamRuntime):
         self.assigned_text = assigned_text
         self.desired_config = config
         self.leading = False
+        self.acquiring = False  # a takeover task is running (jetstream/cluster.py)
         self.leader_subs: list[RoutedSub] = []
         self.replica_subs: list[RoutedSub] = []
 
