@@ -60,8 +60,10 @@ log = structlog.get_logger("raft.driver")
 ApplyCallback = Callable[[Entry], object]  # may return an awaitable
 RestoreCallback = Callable[[Snapshot], object]  # may return an awaitable
 RECEIVE_BATCH_MAX = 4096
-# A follower's tick produces output only by starting an election (its role or term changes), so
-# the tick loop skips the has_ready() check for quiet followers: most nodes of idle groups.
+# A healthy follower's tick produces output only by starting an election (its role or term
+# changes); a repairing one also sends term probes. So the tick loop skips the has_ready() check
+# for quiet, healthy followers: most nodes of idle groups. (An assumption about raft/core.py's
+# tick(); if a follower's tick ever sends something else, drop this shortcut.)
 
 
 class NotLeader(Exception):
@@ -301,7 +303,7 @@ class RaftHost:
             for group, g in list(self._groups.items()):
                 node = g.node
                 role = node.role
-                if role is Role.FOLLOWER or role is Role.LEARNER:
+                if (role is Role.FOLLOWER or role is Role.LEARNER) and not node.repair_needed:
                     term = node.term
                     node.tick()
                     if node.role is role and node.term == term:
