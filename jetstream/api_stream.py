@@ -30,6 +30,7 @@ from jetstream.config import (
     check_stream_create,
     check_stream_update,
     is_valid_name,
+    sealed_adjusted,
     stream_subjects_conflict,
 )
 from jetstream.errors import ApiError, ErrCode, JsApiException, invalid_config
@@ -122,6 +123,7 @@ async def update(js: Any, tokens: list[str], body: bytes, reply: str | None) -> 
     cfg = _parse_config(tokens, body)
     rt = stream_or_fail(js, cfg.name)
     check_stream_update(rt.config, cfg)
+    cfg = sealed_adjusted(cfg)  # sealing: no expiry, discard new, no deletes/purges/rollups
     _check_common(js, cfg)
     await js.update_stream(rt, cfg)
     return response("stream_update_response", **await stream_info(js, rt))
