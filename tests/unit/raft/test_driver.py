@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 
 import attrs
@@ -361,3 +362,26 @@ async def test_removed_group_leaves_nothing_to_resurrect_after_forget(
         for node in NODES:
             assert stores[node].groups() == ["h"]
             assert stores[node].load("g").is_empty
+
+
+async def test_wiped_member_comes_back_repair_needed_and_catches_up(
+    autojump_clock: trio.testing.MockClock, tmp_path: pathlib.Path
+) -> None:
+    stores: dict[str, LogStore] = {n: SqliteLogStore(tmp_path / f"{n}.db") for n in NODES}
+    async with cluster_of(stores, ["g"]) as cluster:
+        leader = await elected(cluster, "g")
+        victim = next(n for n in NODES if n != leader)
+        for i in range(3):
+            await cluster.members[leader].host.propose("g", b"w%d" % i)
+        await wait_until(lambda: len(cluster.members[victim].applied.data("g")) == 3)
+        await cluster.stop(victim)
+        with sqlite3.connect(tmp_path / f"{victim}.db") as db:  # lose the group, keep the marker
+            for table in ("log_entry", "hard_state", "snapshot"):
+                db.execute(f"DELETE FROM {table} WHERE grp='g'")  # noqa: S608
+        db.close()
+        member = await cluster.start(victim, SqliteLogStore(tmp_path / f"{victim}.db"), ["g"])
+        node = member.host.node("g")
+        assert node.repair_needed and node.last_index == 0
+        await wait_until(lambda: not node.repair_needed)
+        await wait_until(lambda: member.applied.data("g") == [b"w0", b"w1", b"w2"])
+        assert member.host.store.load("g").repair_pending is None
