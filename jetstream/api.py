@@ -141,10 +141,22 @@ def _check_api_level(headers: bytes | None) -> None:
         raise fail(ErrCode.REQUIRED_API_LEVEL)
 
 
-def lookup(tokens: list[str]) -> tuple[Handler | None, str]:
-    from jetstream import api_consumer, api_stream  # handlers register lazily, avoiding cycles
+_TABLE: dict[tuple[str, ...], tuple[Handler, str, int]] = {}
 
-    table = {**api_stream.ROUTES, **api_consumer.ROUTES, ("INFO",): (account_info, "account_info_response", 1)}
+
+def route_table() -> dict[tuple[str, ...], tuple[Handler, str, int]]:
+    """Token prefix -> (handler, response type, token count: exact if >= 0, minimum if < 0)."""
+    if not _TABLE:
+        from jetstream import api_consumer, api_stream  # imported late: they import this module
+
+        _TABLE.update(api_stream.ROUTES)
+        _TABLE.update(api_consumer.ROUTES)
+        _TABLE[("INFO",)] = (account_info, "account_info_response", 1)
+    return _TABLE
+
+
+def lookup(tokens: list[str]) -> tuple[Handler | None, str]:
+    table = route_table()
     for size in (3, 2, 1):
         key = tuple(tokens[:size])
         entry = table.get(key)
