@@ -27,7 +27,6 @@ each other's messages; `publish_internal` wakes the writers it touched before re
 
 from __future__ import annotations
 
-import hmac
 import os
 import random
 import socket
@@ -38,12 +37,14 @@ import structlog
 import trio
 
 from natsd import protocol as p
+from natsd.auth import NONCE_BYTES, AuthConfig, AuthResult, authenticate, make_nonce
 from natsd.client import ClientConnection, CloseReason
 from natsd.cluster import Cluster
 from natsd.config import VERSION, ServerOptions
 from natsd.ops import PayloadRun
 from natsd.subjects import is_valid_literal_subject
 from natsd.sublist import Sublist
+from natsd.tls import TlsSettings, server_context
 
 InternalCallback = Callable[[str, "str | None", "bytes | None", bytes], None]
 
@@ -116,6 +117,17 @@ class Server:
         # at least one route is up (client publishes then go through it)
         self.cluster: Cluster | None = None
         self.cluster_active: Cluster | None = None
+        # security (natsd/auth.py, permissions.py, tls.py): counters keep the hot path at one
+        # check when no connection has reply tracking or subscribe deny lists
+        self.auth = AuthConfig(user=self.options.auth_user, password=self.options.auth_password,
+                               token=self.options.auth_token, users=self.options.auth_users,
+                               timeout_s=self.options.auth_timeout_s)
+        self.tls = TlsSettings(cert_file=self.options.tls_cert, key_file=self.options.tls_key,
+                               ca_file=self.options.tls_ca, verify=self.options.tls_verify,
+                               timeout_s=self.options.tls_timeout_s)
+        self.tls_ctx = server_context(self.tls) if self.tls.enabled else None
+        self.reply_trackers = 0  # live connections with allow_responses
+        self.deny_filters = 0  # live connections with subscribe deny patterns
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -203,6 +215,12 @@ class Server:
             info["jetstream"] = True
         if self.auth_required:
             info["auth_required"] = True
+        if self.tls_ctx is not None:
+            info["tls_required"] = True
+            if self.tls.verify:
+                info["tls_verify"] = True
+        if client.nonce:
+            info["nonce"] = client.nonce
         if connect_info:
             info.update(connect_info=True, remote_account="$G", acc_is_sys=False)
         if self.cluster is not None:
@@ -211,20 +229,33 @@ class Server:
 
     @property
     def auth_required(self) -> bool:
-        return self.options.auth_user is not None or self.options.auth_token is not None
+        return self.auth.required
+
+    def new_nonce(self) -> str:
+        """A fresh INFO nonce when nkey users are configured, else ""."""
+        return make_nonce(os.urandom(NONCE_BYTES)) if self.auth.nonce_required else ""
+
+    def authenticate(self, connect: dict, nonce: str) -> AuthResult:
+        return authenticate(self.auth, connect, nonce)
 
     def credentials_ok(self, connect: dict) -> bool:
-        """Do the CONNECT options carry the configured token or user and password?"""
-        opts = self.options
-        if opts.auth_token is not None and _same(connect.get("auth_token"), opts.auth_token):
-            return True
-        return opts.auth_user is not None and _same(connect.get("user"), opts.auth_user) and _same(
-            connect.get("pass"), opts.auth_password or ""
-        )
+        """Do the CONNECT options carry valid credentials (no nonce: not for nkey users)?"""
+        return authenticate(self.auth, connect, None).ok
 
     def client_gone(self, client: ClientConnection) -> None:
         self.clients.pop(client.cid, None)
         self.drop_subscriptions(client)
+        if client.perms is not None:
+            self.permissions_added(client.perms, -1)
+            client.perms = None
+
+    def permissions_added(self, perms: Any, delta: int) -> None:
+        """A connection with permissions came (+1) or went (-1): keep the hot-path counters."""
+        if perms.tracks_replies:
+            self.reply_trackers += delta
+        if perms.perms.subscribe.deny:
+            self.deny_filters += delta
+            self.routes.clear()
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -294,7 +325,10 @@ class Server:
     def route_for(self, subject: str) -> tuple:
         """Match `subject` and cache `(plain, queue_groups)`; `()` (falsy) means nobody."""
         result = self.sublist.match(subject)
-        route: tuple = (result.plain, result.queues) if (result.plain or result.queues) else ()
+        plain, queues = result.plain, result.queues
+        if self.deny_filters:
+            plain, queues = _without_denied(plain, queues, subject)
+        route: tuple = (plain, queues) if (plain or queues) else ()
         if len(self.routes) >= _ROUTE_CACHE_MAX:
             self.routes.clear()
         self.routes[subject] = route
@@ -313,6 +347,8 @@ class Server:
                 tail: bytes) -> None:
         """Deliver a run of messages (same subject, reply and tail) to a matched route."""
         plain, queues = route
+        if reply is not None and self.reply_trackers:
+            _track_replies(plain, reply)
         no_echo = src is not None and not src.echo
         count = len(payloads)
         for sub in plain:
@@ -382,6 +418,8 @@ class Server:
             return
         if c.closing:
             return
+        if reply is not None and c.perms is not None:
+            c.perms.reply_received(reply, c.now_ms())
         if headers is None:
             frame = sub.prefix(subject) + tail + payload + _CRLF
         elif c.headers:
@@ -430,9 +468,23 @@ class Server:
             dirty.clear()
 
 
-def _same(given: Any, expected: str) -> bool:
-    """Constant-time comparison of a client-supplied credential."""
-    return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
+def _without_denied(plain: Any, queues: Any, subject: str) -> tuple:
+    """Drop subscriptions whose connection's subscribe deny list forbids `subject` (a wildcard
+    subscription overlapping a denied subject, as nats-server filters on delivery)."""
+    def ok(sub: Subscription) -> bool:
+        perms = sub.client.perms if sub.client is not None else None
+        return perms is None or not perms.delivery_denied(sub.subject, subject)
+    plain = tuple(s for s in plain if ok(s))
+    queues = tuple(g for g in (tuple(s for s in group if ok(s)) for group in queues) if g)
+    return plain, queues
+
+
+def _track_replies(plain: Any, reply: str) -> None:
+    """allow_responses: a message with `reply` reaches these connections; let them answer."""
+    for sub in plain:
+        c = sub.client
+        if c is not None and c.perms is not None:
+            c.perms.reply_received(reply, c.now_ms())
 
 
 def _tail(reply: str | None, headers: bytes | None, payload: bytes) -> bytes:
