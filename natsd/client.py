@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from natsd import protocol as p
+from natsd.permissions import PermissionChecker, publish_violation, subscribe_violation
 from natsd.subjects import is_valid_queue_name, is_valid_subject
+from natsd.tls import TlsError, upgrade_server
 
 if TYPE_CHECKING:
     from natsd.server import Server, Subscription
@@ -86,6 +88,9 @@ class ClientConnection:
         self.name = ""
         self.connected = False
         self.authorized = not server.auth_required
+        self.nonce = server.new_nonce() if server.auth_required else ""
+        self.perms: PermissionChecker | None = None  # set at CONNECT for users with permissions
+        self.user = ""  # the authenticated user name or nkey (never a secret)
         self.first_pong_sent = False
         self.pings_out = 0
         self.closing = False
@@ -105,9 +110,13 @@ class ClientConnection:
         """Serve the connection until it closes; never raises (except trio.Cancelled)."""
         try:
             with self._scope:
+                tls_ctx = self.server.tls_ctx
+                if tls_ctx is not None and first_error is None:
+                    await self._start_tls(tls_ctx)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop)
-                    self.send(p.encode_info(self.server.client_info(self)))
+                    if tls_ctx is None or first_error is not None:
+                        self.send(p.encode_info(self.server.client_info(self)))
                     if first_error is not None:
                         self.close(CloseReason.MAX_CONNECTIONS, first_error)
                         return
@@ -117,6 +126,8 @@ class ClientConnection:
                     await self._read_loop()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.log.debug("client.io_error", error=repr(exc))
+        except TlsError as exc:
+            self.log.info("client.tls_failed", error=str(exc))
         except Exception as exc:  # noqa: BLE001 - a bad client must never kill the server
             self.log.error("client.crashed", error=repr(exc), exc_info=True)
         finally:
@@ -126,6 +137,17 @@ class ClientConnection:
                 await trio.aclose_forcefully(self.stream)
             self.finished.set()
             self.log.debug("client.closed", reason=str(self.close_reason and self.close_reason.value))
+
+    async def _start_tls(self, ctx: Any) -> None:
+        """INFO in plaintext, then the TLS handshake (bounded by the tls timeout); from then on
+        the connection talks through the SSLStream (no direct os.write fast path)."""
+        await self.stream.send_all(p.encode_info(self.server.client_info(self)))
+        self.stream = await upgrade_server(self.stream, ctx, self.server.tls.timeout_s)
+        self._fd = -1
+        self.log.debug("client.tls_ready", version=self.stream.version())
+
+    def now_ms(self) -> int:
+        return int(trio.current_time() * 1000)
 
     def close(self, reason: CloseReason, err_text: str | None = None, flush: bool = True) -> None:
         """Close this connection: optionally send `-ERR '<err_text>'` and flush first."""
@@ -208,12 +230,16 @@ class ClientConnection:
         fast = not (self.verbose or self.pedantic)
         deliver = server.deliver
         cluster = server.cluster_active  # not None while cluster routes are up
+        perms = self.perms
         for op in ops:
             if type(op) is tuple:
                 subject, reply, headers, payloads, tail = op
                 if headers is not None and not self.headers:
                     self.close(CloseReason.PROTOCOL_ERROR)
                     break
+                if perms is not None and not perms.can_publish(subject, self.now_ms()):
+                    self._pub_denied(subject, len(payloads))
+                    continue
                 if not fast:
                     self._pub_checks(subject, len(payloads))
                 route = routes.get(subject)
@@ -231,6 +257,7 @@ class ClientConnection:
                 if self.closing:
                     break
                 fast = not (self.verbose or self.pedantic)
+                perms = self.perms
         server.flush_dirty()
 
     def _authorize(self, ops: list) -> list:
@@ -239,12 +266,24 @@ class ClientConnection:
         if not ops or type(ops[0]) is p.ProtocolError:
             return ops
         first = ops[0]
-        if type(first) is not p.Connect or not self.server.credentials_ok(first.options):
-            self.log.info("client.auth_failed", op=type(first).__name__)
+        result = self.server.authenticate(first.options, self.nonce) if type(first) is p.Connect else None
+        if result is None or not result.ok:
+            self.log.info("client.auth_failed", op=type(first).__name__,
+                          user=result.who if result is not None else "")
             self.close(CloseReason.AUTH_VIOLATION, "Authorization Violation")
             return []
         self.authorized = True
+        self.user = result.who
+        if result.permissions is not None:
+            self.perms = PermissionChecker(result.permissions)
+            self.server.permissions_added(self.perms, +1)
         return ops
+
+    def _pub_denied(self, subject: str, count: int) -> None:
+        """The message is dropped; the connection stays open (as nats-server)."""
+        self.log.info("client.publish_denied", user=self.user, subject=subject[:256])
+        self.out += p.encode_err(publish_violation(subject)) * count
+        self.dirty_self()
 
     async def _auth_timer(self) -> None:
         await trio.sleep(self.server.options.auth_timeout_s)
@@ -320,6 +359,16 @@ class ClientConnection:
             op.queue is not None and not is_valid_queue_name(op.queue)
         ):
             self.out += p.encode_err("Invalid Subject")
+            return
+        if self.perms is not None and not self.perms.can_subscribe(op.subject):
+            self.log.info("client.subscribe_denied", user=self.user, subject=op.subject[:256],
+                          queue=op.queue)
+            self.out += p.encode_err(subscribe_violation(op.subject, op.queue))
+            return
+        limit = self.server.options.max_subscriptions
+        if limit and op.sid not in self.subs and len(self.subs) >= limit:
+            self.log.info("client.max_subscriptions", limit=limit)
+            self.out += p.encode_err("maximum subscriptions exceeded")
             return
         if op.sid not in self.subs:
             self.subs[op.sid] = self.server.add_subscription(self, op.subject, op.queue, op.sid)
