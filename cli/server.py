@@ -106,6 +106,11 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float |
 @click.option("--user", default=None, help="User required to connect.")
 @click.option("--pass", "password", default=None, help="Password required to connect.")
 @click.option("--auth", "auth_token", default=None, help="Token required to connect.")
+@click.option("--tls", "tls", is_flag=True, default=None, help="Enable TLS (needs --tlscert/--tlskey).")
+@click.option("--tlscert", default=None, help="Server certificate file (PEM).")
+@click.option("--tlskey", default=None, help="Server private key file (PEM).")
+@click.option("--tlscacert", default=None, help="CA certificate for verifying clients.")
+@click.option("--tlsverify", is_flag=True, default=None, help="Require and verify client certificates.")
 @click.option("--cluster", "cluster_listen", default=None,
               help="Cluster route listen URL, e.g. nats://127.0.0.1:6222.")
 @click.option("--routes", default=None, help="Comma-separated route URLs to dial.")
@@ -178,7 +183,22 @@ def _options(flags: dict[str, Any]) -> tuple[ServerOptions, list[str]]:
         "auth_token": flags.get("auth_token"),
     }
     overrides.update(_cluster_overrides(flags))
+    overrides.update(_tls_overrides(flags, base))
     return build_options(base, overrides), unknown
+
+
+def _tls_overrides(flags: dict[str, Any], base: ServerOptions) -> dict[str, Any]:
+    """`--tls --tlscert --tlskey --tlscacert --tlsverify` (nats-server's flags)."""
+    out = {"tls_cert": flags.get("tlscert"), "tls_key": flags.get("tlskey"),
+           "tls_ca": flags.get("tlscacert"), "tls_verify": flags.get("tlsverify")}
+    cert = out["tls_cert"] or base.tls_cert
+    key = out["tls_key"] or base.tls_key
+    wants_tls = flags.get("tls") or flags.get("tlsverify") or out["tls_cert"] or out["tls_key"]
+    if wants_tls and (cert is None or key is None):
+        raise click.BadParameter("TLS needs both --tlscert and --tlskey", param_hint="--tls")
+    if out["tls_verify"] and (out["tls_ca"] or base.tls_ca) is None:
+        raise click.BadParameter("--tlsverify needs --tlscacert", param_hint="--tlsverify")
+    return out
 
 
 def _cluster_overrides(flags: dict[str, Any]) -> dict[str, Any]:
