@@ -229,8 +229,9 @@ class RaftNode(LeaderMixin):
     # ---- Ready -------------------------------------------------------------------------------
     def has_ready(self) -> bool:
         self._flush()
+        p = self._persisted
         return bool(
-            self.hard_state() != self._persisted
+            (self._term, self._vote, self._log.committed) != (p.term, p.vote, p.commit)
             or self._log.stable_index < self._log.last_index()
             or self._pending_snapshot is not None
             or self._msgs
