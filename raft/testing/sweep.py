@@ -42,3 +42,57 @@ REGRESSION_SEEDS: dict[tuple[int, bool], str] = {
     (41254, False): "sim: catch-up check used a node's uncommitted config that the new leader dropped",
     (41402, False): "sim: a restarted node was given a config-less new member's empty membership",
 }
+
+
+def sweep(seeds: Iterable[int], steps: int = DEFAULT_STEPS) -> list[RunResult]:
+    return [run_seed(seed, steps) for seed in seeds]
+
+
+def describe(r: RunResult, steps: int, extra: str = "") -> str:
+    known = KNOWN_FAILING.get(r.seed)
+    tag = f" (KNOWN: {known})" if known else ""
+    tail = "".join(f"\n    {line}" for line in r.trace_tail)
+    return (
+        f"seed={r.seed} invariant={r.invariant}{tag}\n  {r.violation}\n  trace={r.trace_hash}\n"
+        f"  replay: python -m raft.testing.sweep --seeds 1 --start {r.seed} --steps {steps}{extra}\n"
+        f"  last events (tick, event, ...):{tail}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m raft.testing.sweep", description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=100, help="how many seeds")
+    p.add_argument("--start", type=int, default=0, help="first seed")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="chaos ticks per seed")
+    p.add_argument("--hashes", action="store_true", help="print every seed's trace hash")
+    p.add_argument("--tail", type=int, default=40, help="trace events shown for a failure")
+    p.add_argument(
+        "--stale-repair",
+        action="store_true",
+        help="damaged stores hand the core their whole past log, not just its committed prefix",
+    )
+    args = p.parse_args(argv)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    unexpected = known = 0
+    for seed in range(args.start, args.start + args.seeds):
+        r = run_seed(seed, args.steps, stale_repair=args.stale_repair, tail=args.tail)
+        if args.hashes:
+            print(f"seed={seed} trace={r.trace_hash} ok={r.ok} acked={r.acked} ticks={r.ticks}")
+        if not r.ok:
+            print(describe(r, args.steps, " --stale-repair" if args.stale_repair else ""), flush=True)
+            if seed in KNOWN_FAILING:
+                known += 1
+            else:
+                unexpected += 1
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    rate = args.seeds / elapsed if elapsed > 0 else float("inf")
+    print(
+        f"{args.seeds} seeds ({args.start}..{args.start + args.seeds - 1}), steps={args.steps}: "
+        f"{unexpected} failed, {known} known failures, {elapsed:.1f}s wall ({cpu:.1f}s cpu), "
+        f"{rate:.1f} seeds/s"
+    )
+    return 1 if unexpected else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
