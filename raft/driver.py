@@ -116,6 +116,8 @@ class _Group:
 
 
 async def _maybe_await(value: object) -> object:
+    if value is None or isinstance(value, (bytes, int, str, list, tuple, dict)):
+        return value  # the common results of a synchronous callback, without an ABC check
     return await value if inspect.isawaitable(value) else value  # type: ignore[misc]
 
 
