@@ -509,7 +509,9 @@ class RaftNode(LeaderMixin):
     def _handle_term_probe(self, msg: Message) -> None:
         """Term probes change nobody's state; the answer carries the responder's term."""
         if msg.type is _M.PRE_VOTE:
-            self._send(_M.PRE_VOTE_RESP, msg.src, reject=True, context=TERM_PROBE_CONTEXT)
+            if not (self._repair.active and not self._repair.term_known):
+                # (a node still discovering its own term has forgotten what it may be asked)
+                self._send(_M.PRE_VOTE_RESP, msg.src, reject=True, context=TERM_PROBE_CONTEXT)
             return
         if not self._repair.active or self._repair.term_known:
             return

@@ -13,7 +13,9 @@ So a node constructed with `repair_needed=True` goes through two phases before i
    highest term it hears. It ignores appends, heartbeats and snapshots until enough *other* voters
    have answered that every quorum it could have been part of has a member among them
    (n - majority(n) + 1 of them): then its term is at least any term it acted in before the wipe.
-   It never votes in that term (its vote is recorded as spent), only in later ones.
+   It never votes in that term (its vote is recorded as spent), only in later ones. A node that
+   is itself still discovering does not answer probes (its term proves nothing). Only answers
+   count, not other messages: a delayed message may carry a term older than the wipe.
 2. Catch-up. It replicates normally, and records the last index of the first leader that sends it
    a heartbeat (a leader of a term at least the discovered one holds every committed entry). Once
    its log matches that leader's up to there, it holds everything it may have helped commit; it

@@ -114,3 +114,17 @@ def test_a_repairing_node_never_campaigns() -> None:
         c.tick()
     assert c.role is Role.FOLLOWER and c.term == 0
     assert all(m.type is M.PRE_VOTE and m.context == TERM_PROBE_CONTEXT for m in out(c))
+
+
+def test_a_node_still_discovering_its_term_does_not_answer_probes() -> None:
+    """Its term is no evidence of anything: two wiped nodes must not vouch for each other."""
+    b, c = wiped("b"), wiped("c")
+    probe = next(m for m in out(c) if m.dst == "b")
+    b.step(probe)
+    assert [m for m in out(b) if m.type is M.PRE_VOTE_RESP] == []
+    for src in "ac":
+        b.step(Message(M.PRE_VOTE_RESP, "g", src, "b", term=2, reject=True, context=TERM_PROBE_CONTEXT))
+    out(b)
+    b.step(probe)
+    [answer] = out(b)
+    assert answer.type is M.PRE_VOTE_RESP and answer.term == 2
