@@ -70,7 +70,8 @@ def server_argv(kind: ServerKind, port: int, config: pathlib.Path | None, extra:
 
 
 def ping_once(port: int, timeout_s: float) -> bool:
-    """One handshake attempt: INFO, CONNECT, PING -> PONG. False on any failure."""
+    """One handshake attempt: INFO, CONNECT, PING -> PONG (or the auth error of a server that
+    requires credentials). False on any failure."""
     try:
         with socket.create_connection((LOOPBACK, port), timeout=timeout_s) as sock:
             reader = sock.makefile("rb")
@@ -81,8 +82,8 @@ def ping_once(port: int, timeout_s: float) -> bool:
                 line = reader.readline(65536)
                 if not line:
                     return False
-                if line.startswith(b"PONG"):
-                    return True
+                if line.startswith(b"PONG") or line.startswith(b"-ERR 'Authorization Violation'"):
+                    return True  # answered (an auth-protected server answers our bare CONNECT so)
             return False
     except OSError:
         return False

@@ -43,15 +43,20 @@ def skip_if_unavailable(kind: str) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    kind: str, tmp_dir: pathlib.Path, settings: dict[str, int | str | bool] | None = None
+    kind: str,
+    tmp_dir: pathlib.Path,
+    settings: dict[str, int | str | bool] | None = None,
+    extra_args: list[str] | None = None,
 ) -> Iterator[ServerProcess]:
-    """Start a server of `kind`, yield it, always stop it; on error print its log."""
+    """Start a server of `kind` (with a config file made from `settings`, and extra command-line
+    flags both servers understand), yield it, always stop it; on error print its log."""
     skip_if_unavailable(kind)
     config = write_config(tmp_dir, settings) if settings else None
     server = ServerProcess(
         kind=ServerKind(kind),
         port=free_port(),
         config=config,
+        extra_args=list(extra_args or []),
         log_path=tmp_dir / f"{kind}.log",
         cwd=REPO_ROOT,
     )
