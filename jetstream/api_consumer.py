@@ -76,7 +76,7 @@ async def consumer_info(js: Any, consumer: Any) -> dict[str, Any]:
                     len(st.pending), st.num_redelivered, num_pending)
     out = consumer_info_json(rt.name, consumer.name, consumer.created_ns, consumer.config.to_json(), counts,
                              js.clock_ns(), num_waiting=len(consumer.waiting),
-                             push_bound=consumer.push_bound(), cluster={"leader": js.server.server_name})
+                             push_bound=consumer.push_bound())
     pause_state = _pause_fields(js, consumer)
     if pause_state["paused"]:
         out["paused"] = True

@@ -52,6 +52,7 @@ PURGE_KEYS = frozenset({"filter", "seq", "keep"})
 MSG_GET_KEYS = frozenset({"seq", "last_by_subj", "next_by_subj", "batch", "max_bytes", "start_time",
                           "multi_last", "up_to_seq", "up_to_time", "no_hdr"})
 NAMES_KEYS = frozenset({"offset", "subject"})
+SUBJECTS_LIMIT = 100_000
 
 
 def stream_or_fail(js: Any, name: str) -> Any:
@@ -70,7 +71,9 @@ async def stream_info(js: Any, rt: Any, subjects_filter: str = "", deleted_detai
     state, subjects, deleted = await rt.call(read)
     state_json = stream_state_json(state, len(rt.consumers), subjects, deleted)
     cluster = {"leader": js.server.server_name}
-    return stream_info_json(rt.config.to_json(), rt.created_ns, state_json, js.clock_ns(), cluster)
+    config = rt.config.to_json()
+    config.setdefault("allow_msg_ttl", False)  # nats-server always reports it
+    return stream_info_json(config, rt.created_ns, state_json, js.clock_ns(), cluster)
 
 
 def _parse_config(tokens: list[str], body: bytes) -> StreamConfig:
@@ -134,11 +137,9 @@ async def info(js: Any, tokens: list[str], body: bytes, reply: str | None) -> di
     rt = stream_or_fail(js, tokens[2])
     subjects_filter = str_field(d, "subjects_filter")
     out = await stream_info(js, rt, subjects_filter, bool_field(d, "deleted_details"))
-    extra = {}
-    if subjects_filter:
-        total = len(out["state"].get("subjects", {}))
-        extra = {"total": total, "offset": 0, "limit": 100_000}
-    return response("stream_info_response", **out, **extra)
+    total = len(out["state"].get("subjects", {})) if subjects_filter else 0
+    limit = SUBJECTS_LIMIT if subjects_filter else 0
+    return response("stream_info_response", **out, total=total, offset=0, limit=limit)
 
 
 async def delete(js: Any, tokens: list[str], body: bytes, reply: str | None) -> dict[str, Any]:

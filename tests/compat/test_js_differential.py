@@ -164,3 +164,44 @@ def test_pull_request_outcomes_match_nats_server(tmp_path: pathlib.Path) -> None
     diffs = [f"jetraft={a} nats-server={b}" for a, b in zip(results["jetraft"], results["nats-server"]) if a != b]
     assert len(results["jetraft"]) == len(results["nats-server"]) == 10
     assert not diffs, "\n".join(diffs)
+
+
+def _key_paths(value: Any, prefix: str = "") -> set[str]:
+    if not isinstance(value, dict):
+        return set()
+    out = set()
+    for key, inner in value.items():
+        out.add(prefix + key)
+        out |= _key_paths(inner, prefix + key + ".")
+    return out
+
+
+def test_response_fields_match_nats_server(tmp_path: pathlib.Path) -> None:
+    """Account, stream and consumer info, message get and purge carry the same JSON fields
+    (nats-server's own `_nats.*` config metadata aside)."""
+
+    async def shapes(url: str) -> dict[str, set[str]]:
+        nc = await connect(url)
+        await api(nc, "$JS.API.STREAM.CREATE.SH", {"name": "SH", "subjects": ["sh"]})
+        await nc.request("sh", b"x", timeout=5)
+        pull = {"stream_name": "SH", "config": {"durable_name": "c", "ack_policy": "explicit"}}
+        push = {"stream_name": "SH", "config": {"durable_name": "p", "ack_policy": "explicit", "deliver_subject": "x.y"}}
+        responses = {
+            "account": await api(nc, "$JS.API.INFO"),
+            "stream": await api(nc, "$JS.API.STREAM.INFO.SH"),
+            "pull consumer": await api(nc, "$JS.API.CONSUMER.CREATE.SH.c", pull),
+            "push consumer": await api(nc, "$JS.API.CONSUMER.CREATE.SH.p", push),
+            "msg get": await api(nc, "$JS.API.STREAM.MSG.GET.SH", {"seq": 1}),
+            "purge": await api(nc, "$JS.API.STREAM.PURGE.SH", {}),
+        }
+        return {name: {k for k in _key_paths(r) if not k.startswith("config.metadata")}
+                for name, r in responses.items()}
+
+    results = {}
+    for kind in ("jetraft", "nats-server"):
+        with js_server(kind, tmp_path, store_name=f"shape-{kind}") as server:
+            results[kind] = run(shapes, server.url)
+    diffs = [f"{name}: only jetraft {sorted(ours - results['nats-server'][name])}, "
+             f"only nats-server {sorted(results['nats-server'][name] - ours)}"
+             for name, ours in results["jetraft"].items() if ours != results["nats-server"][name]]
+    assert not diffs, "\n".join(diffs)
