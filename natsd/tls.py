@@ -96,8 +96,27 @@ async def _handshake(stream: trio.SSLStream, timeout_s: float) -> trio.SSLStream
         raise TlsError("tls handshake timeout") from None
     except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
         cause = exc.__cause__ if exc.__cause__ is not None else exc
+        await _send_alert(stream)
         raise TlsError(f"tls handshake failed: {cause!r}") from None
     return stream
+
+
+async def _send_alert(stream: trio.SSLStream) -> None:
+    """Deliver the TLS alert that explains a failed handshake (e.g. "certificate required").
+
+    trio marks the stream broken without sending what the ssl object still holds; without the
+    alert a TLS 1.3 client, whose handshake already finished, only sees the connection drop.
+    Best effort, bounded, and only through trio's buffer if it is there."""
+    outgoing = getattr(stream, "_outgoing", None)
+    if outgoing is None:
+        return
+    data = outgoing.read()
+    if data:
+        with trio.move_on_after(0.5):
+            try:
+                await stream.transport_stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
 
 
 async def upgrade_server(stream: trio.abc.Stream, ctx: ssl.SSLContext,
