@@ -13,7 +13,9 @@ Three tasks share the nodes (all on the event loop, so a node is never touched c
      coalesces heartbeats per peer);
   3. applies committed entries (NORMAL entries go to the group's apply callback, whose return
      value completes the matching `propose()`), installs received snapshots via the restore
-     callback, answers read-index waiters;
+     callback, answers read-index waiters. Within a group everything is applied in order;
+     different groups apply concurrently, so an async callback waiting on one group's store
+     does not hold up the others;
   4. calls `advance()` on each node.
 While step 1 waits on the disk, the other loops keep stepping nodes, so everything proposed
 meanwhile rides in the next batch. Ready.events are logged through structlog.
@@ -411,8 +413,14 @@ class RaftHost:
         if messages:
             self.transport.send_nowait(messages)
             self.stats.messages_sent += len(messages)
+        busy = [(g, r) for g, r in readies if r.committed_entries or r.snapshot]
+        if len(busy) > 1:  # groups apply concurrently (each in order): one slow store
+            async with trio.open_nursery() as nursery:  # does not hold up the others
+                for g, r in busy:
+                    nursery.start_soon(self._apply, g, r)
         for g, r in readies:
-            await self._apply(g, r)
+            if len(busy) <= 1 or not (r.committed_entries or r.snapshot):
+                await self._apply(g, r)
             g.node.advance(r)
             if g.node.commit_index > g.node.applied_index:  # more than one Ready's worth
                 self._dirty.add(r.group)

@@ -385,3 +385,36 @@ async def test_wiped_member_comes_back_repair_needed_and_catches_up(
         await wait_until(lambda: not node.repair_needed)
         await wait_until(lambda: member.applied.data("g") == [b"w0", b"w1", b"w2"])
         assert member.host.store.load("g").repair_pending is None
+
+
+async def test_groups_apply_concurrently_but_each_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each group's async apply waits for the other group's apply to start: sequential
+    applying across groups would deadlock (and time out) here."""
+    network = MemoryNetwork()
+    started = {"a": trio.Event(), "b": trio.Event()}
+    order: dict[str, list[int]] = {"a": [], "b": []}
+
+    def callback(group: str, other: str) -> Callable[[Entry], object]:
+        async def apply(entry: Entry) -> None:
+            started[group].set()
+            with trio.fail_after(5):
+                await started[other].wait()
+            order[group].append(entry.index)
+
+        return apply
+
+    async with network.endpoint("solo") as transport, trio.open_nursery() as nursery:
+        host = RaftHost("solo", MemoryLogStore(), transport, tick_interval_s=TICK_S)
+        solo = Membership(frozenset({"solo"}))
+        for group, other in (("a", "b"), ("b", "a")):
+            await host.add_group(group, NodeConfig("solo", group), solo, callback(group, other))
+        await nursery.start(host.run)
+        await wait_until(lambda: all(host.node(g).role is Role.LEADER for g in "ab"))
+        async with trio.open_nursery() as proposers:
+            for group in "ab":
+                for i in range(3):
+                    proposers.start_soon(host.propose, group, b"%d" % i)
+        assert all(order[g] == sorted(order[g]) and len(order[g]) == 3 for g in "ab")
+        nursery.cancel_scope.cancel()
