@@ -163,6 +163,18 @@ class PermissionChecker:
             self._pub_cache[subject] = ok
         return ok or self._use_reply(subject, now_ms)
 
+    def allowed_count(self, subject: str, count: int, now_ms: int = 0) -> int:
+        """How many of a run of `count` publishes to `subject` may go (the first ones): all,
+        or as many as the remaining responses to that reply subject allow."""
+        if self.can_publish(subject, now_ms):
+            if self._pub_cache.get(subject):
+                return count
+            allowed = 1
+            while allowed < count and self._use_reply(subject, now_ms):
+                allowed += 1
+            return allowed
+        return 0
+
     def can_subscribe(self, subject: str) -> bool:
         return subscribe_allowed(self.perms.subscribe, subject)
 
