@@ -237,9 +237,13 @@ class ClientConnection:
                 if headers is not None and not self.headers:
                     self.close(CloseReason.PROTOCOL_ERROR)
                     break
-                if perms is not None and not perms.can_publish(subject, self.now_ms()):
-                    self._pub_denied(subject, len(payloads))
-                    continue
+                if perms is not None:
+                    allowed = perms.allowed_count(subject, len(payloads), self.now_ms())
+                    if allowed < len(payloads):
+                        self._pub_denied(subject, len(payloads) - allowed)
+                        if not allowed:
+                            continue
+                        payloads = payloads[:allowed]
                 if not fast:
                     self._pub_checks(subject, len(payloads))
                 route = routes.get(subject)
