@@ -10,13 +10,14 @@ committed entries to a HashChainStateMachine, `advance`, and compact the log eve
 raises `Violation` at the first breach, so invariants are checked after every step.
 
 Faults are methods: partition/heal/block (SimNet), pause/resume, clock skew (a node ticks
-slower or faster than the others), crash/restart (the written
-disk layer survives a crash), power loss (only the durable layer survives), corrupt (bit flip,
-truncation, rollback or wipe, refused unless the compromised nodes stay a minority of every voter
-set in view), add/remove member and leadership transfer. On restart a node loads what verifies;
-if the disk failed verification, or is empty although the node once synced state, it restarts
-with `repair_needed=True`, its store is rewritten from the verified part plus a `repair` marker
-(kept until the core reports "raft.repair_done", so a crash during repair does not forget it).
+slower or faster than the others), crash/restart (the written disk layer survives a crash),
+power loss (only the durable layer survives), corrupt (bit flip, truncation, rollback or wipe,
+refused unless the compromised nodes stay a minority of the smallest voter set seen), add/remove
+member and leadership transfer. On restart a node loads what verifies; if the disk failed
+verification, or is empty although the node once synced state, it restarts with
+`repair_needed=True`, its store is rewritten from the verified committed prefix plus a `repair`
+marker (kept until the core reports "raft.repair_done", so a crash during repair does not forget
+it), and it is told the group's latest committed config, as the meta layer would tell a server.
 
 A proposal is *acknowledged* when the node it was proposed on applies it at the index and term
 the core returned; acks are checked against the committed history (`acked_lost`).
