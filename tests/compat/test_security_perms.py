@@ -30,6 +30,7 @@ CONF = {
             "publish": {"allow": ["foo.>", "_INBOX.>", "$JS.API.INFO"], "deny": ["foo.secret"]},
             "subscribe": {"allow": ["bar.>", "foo.*", "_INBOX.>"], "deny": ["foo.x"]},
         }},
+        {"user": "wild", "password": PASSWORD, "permissions": {"subscribe": {"allow": ["foo.>", "bar.*"]}}},
         {"user": "responder", "password": PASSWORD, "permissions": {
             "subscribe": ["svc.>"], "allow_responses": True}},
         {"user": "responder2", "password": PASSWORD, "permissions": {
@@ -119,6 +120,12 @@ def test_subscribe_permissions_and_delivery_filter(session) -> None:
     assert said == [sub_denied("foo.x"), sub_denied("foo.x", "q"), sub_denied("zzz", "q")]
     assert root.say(b"PUB foo.x 1\r\nx\r\nPUB foo.y 1\r\ny\r\nPUB bar.z 1\r\nz\r\n") == []
     assert limited.say(b"") == ["MSG foo.y 4 1", "y", "MSG bar.z 5 1", "z"]
+
+
+def test_wildcard_subscriptions_against_allow_list(session) -> None:
+    said = session("wild").say(b"SUB bar.> 1\r\nSUB bar.* 2\r\nSUB > 3\r\nSUB foo.* 4\r\nSUB * 5\r\n"
+                               b"SUB bar.*.x 6\r\nSUB foo.> q 7\r\n")
+    assert said == [sub_denied(">"), sub_denied("*"), sub_denied("bar.*.x")]
 
 
 @pytest.mark.parametrize(("user", "answers"), [("responder", 1), ("responder2", 2)])
