@@ -117,6 +117,7 @@ class Parser:
         self._pending_len = 0
         self._need = 0  # bytes needed from the start of pending (0: wait for a newline)
         self._cache: dict[bytes, tuple] = {}
+        self._plain: dict[bytes, tuple] = {}  # plain PUB line without CR: (subj, reply, size, tail)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -177,6 +178,7 @@ class Parser:
         startswith = buf.startswith
         cache = self._cache
         append = ops.append
+        singles = 0
         while pos < n:
             nl = find(b"\n", pos)
             if nl < 0:
@@ -195,7 +197,10 @@ class Parser:
                     continue
                 if len(cache) >= _LINE_CACHE_MAX:
                     cache.clear()
+                    self._plain.clear()
                 cache[line] = meta
+                if meta[0] == _KIND_PUB and meta[4] < 0 and line.endswith(b"\r"):
+                    self._plain[line[:-1]] = (meta[1], meta[2], meta[5], meta[6])
             kind, subject, reply, sid, hsize, size, tail, _ = meta
             start = nl + 1
             end = start + size
@@ -210,6 +215,10 @@ class Parser:
                     if not startswith(line, end + 2):  # not a run: one message
                         append((subject, reply, None, [buf[start:end]], tail))
                         pos = end + 2
+                        singles += 1
+                        if singles >= 2:  # publishes to varying subjects: go by CRLF splits
+                            pos = self._pub_stretch(buf, pos, ops)
+                            singles = 0
                         continue
                     pos = self._pub_batch(buf, pos, line, end, ops, meta)
                     if self.closed:
@@ -222,6 +231,45 @@ class Parser:
                 body = buf[start + max(hsize, 0) : end]
                 append(Msg(subject, sid, reply, headers, body))
             pos = end + 2
+        return pos
+
+    def _pub_stretch(self, buf: bytes, pos: int, ops: list) -> int:
+        """Parse consecutive plain publishes with known control lines by splitting on CRLF:
+        `split` finds every line and payload in C, so each frame costs one dict lookup and a
+        length check. Consecutive frames with the same line share one op. Returns at the first
+        frame this cannot take (unknown or other line, payload containing CRLF, incomplete
+        data); the general loop carries on from there. Windows grow geometrically so an early
+        stop costs little."""
+        get = self._plain.get
+        append = ops.append
+        n = len(buf)
+        window = 2048
+        prev = None
+        group: list[bytes] = []
+        while pos < n:
+            stop = min(n, pos + window)
+            parts = buf[pos:stop].split(b"\r\n")
+            last = len(parts) - 2  # pairs (line, payload) both followed by CRLF
+            i = 0
+            while i < last:
+                line = parts[i]
+                meta = get(line)
+                if meta is None:
+                    return pos
+                payload = parts[i + 1]
+                if len(payload) != meta[2]:
+                    return pos
+                if line == prev:
+                    group.append(payload)
+                else:
+                    group = [payload]
+                    prev = line
+                    append((meta[0], meta[1], None, group, meta[3]))
+                pos += len(line) + len(payload) + 4
+                i += 2
+            if stop == n:
+                return pos
+            window = min(window * 4, 1 << 20)
         return pos
 
     def _pub_batch(self, buf: bytes, pos: int, line: bytes, end: int, ops: list,

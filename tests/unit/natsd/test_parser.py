@@ -192,3 +192,32 @@ def test_payload_run_is_a_lazy_sequence_and_fans_out() -> None:
     ops = Parser().feed(frames)
     assert flatten(ops) == [("s", None, None, b"%02d" % i) for i in range(3)]
     assert ops[0][3].fanout(b"M ") == b"M 00\r\nM 01\r\nM 02\r\n"
+
+
+def test_interleaved_subjects_with_awkward_frames_parse_the_same_however_split() -> None:
+    """Publishes to varying subjects take the CRLF-split path; a payload holding CRLF, a bare LF
+    line ending, a PING and a new subject in the middle must hand back to the general loop."""
+    frames = [p.encode_pub(f"s.{i % 3}", None, b"%04d" % i) for i in range(40)]
+    frames[17] = p.encode_pub("s.1", None, b"a\r\nb")  # payload containing CRLF, size 4
+    frames[23] = b"PUB s.2 4\n0023\r\n"  # bare LF after the control line
+    frames[29] = b"PING\r\n"
+    frames[33] = p.encode_pub("new.subject", "r", b"0033")
+    frames += [p.encode_pub("s.0", None, b"9999")] * 5  # ends in a run
+    data = b"".join(frames)
+    expected = flatten(Parser().feed(data))
+    assert len(expected) == 45 and expected[29] == PING
+    assert expected[17] == ("s.1", None, None, b"a\r\nb") and expected[23] == ("s.2", None, None, b"0023")
+    assert expected[33] == ("new.subject", "r", None, b"0033")
+    assert [e[3] for i, e in enumerate(expected[:40]) if i not in (17, 23, 29, 33)] == [
+        b"%04d" % i for i in range(40) if i not in (17, 23, 29, 33)
+    ]
+    for cut in range(0, len(data), 7):
+        parser = Parser()
+        assert flatten(parser.feed(data[:cut]) + parser.feed(data[cut:])) == expected
+
+
+def test_interleaved_subjects_bad_terminator_is_an_error() -> None:
+    data = b"".join(p.encode_pub(f"s.{i % 2}", None, b"xy") for i in range(6))
+    data += b"PUB s.0 2\r\nxyz\r\n"
+    ops = flatten(Parser().feed(data))
+    assert len(ops) == 7 and ops[-1] == ProtocolError(ERR_UNKNOWN_OP)
