@@ -5,7 +5,8 @@ How it works: `Parser.feed(data)` takes whatever bytes arrived and returns the l
 operations found so far; a frame split across reads is kept and finished on a later `feed`. The
 hot loop works on a whole received chunk with `bytes.find` and index arithmetic. Control lines of
 PUB/HPUB (and MSG/HMSG on the client side) are cached by their exact bytes, so a stream of
-publishes to the same subject costs one dict lookup and two slices per message.
+publishes to the same subject costs one dict lookup and two slices per message; publishes to
+varying subjects switch to splitting a window on CRLF (`_pub_stretch`), one lookup per frame.
 
 Why it looks like this: pure Python must parse ~2M msgs/s, so the common operation is a plain
 tuple, not an object:
