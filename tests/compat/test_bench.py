@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from cli.bench import bench, cluster_nodes
 from cli.benchlib.launcher import ServerKind
 from cli.benchlib.runner import split_evenly
-from cli.benchlib.loadgen import MSG_MARKER, build_batch, count_markers, frames_per_batch, parse_url
+from cli.benchlib.loadgen import (
+    MSG_MARKER,
+    build_batch,
+    count_markers,
+    count_until_pong,
+    frames_per_batch,
+    parse_url,
+)
 from cli.benchlib.report import latency_metrics, medians, percentile, render_table, throughput_metrics
 from tests.compat.servers import REPO_ROOT, ServerProcess, running_server, skip_if_unavailable
 
@@ -128,3 +135,15 @@ def test_bench_across_a_route(kind: str, tmp_path: pathlib.Path) -> None:
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_count_until_pong_reports_messages_beyond_the_expected_count() -> None:
+    import socket
+
+    ours, server_side = socket.socketpair()
+    with ours, server_side:
+        server_side.sendall(b"MSG a 1 1\r\nx\r\nMSG a 1 1\r\nx\r\nPONG\r\n")
+        assert count_until_pong(ours, timeout_s=5) == 2
+        assert server_side.recv(16) == b"PING\r\n"
+        server_side.sendall(b"PONG\r\n")
+        assert count_until_pong(ours, timeout_s=5) == 0
