@@ -158,7 +158,17 @@ class LeaderMixin:
         self._sync_progress(drop_removed=True)
         if not mship.is_voter(self._membership, self._cfg.node_id):
             self._flush()  # tell the others about the commit before leaving
+            self._hand_over()
             self._become_follower(self._term, None)
+
+    def _hand_over(self) -> None:
+        """A removed leader leaves: let the most up-to-date voter campaign at once rather than
+        make the group wait an election timeout (it may still lose, which is safe)."""
+        voters = [n for n in sorted(self._progress) if mship.is_voter(self._membership, n)]
+        if voters:
+            best = max(voters, key=lambda n: self._progress[n].match)
+            if self._progress[best].match == self._log.last_index():
+                self._send(_M.TIMEOUT_NOW, best)
 
     def _flush(self) -> None:
         if self._role is not Role.LEADER:
