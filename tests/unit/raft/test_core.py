@@ -281,3 +281,31 @@ def test_chunked_snapshot_survives_loss_duplication_and_reordering(data, chunk_b
     c.tick_all(30)  # lossless from here on
     assert c.stores["b"].snapshot is not None and c.nodes["b"].commit_index == a.commit_index
     assert c.stores["b"].applied_data == [data, b"more"]
+
+
+def test_reject_hints_skip_a_whole_divergent_term_at_once() -> None:
+    """Follower: 1..50 term 1 then 51..100 term 2 (from a deposed leader). Leader of term 3:
+    1..50 term 1 then 51..100 term 3. With hints, one rejection finds the match point."""
+    common = [Entry(term=1, index=i) for i in range(1, 51)]
+    f_entries = common + [Entry(term=2, index=i) for i in range(51, 101)]
+    l_entries = common + [Entry(term=3, index=i) for i in range(51, 101)]
+    m = Membership(voters=frozenset("ab"))
+    f = node("b", membership=m, hard_state=HardState(term=2, commit=50), entries=f_entries)
+    lead = node("a", membership=m, hard_state=HardState(term=3, vote="a", commit=50),
+                entries=l_entries)
+    for _ in range(30):
+        lead.tick()
+    lead.step(Message(MessageType.PRE_VOTE_RESP, "g", "b", "a", term=4))
+    lead.step(Message(MessageType.VOTE_RESP, "g", "b", "a", term=4))
+    assert lead.role is Role.LEADER
+    rejects = 0
+    for _ in range(20):
+        for msg in drain(lead).messages:
+            f.step(msg)
+        replies = drain(f).messages
+        rejects += sum(1 for r in replies if r.type is MessageType.APPEND_RESP and r.reject)
+        for r in replies:
+            lead.step(r)
+    assert rejects == 1
+    assert f.last_index == 101 and f.commit_index == 101
+    assert [e.term for e in f.entries(51, 52)] == [3]
