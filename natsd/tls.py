@@ -143,3 +143,44 @@ def peer_subject(stream: Any) -> str:
             if key == "commonName":
                 return str(value)
     return ""
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+INFO_LINE_BYTES_MAX = 64 * 1024
+
+
+def route_settings(options: Any) -> TlsSettings:
+    """The `cluster { tls {...} }` settings from ServerOptions (disabled when no cert)."""
+    return TlsSettings(cert_file=options.cluster_tls_cert, key_file=options.cluster_tls_key,
+                       ca_file=options.cluster_tls_ca, verify=options.cluster_tls_verify,
+                       timeout_s=options.cluster_tls_timeout_s)
+
+
+async def route_accept_tls(stream: trio.abc.Stream, info_line: bytes, ctx: ssl.SSLContext,
+                           timeout_s: float) -> trio.SSLStream:
+    """Accepting side: our INFO (with tls_required) in plaintext, then the TLS handshake. The
+    route then runs over TLS and sends its INFO again, which is the first the peer parses."""
+    with trio.fail_after(timeout_s):
+        await stream.send_all(info_line)
+    return await upgrade_server(stream, ctx, timeout_s)
+
+
+async def route_dial_tls(stream: trio.abc.Stream, ctx: ssl.SSLContext,
+                         timeout_s: float) -> trio.SSLStream:
+    """Dialling side: read (and drop) the peer's plaintext INFO line, then the handshake."""
+    line = bytearray()
+    try:
+        with trio.fail_after(timeout_s):
+            while not line.endswith(b"\r\n"):
+                if len(line) >= INFO_LINE_BYTES_MAX:
+                    raise TlsError("route INFO line too long")
+                chunk = await stream.receive_some(1)  # byte by byte: nothing after it is ours
+                if not chunk:
+                    raise TlsError("route closed before its INFO")
+                line += chunk
+    except trio.TooSlowError:
+        raise TlsError("no route INFO before the tls timeout") from None
+    if not line.startswith(b"INFO "):
+        raise TlsError("route did not start with INFO")
+    return await upgrade_client(stream, ctx, timeout_s)
