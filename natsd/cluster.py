@@ -42,6 +42,8 @@ from natsd import protocol as p
 from natsd import route_protocol as rp
 from natsd.config import VERSION
 from natsd.route import STALL_BYTES, RouteConnection, RouteState
+from natsd.tls import TlsError, client_context, route_accept_tls, route_dial_tls, route_settings
+from natsd.tls import server_context
 
 if TYPE_CHECKING:
     from natsd.server import Server
@@ -76,6 +78,10 @@ class Cluster:
         self._url_ids: dict[str, str] = {}  # route URL -> server_id it led to
         self._changed = trio.Event()  # set on every route registration/loss
         self._nursery: trio.Nursery | None = None
+        # route TLS (`cluster { tls {...} }`): INFO in plaintext, then the handshake (tls.py)
+        self.tls = route_settings(opts)
+        self.tls_server_ctx = server_context(self.tls) if self.tls.enabled else None
+        self.tls_client_ctx = client_context(self.tls) if self.tls.enabled else None
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -106,7 +112,18 @@ class Cluster:
                 self.log.warning("cluster.accept_error", error=repr(exc))
                 await trio.sleep(0.01)
                 continue
-            self._nursery.start_soon(RouteConnection(self, stream, solicited=False).run)
+            self._nursery.start_soon(self._accepted, stream)
+
+    async def _accepted(self, stream: trio.abc.Stream) -> None:
+        if self.tls_server_ctx is not None:
+            try:
+                stream = await route_accept_tls(stream, p.encode_info(self.route_info()),
+                                                self.tls_server_ctx, self.tls.timeout_s)
+            except (TlsError, trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
+                self.log.info("cluster.tls_failed", side="accept", error=str(exc))
+                await trio.aclose_forcefully(stream)
+                return
+        await RouteConnection(self, stream, solicited=False).run()
 
     async def _solicit(self, url: str, explicit: bool, peer_id: str = "") -> None:
         """Dial `url` until a route stands; explicit routes keep re-dialling for ever."""
@@ -145,6 +162,13 @@ class Cluster:
         except (OSError, trio.TooSlowError) as exc:
             self.log.debug("cluster.dial_failed", url=url, error=repr(exc))
             return None
+        if self.tls_client_ctx is not None:
+            try:
+                stream = await route_dial_tls(stream, self.tls_client_ctx, self.tls.timeout_s)
+            except (TlsError, trio.BrokenResourceError, OSError) as exc:
+                self.log.info("cluster.tls_failed", side="dial", url=url, error=str(exc))
+                await trio.aclose_forcefully(stream)
+                return None
         return RouteConnection(self, stream, solicited=True, url=url)
 
     # -- handshake data ---------------------------------------------------------------------
@@ -153,7 +177,7 @@ class Cluster:
         """Our CONNECT on a route we dialled; credentials come from the route URL, else (an
         implicit route learnt by gossip) from our own cluster authorization."""
         connect = {
-            "echo": True, "verbose": False, "pedantic": False, "tls_required": False,
+            "echo": True, "verbose": False, "pedantic": False, "tls_required": self.tls.enabled,
             "headers": True, "name": self.server.server_id, "cluster": self.name,
             "cluster_dynamic": self.dynamic,
         }  # fmt: skip
@@ -182,6 +206,10 @@ class Cluster:
             info["cluster_dynamic"] = True
         if self.credentials is not None:
             info["auth_required"] = True
+        if self.tls.enabled:
+            info["tls_required"] = True
+            if self.tls.verify:
+                info["tls_verify"] = True
         if not opts.cluster_no_advertise:
             info["connect_urls"] = [self._own_client_url()]
         if opts.jetstream:
