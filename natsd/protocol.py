@@ -270,7 +270,7 @@ class Parser:
                 i += 2
             if stop == n:
                 return pos
-            window = min(window * 4, 1 << 20)
+            window = min(window * 4, 1 << 16)
         return pos
 
     def _pub_batch(self, buf: bytes, pos: int, line: bytes, end: int, ops: list,
