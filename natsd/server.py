@@ -249,6 +249,11 @@ class Server:
             self.permissions_added(client.perms, -1)
             client.perms = None
 
+    def without_denied(self, plain: Any, queues: Any, subject: str) -> tuple:
+        """`(plain, queues)` minus subscriptions whose connection's subscribe deny list forbids
+        `subject` (empty groups dropped). Callers check `deny_filters` first (hot path)."""
+        return _without_denied(plain, queues, subject)
+
     def permissions_added(self, perms: Any, delta: int) -> None:
         """A connection with permissions came (+1) or went (-1): keep the hot-path counters."""
         if perms.tracks_replies:
