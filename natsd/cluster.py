@@ -440,7 +440,10 @@ class Cluster:
                         headers: bytes | None, payload: bytes, tail: bytes, remote: list) -> None:
         """One message with queue groups somewhere: one member per group across the cluster."""
         local = self.server.sublist.match(subject)
+        local_plain = local.plain
         local_groups = dict(zip(local.queue_names, local.queues, strict=True))
+        if self.server.deny_filters:  # subscribe deny lists (permissions.py) filter delivery
+            local_plain, local_groups = _without_denied(self.server, local_plain, local_groups, subject)
         names = list(local_groups)
         for _, _, queues in remote:
             names.extend(n for n in queues if n not in local_groups and n not in names)
@@ -454,8 +457,8 @@ class Cluster:
                 chosen_local.append(members)
             else:
                 chosen_remote.setdefault(target, []).append(name)
-        if local.plain or chosen_local:
-            self.server.deliver(src, (local.plain, tuple(chosen_local)), subject, reply, headers,
+        if local_plain or chosen_local:
+            self.server.deliver(src, (local_plain, tuple(chosen_local)), subject, reply, headers,
                                 [payload], tail)
         for i, (conn, plain, _) in enumerate(remote):
             queues = chosen_remote.get(i, ())
@@ -489,16 +492,31 @@ class Cluster:
         if account != rp.GLOBAL_ACCOUNT:
             return
         result = self.server.sublist.match(subject)
+        plain = result.plain
         groups: tuple = ()
         if queues and result.queues:
             groups = tuple(g for g, n in zip(result.queues, result.queue_names, strict=True)
                            if n in queues)
-        if result.plain or groups:
-            self.server.deliver(None, (result.plain, groups), subject, reply, headers, payloads,
-                                tail)
+        if self.server.deny_filters:  # subscribe deny lists (permissions.py) filter delivery
+            plain, named = _without_denied(self.server, plain, dict(enumerate(groups)), subject)
+            groups = tuple(named.values())
+        if plain or groups:
+            self.server.deliver(None, (plain, groups), subject, reply, headers, payloads, tail)
 
     def is_registered(self, conn: RouteConnection) -> bool:
         return conn.state is RouteState.REGISTERED and self.routes.get(conn.peer_id) is conn
+
+
+def _without_denied(server: Server, plain: Any, groups: dict, subject: str) -> tuple[Any, dict]:
+    """Plain subscriptions and named queue groups minus the members whose connection may not
+    receive `subject`; groups left empty are dropped."""
+    plain, _ = server.without_denied(plain, (), subject)
+    kept = {}
+    for name, members in groups.items():
+        _, filtered = server.without_denied((), (members,), subject)
+        if filtered:
+            kept[name] = filtered[0]
+    return plain, kept
 
 
 def _frames(head: bytes, headers: bytes | None, payloads: list[bytes]) -> bytes:
