@@ -97,3 +97,52 @@ def test_route_from_another_ca_is_refused(kind: str, certs: Certs, tmp_path: pat
     trustme.CA().cert_pem.write_to_path(stranger_ca)
     with cluster(kind, tmp_path, [_tls(certs), _tls(certs, stranger_ca)]) as nodes:
         assert not arun(_reaches(nodes[0].url, [nodes[1].url], "route.no", deadline_s=2), timeout_s=20)
+
+
+USERS = {"users": [
+    {"user": "root", "password": "pw"},
+    {"user": "spy", "password": "pw", "permissions": {"subscribe": {"allow": [">"], "deny": ["secret.>"]}}},
+]}
+
+
+def _wait_lines(session, wanted: str, rounds: int = 200) -> list[str]:
+    """PING/PONG rounds until a line equal to `wanted` arrived (routed messages come later)."""
+    seen: list[str] = []
+    for _ in range(rounds):
+        seen += session.say(b"")
+        if wanted in seen:
+            return seen
+    raise AssertionError(f"{wanted!r} never arrived; saw {seen!r}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_deny_filter_holds_across_routes(kind: str, tmp_path: pathlib.Path) -> None:
+    """A wildcard subscriber denied `secret.>` gets no secret message from another node, plain
+    or in a queue group, and local queue members are filtered too."""
+    from tests.compat.test_security_perms import Session
+
+    ports = [free_port(), free_port()]
+    with contextlib.ExitStack() as stack:
+        nodes = []
+        for i in range(2):
+            conf = _node_conf(f"d{i}", ports[i], [ports[1 - i]], {})
+            del conf["cluster"]["tls"]
+            conf["authorization"] = USERS
+            (tmp_path / f"d{i}").mkdir()
+            nodes.append(stack.enter_context(secure_server(kind, tmp_path / f"d{i}", conf)))
+        spy_a, spy_b = Session(nodes[0].port, "spy"), Session(nodes[1].port, "spy")
+        root = Session(nodes[0].port, "root")
+        try:
+            assert spy_a.say(b"SUB > 1\r\nSUB > q2 2\r\n") == []
+            assert spy_b.say(b"SUB > q 1\r\n") == []
+            for _ in range(200):  # until node A knows node B's interest
+                root.say(b"PUB ready 0\r\n\r\n")
+                if "MSG ready 1 0" in spy_b.say(b""):
+                    break
+            root.say(b"PUB secret.a 1\r\ns\r\nPUB public.b 1\r\np\r\n")
+            got_b = _wait_lines(spy_b, "MSG public.b 1 1")
+            got_a = _wait_lines(spy_a, "MSG public.b 2 1")
+            assert not [line for line in got_a + got_b if "secret" in line]
+        finally:
+            for s in (spy_a, spy_b, root):
+                s.close()
