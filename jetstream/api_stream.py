@@ -71,9 +71,7 @@ async def stream_info(js: Any, rt: Any, subjects_filter: str = "", deleted_detai
     state, subjects, deleted = await rt.call(read)
     state_json = stream_state_json(state, len(rt.consumers), subjects, deleted)
     cluster = {"leader": js.server.server_name}
-    config = rt.config.to_json()
-    config.setdefault("allow_msg_ttl", False)  # nats-server always reports it
-    return stream_info_json(config, rt.created_ns, state_json, js.clock_ns(), cluster)
+    return stream_info_json(rt.config.to_json(), rt.created_ns, state_json, js.clock_ns(), cluster)
 
 
 def _parse_config(tokens: list[str], body: bytes) -> StreamConfig:
