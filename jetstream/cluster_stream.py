@@ -125,7 +125,10 @@ class ReplicatedStream(StreamRuntime):
             return [UNAVAILABLE] * len(cmds)
         except Exception as exc:  # noqa: BLE001 - the store rolled back; never crash the host
             self.log.error("stream.apply_failed", index=entry.index, error=repr(exc))
-            await self.call(self._reload)
+            try:
+                await self.call(self._reload)
+            except Exception as reload_exc:  # noqa: BLE001 - closed or broken: report only
+                self.log.error("stream.reload_failed", error=repr(reload_exc))
             return [store_failed(f"store failed: {exc}")] * len(cmds)
         self.config = self.sm.config
         self.notify()

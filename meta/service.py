@@ -152,7 +152,11 @@ class MetaService:
     def _restore(self, snapshot: Snapshot) -> None:
         if not snapshot.data:
             return
-        self.state = MetaState.restore(snapshot.data)
+        try:
+            self.state = MetaState.restore(snapshot.data)
+        except (ValueError, KeyError, TypeError) as exc:  # never crash the host on a bad snapshot
+            self.log.error("meta.restore_failed", index=snapshot.meta.index, error=repr(exc))
+            return
         self._reconcile.set()
         self.log.info("meta.restored", index=snapshot.meta.index, streams=len(self.state.streams))
 
