@@ -288,8 +288,15 @@ class RaftHost:
         self._mark(group)
 
     async def compact(self, group: GroupId, index: int, data: bytes) -> None:
-        """The application made its state durable at `index`: store the snapshot, trim the log."""
+        """The application made its state durable at `index`: store the snapshot, trim the log.
+
+        `index` is capped at what the driver has finished applying: an application that counts
+        an entry as applied inside its callback may be one Ready ahead of the core. The snapshot
+        data may then be ahead of its index, so applying must skip indexes it already has."""
         node = self._get(group).node
+        index = min(index, node.applied_index)
+        if index <= node.snapshot_meta.index:
+            return
         node.compact(index, data)
         meta = node.snapshot_meta
         await self.worker.run(self.store.save_snapshot, group, Snapshot(meta, data))
