@@ -2,12 +2,13 @@
 
 `Cluster` runs RaftNodes in one thread: each node has an in-memory store (hard state, entries,
 snapshot) and a state machine (the list of applied payloads). After every input the harness
-drains each node's Ready in the documented order: persist, send (enqueue), apply, advance. The
-network is a FIFO queue with cut links; by default it is drained until quiet after every
-command ("auto"), or held so a script can deliver single messages. No disk faults, no reordering:
-the seeded simulator in raft/testing/sim* does that.
+drains each node's Ready in the documented order: persist, send (enqueue), apply, advance.
+Safety is checked all along: at most one leader per term, and every node applies the same entry
+at each index. The network is a FIFO queue with cut links; by default it is drained until quiet
+after every command ("auto"), or held so a script can deliver single messages. No disk faults,
+no reordering: the seeded simulator in raft/testing/sim* does that.
 
-Scripts are line-based (`#` starts a comment); see `run_script` for the commands. A failed
+Scripts are line-based (`#` starts a comment); see `Script` for the commands. A failed
 `expect` raises AssertionError naming the script line.
 """
 
@@ -89,6 +90,9 @@ class Cluster:
     queue: list[Message] = attrs.field(factory=list)
     auto: bool = True
     delivered: int = 0
+    # safety, checked as the cluster runs: one leader per term, applied entries agree
+    leader_of_term: dict[int, str] = attrs.field(factory=dict)
+    applied_log: dict[int, tuple[int, EntryKind, bytes]] = attrs.field(factory=dict)
 
     # ---- membership of the harness ---------------------------------------------------------------
     def start(self, node: str, membership: Membership) -> None:
@@ -139,6 +143,7 @@ class Cluster:
                 kept = self.filter(m) if self.link_up(m.src, m.dst) else None
                 if kept is not None:
                     self.queue.append(kept)
+            self.check_safety(name, rd)
             store.apply(rd)
             store.events.extend(e.name for e in rd.events)
             if any(e.name == "raft.repair_done" for e in rd.events):
@@ -147,6 +152,15 @@ class Cluster:
             node.advance(rd)
             moved = True
         return moved
+
+    def check_safety(self, name: str, rd: Ready) -> None:
+        node = self.nodes[name]
+        if node.role is Role.LEADER:
+            first = self.leader_of_term.setdefault(node.term, name)
+            assert first == name, f"two leaders in term {node.term}: {first} and {name}"
+        for e in rd.committed_entries:
+            seen = self.applied_log.setdefault(e.index, (e.term, e.kind, e.data))
+            assert seen == (e.term, e.kind, e.data), f"{name} applies {e}, others applied {seen}"
 
     def link_up(self, a: str, b: str) -> bool:
         return a not in self.down and b not in self.down and frozenset((a, b)) not in self.cut

@@ -243,7 +243,7 @@ def test_applied_beyond_the_persisted_commit_counts_as_committed() -> None:
     assert n.ready().committed_entries == ()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.binary(max_size=200), st.integers(1, 40), st.integers(0, 2**32))
 def test_chunked_snapshot_survives_loss_duplication_and_reordering(data, chunk_bytes, seed) -> None:
     """Leader and follower over a lossy, duplicating, reordering link: the follower installs

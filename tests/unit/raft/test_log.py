@@ -36,7 +36,7 @@ def leader_and_follower(draw):
     return common + l_tail, common + f_tail, len(common)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(leader_and_follower(), st.data())
 def test_follower_append_converges_on_the_leader_prefix(logs, data) -> None:
     leader, follower_terms, common = logs
@@ -66,7 +66,7 @@ def test_follower_append_converges_on_the_leader_prefix(logs, data) -> None:
     assert follower.committed == common  # commit never moves back, nor beyond the leader's
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(term_lists(min_size=1), st.data())
 def test_find_conflict_by_term(terms, data) -> None:
     snap = data.draw(st.integers(0, len(terms)))
@@ -83,7 +83,7 @@ def test_find_conflict_by_term(terms, data) -> None:
         assert log.term(i) > term
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(term_lists(min_size=1), st.data())
 def test_term_lookup_and_compaction(terms, data) -> None:
     log = make_log(terms)
@@ -100,7 +100,7 @@ def test_term_lookup_and_compaction(terms, data) -> None:
         log.slice(snap, snap + 1)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.binary(max_size=40), min_size=1, max_size=20), st.integers(1, 200))
 def test_slice_respects_byte_limit_but_returns_at_least_one(payloads, max_bytes) -> None:
     log = RaftLog()

@@ -19,6 +19,7 @@ def majorities(voters: frozenset[str]) -> list[frozenset[str]]:
     return [frozenset(c) for n in range(need, len(voters) + 1) for c in itertools.combinations(sorted(voters), n)]
 
 
+@settings(deadline=None)
 @given(node_sets, st.dictionaries(st.sampled_from(NAMES), st.integers(0, 20)))
 def test_committed_index_is_the_highest_index_a_majority_holds(voters, match) -> None:
     m = Membership(voters=voters)
@@ -29,6 +30,7 @@ def test_committed_index_is_the_highest_index_a_majority_holds(voters, match) ->
     assert len(above) < ms.majority(len(voters))
 
 
+@settings(deadline=None)
 @given(node_sets, node_sets, st.dictionaries(st.sampled_from(NAMES), st.integers(0, 20)))
 def test_joint_commit_needs_both_majorities(new, old, match) -> None:
     m = Membership(voters=new, voters_outgoing=old)
@@ -37,6 +39,7 @@ def test_joint_commit_needs_both_majorities(new, old, match) -> None:
                       ms.committed_index(Membership(voters=old), match))
 
 
+@settings(deadline=None)
 @given(node_sets, st.dictionaries(st.sampled_from(NAMES), st.booleans()))
 def test_vote_result_counts_only_voters(voters, votes) -> None:
     m = Membership(voters=voters, learners=frozenset(NAMES) - voters)
@@ -53,7 +56,7 @@ def test_vote_result_counts_only_voters(voters, votes) -> None:
     assert ms.has_quorum(m, [n for n, g in votes.items() if g]) == (granted >= need)
 
 
-@settings(max_examples=200)
+@settings(max_examples=100, deadline=None)
 @given(node_sets, st.sampled_from(list(ConfigChangeType)), st.sampled_from(NAMES))
 def test_single_server_change_keeps_majorities_overlapping(voters, kind, node) -> None:
     """The safety argument of the scheme: every majority of the old voters intersects every
@@ -76,6 +79,7 @@ def test_two_step_change_can_give_disjoint_majorities() -> None:
     assert any(not (a & b) for a in majorities(old) for b in majorities(new))
 
 
+@settings(deadline=None)
 @given(node_sets, st.frozensets(st.sampled_from(NAMES)), st.sampled_from(list(ConfigChangeType)),
        st.sampled_from(NAMES))
 def test_config_encoding_round_trips(voters, learners, kind, node) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raft import membership as ms
@@ -29,6 +29,7 @@ def out(n: RaftNode) -> list[Message]:
     return list(rd.messages)
 
 
+@settings(deadline=None)
 @given(st.frozensets(st.sampled_from("abcdefg"), min_size=1))
 def test_probe_answers_meet_every_quorum_containing_me(voters) -> None:
     """Any set of `answers_needed` other voters intersects every quorum that contains me, minus
