@@ -32,7 +32,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import attrs
 import structlog
