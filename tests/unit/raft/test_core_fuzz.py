@@ -11,7 +11,7 @@ import pytest
 
 from raft.config import Role
 from raft.testing.scenario import Cluster
-from raft.types import ConfigChange, ConfigChangeType, Membership
+from raft.types import ConfigChange, ConfigChangeType, Membership, Snapshot
 
 NODES = ["a", "b", "c", "d", "e"]
 
@@ -79,9 +79,7 @@ def act(c: Cluster, rng: random.Random, membership: Membership, proposed: list[i
         if node.applied_index > node.snapshot_meta.index:
             store = c.stores[node.node_id]
             node.compact(node.applied_index, store.snapshot_data())
-            store.snapshot = type(store.snapshot or c.stores[up[0]].snapshot or _empty())(
-                meta=node.snapshot_meta, data=store.snapshot_data()
-            )
+            store.snapshot = Snapshot(meta=node.snapshot_meta, data=store.snapshot_data())
             store.entries = [e for e in store.entries if e.index > node.snapshot_meta.index]
     elif r < 0.92 and leaders:
         c.nodes[leaders[0]].transfer_leadership(rng.choice(NODES))
@@ -96,12 +94,6 @@ def may_wipe(c: Cluster) -> bool:
     if c.down or any(s.repair_needed for s in c.stores.values()):
         return False
     return all(len(n.membership.voters) >= 3 for n in c.nodes.values() if n.membership.voters)
-
-
-def _empty():
-    from raft.types import Snapshot
-
-    return Snapshot()
 
 
 @pytest.mark.parametrize("seed", range(12))
