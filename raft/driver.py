@@ -203,7 +203,8 @@ class RaftHost:
             applied=applied,
             repair_needed=loaded.repair_needed,
         )
-        await self.worker.run(self.store.mark_member, group)
+        if not loaded.was_member:
+            await self.worker.run(self.store.mark_member, group)
         self._groups[group] = _Group(node, apply_callback, restore_callback, hard_state)
         self._mark(group)
         return node
