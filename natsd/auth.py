@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 from typing import Any
 
 import attrs
@@ -74,6 +75,28 @@ class AuthResult:
     def permissions(self) -> Permissions | None:
         perms = self.user.permissions if self.user is not None else None
         return perms if perms is not None and (perms.restricts or perms.responses) else None
+
+
+_SECRET_FIELD_RE = re.compile(rb'("(?:pass|password|auth_token|sig|jwt)"\s*:\s*")((?:[^"\\]|\\.)*)(")?')
+
+
+def redact(data: bytes) -> bytes:
+    """Protocol bytes with CONNECT secrets (`pass`, `auth_token`, `sig`, `jwt`) replaced by
+    `[REDACTED]`, for trace logs. A secret cut off at the end of `data` is redacted too."""
+    return _SECRET_FIELD_RE.sub(lambda m: m.group(1) + b"[REDACTED]" + (m.group(3) or b""), data)
+
+
+_WHOLE_CONNECT_RE = re.compile(rb"(?i)connect[ \t][^\n]*\n")
+WITHHELD = b"[withheld until CONNECT]"
+
+
+def trace_safe(data: bytes, connected: bool) -> bytes:
+    """What a trace log may show of bytes read from a client. Before its first CONNECT is
+    processed, a chunk could hold part of a CONNECT split across reads (a secret's tail would
+    escape `redact`), so only a chunk starting with a whole CONNECT line is shown, redacted."""
+    if connected or _WHOLE_CONNECT_RE.match(data):
+        return redact(data)
+    return WITHHELD
 
 
 def make_nonce(random_bytes: bytes) -> str:
