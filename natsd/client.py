@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from natsd import protocol as p
+from natsd.auth import trace_safe
 from natsd.permissions import PermissionChecker, publish_violation, subscribe_violation
 from natsd.subjects import is_valid_queue_name, is_valid_subject
 from natsd.tls import TlsError, upgrade_server
@@ -211,7 +212,7 @@ class ClientConnection:
                 self.close(CloseReason.CLIENT_CLOSED, flush=False)
                 return
             if self.trace:
-                self.log.debug("client.trace_in", data=bytes(data[:TRACE_BYTES]), size=len(data))
+                self.log.debug("client.trace_in", data=trace_safe(bytes(data[:TRACE_BYTES]), self.connected), size=len(data))
             try:
                 self._process(feed(data))
             finally:
