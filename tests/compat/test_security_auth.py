@@ -140,7 +140,8 @@ def test_token_login(kind: str, tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_user_pass_flags(kind: str, tmp_path: pathlib.Path) -> None:
-    with secure_server(kind, tmp_path, {}, extra_args=["--user", "u1", "--pass", "pw-flag-secret"]) as srv:
+    """Flags work, and even trace logging (-V) shows no password, good or bad."""
+    with secure_server(kind, tmp_path, {}, extra_args=["--user", "u1", "--pass", "pw-flag-secret", "-V"]) as srv:
         arun(_login(srv.url, user="u1", password="pw-flag-secret"))
         said, closed = exchange(srv.port, connect_line(user="u1", **{"pass": "pw-wrong-secret"}) + b"PING\r\n")
         assert (lines(said), closed) == ([VIOLATION], True)

@@ -15,6 +15,8 @@ from natsd.auth import (
     authenticate,
     make_nonce,
     nkey_signature_ok,
+    redact,
+    trace_safe,
     parse_users,
     public_nkey_bytes,
     secret_ok,
@@ -126,3 +128,24 @@ def test_parse_users() -> None:
     for bad in ([{"user": "a"}], [{"nkey": "UBAD"}], [{"user": "a", "password": "p", "extra": 1}], ["a"], {}):
         with pytest.raises(ValueError):
             parse_users(bad)
+
+
+def test_redact_hides_every_secret_field() -> None:
+    line = (b'CONNECT {"user":"u","pass":"p\\"w","auth_token":"t","sig":"s","jwt":"j","name":"n"}\r\n'
+            b'PUB a 1\r\nx\r\n')
+    out = redact(line)
+    assert out.count(b"[REDACTED]") == 4
+    for secret in (b'p\\"w', b'"t"', b'"s"', b'"j"'):
+        assert secret not in out
+    assert b'"user":"u"' in out and b'"name":"n"' in out and out.endswith(b"PUB a 1\r\nx\r\n")
+    assert redact(b'CONNECT {"pass":"cut-off') == b'CONNECT {"pass":"[REDACTED]'
+
+
+def test_trace_safe_withholds_split_connects() -> None:
+    whole = b'CONNECT {"pass":"secret"}\r\nPING\r\n'
+    assert b"secret" not in trace_safe(whole, connected=False)
+    for cut in range(1, len(whole)):
+        first, second = whole[:cut], whole[cut:]
+        shown = trace_safe(first, connected=False) + trace_safe(second, connected=False)
+        assert b"secret" not in shown and b"ecret" not in shown
+    assert trace_safe(b"PUB a 1\r\nx\r\n", connected=True) == b"PUB a 1\r\nx\r\n"
