@@ -94,8 +94,11 @@ def _decode(token: bytes) -> str:
     return token.decode("utf-8", "surrogateescape")
 
 
+_SIZE_DIGITS_MAX = 9  # nats-server's size parser refuses longer numbers (a silent close)
+
+
 def _size(token: bytes) -> int:
-    if not token.isdigit() or not token.isascii():
+    if not token.isdigit() or not token.isascii() or len(token) > _SIZE_DIGITS_MAX:
         raise _Bad(None)
     return int(token)
 
@@ -134,7 +137,8 @@ class Parser:
             elif b"\n" not in data:
                 if not self._plausible_start(b"".join(self._pending[:9])[:9]):
                     return self._fail([], ERR_UNKNOWN_OP)
-                if self._pending_len > self.max_control_line + 2:
+                head = b"".join(self._pending[:9])[:9]
+                if self._pending_len - _arg_start(head) > self.max_control_line + 1:
                     return self._fail([], ERR_MAX_CONTROL_LINE)
                 return []
             buf = b"".join(self._pending)
@@ -152,7 +156,7 @@ class Parser:
             if not self._need:
                 if not self._plausible_start(rest[:9]):
                     return self._fail(ops, ERR_UNKNOWN_OP)
-                if len(rest) > self.max_control_line + 2:
+                if len(rest) - _arg_start(rest[:9]) > self.max_control_line + 1:
                     return self._fail(ops, ERR_MAX_CONTROL_LINE)
         return ops
 
@@ -306,11 +310,11 @@ class Parser:
 
     def _control_line(self, line: bytes):
         """Parse one control line (no payload yet): an op, a payload tuple, None, or an error."""
-        if len(line) > self.max_control_line:
-            plausible = self._plausible_start(line[:9])
-            return ProtocolError(ERR_MAX_CONTROL_LINE if plausible else ERR_UNKNOWN_OP)
         if line.endswith(b"\r"):
             line = line[:-1]
+        if len(line) > self.max_control_line and len(line) - _arg_start(line[:9]) > self.max_control_line:
+            plausible = self._plausible_start(line[:9])
+            return ProtocolError(ERR_MAX_CONTROL_LINE if plausible else ERR_UNKNOWN_OP)
         try:
             return self._dispatch(line)
         except _Bad as bad:
@@ -326,6 +330,11 @@ class Parser:
             return PONG
         if head.startswith(b"+OK"):
             return None if self.server_side else OK
+        upper = line[:7].upper()
+        if upper == b"CONNECT" and self.server_side:  # nats-server: no separator needed
+            return self._connect(line[7:].lstrip(b" \t"))
+        if upper[:4] == b"INFO":
+            return self._info(line[4:].lstrip(b" \t"))
         op, sep, rest = _split_op(line)
         if not sep:
             raise _Bad(ERR_UNKNOWN_OP)
@@ -364,6 +373,10 @@ class Parser:
             raise _Bad(ERR_MAX_PAYLOAD)
         if hsize > size:
             raise _Bad(None)
+        if hsize == 0:  # no header block: nats-server delivers a plain MSG
+            tail = b" " + (reply + b" " if reply is not None else b"") + size_b + b"\r\n"
+            reply_s = _decode(reply) if reply is not None else None
+            return (_KIND_PUB, _decode(subject), reply_s, None, -1, size, tail, None)
         tail = b" " + (reply + b" " if reply is not None else b"") + hsize_b + b" " + size_b + b"\r\n"
         reply_s = _decode(reply) if reply is not None else None
         return (_KIND_PUB, _decode(subject), reply_s, None, hsize, size, tail, None)
@@ -380,12 +393,19 @@ class Parser:
         args = _args(rest)
         if len(args) == 1:
             return Unsub(_decode(args[0]), None)
-        if len(args) == 2:
-            return Unsub(_decode(args[0]), _size(args[1]))
+        if len(args) == 2:  # a max nats-server cannot parse is ignored: plain unsubscribe
+            max_b = args[1]
+            ok = max_b.isdigit() and max_b.isascii() and len(max_b) <= _SIZE_DIGITS_MAX
+            return Unsub(_decode(args[0]), int(max_b) if ok else None)
         raise _Bad(None)
 
     def _connect(self, rest: bytes) -> Connect:
-        return Connect(_json_object(rest))
+        options = _json_object(rest)
+        for key, value in options.items():
+            kind = _CONNECT_TYPES.get(key)
+            if kind is not None and value is not None and not _has_type(value, kind):
+                raise _Bad(None)  # nats-server's JSON decoding fails: silent close
+        return Connect(options)
 
     def _info(self, rest: bytes):
         info = _json_object(rest)
@@ -456,6 +476,28 @@ def _run_length(buf: bytes, base: int, frame_len: int, columns: tuple, crlf_at: 
     return count, False
 
 
+_CONNECT_TYPES: dict[str, type] = {
+    **dict.fromkeys(("verbose", "pedantic", "tls_required", "echo", "headers", "no_responders"), bool),
+    **dict.fromkeys(("name", "lang", "version", "user", "pass", "auth_token", "sig", "jwt", "nkey"), str),
+    "protocol": int,
+}
+
+
+def _has_type(value: object, kind: type) -> bool:
+    if kind is int:
+        return type(value) is int or (type(value) is float and value.is_integer())
+    return type(value) is kind
+
+
+def _arg_start(head: bytes) -> int:
+    """Where the arguments of a control line start (after the op name and one separator):
+    nats-server holds the arguments, not the whole line, to max_control_line."""
+    for i, byte in enumerate(head):
+        if byte == 32 or byte == 9:
+            return i + 1
+    return 0
+
+
 def _split_op(line: bytes) -> tuple[bytes, bool, bytes]:
     """Split `OP<space|tab>rest`; the op is upper-cased, `sep` says a separator was found."""
     for i, byte in enumerate(line):
@@ -488,9 +530,9 @@ _SERVER_OPS = {
     b"-ERR": Parser._err_from_client,
 }
 
-_SERVER_STARTS = (b"PUB ", b"HPUB ", b"SUB ", b"UNSUB ", b"CONNECT ", b"INFO ", b"-ERR", b"PING",
+_SERVER_STARTS = (b"PUB ", b"HPUB ", b"SUB ", b"UNSUB ", b"CONNECT", b"INFO", b"-ERR", b"PING",
                   b"PONG", b"+OK")
-_CLIENT_STARTS = (b"MSG ", b"HMSG ", b"INFO ", b"-ERR", b"PING", b"PONG", b"+OK")
+_CLIENT_STARTS = (b"MSG ", b"HMSG ", b"INFO", b"-ERR", b"PING", b"PONG", b"+OK")
 
 _CLIENT_OPS = {
     b"MSG": Parser._msg,

@@ -69,7 +69,18 @@ SERVER_CASES: list[tuple[str, bytes, list]] = [
     ("pub_too_many_args", b"PUB a b c 1\r\n", [ProtocolError(None)]),
     ("sub_missing_sid", b"SUB foo\r\n", [ProtocolError(None)]),
     ("unsub_too_many_args", b"UNSUB 1 2 3\r\n", [ProtocolError(None)]),
-    ("unsub_bad_max", b"UNSUB 1 x\r\n", [ProtocolError(None)]),
+    ("unsub_bad_max_ignored", b"UNSUB 1 x\r\n", [Unsub("1", None)]),
+    ("unsub_negative_max_ignored", b"UNSUB 1 -1\r\n", [Unsub("1", None)]),
+    ("unsub_huge_max_ignored", b"UNSUB 1 99999999999\r\n", [Unsub("1", None)]),
+    ("pub_size_ten_digits", b"PUB a 1234567890\r\n", [ProtocolError(None)]),
+    ("pub_size_nine_digits_too_big", b"PUB a 999999999\r\n", [ProtocolError(ERR_MAX_PAYLOAD)]),
+    ("connect_without_separator", b"CONNECTX {}\r\n", [ProtocolError(None)]),
+    ("connect_without_json", b"CONNECT\r\n", [ProtocolError(None)]),
+    ("connect_glued_json", b'CONNECT{"echo":false}\r\n', [Connect({"echo": False})]),
+    ("connect_wrong_field_type", b'CONNECT {"verbose":"yes"}\r\n', [ProtocolError(None)]),
+    ("connect_null_field_ok", b'CONNECT {"verbose":null,"protocol":1}\r\n', [Connect({"verbose": None, "protocol": 1})]),
+    ("info_glued_garbage", b"INFOx\r\n", [ProtocolError(None)]),
+    ("hpub_zero_header_bytes_is_plain", b"HPUB h 0 2\r\nhi\r\n", [("h", None, None, b"hi")]),
     ("connect_bad_json", b"CONNECT {bad\r\n", [ProtocolError(None)]),
     ("connect_not_object", b"CONNECT []\r\n", [ProtocolError(None)]),
     ("err_from_client", b"-ERR 'x'\r\n", [ProtocolError(None)]),
@@ -221,3 +232,11 @@ def test_interleaved_subjects_bad_terminator_is_an_error() -> None:
     data += b"PUB s.0 2\r\nxyz\r\n"
     ops = flatten(Parser().feed(data))
     assert len(ops) == 7 and ops[-1] == ProtocolError(ERR_UNKNOWN_OP)
+
+
+@pytest.mark.parametrize(("line_len", "ok"), [(250, True), (260, True), (261, False), (2000, False)])
+def test_max_control_line_counts_the_arguments_like_nats_server(line_len: int, ok: bool) -> None:
+    line = b"SUB " + b"a" * (line_len - 6) + b" 1\r\n"  # the arguments are line_len - 4 bytes
+    for feed in (feed_whole, feed_bytewise):
+        ops = feed(Parser(max_control_line=256), line)
+        assert ops == ([Sub("a" * (line_len - 6), None, "1")] if ok else [ProtocolError(ERR_MAX_CONTROL_LINE)])
