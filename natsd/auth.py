@@ -11,8 +11,9 @@ was given in INFO), then a `user` against the users list, then the token, then t
 user/password. Plain passwords and tokens are compared in constant time; a password or token
 starting with `$2` is a bcrypt hash and checked with the bcrypt library.
 
-bcrypt is deliberately slow (cost 11 is ~100 ms); the check runs inline, as nats-server does,
-so bcrypt costs should stay moderate. The nonce comes from injected random bytes.
+bcrypt is deliberately slow (cost 11 is ~100 ms): `uses_bcrypt` tells the shell to run such a
+check in a worker thread (bounded), so logins do not stall the event loop. The nonce comes from
+injected random bytes.
 """
 
 from __future__ import annotations
@@ -174,6 +175,18 @@ def authenticate(config: AuthConfig, connect: dict, nonce: str | None) -> AuthRe
         ok = name == config.user and secret_ok(connect.get("pass"), config.password or "")
         return AuthResult(ok=ok, who=str(name)[:64] if name is not None else "")
     return AuthResult(ok=False, who=str(name)[:64] if isinstance(name, str) else "")
+
+
+def uses_bcrypt(config: AuthConfig, connect: dict) -> bool:
+    """Would checking this CONNECT run bcrypt (slow: the shell runs it off the event loop)?"""
+    name = connect.get("user")
+    if isinstance(connect.get("nkey"), str) and config.nonce_required:
+        return False
+    if isinstance(name, str) and config.users:
+        return any(u.name == name and (u.password or "").startswith("$2") for u in config.users)
+    if config.token is not None and "auth_token" in connect:
+        return config.token.startswith("$2")
+    return (config.password or "").startswith("$2")
 
 
 def parse_users(value: Any) -> tuple[User, ...]:
