@@ -127,6 +127,7 @@ class Server:
                                timeout_s=self.options.tls_timeout_s)
         self.tls_ctx = server_context(self.tls) if self.tls.enabled else None
         self.reply_trackers = 0  # live connections with allow_responses
+        self.auth_limiter = trio.CapacityLimiter(4)  # concurrent bcrypt checks (CPU-bound)
         self.deny_filters = 0  # live connections with subscribe deny patterns
 
     # -- serving ----------------------------------------------------------------------------
