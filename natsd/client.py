@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from natsd import protocol as p
-from natsd.auth import trace_safe
+from natsd.auth import AuthResult, trace_safe, uses_bcrypt
 from natsd.permissions import PermissionChecker, publish_violation, subscribe_violation
 from natsd.subjects import is_valid_queue_name, is_valid_subject
 from natsd.tls import TlsError, upgrade_server
@@ -93,6 +93,7 @@ class ClientConnection:
         self.nonce = server.new_nonce() if server.auth_required else ""
         self.perms: PermissionChecker | None = None  # set at CONNECT for users with permissions
         self.user = ""  # the authenticated user name or nkey (never a secret)
+        self._auth_result: AuthResult | None = None  # a bcrypt check done off the event loop
         self.first_pong_sent = False
         self.pings_out = 0
         self.closing = False
@@ -214,7 +215,12 @@ class ClientConnection:
             if self.trace:
                 self.log.debug("client.trace_in", data=trace_safe(bytes(data[:TRACE_BYTES]), self.connected), size=len(data))
             try:
-                self._process(feed(data))
+                ops = feed(data)
+                if not self.authorized and ops and type(ops[0]) is p.Connect:
+                    await self._check_credentials(ops[0])
+                    if self.closing:
+                        return
+                self._process(ops)
             finally:
                 self.server.flush_dirty()  # wake writers even if processing failed
             stalled = self.stall_on
@@ -272,7 +278,9 @@ class ClientConnection:
         if not ops or type(ops[0]) is p.ProtocolError:
             return ops
         first = ops[0]
-        result = self.server.authenticate(first.options, self.nonce) if type(first) is p.Connect else None
+        result, self._auth_result = self._auth_result, None
+        if result is None and type(first) is p.Connect:
+            result = self.server.authenticate(first.options, self.nonce)
         if result is None or not result.ok:
             self.log.info("client.auth_failed", op=type(first).__name__,
                           user=result.who if result is not None else "")
@@ -284,6 +292,14 @@ class ClientConnection:
             self.perms = PermissionChecker(result.permissions)
             self.server.permissions_added(self.perms, +1)
         return ops
+
+    async def _check_credentials(self, connect: p.Connect) -> None:
+        """A bcrypt check runs in a worker thread (bounded by the server's limiter), so a login
+        does not stall every other connection; `_authorize` then uses the stored result."""
+        if uses_bcrypt(self.server.auth, connect.options):
+            self._auth_result = await trio.to_thread.run_sync(
+                self.server.authenticate, connect.options, self.nonce,
+                limiter=self.server.auth_limiter)
 
     def _pub_denied(self, subject: str, count: int) -> None:
         """The message is dropped; the connection stays open (as nats-server)."""
