@@ -17,6 +17,7 @@ from natsd.auth import (
     nkey_signature_ok,
     redact,
     trace_safe,
+    uses_bcrypt,
     parse_users,
     public_nkey_bytes,
     secret_ok,
@@ -149,3 +150,13 @@ def test_trace_safe_withholds_split_connects() -> None:
         shown = trace_safe(first, connected=False) + trace_safe(second, connected=False)
         assert b"secret" not in shown and b"ecret" not in shown
     assert trace_safe(b"PUB a 1\r\nx\r\n", connected=True) == b"PUB a 1\r\nx\r\n"
+
+
+def test_uses_bcrypt_only_for_hashed_secrets() -> None:
+    assert uses_bcrypt(USERS, {"user": "bob", "pass": "x"})
+    assert not uses_bcrypt(USERS, {"user": "alice", "pass": "x"})
+    assert not uses_bcrypt(USERS, {"nkey": PUBLIC, "sig": "x"})
+    assert not uses_bcrypt(USERS, {"user": "nobody"})
+    assert uses_bcrypt(AuthConfig(token=HASH), {"auth_token": "x"})
+    assert not uses_bcrypt(AuthConfig(token="plain"), {"auth_token": "x"})
+    assert uses_bcrypt(AuthConfig(user="u", password=HASH), {"user": "u", "pass": "x"})
