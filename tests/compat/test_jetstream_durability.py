@@ -65,6 +65,7 @@ def test_streams_messages_and_consumers_survive_restart(kind: str, tmp_path: pat
 def test_acknowledged_publishes_survive_sigkill(tmp_path: pathlib.Path) -> None:
     server = start_js_server("jetraft", tmp_path / "store", tmp_path)
     acked: dict[int, bytes] = {}
+    ack_count = [0]
     try:
         async def publish_until_killed() -> None:
             nc = await connect(server.url)
@@ -81,6 +82,7 @@ def test_acknowledged_publishes_survive_sigkill(tmp_path: pathlib.Path) -> None:
                         stop.set()
                         return
                     acked[ack.seq] = payload
+                    ack_count[0] += 1
                     if stop.is_set():
                         return
 
@@ -110,5 +112,6 @@ def test_acknowledged_publishes_survive_sigkill(tmp_path: pathlib.Path) -> None:
 
         run(verify)
         assert len(acked) >= 300
+        assert ack_count[0] == len(acked)  # no sequence was acknowledged twice
     finally:
         server.stop()
