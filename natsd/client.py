@@ -275,8 +275,10 @@ class ClientConnection:
     def _authorize(self, ops: list) -> list:
         """On a server requiring auth the first operation must be a CONNECT with valid
         credentials; anything else is `-ERR 'Authorization Violation'` and close."""
-        if not ops or type(ops[0]) is p.ProtocolError:
+        if not ops:
             return ops
+        if type(ops[0]) is p.ProtocolError and ops[0].message != p.ERR_UNKNOWN_OP:
+            return ops  # e.g. a CONNECT with bad JSON: closed silently, as nats-server
         first = ops[0]
         result, self._auth_result = self._auth_result, None
         if result is None and type(first) is p.Connect:
@@ -343,6 +345,8 @@ class ClientConnection:
             self._on_connect(op.options)
         elif kind is p.ProtocolError:
             self.log.debug("client.protocol_error", error=op.message)
+            if op.subject is not None and self.pedantic and not self.server.is_literal(op.subject):
+                self.out += p.encode_err("Invalid Publish Subject")  # nats-server's order
             self.close(CloseReason.PROTOCOL_ERROR, op.message)
         self.dirty_self()
 
@@ -377,11 +381,6 @@ class ClientConnection:
             self.out += p.OK_BYTES
 
     def _on_sub(self, op: p.Sub) -> None:
-        if not is_valid_subject(op.subject) or (
-            op.queue is not None and not is_valid_queue_name(op.queue)
-        ):
-            self.out += p.encode_err("Invalid Subject")
-            return
         if self.perms is not None and not self.perms.can_subscribe(op.subject):
             self.log.info("client.subscribe_denied", user=self.user, subject=op.subject[:256],
                           queue=op.queue)
@@ -392,7 +391,12 @@ class ClientConnection:
             self.log.info("client.max_subscriptions", limit=limit)
             self.out += p.encode_err("maximum subscriptions exceeded")
             return
-        if op.sid not in self.subs:
+        if op.sid not in self.subs:  # a live sid: ignored before any validation (nats-server)
+            if not is_valid_subject(op.subject) or (
+                op.queue is not None and not is_valid_queue_name(op.queue)
+            ):
+                self.out += p.encode_err("Invalid Subject")
+                return
             self.subs[op.sid] = self.server.add_subscription(self, op.subject, op.queue, op.sid)
         if self.verbose:
             self.out += p.OK_BYTES

@@ -71,6 +71,9 @@ class Msg:
 class ProtocolError:
     message: str | None  # exact -ERR text, or None to close without one
     close: bool = True
+    # the subject of the PUB/HPUB whose frame was broken (nats-server checks a pedantic
+    # client's publish subject at the control line, so that -ERR comes first)
+    subject: str | None = attrs.field(default=None, eq=False)
 
 
 PING = Ping()

@@ -169,10 +169,10 @@ class Parser:
         names = _SERVER_STARTS if self.server_side else _CLIENT_STARTS
         return any(head.startswith(name) or name.startswith(head) for name in names)
 
-    def _fail(self, ops: list, message: str | None) -> list:
+    def _fail(self, ops: list, message: str | None, subject: str | None = None) -> list:
         self.closed = True
         self._pending = []
-        ops.append(ProtocolError(message, True))
+        ops.append(ProtocolError(message, True, subject))
         return ops
 
     def _parse(self, buf: bytes, ops: list) -> int:
@@ -213,7 +213,7 @@ class Parser:
                 self._need = end + 2 - pos
                 return pos
             if buf[end] != 13 or buf[end + 1] != 10:
-                self._fail(ops, ERR_UNKNOWN_OP)
+                self._fail(ops, ERR_UNKNOWN_OP, subject if kind == _KIND_PUB else None)
                 return n
             if kind == _KIND_PUB:
                 if hsize < 0:
@@ -304,7 +304,7 @@ class Parser:
             payloads = PayloadRun(buf, pos, frame_len, head_len, count)
         ops.append((meta[1], meta[2], None, payloads, meta[6]))
         if bad:
-            self._fail(ops, ERR_UNKNOWN_OP)
+            self._fail(ops, ERR_UNKNOWN_OP, meta[1])
             return len(buf)
         return pos + count * frame_len
 

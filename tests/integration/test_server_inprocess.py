@@ -562,3 +562,34 @@ async def test_no_auth_configured_means_no_auth_required(start) -> None:
     assert "auth_required" not in (await raw.op()).info
     await raw.send(b"PING\r\n")
     assert await raw.op() == p.PONG
+
+
+# -- nats-server's order of checks (cases the differential suite found) ------------------------
+
+
+async def test_sub_reusing_a_live_sid_is_ignored_before_validation(start) -> None:
+    server = await start()
+    raw = await connect(server, None)
+    await raw.op()
+    await raw.send(b'CONNECT {"verbose":true,"pedantic":false}\r\n')
+    await raw.send(b"SUB a 1\r\nSUB b.. 1\r\nPUB a 1\r\nx\r\nPING\r\n")
+    assert await raw.ops(6) == [p.OK, p.OK, p.OK, p.OK, p.Msg("a", "1", None, None, b"x"), p.PONG]
+
+
+async def test_pedantic_subject_error_comes_before_a_broken_payload(start) -> None:
+    server = await start()
+    raw = await connect(server, b'CONNECT {"verbose":false,"pedantic":true}\r\n')
+    await raw.send(b"PUB a.* 3\r\nxxxx\r\n")
+    assert await raw.closed_after() == [p.Err("Invalid Publish Subject"), p.Err("Unknown Protocol Operation")]
+
+
+@pytest.mark.parametrize(
+    ("first", "expected"),
+    [(b"XYZ\r\n", [p.Err("Authorization Violation")]), (b"CONNECT {bad\r\n", [])],
+)
+async def test_auth_garbage_first_is_a_violation_bad_json_closes_silently(start, first, expected) -> None:
+    server = await start(auth_token="tok")
+    raw = Raw(await trio.open_tcp_stream(HOST, server.port))
+    await raw.op()
+    await raw.send(first)
+    assert await raw.closed_after() == expected
