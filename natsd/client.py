@@ -49,6 +49,14 @@ def _socket_fd(stream: Any) -> int:
         return -1
 
 
+def _only(route: tuple, client: ClientConnection) -> bool:
+    """Do all subscriptions of `route` belong to `client`?"""
+    plain, queues = route
+    return all(s.client is client for s in plain) and all(
+        s.client is client for group in queues for s in group
+    )
+
+
 class CloseReason(enum.Enum):
     CLIENT_CLOSED = "client closed"
     PROTOCOL_ERROR = "protocol error"
@@ -261,6 +269,9 @@ class ClientConnection:
                     cluster.publish(self, route, subject, reply, headers, payloads, tail)
                 elif route:
                     deliver(self, route, subject, reply, headers, payloads, tail)
+                    if reply is not None and not self.echo and self.no_responders and _only(route, self):
+                        for _ in payloads:  # echo off hid the only subscribers: nobody got it
+                            server.no_responders(self, subject, reply)
                 elif reply is not None and self.no_responders:
                     for _ in payloads:
                         server.no_responders(self, subject, reply)

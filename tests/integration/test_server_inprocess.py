@@ -593,3 +593,14 @@ async def test_auth_garbage_first_is_a_violation_bad_json_closes_silently(start,
     await raw.op()
     await raw.send(first)
     assert await raw.closed_after() == expected
+
+
+async def test_no_responders_when_echo_off_hides_the_only_subscriber(start) -> None:
+    server = await start()
+    opts = b'CONNECT {"verbose":false,"pedantic":false,"echo":false,"headers":true,"no_responders":true}\r\n'
+    raw = await connect(server, opts)
+    await raw.send(b"SUB svc 1\r\nSUB inbox 2\r\nPUB svc inbox 0\r\n\r\nPING\r\n")
+    assert await raw.ops(2) == [
+        p.Msg("inbox", "2", None, b"NATS/1.0 503\r\nNats-Subject: svc\r\n\r\n", b""),
+        p.PONG,
+    ]
