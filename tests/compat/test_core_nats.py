@@ -380,13 +380,13 @@ async def reconnect_scenario(proc: ServerProcess, crash: bool) -> None:
         reconnected.set()
 
     nc = await connect(
-        proc.url, allow_reconnect=True, reconnect_time_wait=0.05, max_reconnect_attempts=200,
+        proc.url, allow_reconnect=True, reconnect_time_wait=0.05, max_reconnect_attempts=1000,
         reconnected_cb=on_reconnect,
     )
     sub = await nc.subscribe("after.restart")
     await sync(nc)
     await asyncio.to_thread(proc.restart, 15.0, crash)
-    await asyncio.wait_for(reconnected.wait(), 20)
+    await asyncio.wait_for(reconnected.wait(), 25)  # a loaded machine may start slowly
     await nc.publish("after.restart", b"still here")
     await sync(nc)
     assert [m.data for m in await drain_pending(sub)] == [b"still here"]
