@@ -12,7 +12,8 @@ Semantics, as nats-server (checked against the reference binary):
   allow list) and no `deny` pattern matches it;
 - a subscription subject is allowed when an `allow` pattern matches it taken literally, or, for a
   wildcard subscription, the subscription is a subset of an allow pattern; and no `deny` pattern
-  matches it taken literally. A wildcard subscription that merely overlaps a deny pattern is
+  matches it taken literally. Entries may name a queue group (`"foo.* workers"`, queue patterns
+  may use wildcards): for a queue subscription, matching queue entries decide instead; A wildcard subscription that merely overlaps a deny pattern is
   accepted, but messages on the denied subjects are not delivered to it (`delivery_denied`);
 - `allow_responses` lets a client publish to the reply subject of a message it received, up to
   `max_msgs` times (default 1) within `expires_ms` (0 = no expiry), even if publish permissions
@@ -127,13 +128,48 @@ def publish_allowed(rule: SubjectRule, subject: str) -> bool:
     return not any(subject_matches(d, subject) for d in rule.deny)
 
 
-def subscribe_allowed(rule: SubjectRule, subject: str) -> bool:
-    if rule.allow is not None and not any(
-        subject_matches(a, subject) or (has_wildcard(subject) and is_subset(subject, a))
-        for a in rule.allow
-    ):
-        return False
-    return not any(subject_matches(d, subject) for d in rule.deny)
+def _entries(patterns: tuple[str, ...], subject: str) -> tuple[bool, list[str]]:
+    """(does a plain entry match `subject`, queue patterns of `"<subject> <queue>"` entries
+    that match it)."""
+    plain_hit = False
+    queues: list[str] = []
+    for entry in patterns:
+        pattern, _, queue = entry.partition(" ")
+        queue = queue.strip()
+        if subject_matches(pattern, subject):
+            if queue:
+                queues.append(queue)
+            else:
+                plain_hit = True
+    return plain_hit, queues
+
+
+def _queue_matches(queue: str, patterns: list[str]) -> bool:
+    """A queue name against queue patterns: literally, or by wildcard tokens."""
+    return any(queue == q or (has_wildcard(q) and is_subset(queue, q)) for q in patterns)
+
+
+def _plain(patterns: tuple[str, ...]) -> list[str]:
+    return [e for e in patterns if " " not in e.strip()]
+
+
+def subscribe_allowed(rule: SubjectRule, subject: str, queue: str | None = None) -> bool:
+    """As nats-server: plain entries decide, unless the subscription has a queue and some
+    `"<subject> <queue>"` entry matches the subject, in which case the queue decides."""
+    if rule.allow is not None:
+        allowed, queues = _entries(rule.allow, subject)
+        if queue is not None and queues:
+            allowed = _queue_matches(queue, queues)
+        if not allowed and has_wildcard(subject) and queue is None:
+            allowed = any(is_subset(subject, a) for a in _plain(rule.allow))
+        if not allowed:
+            return False
+    if rule.deny:
+        denied, queues = _entries(rule.deny, subject)
+        if queue is not None and queues:
+            denied = _queue_matches(queue, queues)
+        return not denied
+    return True
 
 
 def publish_violation(subject: str) -> str:
@@ -175,25 +211,24 @@ class PermissionChecker:
             return allowed
         return 0
 
-    def can_subscribe(self, subject: str) -> bool:
-        return subscribe_allowed(self.perms.subscribe, subject)
+    def can_subscribe(self, subject: str, queue: str | None = None) -> bool:
+        return subscribe_allowed(self.perms.subscribe, subject, queue)
 
     def delivery_denied(self, sub_subject: str, subject: str) -> bool:
         """Is a message on `subject`, matched by the wildcard subscription `sub_subject`,
         forbidden by a deny pattern? (Literal subscriptions were checked when made.)"""
-        deny = self.perms.subscribe.deny
-        if not deny or not has_wildcard(sub_subject):
+        if not self.perms.subscribe.deny or not has_wildcard(sub_subject):
             return False
         denied = self._deliver_cache.get(subject)
         if denied is None:
-            denied = any(subject_matches(d, subject) for d in deny)
+            denied = any(subject_matches(d, subject) for d in _plain(self.perms.subscribe.deny))
             if len(self._deliver_cache) >= DECISION_CACHE_MAX:
                 self._deliver_cache.clear()
             self._deliver_cache[subject] = denied
         return denied
 
     def overlaps_deny(self, sub_subject: str) -> bool:
-        return any(subjects_overlap(d, sub_subject) for d in self.perms.subscribe.deny)
+        return any(subjects_overlap(d, sub_subject) for d in _plain(self.perms.subscribe.deny))
 
     @property
     def tracks_replies(self) -> bool:
