@@ -392,7 +392,7 @@ class ClientConnection:
             self.out += p.OK_BYTES
 
     def _on_sub(self, op: p.Sub) -> None:
-        if self.perms is not None and not self.perms.can_subscribe(op.subject):
+        if self.perms is not None and not self.perms.can_subscribe(op.subject, op.queue):
             self.log.info("client.subscribe_denied", user=self.user, subject=op.subject[:256],
                           queue=op.queue)
             self.out += p.encode_err(subscribe_violation(op.subject, op.queue))
