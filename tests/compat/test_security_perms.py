@@ -31,6 +31,8 @@ CONF = {
             "subscribe": {"allow": ["bar.>", "foo.*", "_INBOX.>"], "deny": ["foo.x"]},
         }},
         {"user": "wild", "password": PASSWORD, "permissions": {"subscribe": {"allow": ["foo.>", "bar.*"]}}},
+        {"user": "queues", "password": PASSWORD, "permissions": {"subscribe": {
+            "allow": ["foo q1", "baz.* q.*", "bar", "bar q9"], "deny": ["bar q1", "zed"]}}},
         {"user": "responder", "password": PASSWORD, "permissions": {
             "subscribe": ["svc.>"], "allow_responses": True}},
         {"user": "responder2", "password": PASSWORD, "permissions": {
@@ -126,6 +128,16 @@ def test_wildcard_subscriptions_against_allow_list(session) -> None:
     said = session("wild").say(b"SUB bar.> 1\r\nSUB bar.* 2\r\nSUB > 3\r\nSUB foo.* 4\r\nSUB * 5\r\n"
                                b"SUB bar.*.x 6\r\nSUB foo.> q 7\r\n")
     assert said == [sub_denied(">"), sub_denied("*"), sub_denied("bar.*.x")]
+
+
+def test_queue_group_permissions(session) -> None:
+    """Entries naming a queue group (`"foo q1"`, wildcard queue patterns) decide queue SUBs."""
+    said = session("queues").say(
+        b"SUB foo 1\r\nSUB foo q1 2\r\nSUB foo q2 3\r\nSUB bar 4\r\nSUB bar q1 5\r\nSUB bar q2 6\r\n"
+        b"SUB baz.x q.a 7\r\nSUB baz.x q 8\r\nSUB baz.x 9\r\nSUB bar q9 10\r\nSUB zed 11\r\n")
+    assert said == [sub_denied("foo"), sub_denied("foo", "q2"), sub_denied("bar", "q1"),
+                    sub_denied("bar", "q2"), sub_denied("baz.x", "q"), sub_denied("baz.x"),
+                    sub_denied("zed")]
 
 
 @pytest.mark.parametrize(("user", "answers"), [("responder", 1), ("responder2", 2)])

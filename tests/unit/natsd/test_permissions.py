@@ -130,3 +130,20 @@ def test_no_denied_delivery_reaches_a_wildcard_subscription(deny, sub, subject) 
     if not subject_matches(sub, subject) or not any(subject_matches(d, subject) for d in deny):
         return
     assert not checker.can_subscribe(sub) or checker.delivery_denied(sub, subject)
+
+
+def test_queue_entries() -> None:
+    rule = SubjectRule(allow=("foo q1", "baz.* q.*", "bar", "bar q9"), deny=("bar q1",))
+    assert not subscribe_allowed(rule, "foo")
+    assert subscribe_allowed(rule, "foo", "q1")
+    assert not subscribe_allowed(rule, "foo", "q2")
+    assert subscribe_allowed(rule, "bar")
+    assert subscribe_allowed(rule, "bar", "q9")
+    assert not subscribe_allowed(rule, "bar", "q2")  # queue entries for bar exist: they decide
+    assert subscribe_allowed(rule, "baz.x", "q.a") and not subscribe_allowed(rule, "baz.x", "q")
+    deny_only = SubjectRule(deny=("bar", "bar q1"))
+    assert not subscribe_allowed(deny_only, "bar")
+    assert not subscribe_allowed(deny_only, "bar", "q1")
+    assert subscribe_allowed(deny_only, "bar", "q2")  # the queue entry decides, as nats-server
+    checker = PermissionChecker(Permissions(subscribe=SubjectRule(deny=("a.b q",))))
+    assert not checker.delivery_denied("a.*", "a.b")  # queue entries do not filter deliveries
