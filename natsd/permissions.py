@@ -154,8 +154,9 @@ def _plain(patterns: tuple[str, ...]) -> list[str]:
 
 
 def subscribe_allowed(rule: SubjectRule, subject: str, queue: str | None = None) -> bool:
-    """As nats-server: plain entries decide, unless the subscription has a queue and some
-    `"<subject> <queue>"` entry matches the subject, in which case the queue decides."""
+    """As nats-server: for `allow`, plain entries decide unless the subscription has a queue and
+    some `"<subject> <queue>"` entry matches the subject, in which case the queue decides; for
+    `deny`, a plain entry denies every subscription, a queue entry only its queue groups."""
     if rule.allow is not None:
         allowed, queues = _entries(rule.allow, subject)
         if queue is not None and queues:
@@ -166,7 +167,7 @@ def subscribe_allowed(rule: SubjectRule, subject: str, queue: str | None = None)
             return False
     if rule.deny:
         denied, queues = _entries(rule.deny, subject)
-        if queue is not None and queues:
+        if not denied and queue is not None and queues:
             denied = _queue_matches(queue, queues)
         return not denied
     return True
