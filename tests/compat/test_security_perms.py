@@ -33,6 +33,8 @@ CONF = {
         {"user": "wild", "password": PASSWORD, "permissions": {"subscribe": {"allow": ["foo.>", "bar.*"]}}},
         {"user": "queues", "password": PASSWORD, "permissions": {"subscribe": {
             "allow": ["foo q1", "baz.* q.*", "bar", "bar q9"], "deny": ["bar q1", "zed"]}}},
+        {"user": "qdeny", "password": PASSWORD, "permissions": {"subscribe": {
+            "deny": ["bar", "bar q1", "zed q1"]}}},
         {"user": "responder", "password": PASSWORD, "permissions": {
             "subscribe": ["svc.>"], "allow_responses": True}},
         {"user": "responder2", "password": PASSWORD, "permissions": {
@@ -138,6 +140,10 @@ def test_queue_group_permissions(session) -> None:
     assert said == [sub_denied("foo"), sub_denied("foo", "q2"), sub_denied("bar", "q1"),
                     sub_denied("bar", "q2"), sub_denied("baz.x", "q"), sub_denied("baz.x"),
                     sub_denied("zed")]
+    said = session("qdeny").say(b"SUB bar 1\r\nSUB bar q1 2\r\nSUB bar q2 3\r\n"
+                                b"SUB zed 4\r\nSUB zed q1 5\r\nSUB zed q2 6\r\n")
+    assert said == [sub_denied("bar"), sub_denied("bar", "q1"), sub_denied("bar", "q2"),
+                    sub_denied("zed", "q1")]
 
 
 @pytest.mark.parametrize(("user", "answers"), [("responder", 1), ("responder2", 2)])

@@ -144,6 +144,8 @@ def test_queue_entries() -> None:
     deny_only = SubjectRule(deny=("bar", "bar q1"))
     assert not subscribe_allowed(deny_only, "bar")
     assert not subscribe_allowed(deny_only, "bar", "q1")
-    assert subscribe_allowed(deny_only, "bar", "q2")  # the queue entry decides, as nats-server
+    assert not subscribe_allowed(deny_only, "bar", "q2")  # a plain deny covers every queue
+    assert subscribe_allowed(SubjectRule(deny=("bar q1",)), "bar", "q2")
+    assert subscribe_allowed(SubjectRule(deny=("bar q1",)), "bar")
     checker = PermissionChecker(Permissions(subscribe=SubjectRule(deny=("a.b q",))))
     assert not checker.delivery_denied("a.*", "a.b")  # queue entries do not filter deliveries
