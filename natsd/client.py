@@ -9,6 +9,11 @@ a non-blocking `os.write` right away, which saves a task switch per request/repl
 if any, goes to the writer). The writer swaps the whole pending buffer out and sends it with one
 `send_all` (write coalescing). Authorization (when configured) requires a valid CONNECT first.
 
+Security (natsd/auth.py, permissions.py, tls.py): with TLS the INFO goes out in plaintext and
+the handshake follows before anything else (no direct-write fast path then). The first CONNECT
+is checked by `auth.authenticate` (bcrypt in a worker thread); a user with permissions gets a
+`PermissionChecker`, consulted per publish run and per SUB; without one it costs one `is None`.
+
 Limits, as nats-server: an outbound buffer past `max_pending_bytes`, or a send blocked past
 `write_deadline_s`, marks a slow consumer and the connection is closed without flushing. A
 publisher whose subscriber's buffer is past the stall threshold waits (bounded) for that
