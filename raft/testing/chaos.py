@@ -189,12 +189,13 @@ ACTIONS = [
 ]
 _FUNCS = [a for a, _ in ACTIONS]
 _WEIGHTS = [w for _, w in ACTIONS]
-QUIET_WEIGHT = 60.0
+QUIET_WEIGHT = 60.0  # weight of "no action this tick"
+STORM_QUIET_WEIGHT = 8.0  # --storm: about one action every tick and a half
 
 
-def chaos_step(c: Cluster, rng: random.Random) -> None:
+def chaos_step(c: Cluster, rng: random.Random, quiet_weight: float = QUIET_WEIGHT) -> None:
     """Maybe one action, then one tick."""
-    if rng.random() * (sum(_WEIGHTS) + QUIET_WEIGHT) >= QUIET_WEIGHT:
+    if rng.random() * (sum(_WEIGHTS) + quiet_weight) >= quiet_weight:
         rng.choices(_FUNCS, _WEIGHTS)[0](c, rng)
     c.tick()
 
@@ -262,6 +263,7 @@ def run_seed(
     *,
     cluster_cls: type[Cluster] = Cluster,
     stale_repair: bool = False,
+    storm: bool = False,
     tail: int = TRACE_TAIL,
 ) -> RunResult:
     """One seeded run; `cluster_cls` lets a test swap in a deliberately broken driver."""
@@ -270,7 +272,7 @@ def run_seed(
     violation = invariant = None
     try:
         for _ in range(steps):
-            chaos_step(c, rng)
+            chaos_step(c, rng, STORM_QUIET_WEIGHT if storm else QUIET_WEIGHT)
         settle(c)
     except Violation as v:
         violation, invariant = str(v), v.invariant

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="chaos ticks per seed")
     p.add_argument("--hashes", action="store_true", help="print every seed's trace hash")
     p.add_argument("--tail", type=int, default=40, help="trace events shown for a failure")
+    p.add_argument("--storm", action="store_true", help="about 7x more faults per tick")
     p.add_argument(
         "--stale-repair",
         action="store_true",
@@ -75,11 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     t0, cpu0 = time.perf_counter(), time.process_time()
     unexpected = known = 0
     for seed in range(args.start, args.start + args.seeds):
-        r = run_seed(seed, args.steps, stale_repair=args.stale_repair, tail=args.tail)
+        r = run_seed(seed, args.steps, stale_repair=args.stale_repair, storm=args.storm, tail=args.tail)
         if args.hashes:
             print(f"seed={seed} trace={r.trace_hash} ok={r.ok} acked={r.acked} ticks={r.ticks}")
         if not r.ok:
-            print(describe(r, args.steps, " --stale-repair" if args.stale_repair else ""), flush=True)
+            flags = (" --stale-repair" if args.stale_repair else "") + (" --storm" if args.storm else "")
+            print(describe(r, args.steps, flags), flush=True)
             if seed in KNOWN_FAILING:
                 known += 1
             else:
