@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from natsd.auth import parse_users
+from natsd.monitor_config import MONITOR_KEYS, monitor_fields
 from natsd.tls import parse_tls
 
 DEFAULT_PORT = 4222
@@ -74,6 +75,11 @@ class ServerOptions:
     cluster_user: str = ""  # route authorization: peers must CONNECT with these
     cluster_password: str = ""
     cluster_implicit_routes: bool = True  # dial servers learnt by gossip (jetraft extension)
+    # monitoring (natsd/monitor*.py): HTTP port (-m/--http_port, `http_port`), and the users of
+    # the system account allowed to send $SYS requests (`system_account` + `accounts`)
+    http_host: str | None = None
+    http_port: int | None = None
+    system_users: tuple[str, ...] = ()
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
@@ -165,6 +171,8 @@ def options_from_mapping(data: dict[str, Any]) -> tuple[dict[str, Any], list[str
             fields.update(_authorization(value, unknown))
         elif key == "tls":
             fields.update(_tls_fields(value, "tls", "tls"))
+        elif key in MONITOR_KEYS:  # monitoring and the system account (natsd/monitor_config.py)
+            monitor_fields(key, value, data, fields, unknown)
         else:
             unknown.append(key)
     return fields, unknown
