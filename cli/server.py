@@ -118,6 +118,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float |
 @click.option("--cluster_advertise", default=None, help="Route address advertised to peers.")
 @click.option("--no_advertise", is_flag=True, default=None,
               help="Do not advertise this server's client URL to peers' clients.")
+@click.option("-m", "--http_port", type=int, default=None, help="HTTP monitoring port.")  # monitor
 @click.option("--no_implicit_routes", is_flag=True, default=None,
               help="Only dial configured routes, never servers learnt by gossip.")
 def server(**flags: Any) -> None:
@@ -181,6 +182,7 @@ def _options(flags: dict[str, Any]) -> tuple[ServerOptions, list[str]]:
         "auth_user": flags.get("user"),
         "auth_password": flags.get("password"),
         "auth_token": flags.get("auth_token"),
+        "http_port": flags.get("http_port"),  # monitoring (natsd/monitor.py)
     }
     overrides.update(_cluster_overrides(flags))
     overrides.update(_tls_overrides(flags, base))
