@@ -52,7 +52,7 @@ def parse_tls(value: Any, where: str = "tls") -> TlsSettings:
         elif key == "verify":
             fields["verify"] = bool(item)
         elif key == "timeout":
-            fields["timeout_s"] = float(item)
+            fields["timeout_s"] = _seconds(item, f"{where}.timeout")
         elif key not in ("cipher_suites", "curve_preferences", "insecure", "handshake_first"):
             raise ValueError(f"{where}: unknown key {key!r}")
     settings = TlsSettings(**fields)
@@ -61,6 +61,18 @@ def parse_tls(value: Any, where: str = "tls") -> TlsSettings:
     if settings.verify and settings.ca_file is None:
         raise ValueError(f"{where}: verify needs ca_file")
     return settings
+
+
+def _seconds(value: Any, where: str) -> float:
+    """`2`, `0.5`, `"2s"`, `"500ms"` -> seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    for unit, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        number = text[: -len(unit)]
+        if text.endswith(unit) and number.replace(".", "", 1).isdigit():
+            return float(number) * scale
+    raise ValueError(f"{where}: not a duration: {value!r}")
 
 
 def server_context(settings: TlsSettings) -> ssl.SSLContext:

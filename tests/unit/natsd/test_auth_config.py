@@ -69,6 +69,10 @@ def test_tls_flags() -> None:
 def test_parse_tls_defaults() -> None:
     assert parse_tls({"cert_file": "c", "key_file": "k"}) == TlsSettings(cert_file="c", key_file="k")
     assert not TlsSettings().enabled
+    for given, seconds in ((3, 3.0), (0.5, 0.5), ("2s", 2.0), ("500ms", 0.5), ("1m", 60.0)):
+        assert parse_tls({"cert_file": "c", "key_file": "k", "timeout": given}).timeout_s == seconds
+    with pytest.raises(ValueError):
+        parse_tls({"cert_file": "c", "key_file": "k", "timeout": "soon"})
 
 
 def test_server_auth_required_and_info() -> None:
