@@ -1,7 +1,8 @@
 """A small seeded fuzz of the Raft core on the scenario cluster: random ticks, message drops,
 duplicates and reordering, partitions, crashes/restarts, wipes, proposals, membership changes,
-compactions and transfers; safety is checked after every step. (The full simulator with disk
-faults lives in raft/testing/sim*; this catches core bugs early and cheaply.)"""
+compactions and transfers; safety is checked after every step, liveness once faults stop, with
+and without pre-vote and check-quorum. (The full simulator with disk faults lives in
+raft/testing/sim*; this catches core bugs early and cheaply.)"""
 
 from __future__ import annotations
 
@@ -96,14 +97,27 @@ def may_wipe(c: Cluster) -> bool:
     return all(len(n.membership.voters) >= 3 for n in c.nodes.values() if n.membership.voters)
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_random_faults_keep_raft_safe(seed: int) -> None:
+VARIANTS = {
+    "default": {"max_entries_per_msg": 3, "snapshot_chunk_bytes": 16},
+    "no-prevote-no-checkquorum": {"pre_vote": False, "check_quorum": False, "max_entries_per_msg": 2},
+    "prevote-only-inflight-1": {"pre_vote": True, "check_quorum": False, "max_inflight_msgs": 1},
+    "checkquorum-only-tiny-chunks": {"pre_vote": False, "check_quorum": True, "snapshot_chunk_bytes": 7},
+}
+CASES = [(seed, "default", 3) for seed in range(10)] + [
+    (seed, variant, voters)
+    for variant in list(VARIANTS)[1:]
+    for seed, voters in ((100, 3), (101, 5))
+]
+
+
+@pytest.mark.parametrize(("seed", "variant", "n_voters"), CASES)
+def test_random_faults_keep_raft_safe(seed: int, variant: str, n_voters: int) -> None:
     rng = random.Random(seed)
-    c = Cluster(seed=seed, config={"election_ticks": 5, "max_entries_per_msg": 3, "snapshot_chunk_bytes": 16})
-    membership = Membership(voters=frozenset(NODES[:3]), learners=frozenset())
-    for n in NODES[:3]:
+    c = Cluster(seed=seed, config={"election_ticks": 5, **VARIANTS[variant]})
+    membership = Membership(voters=frozenset(NODES[:n_voters]), learners=frozenset())
+    for n in NODES[:n_voters]:
         c.start(n, membership)
-    for n in NODES[3:]:
+    for n in NODES[n_voters:]:
         c.start(n, Membership())
     checker = Checker()
     proposed = [0]
