@@ -309,8 +309,10 @@ def client_stream(draw: st.DrawFn) -> bytes:
             out.append(f"{name}{ws}{draw(st.integers(1, max(sids, 1)))}{limit}\r\n".encode())
         elif kind in ("ping", "pong"):
             out.append(f"{name}\r\n".encode())
-        else:
+        elif draw(st.booleans()):
             out.append(draw(st.binary(min_size=1, max_size=6).filter(lambda b: not b[:1].isalpha())) + b"\r\n")
+        else:  # op-name lookalikes: PINGX, SUBSCRIBE, CONNEC, +OKAY ...
+            out.append(draw(st.text("PINGOSUBCTHFX+-K ", min_size=1, max_size=9)).encode() + b"\r\n")
     return b"".join(out)
 
 
