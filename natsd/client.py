@@ -28,14 +28,17 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from natsd import protocol as p
 from natsd.auth import AuthResult, trace_safe, uses_bcrypt
+from natsd.ops import PayloadRun
 from natsd.permissions import PermissionChecker, publish_violation, subscribe_violation
 from natsd.subjects import is_valid_queue_name, is_valid_subject
+from natsd.sysreq import may_publish
 from natsd.tls import TlsError, upgrade_server
 
 if TYPE_CHECKING:
@@ -52,6 +55,13 @@ def _socket_fd(stream: Any) -> int:
         return stream.socket.fileno()
     except (AttributeError, OSError):
         return -1
+
+
+def run_bytes(payloads: list[bytes] | PayloadRun) -> int:
+    """Total payload bytes of a run (monitoring counters; PayloadRun without slicing)."""
+    if type(payloads) is PayloadRun:
+        return payloads.size * payloads.count
+    return sum(map(len, payloads))
 
 
 def _only(route: tuple, client: ClientConnection) -> bool:
@@ -119,6 +129,10 @@ class ClientConnection:
         self.sending = False  # the writer task is inside send_all
         self._fd = _socket_fd(stream)
         self.finished = trio.Event()
+        # monitoring (natsd/monitor*.py): per-run counters, CONNECT's lang/version, wall times
+        self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
+        self.lang = self.version = ""
+        self.start_s = self.last_activity_s = time.time()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -225,6 +239,7 @@ class ClientConnection:
             if not data:
                 self.close(CloseReason.CLIENT_CLOSED, flush=False)
                 return
+            self.last_activity_s = time.time()
             if self.trace:
                 self.log.debug("client.trace_in", data=trace_safe(bytes(data[:TRACE_BYTES]), self.connected), size=len(data))
             try:
@@ -265,8 +280,15 @@ class ClientConnection:
                         if not allowed:
                             continue
                         payloads = payloads[:allowed]
+                self.in_msgs += len(payloads)
+                self.in_bytes += run_bytes(payloads)
                 if not fast:
                     self._pub_checks(subject, len(payloads))
+                if subject.startswith("$SYS.") and not may_publish(self, subject):  # natsd/sysreq.py
+                    if reply is not None and self.no_responders:
+                        for _ in payloads:
+                            server.no_responders(self, subject, reply)
+                    continue
                 route = routes.get(subject)
                 if route is None:
                     route = server.route_for(subject)
@@ -389,6 +411,7 @@ class ClientConnection:
         self.no_responders = no_responders
         self.protocol = protocol
         self.name = str(options.get("name", ""))
+        self.lang, self.version = str(options.get("lang", "")), str(options.get("version", ""))
         self.connected = True
         self.log = self.log.bind(name=self.name) if self.name else self.log
         self.log.debug("client.connect", lang=options.get("lang"), version=options.get("version"),
@@ -453,6 +476,7 @@ class ClientConnection:
                 self.sending = False
             if scope.cancelled_caught:
                 self.log.info("client.slow_consumer", reason="write deadline")
+                self.server.slow_consumers += 1
                 self.close(CloseReason.SLOW_CONSUMER, flush=False)
                 break
             if len(self.out) < self.stall_bytes:
@@ -469,6 +493,7 @@ class ClientConnection:
 
     def slow_consumer(self) -> None:
         self.log.info("client.slow_consumer", pending_bytes=len(self.out))
+        self.server.slow_consumers += 1
         self.out = bytearray()
         self.close(CloseReason.SLOW_CONSUMER, flush=False)
 
