@@ -41,6 +41,7 @@ from natsd.auth import NONCE_BYTES, AuthConfig, AuthResult, authenticate, make_n
 from natsd.client import ClientConnection, CloseReason
 from natsd.cluster import Cluster
 from natsd.config import VERSION, ServerOptions
+from natsd.monitor import Monitor
 from natsd.ops import PayloadRun
 from natsd.subjects import is_valid_literal_subject
 from natsd.sublist import Sublist
@@ -129,6 +130,11 @@ class Server:
         self.reply_trackers = 0  # live connections with allow_responses
         self.auth_limiter = trio.CapacityLimiter(4)  # concurrent bcrypt checks (CPU-bound)
         self.deny_filters = 0  # live connections with subscribe deny patterns
+        # monitoring (natsd/monitor.py): counters of closed connections, slow consumers, and
+        # the HTTP endpoints / provider registry (`server.monitor.register(name, fn)`)
+        self.slow_consumers = 0
+        self.closed_counts = [0, 0, 0, 0]  # in_msgs, in_bytes, out_msgs, out_bytes
+        self.monitor = Monitor(self)
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -145,6 +151,7 @@ class Server:
                 if opts.cluster_port is not None or opts.routes:
                     self.cluster = Cluster(self)
                     await nursery.start(self.cluster.run)
+                await self.monitor.start(nursery)  # HTTP monitoring and $SYS requests
                 self.ready.set()
                 self.log.info("server.ready", port=self.port, host=opts.host,
                               server_id=self.server_id, server_name=self.server_name,
@@ -244,7 +251,8 @@ class Server:
         return authenticate(self.auth, connect, None).ok
 
     def client_gone(self, client: ClientConnection) -> None:
-        self.clients.pop(client.cid, None)
+        if self.clients.pop(client.cid, None) is not None:
+            self.monitor.client_gone(client)
         self.drop_subscriptions(client)
         if client.perms is not None:
             self.permissions_added(client.perms, -1)
@@ -371,6 +379,8 @@ class Server:
             k = count
             if sub.max_msgs:
                 k = min(count, sub.max_msgs - sub.delivered)
+            c.out_msgs += k
+            c.out_bytes += k * len(payloads[0]) if k == 1 or type(payloads) is not PayloadRun else k * payloads.size
             out = c.out
             if k == 1:
                 out += pre
@@ -424,6 +434,8 @@ class Server:
             return
         if c.closing:
             return
+        c.out_msgs += 1
+        c.out_bytes += len(payload)
         if reply is not None and c.perms is not None:
             c.perms.reply_received(reply, c.now_ms())
         if headers is None:
