@@ -62,7 +62,7 @@ def test_nats_server_keys_map_to_options() -> None:
             "write_deadline": "2s",
             "debug": True,
             "jetstream": {"store_dir": "/tmp/js", "max_memory_store": "1G", "max_file_store": "10G"},
-            "http_port": 8222,
+            "gateway": {"port": 7222},  # not supported: reported as unknown
         }
     )
     assert fields == {
@@ -82,7 +82,7 @@ def test_nats_server_keys_map_to_options() -> None:
         "max_memory_store_bytes": 1 << 30,
         "max_file_store_bytes": 10 << 30,
     }
-    assert unknown == ["http_port"]
+    assert unknown == ["gateway"]
 
 
 def test_jetstream_flag_forms() -> None:
