@@ -17,7 +17,9 @@ import nats
 
 from tests.compat.servers import LOOPBACK, ServerProcess
 
-ROUNDS = 12
+ROUNDS = 12  # at least this many rounds of every abuse
+ROUNDS_MAX = 100  # ...and more until the good client has done GOOD_MIN round trips meanwhile
+GOOD_MIN = 50
 READ_DEADLINE_S = 2.0
 
 
@@ -60,11 +62,15 @@ async def abuse_once(port: int, payload: bytes, trickle: bool) -> None:
             pass
 
 
-async def abuser(port: int, done: asyncio.Event) -> int:
+async def abuser(port: int, done: asyncio.Event, served: list[int]) -> int:
+    """Abuse ROUNDS rounds, and keep going (up to ROUNDS_MAX) until the good client has made
+    GOOD_MIN round trips, so the two always overlap however the machine schedules them."""
     rng = random.Random(7)
     sent = 0
     try:
-        for round_no in range(ROUNDS):
+        for round_no in range(ROUNDS_MAX):
+            if round_no >= ROUNDS and served[0] >= GOOD_MIN:
+                break
             for payload in abuse_payloads(rng):
                 await abuse_once(port, payload, trickle=round_no % 3 == 0)
                 sent += 1
@@ -73,7 +79,7 @@ async def abuser(port: int, done: asyncio.Event) -> int:
     return sent
 
 
-async def good_client(url: str, done: asyncio.Event) -> int:
+async def good_client(url: str, done: asyncio.Event, served: list[int]) -> int:
     errors: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
@@ -98,6 +104,7 @@ async def good_client(url: str, done: asyncio.Event) -> int:
             event = await watcher.next_msg(timeout=5)
             assert event.data == body
             ok += 1
+            served[0] = ok
         assert errors == []
         assert svc.is_connected and cli.is_connected
         return ok
@@ -107,8 +114,10 @@ async def good_client(url: str, done: asyncio.Event) -> int:
 
 
 async def scenario(server: ServerProcess) -> tuple[int, int]:
-    done = asyncio.Event()
-    abused, served = await asyncio.gather(abuser(server.port, done), good_client(server.url, done))
+    done, served_box = asyncio.Event(), [0]
+    abused, served = await asyncio.gather(
+        abuser(server.port, done, served_box), good_client(server.url, done, served_box)
+    )
     fresh = await nats.connect(server.url, allow_reconnect=False)
     await fresh.flush(timeout=5)
     await fresh.close()
@@ -117,6 +126,6 @@ async def scenario(server: ServerProcess) -> tuple[int, int]:
 
 def test_garbage_client_does_not_disturb_good_clients(server: ServerProcess) -> None:
     abused, served = asyncio.run(asyncio.wait_for(scenario(server), 60))
-    assert abused == ROUNDS * len(abuse_payloads(random.Random(0)))
-    assert served >= 10, "the good client made too little progress while the abuser ran"
+    assert abused >= ROUNDS * len(abuse_payloads(random.Random(0)))
+    assert served >= GOOD_MIN, "the good client made too little progress while the abuser ran"
     assert server.alive()
