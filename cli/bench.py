@@ -25,7 +25,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from cli.benchlib.launcher import ServerKind, ServerProcess, free_port
+from cli.benchlib.launcher import ServerKind, ServerProcess, ServerStartError, free_port
 from cli.benchlib.report import medians, render_table
 from cli.benchlib.runner import BenchError, Load, Mode, Target, make_progress, run_once
 
@@ -142,7 +142,10 @@ def targets(
             nodes = cluster_nodes(kind) if cluster else [ServerProcess(kind=kind, port=free_port())]
             for node in nodes:
                 started.append(node)
-                node.start()
+                try:
+                    node.start()
+                except ServerStartError as exc:
+                    raise click.ClickException(f"could not start {kind.value}: {exc}") from exc
             found[kind.value] = Target(pub_url=nodes[0].url, sub_url=nodes[-1].url)
         yield found
     finally:
