@@ -67,10 +67,10 @@ def varz(server: Any, now_s: float, start_s: float, proc: ProcessStats,
         "max_connections": opts.max_connections, "ping_interval": nanos(opts.ping_interval_s),
         "ping_max": opts.max_pings_out, "http_host": opts.http_host or opts.host,
         "http_port": monitor.http_port or 0, "http_base_path": "", "https_port": 0,
-        "auth_timeout": opts.auth_timeout_s, "max_control_line": opts.max_control_line_bytes,
+        "auth_timeout": _number(opts.auth_timeout_s), "max_control_line": opts.max_control_line_bytes,
         "max_payload": opts.max_payload_bytes, "max_pending": opts.max_pending_bytes,
         "cluster": cluster_block(server), "gateway": {}, "leaf": {}, "mqtt": {}, "websocket": {},
-        "tls_timeout": opts.tls_timeout_s, "write_deadline": nanos(opts.write_deadline_s),
+        "tls_timeout": _number(opts.tls_timeout_s), "write_deadline": nanos(opts.write_deadline_s),
         "start": rfc3339(start_s), "now": rfc3339(now_s), "uptime": uptime(now_s - start_s),
         "mem": proc.mem_bytes, "cores": proc.cores, "gomaxprocs": proc.cores, "cpu": proc.cpu_percent,
         "connections": len(server.clients), "total_connections": server._next_cid,
@@ -88,6 +88,11 @@ def varz(server: Any, now_s: float, start_s: float, proc: ProcessStats,
     else:
         doc["jetstream"] = {}
     return doc
+
+
+def _number(value: float) -> float | int:
+    """Go marshals a whole float64 without a fraction (`2`, not `2.0`)."""
+    return int(value) if float(value).is_integer() else value
 
 
 def cluster_block(server: Any) -> dict[str, Any]:

@@ -1,0 +1,371 @@
+"""JetStream and Raft figures for natsd's monitoring: /jsz, /healthz, /varz's block, /metrics.
+
+How it works: natsd may not import JetStream (design.md's layering), so when JetStream starts it
+calls `start_monitoring(js, nursery)`, which registers providers on `server.monitor` (see
+natsd/monitor.py) and runs one background task. Providers are synchronous (they answer inside an
+HTTP handler or a `$SYS` callback), while a stream's state lives in SQLite, which must not be
+read on the event loop. So the task keeps a cache: every `REFRESH_S`, while someone asked for
+these figures in the last `DEMAND_WINDOW_S` (otherwise it sleeps until asked), it reads each
+stream's store state and consumer infos off the event loop (`rt.read`, the streams' reader
+connection). Raft figures (role, term, commit, applied, last contact, repair-needed) are in
+memory and read live.
+
+Health of a replica (clustered): a follower cannot see from its own log how far behind the
+leader it is, so the task also asks each stream's leader for the stream info (routed
+`$JS.API.STREAM.INFO.<stream>`, whose `cluster.replicas` is the leader's view of every replica:
+`current`, `lag`). A local replica is current when it is not repairing, knows its leader, has
+heard from it recently, has applied everything it knows is committed, and the leader (last time
+we asked) reports it current. /healthz is unhealthy while any local replica is not current, and
+(with or without `js-enabled-only`) until the meta group has a leader.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import attrs
+import structlog
+import trio
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+
+from jetstream.api import API_LEVEL
+from jetstream.api_consumer import consumer_info
+from jetstream.info import rfc3339_ns, stream_state_json
+from jetstream.runtime import StreamClosed
+
+REFRESH_S = 0.25
+DEMAND_WINDOW_S = 30.0
+LEADER_VIEW_TIMEOUT_S = 1.0
+META_GROUP = "_meta_"  # meta/assignments.py's group id (jetstream may not import meta)
+FSYNC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+log = structlog.get_logger("jetstream.monitoring")
+
+
+@attrs.define
+class StreamView:
+    """What the refresher last read for one stream."""
+
+    state: Any = None  # the store's StoreState
+    consumers: list[dict[str, Any]] = attrs.Factory(list)
+    leader_view: dict[str, Any] | None = None  # stream info "cluster" from the leader
+
+
+@attrs.define
+class Histogram:
+    """A cumulative histogram (Prometheus semantics) of durations in seconds."""
+
+    buckets: tuple[float, ...]
+    counts: list[int] = attrs.Factory(list)
+    total: float = 0.0
+    n: int = 0
+
+    def observe(self, seconds: float) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.buckets)
+        for i, bound in enumerate(self.buckets):
+            if seconds <= bound:
+                self.counts[i] += 1
+        self.total += seconds
+        self.n += 1
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        counts = self.counts or [0] * len(self.buckets)
+        buckets = [(str(b), c) for b, c in zip(self.buckets, counts, strict=True)]
+        buckets.append(("+Inf", self.n))
+        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=self.total)
+
+
+def start_monitoring(js: Any, nursery: trio.Nursery) -> JsMonitor | None:
+    """Register the JetStream providers on `js.server.monitor` and start the refresher."""
+    monitor = getattr(js.server, "monitor", None)
+    if monitor is None:  # a stand-in server without monitoring (tests)
+        return None
+    mon = JsMonitor(js)
+    monitor.register("jsz", mon.jsz)
+    monitor.register("varz_jetstream", mon.varz_block)
+    monitor.register("healthz", mon.healthz)
+    monitor.register("metrics", mon.metrics)
+    mon.time_fsyncs()
+    nursery.start_soon(mon.run)
+    return mon
+
+
+class JsMonitor:
+    def __init__(self, js: Any) -> None:
+        self.js = js
+        self.server = js.server
+        self.views: dict[str, StreamView] = {}
+        self.demand_s = -math.inf
+        self.wake = trio.Event()
+        self.fsync = Histogram(FSYNC_BUCKETS_S)
+        self.requester: Any = None
+
+    @property
+    def host(self) -> Any:
+        return getattr(self.js, "host", None)
+
+    # -- the refresher --------------------------------------------------------------------------
+
+    def demanded(self) -> None:
+        self.demand_s = trio.current_time()
+        self.wake.set()
+
+    async def run(self) -> None:
+        while True:  # until cancelled
+            if trio.current_time() - self.demand_s > DEMAND_WINDOW_S:
+                self.wake = trio.Event()
+                await self.wake.wait()
+            try:
+                await self.refresh()
+            except Exception as exc:  # noqa: BLE001 - monitoring must never stop JetStream
+                log.error("jetstream.monitoring_failed", error=repr(exc), exc_info=True)
+            await trio.sleep(REFRESH_S)
+
+    async def refresh(self) -> None:
+        for name in [n for n in self.views if n not in self.js.streams]:
+            del self.views[name]
+        for name, rt in list(self.js.streams.items()):
+            view = self.views.setdefault(name, StreamView())
+            try:
+                view.state = await rt.read(lambda store: store.state())
+                view.consumers = [await consumer_info(self.js, c) for c in list(rt.consumers.values())]
+            except StreamClosed:
+                continue
+            if self.host is not None and not getattr(rt, "leading", True):
+                view.leader_view = await self._leader_view(name)
+
+    async def _leader_view(self, name: str) -> dict[str, Any] | None:
+        """The stream leader's `cluster` block of the stream info (None: no answer)."""
+        if self.requester is None:
+            from jetstream.cluster_routing import Requester
+
+            self.requester = Requester(self.server)
+            self.requester.start()
+        reply = await self.requester.request(f"$JS.API.STREAM.INFO.{name}", b"", LEADER_VIEW_TIMEOUT_S)
+        try:
+            cluster = json.loads(reply or b"").get("cluster")
+        except (ValueError, AttributeError):
+            return None
+        return cluster if isinstance(cluster, dict) else None
+
+    def time_fsyncs(self) -> None:
+        """Time every batch the Raft host persists (one fsync each): wraps its worker's save."""
+        worker = getattr(self.host, "worker", None)
+        save = getattr(worker, "save", None)
+        if save is None:
+            return
+        hist = self.fsync
+
+        async def timed_save(*args: Any, **kwargs: Any) -> Any:
+            started = trio.current_time()
+            try:
+                return await save(*args, **kwargs)
+            finally:
+                hist.observe(trio.current_time() - started)
+        worker.save = timed_save
+
+    # -- Raft figures (live, in memory) ------------------------------------------------------
+
+    def raft_health(self, group: str) -> dict[str, Any] | None:
+        host = self.host
+        if host is None:
+            return None
+        try:
+            node = host.node(group)
+        except KeyError:
+            return None
+        ticks = getattr(node, "_election_elapsed", 0)
+        leading = node.role.name == "LEADER"
+        lag = max(node.commit_index - node.applied_index, 0)
+        if leading:
+            progress = getattr(node, "_progress", {})
+            lags = [max(node.last_index - p.match, 0) for peer, p in progress.items() if peer != host.node_id]
+            lag = max(lags, default=0)
+        return {
+            "group": group, "role": node.role.name.lower(), "term": node.term,
+            "leader": node.leader_id or "", "applied": node.applied_index,
+            "commit": node.commit_index, "last_index": node.last_index, "lag": lag,
+            "last_contact_ms": 0 if leading else int(ticks * host.tick_interval_s * 1000),
+            "repair_needed": bool(node.repair_needed),
+        }  # fmt: skip
+
+    def replica_problem(self, name: str, rt: Any) -> str | None:
+        """Why this server's replica of stream `name` is not current (None: it is)."""
+        health = self.raft_health(rt.group)
+        if health is None:
+            return f"JetStream stream '{name}' has no Raft group running"
+        if health["repair_needed"]:
+            return f"JetStream stream '{name}' needs repair (catching up from a quorum)"
+        if health["role"] == "leader":
+            return None
+        if not health["leader"]:
+            return f"JetStream stream '{name}' has no leader"
+        node = self.host.node(rt.group)
+        if health["applied"] < health["commit"]:
+            return f"JetStream stream '{name}' is not current (applying)"
+        if getattr(node, "_election_elapsed", 0) >= getattr(node._cfg, "election_ticks", 10):
+            return f"JetStream stream '{name}' has not heard from its leader"
+        view = self.views.get(name, StreamView()).leader_view
+        me = self.server.server_name
+        mine = [r for r in (view or {}).get("replicas", ()) if r.get("name") == me]
+        if view is None or not mine or not mine[0].get("current"):
+            return f"JetStream stream '{name}' is not current"
+        return None
+
+    # -- providers --------------------------------------------------------------------------------
+
+    def healthz(self, query: dict[str, str]) -> list[str]:
+        self.demanded()
+        problems = []
+        host = self.host
+        if host is not None:
+            try:
+                meta = host.node(META_GROUP)
+                if not meta.leader_id:
+                    problems.append("JetStream has no meta leader")
+            except KeyError:
+                problems.append("JetStream meta group is not running")
+        if query.get("js-enabled-only", "").lower() in ("1", "true") and problems:
+            return problems
+        if host is not None:
+            for name, rt in list(self.js.streams.items()):
+                problem = self.replica_problem(name, rt)
+                if problem:
+                    problems.append(problem)
+        return problems
+
+    def totals(self) -> dict[str, int]:
+        memory = storage = messages = consumers = 0
+        for name, rt in list(self.js.streams.items()):
+            state = self.views.get(name, StreamView()).state
+            consumers += len(rt.consumers)
+            if state is None:
+                continue
+            messages += state.messages
+            if rt.config.storage.value == "memory":
+                memory += state.bytes
+            else:
+                storage += state.bytes
+        return {"memory": memory, "storage": storage, "messages": messages, "consumers": consumers}
+
+    def config_block(self) -> dict[str, Any]:
+        opts = self.server.options
+        return {"max_memory": opts.max_memory_store_bytes, "max_storage": opts.max_file_store_bytes,
+                "store_dir": str(self.js.store_dir), "sync_interval": 0, "strict": True}
+
+    def stats_block(self) -> dict[str, Any]:
+        t = self.totals()
+        ha = sum(1 for rt in self.js.streams.values() if len(getattr(rt, "peers", ())) > 1)
+        return {"memory": t["memory"], "storage": t["storage"], "reserved_memory": 0,
+                "reserved_storage": 0, "accounts": 1, "ha_assets": ha,
+                "api": {"level": API_LEVEL, "total": self.js.api_total, "errors": self.js.api_errors}}
+
+    def varz_block(self) -> dict[str, Any]:
+        self.demanded()
+        block: dict[str, Any] = {"config": self.config_block(), "stats": self.stats_block(),
+                                 "limits": {}}
+        meta = self.meta_cluster()
+        if meta is not None:
+            block["meta"] = meta
+        return block
+
+    def meta_cluster(self) -> dict[str, Any] | None:
+        host = self.host
+        if host is None:
+            return None
+        try:
+            node = host.node(META_GROUP)
+        except KeyError:
+            return None
+        leader = node.leader_id
+        name_of = getattr(self.js, "peer_name", lambda peer: peer)
+        return {"name": getattr(self.js, "cluster_name", ""), "leader": name_of(leader) if leader else "",
+                "peer": host.node_id, "cluster_size": len(node.membership.voters),
+                "raft": self.raft_health(META_GROUP),
+                "replicas": [{"name": name_of(p), "peer": p, "current": True}
+                             for p in sorted(node.membership.voters) if p != host.node_id]}
+
+    def jsz(self, query: dict[str, str]) -> dict[str, Any]:
+        self.demanded()
+        t = self.totals()
+        doc: dict[str, Any] = {**self.stats_block(), "config": self.config_block(), "limits": {},
+                               "streams": len(self.js.streams), "consumers": t["consumers"],
+                               "messages": t["messages"], "bytes": t["memory"] + t["storage"]}
+        meta = self.meta_cluster()
+        if meta is not None:
+            doc["meta_cluster"] = meta
+        wants = {k: query.get(k, "").lower() in ("1", "true", "yes") for k in ("accounts", "streams", "consumers", "config")}
+        if wants["accounts"] or wants["streams"] or wants["consumers"]:
+            account = {"name": "$G", "id": "$G", **self.stats_block()}
+            if wants["streams"] or wants["consumers"]:
+                account["stream_detail"] = [self.stream_detail(n, rt, wants["consumers"], wants["config"])
+                                            for n, rt in sorted(self.js.streams.items())]
+            doc["account_details"] = [account]
+        doc["total"] = 1
+        return doc
+
+    def stream_detail(self, name: str, rt: Any, consumers: bool, config: bool) -> dict[str, Any]:
+        view = self.views.get(name, StreamView())
+        state = stream_state_json(view.state, len(rt.consumers)) if view.state is not None else {
+            "messages": 0, "bytes": 0, "first_seq": 0, "last_seq": 0, "consumer_count": len(rt.consumers)}
+        detail: dict[str, Any] = {"name": name, "created": rfc3339_ns(rt.created_ns),
+                                  "cluster": self.stream_cluster(name, rt), "state": state}
+        if config:
+            detail["config"] = rt.config.to_json()
+        if consumers:
+            detail["consumer_detail"] = list(view.consumers)
+        return detail
+
+    def stream_cluster(self, name: str, rt: Any) -> dict[str, Any]:
+        group = getattr(rt, "group", None)
+        if group is None or self.host is None:
+            return {"leader": self.server.server_name}
+        if getattr(rt, "leading", False):
+            cluster = dict(self.js.cluster_info(rt))
+        else:
+            cluster = dict(self.views.get(name, StreamView()).leader_view or {})
+            cluster.setdefault("name", getattr(self.js, "cluster_name", ""))
+            cluster.setdefault("raft_group", group)
+            health = self.raft_health(group)
+            if health and health["leader"] and not cluster.get("leader"):
+                cluster["leader"] = self.js.peer_name(health["leader"])
+        cluster["raft"] = self.raft_health(group)
+        cluster["current"] = self.replica_problem(name, rt) is None
+        return cluster
+
+    def metrics(self) -> list[Any]:
+        self.demanded()
+        labels = ["server_name", "stream"]
+        msgs = GaugeMetricFamily("jetraft_stream_messages", "Messages in the stream.", labels=labels)
+        size = GaugeMetricFamily("jetraft_stream_bytes", "Bytes in the stream.", labels=labels)
+        lead = GaugeMetricFamily("jetraft_stream_leader", "1 if this server leads the stream.", labels=labels)
+        me = self.server.server_name
+        for name, rt in sorted(self.js.streams.items()):
+            state = self.views.get(name, StreamView()).state
+            msgs.add_metric([me, name], state.messages if state else 0)
+            size.add_metric([me, name], state.bytes if state else 0)
+            lead.add_metric([me, name], 1 if getattr(rt, "leading", True) else 0)
+        families: list[Any] = [msgs, size, lead]
+        if self.host is not None:
+            families += self.raft_metrics(me)
+        return families
+
+    def raft_metrics(self, me: str) -> list[Any]:
+        labels = ["server_name", "group"]
+        term = GaugeMetricFamily("jetraft_raft_term", "Current Raft term.", labels=labels)
+        lag = GaugeMetricFamily("jetraft_raft_commit_lag", "Entries behind (leader: slowest "
+                                "follower; follower: committed but not applied).", labels=labels)
+        applied = GaugeMetricFamily("jetraft_raft_applied_index", "Last applied index.", labels=labels)
+        repair = GaugeMetricFamily("jetraft_raft_repair_needed", "1 while repairing.", labels=labels)
+        for group in self.host.groups():
+            health = self.raft_health(group)
+            if health is None:
+                continue
+            term.add_metric([me, group], health["term"])
+            lag.add_metric([me, group], health["lag"])
+            applied.add_metric([me, group], health["applied"])
+            repair.add_metric([me, group], 1 if health["repair_needed"] else 0)
+        fsync = self.fsync.family("jetraft_raft_persist_seconds", "Raft log batch persist (fsync) latency.")
+        return [term, lag, applied, repair, fsync]
