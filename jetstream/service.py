@@ -95,6 +95,8 @@ class JetStream:
                 nursery.start_soon(self._guarded, "api", self._dispatch_api, lambda: True)
                 nursery.start_soon(self._guarded, "flush", self._flush_consumers_loop, lambda: True)
                 nursery.start_soon(self._guarded, "expire", self._expire_loop, lambda: True)
+                from jetstream.monitoring import start_monitoring  # /jsz, /healthz, /metrics
+                start_monitoring(self, nursery)
                 self.log.info("jetstream.ready", store_dir=self.store_dir, streams=len(self.streams))
                 task_status.started()
         finally:
