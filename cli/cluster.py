@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,7 +30,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.benchlib.launcher import free_port, ping_once
+from cli.benchlib.launcher import ping_once
 
 STATE_FILE = "cluster.json"
 POLL_S = 0.1
@@ -55,25 +56,42 @@ class NodeSpec:
         return f"nats-route://{self.host}:{self.cluster_port}"
 
 
-def _free_pair() -> int:
-    for _ in range(100):
-        port = free_port()
-        try:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", port + 1))
+STABLE_PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range (32768-60999)
+
+
+_CHOSEN: set[int] = set()  # ports this process already handed out (not bound yet)
+
+
+def stable_ports(count: int, rng: random.Random | None = None) -> int:
+    """A port P with P..P+count-1 all free, chosen below the ephemeral range: the OS never hands
+    these to outgoing connections, so a node restarted on its recorded ports (its Raft identity)
+    finds them still free."""
+    rng = rng or random.Random()
+    for _ in range(200):
+        port = rng.randrange(*STABLE_PORT_RANGE)
+        ports = range(port, port + count)
+        if not _CHOSEN.intersection(ports) and all(_bindable(p) for p in ports):
+            _CHOSEN.update(ports)
             return port
+    raise click.ClickException("no free ports below the ephemeral range")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
         except OSError:
-            continue
-    raise click.ClickException("no free port pair for cluster + raft ports")
+            return False
 
 
 def plan_nodes(count: int, directory: Path, host: str, base_port: int | None) -> list[NodeSpec]:
-    """Ports: from `base_port` (clients base+i, clusters base+100+2i) or free ones."""
+    """Ports: from `base_port` (clients base+i, clusters base+100+2i) or free stable ones."""
     specs = []
     for i in range(count):
         name = f"n{i + 1}"
-        client = base_port + i if base_port else free_port()
-        cluster = base_port + 100 + 2 * i if base_port else _free_pair()
+        client = base_port + i if base_port else stable_ports(1)
+        cluster = base_port + 100 + 2 * i if base_port else stable_ports(2)  # + the Raft port
         node_dir = directory / name
         specs.append(NodeSpec(name, host, client, cluster, str(node_dir / "data"), str(node_dir / "server.log")))
     return specs

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import pathlib
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -26,7 +25,8 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess, free_port
+from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess
+from cli.cluster import stable_ports
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLUSTER = "js-test"
@@ -37,24 +37,11 @@ COMPACT_ENV = "JETRAFT_COMPACT_ENTRIES"
 COMPACT_EVERY = 16
 
 
-def free_port_pair() -> int:
-    """A port P with P+1 also free (cluster port and Raft port)."""
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind((LOOPBACK, port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair")
-
-
 class Node:
     def __init__(self, name: str, tmp: pathlib.Path) -> None:
         self.name = name
-        self.client_port = free_port()
-        self.cluster_port = free_port_pair()
+        self.client_port = stable_ports(1)  # below the ephemeral range: still free at restart
+        self.cluster_port = stable_ports(2)  # cluster port and Raft port
         self.store_dir = tmp / name
         self.log_path = tmp / f"{name}.log"
         self.proc: ServerProcess | None = None
@@ -173,7 +160,8 @@ def test_r3_stream_publish_on_one_node_read_on_another(cluster: dict[str, Node])
     async def scenario() -> None:
         nc1, nc3 = await nats.connect(cluster["n1"].url), await nats.connect(cluster["n3"].url)
         js1, js3 = nc1.jetstream(), nc3.jetstream()
-        info = await js1.add_stream(name=STREAM, subjects=["orders.>"], num_replicas=3)
+        info = await until(lambda: js1.add_stream(name=STREAM, subjects=["orders.>"], num_replicas=3),
+                           "the stream to be created")
         assert info.config.num_replicas == 3
         for i in range(20):
             ack = await publish_acked(js1, f"orders.{i % 3}", b"msg-%d" % i)
@@ -279,8 +267,8 @@ def test_durable_consumer_keeps_acked_progress_across_failover(cluster: dict[str
     async def scenario() -> str:
         nc = await connect_all(cluster)
         js = nc.jetstream()
-        await js.add_consumer(STREAM, ConsumerConfig(durable_name="WORKER", ack_policy=AckPolicy.EXPLICIT,
-                                                     filter_subject="orders.k"))
+        config = ConsumerConfig(durable_name="WORKER", ack_policy=AckPolicy.EXPLICIT, filter_subject="orders.k")
+        await until(lambda: js.add_consumer(STREAM, config), "the consumer to be created")
         sub = await js.pull_subscribe_bind("WORKER", stream=STREAM)
         first = await sub.fetch(5, timeout=5)
         for msg in first:
@@ -306,7 +294,9 @@ def test_update_purge_delete_and_kv_on_r3(cluster: dict[str, Node]) -> None:
     async def scenario() -> None:
         nc = await connect_all(cluster)
         js = nc.jetstream()
-        await js.add_stream(name="U", subjects=["u.>"], num_replicas=3, max_msgs=5)
+        # a meta leader may still be being elected after the previous test's kill
+        await until(lambda: js.add_stream(name="U", subjects=["u.>"], num_replicas=3, max_msgs=5),
+                    "the stream to be created")
         for i in range(8):
             await publish_acked(js, "u.a", b"%d" % i)
         assert (await js.stream_info("U")).state.messages == 5
@@ -320,7 +310,7 @@ def test_update_purge_delete_and_kv_on_r3(cluster: dict[str, Node]) -> None:
         assert await js.delete_stream("U")
         with pytest.raises(nats.js.errors.NotFoundError):
             await js.stream_info("U")
-        kv = await js.create_key_value(bucket="cfg", replicas=3)
+        kv = await until(lambda: js.create_key_value(bucket="cfg", replicas=3), "the KV bucket")
         await kv.put("k", b"1")
         await kv.put("k", b"2")
         assert (await kv.get("k")).value == b"2"
@@ -340,7 +330,9 @@ def test_r1_streams_are_placed_apart_and_reachable_from_every_node(cluster: dict
         conns = [await nats.connect(n.url) for n in cluster.values()]
         leaders = set()
         for i in range(3):
-            info = await conns[0].jetstream().add_stream(name=f"ONE{i}", subjects=[f"one.{i}"], num_replicas=1)
+            js0 = conns[0].jetstream()
+            info = await until(lambda: js0.add_stream(name=f"ONE{i}", subjects=[f"one.{i}"], num_replicas=1),
+                               "the stream to be created")
             assert info.cluster.replicas in (None, [])
             leaders.add(info.cluster.leader)
             for nc in conns:  # publish through every node, read back through every node
@@ -361,7 +353,7 @@ def test_push_consumer_delivers_to_a_client_on_another_node(cluster: dict[str, N
         other = next(name for name in cluster if name != leader)
         nc = await nats.connect(cluster[other].url)  # not the stream leader's server
         js = nc.jetstream()
-        sub = await js.subscribe("orders.push", durable="PUSHER", stream=STREAM)
+        sub = await until(lambda: js.subscribe("orders.push", durable="PUSHER", stream=STREAM), "a push consumer")
         await publish_acked(js, "orders.push", b"pushed")
         msg = await sub.next_msg(timeout=10)
         assert msg.data == b"pushed" and msg.metadata.stream == STREAM
