@@ -193,6 +193,11 @@ def run_bench(
     title += f", {pubs} pubs" if pubs > 1 and mode is not Mode.REQ else ""
     title += ", across a route (2-node cluster)" if cluster or (sub_url and sub_url != url) else ""
     console.print(render_table(title, results, runs))
+    if subjects <= 1 and mode is not Mode.REQ:
+        console.print(
+            "[dim]note: one subject means byte-identical consecutive PUB frames, which JetRaft parses "
+            "and fans out as runs; --subjects N gives varied traffic[/dim]"
+        )
     if json_out:
         params = {"mode": mode.value, "msgs": msgs, "size_bytes": size_bytes, "subs": subs, "pubs": pubs, "subjects": subjects}
         console.print_json(json.dumps({**params, "runs": runs, "results": results}))
