@@ -9,7 +9,8 @@ majority / all nodes, corruption (bit flip, truncation, rollback, wipe) of a min
 voter or learner, promoting a learner, removing a voter, and leadership transfer. Invariants are
 checked by the Cluster's InvariantChecker after every step.
 
-Then `settle`: heal the network, resume and restart every node, and require (R8) that within
+Then `settle`: heal and calm the network (no loss, short delays), resume, unskew and restart
+every node, and require (R8) that within
 `LIVENESS_TICKS` a leader exists and a new proposal is acknowledged, and within `CATCHUP_TICKS`
 more every live member has applied every acknowledged index (no acknowledged write lost, R2).
 Failures come back as a `RunResult` with the violated invariant, never as a crash of the caller.
@@ -205,6 +206,7 @@ def chaos_step(c: Cluster, rng: random.Random, quiet_weight: float = QUIET_WEIGH
 
 def heal_all(c: Cluster) -> None:
     c.heal()
+    c.calm()
     for node_id, node in sorted(c.nodes.items()):
         c.resume(node_id)
         if node.tick_rate != 1.0:

@@ -308,6 +308,13 @@ class Cluster:
         self.net.heal()
         self.record("heal")
 
+    def calm(self) -> None:
+        """End network weather: no loss, no duplicates, short delays (Raft's liveness assumes
+        message delays well below the election timeout)."""
+        self.net.drop_rate = self.net.duplicate_rate = 0.0
+        self.net.delay_ticks = (1, 2)
+        self.record("calm")
+
     def pause(self, node_id: str) -> None:
         if self.nodes[node_id].up:
             self.net.pause(node_id)
