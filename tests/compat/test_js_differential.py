@@ -155,6 +155,11 @@ def test_pull_request_outcomes_match_nats_server(tmp_path: pathlib.Path) -> None
             await nc.request(f"pl.{i}", b"m%d" % i, timeout=5)
         await request("c", b'{"batch": 1, "max_bytes": 10}', 1)
         await request("c", b'{"batch": 5, "no_wait": true}', 4)
+        for i in range(3, 5):
+            await nc.request(f"pl.{i}", b"m%d" % i, timeout=5)
+        # no_wait with expires: what is there, then 404; when nothing is there, wait for expiry
+        await request("c", b'{"batch": 5, "no_wait": true, "expires": 500000000}', 3)
+        await request("c", b'{"batch": 5, "no_wait": true, "expires": 500000000}', 1)
         return out
 
     results = {}
@@ -162,7 +167,7 @@ def test_pull_request_outcomes_match_nats_server(tmp_path: pathlib.Path) -> None
         with js_server(kind, tmp_path, store_name=f"pull-{kind}") as server:
             results[kind] = run(pulls, server.url)
     diffs = [f"jetraft={a} nats-server={b}" for a, b in zip(results["jetraft"], results["nats-server"]) if a != b]
-    assert len(results["jetraft"]) == len(results["nats-server"]) == 10
+    assert len(results["jetraft"]) == len(results["nats-server"]) == 14
     assert not diffs, "\n".join(diffs)
 
 
