@@ -226,7 +226,8 @@ def test_stream_leader_stepdown_moves_leadership(cluster: dict[str, Node]) -> No
     async def scenario() -> None:
         nc = await connect_all(cluster)
         before = await stream_leader(nc)
-        reply = await api(nc, f"$JS.API.STREAM.LEADER.STEPDOWN.{STREAM}", timeout_s=5.0)
+        reply = await until(lambda: api(nc, f"$JS.API.STREAM.LEADER.STEPDOWN.{STREAM}", timeout_s=5.0),
+                            "a stepdown reply")
         assert reply.get("success") is True, reply
         after = await until(lambda: _leader_other_than(nc, before), "a different stream leader")
         assert after != before
@@ -244,8 +245,8 @@ async def _leader_other_than(nc: Any, old: str) -> str | None:
 def test_meta_leader_stepdown_moves_leadership(cluster: dict[str, Node]) -> None:
     async def scenario() -> None:
         nc = await connect_all(cluster)
-        before = (await api(nc, "$JS.API.INFO"))["meta_cluster"]["leader"]
-        reply = await api(nc, "$JS.API.META.LEADER.STEPDOWN", timeout_s=5.0)
+        before = await wait_meta_leader(cluster)
+        reply = await until(lambda: api(nc, "$JS.API.META.LEADER.STEPDOWN", timeout_s=5.0), "a stepdown reply")
         assert reply.get("success") is True, reply
 
         async def moved() -> str | None:
