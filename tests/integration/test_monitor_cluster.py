@@ -1,0 +1,272 @@
+"""Monitoring of a three-node clustered JetStream: $SYS pings across routes, /jsz, /healthz.
+
+Three `jetraft server -js --cluster ... -m PORT -c sys.conf` processes (system account `SYS`
+with user `sys`, user `app` for the data). The scenarios run in order on one cluster: an R3
+stream gets messages; `$SYS.REQ.SERVER.PING.JSZ` from `sys` on one node is answered once by
+every server, each reply carrying that server's own replica state, and is refused to `app`;
+/jsz shows the meta leader, the cluster size and the stream's Raft group; then one node is
+stopped, the stream grows while it is down, and after its restart its /healthz is unhealthy
+until its replica has caught up - when it first reports healthy, its content hash and applied
+state equal the leader's. Processes are stopped by PID; every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import nats
+import pytest
+from nats.errors import NoRespondersError
+
+from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess, free_port
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+CONFIG = """system_account = "SYS"
+accounts = {SYS = {users = [{user = "sys", password = "sys"}]}, APP = {users = [{user = "app", password = "app"}]}}
+"""
+DEADLINE_S = 20.0
+STREAM = "MON"
+FIRST_BATCH = 5
+SECOND_BATCH = 200
+
+
+def free_port_pair() -> int:
+    """A port P with P+1 also free (cluster port and Raft port)."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind((LOOPBACK, port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port pair")
+
+
+class Node:
+    def __init__(self, name: str, tmp: pathlib.Path, config: pathlib.Path) -> None:
+        self.name = name
+        self.client_port = free_port()
+        self.http_port = free_port()
+        self.cluster_port = free_port_pair()
+        self.store_dir = tmp / name
+        self.log_path = tmp / f"{name}.log"
+        self.config = config
+        self.proc: ServerProcess | None = None
+
+    def url(self, user: str) -> str:
+        return f"nats://{user}:{user}@{LOOPBACK}:{self.client_port}"
+
+    def start(self, routes: list[str]) -> None:
+        args = ["-n", self.name, "-js", "-sd", str(self.store_dir), "-m", str(self.http_port),
+                "--cluster", f"nats://{LOOPBACK}:{self.cluster_port}", "--cluster_name", "mon",
+                "--routes", ",".join(routes)]
+        self.proc = ServerProcess(kind=ServerKind.JETRAFT, port=self.client_port, config=self.config,
+                                  extra_args=args, log_path=self.log_path, cwd=REPO_ROOT)
+        self.proc.start()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{self.http_port}{path}", timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    tmp = tmp_path_factory.mktemp("moncluster")
+    config = tmp / "sys.conf"
+    config.write_text(CONFIG, encoding="utf-8")
+    nodes = {name: Node(name, tmp, config) for name in ("n1", "n2", "n3")}
+    routes = [f"nats-route://{LOOPBACK}:{n.cluster_port}" for n in nodes.values()]
+    try:
+        for node in nodes.values():
+            node.start(routes)
+        run(setup_stream(nodes))
+        yield nodes
+    except BaseException:
+        for node in nodes.values():
+            print(f"--- {node.name} log ---\n{node.log_path.read_text(errors='replace')[-5000:]}")
+        raise
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def until(check: Any, what: str, timeout_s: float = DEADLINE_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - not ready yet
+            last = exc
+        await asyncio.sleep(0.1)  # polling interval of a condition wait
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+async def setup_stream(nodes: dict[str, Node]) -> None:
+    nc = await nats.connect(nodes["n1"].url("app"))
+    try:
+        async def created() -> bool:
+            reply = await nc.request("$JS.API.STREAM.CREATE." + STREAM, json.dumps(
+                {"name": STREAM, "subjects": ["mon.>"], "num_replicas": 3}).encode(), timeout=2)
+            body = json.loads(reply.data)
+            return "config" in body or body.get("error", {}).get("err_code") == 10058
+        await until(created, "stream creation")
+        js = nc.jetstream()
+        for i in range(FIRST_BATCH):
+            await js.publish(f"mon.{i}", b"x")
+    finally:
+        await nc.close()
+
+
+async def sys_replies(node: Node, subject: str, body: bytes, expect: int) -> list[dict[str, Any]]:
+    """Send one request as `sys`; gather replies until `expect` arrived (or a deadline)."""
+    nc = await nats.connect(node.url("sys"))
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(subject, body, reply=inbox)
+        replies = []
+        deadline = time.monotonic() + 3.0
+        while len(replies) < expect and time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.01))
+            except asyncio.TimeoutError:
+                break
+            replies.append(json.loads(msg.data))
+        return replies
+    finally:
+        await nc.close()
+
+
+def detail_of(jsz: dict[str, Any]) -> dict[str, Any] | None:
+    for account in jsz.get("account_details") or ():
+        for detail in account.get("stream_detail") or ():
+            if detail["name"] == STREAM:
+                return detail
+    return None
+
+
+def test_ping_jsz_one_reply_per_server_with_its_own_state(cluster: dict[str, Node]) -> None:
+    async def every_replica_has_the_messages() -> list[dict[str, Any]] | None:
+        replies = await sys_replies(cluster["n2"], "$SYS.REQ.SERVER.PING.JSZ",
+                                    b'{"streams": true}', expect=3)
+        states = {r["server"]["name"]: (detail_of(r["data"]) or {}).get("state", {}) for r in replies}
+        if len(replies) == 3 and all(s.get("messages") == FIRST_BATCH for s in states.values()):
+            return replies
+        return None
+
+    replies = run(until(every_replica_has_the_messages, "three JSZ replies with the stream"))
+    assert sorted(r["server"]["name"] for r in replies) == ["n1", "n2", "n3"]
+    assert len({r["server"]["id"] for r in replies}) == 3
+    for reply in replies:
+        data = reply["data"]
+        assert data["server_id"] == reply["server"]["id"]  # each server's own document
+        assert data["meta_cluster"]["cluster_size"] == 3
+        raft = detail_of(data)["cluster"]["raft"]
+        assert raft["applied"] > 0 and raft["repair_needed"] is False
+    assert len({r["data"]["meta_cluster"]["leader"] for r in replies}) == 1
+
+
+def test_ping_jsz_denied_to_ordinary_users(cluster: dict[str, Node]) -> None:
+    async def attempt() -> bool:
+        nc = await nats.connect(cluster["n1"].url("app"))
+        try:
+            await nc.request("$SYS.REQ.SERVER.PING.JSZ", b"", timeout=2)
+            return False
+        except NoRespondersError:
+            return True
+        finally:
+            await nc.close()
+    assert run(attempt())
+
+
+def test_jsz_shows_meta_leader_and_stream_group(cluster: dict[str, Node]) -> None:
+    async def leader_view() -> Any:
+        status, jsz = cluster["n1"].get("/jsz?streams=true")
+        detail = detail_of(jsz)
+        return jsz if detail and detail["cluster"].get("leader") else None
+
+    jsz = run(until(leader_view, "jsz with a stream leader"))
+    assert jsz["meta_cluster"]["cluster_size"] == 3 and jsz["meta_cluster"]["leader"] in ("n1", "n2", "n3")
+    cluster_block = detail_of(jsz)["cluster"]
+    assert cluster_block["raft_group"] and cluster_block["leader"] in ("n1", "n2", "n3")
+    varz = cluster["n1"].get("/varz")[1]
+    assert varz["cluster"]["name"] == "mon" and varz["routes"] == 2
+
+
+async def digest(node: Node, of: str) -> dict[str, Any]:
+    nc = await nats.connect(node.url("app"))
+    try:
+        reply = await nc.request(f"$JSC.DIGEST.{of}.{STREAM}", b"", timeout=2)
+        return json.loads(reply.data)
+    finally:
+        await nc.close()
+
+
+def test_healthz_unhealthy_while_catching_up(cluster: dict[str, Node]) -> None:
+    n1, n3 = cluster["n1"], cluster["n3"]
+
+    async def all_healthy() -> bool:
+        statuses = [(await asyncio.to_thread(n.get, "/healthz"))[0] for n in cluster.values()]
+        return statuses == [200, 200, 200]
+    run(until(all_healthy, "every node healthy"))
+
+    n3.stop()
+
+    async def publish_more() -> None:
+        nc = await nats.connect(n1.url("app"))
+        try:
+            js = nc.jetstream()
+            for i in range(SECOND_BATCH):  # retried (deduplicated by id) while leadership moves
+                await until(lambda i=i: js.publish(f"mon.more.{i}", b"y" * 64, timeout=1,
+                                                   headers={"Nats-Msg-Id": f"more-{i}"}),
+                            f"publish {i}")
+        finally:
+            await nc.close()
+    run(publish_more())
+    assert n1.get("/healthz")[0] == 200  # the rest of the cluster stays healthy
+
+    n3.start([f"nats-route://{LOOPBACK}:{n.cluster_port}" for n in cluster.values()])
+    statuses = []
+
+    async def healthy_again() -> bool:
+        status, body = await asyncio.to_thread(n3.get, "/healthz")
+        statuses.append((status, body))
+        return status == 200
+    run(until(healthy_again, "the restarted node to be healthy", timeout_s=30))
+    total = FIRST_BATCH + SECOND_BATCH
+    mine = run(digest(n1, "n3"))  # the moment it says healthy, it holds everything
+    assert mine["messages"] == total
+    first_status, first_body = statuses[0]
+    assert first_status == 503 and first_body["status"] == "unavailable"
+
+    async def leader_digest() -> Any:
+        for node in cluster.values():
+            d = await digest(n1, node.name)
+            if d["leader"]:
+                return d
+        return None
+    leader = run(until(leader_digest, "the leader's digest"))
+    assert (mine["digest"], mine["last_seq"]) == (leader["digest"], leader["last_seq"])
