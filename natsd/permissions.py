@@ -22,11 +22,14 @@ Semantics, as nats-server (checked against the reference binary):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from natsd.subjects import has_wildcard, is_subset, subject_matches, subjects_overlap
+
+Clock = int | Callable[[], int]  # milliseconds, or a function returning them
 
 DECISION_CACHE_MAX = 4096
 RESPONSES_MAX = 65536  # bounded reply table per connection; the oldest entries go first
@@ -187,30 +190,32 @@ class PermissionChecker:
     """One connection's permission state: cached decisions and the reply subjects it may use."""
 
     perms: Permissions
-    _pub_cache: dict[str, bool] = attrs.field(factory=dict)
+    pub_cache: dict[str, bool] = attrs.field(factory=dict)  # read inline by client.py
     _deliver_cache: dict[str, bool] = attrs.field(factory=dict)
     _replies: dict[str, list[int]] = attrs.field(factory=dict)  # reply -> [left, expires_at_ms]
 
-    def can_publish(self, subject: str, now_ms: int = 0) -> bool:
-        ok = self._pub_cache.get(subject)
+    def can_publish(self, subject: str, now_ms: Clock = 0) -> bool:
+        return self.allowed_count(subject, 1, now_ms) == 1
+
+    def allowed_count(self, subject: str, count: int, now_ms: Clock = 0) -> int:
+        """How many of a run of `count` publishes to `subject` may go (the first ones): all,
+        or as many as the remaining responses to that reply subject allow. `now_ms` is the
+        time, or a callable giving it (read only when a reply permission is consulted)."""
+        ok = self.pub_cache.get(subject)
         if ok is None:
             ok = publish_allowed(self.perms.publish, subject)
-            if len(self._pub_cache) >= DECISION_CACHE_MAX:
-                self._pub_cache.clear()
-            self._pub_cache[subject] = ok
-        return ok or self._use_reply(subject, now_ms)
-
-    def allowed_count(self, subject: str, count: int, now_ms: int = 0) -> int:
-        """How many of a run of `count` publishes to `subject` may go (the first ones): all,
-        or as many as the remaining responses to that reply subject allow."""
-        if self.can_publish(subject, now_ms):
-            if self._pub_cache.get(subject):
-                return count
-            allowed = 1
-            while allowed < count and self._use_reply(subject, now_ms):
-                allowed += 1
-            return allowed
-        return 0
+            if len(self.pub_cache) >= DECISION_CACHE_MAX:
+                self.pub_cache.clear()
+            self.pub_cache[subject] = ok
+        if ok:
+            return count
+        if not self._replies:
+            return 0
+        now = now_ms() if callable(now_ms) else now_ms
+        allowed = 0
+        while allowed < count and self._use_reply(subject, now):
+            allowed += 1
+        return allowed
 
     def can_subscribe(self, subject: str, queue: str | None = None) -> bool:
         return subscribe_allowed(self.perms.subscribe, subject, queue)

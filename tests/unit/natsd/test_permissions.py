@@ -98,7 +98,7 @@ def test_decision_cache_is_bounded() -> None:
     checker = PermissionChecker(Permissions(publish=SubjectRule(allow=("a.>",))))
     for i in range(DECISION_CACHE_MAX * 2):
         assert checker.can_publish(f"a.{i}") and not checker.can_publish(f"b.{i}")
-    assert len(checker._pub_cache) <= DECISION_CACHE_MAX
+    assert len(checker.pub_cache) <= DECISION_CACHE_MAX
 
 
 TOKENS = st.sampled_from(["a", "b", "c"])
