@@ -273,8 +273,8 @@ class ClientConnection:
                 if headers is not None and not self.headers:
                     self.close(CloseReason.PROTOCOL_ERROR)
                     break
-                if perms is not None:
-                    allowed = perms.allowed_count(subject, len(payloads), self.now_ms())
+                if perms is not None and not perms.pub_cache.get(subject):  # cached "allowed"
+                    allowed = perms.allowed_count(subject, len(payloads), self.now_ms)
                     if allowed < len(payloads):
                         self._pub_denied(subject, len(payloads) - allowed)
                         if not allowed:
