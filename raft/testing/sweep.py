@@ -30,6 +30,23 @@ DEFAULT_STEPS = 200
 # is the minimal repro.
 KNOWN_FAILING: dict[int, str] = {}
 
+# Open core bugs found with `--storm` (not in CI's default set; replay with the flags shown).
+STALE_REPAIR_TARGET = (
+    "core: a repairing node takes its catch-up target from the first leader it hears after term "
+    "discovery; if that leader's log had an uncommitted tail which a later leader dropped, the "
+    "target is never reached on an idle cluster and the node stays repair-needed (never votes)"
+)
+STALE_DISCOVERY_CONFIG = (
+    "core: term discovery counts answers against the config in the repairing node's own log; if "
+    "members were removed since, it never gathers enough answers, and as it ignores appends "
+    "while discovering it never learns the newer config: repair-needed forever"
+)
+OPEN_STORM_BUGS: dict[str, str] = {
+    "--seeds 1 --start 5159 --stale-repair --storm": STALE_REPAIR_TARGET,
+    "--seeds 1 --start 110635 --stale-repair --storm": STALE_REPAIR_TARGET,
+    "--seeds 1 --start 101107 --storm": STALE_DISCOVERY_CONFIG,
+}
+
 # (seed, stale_repair) -> the bug it found with the current schedules; all fixed, all run in CI
 # (tests/sim/test_sim.py). Earlier finds (above) no longer replay the same schedule; their
 # directed repro is test_damaged_follower_catches_up.

@@ -61,6 +61,25 @@ def test_sweep_stale_repair_seeds() -> None:
     assert not failures, "\n".join(sweep.describe(r, sweep.DEFAULT_STEPS, " --stale-repair") for r in failures)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [pytest.param(a, marks=pytest.mark.xfail(reason=why, strict=False)) for a, why in sorted(sweep.OPEN_STORM_BUGS.items())],
+)
+def test_open_storm_bug_replays(args: str) -> None:
+    """The open core bugs (sweep.OPEN_STORM_BUGS) must pass once fixed (XPASS until they are
+    moved to REGRESSION_SEEDS)."""
+    argv = args.split()
+    seed = int(argv[argv.index("--start") + 1])
+    r = run_seed(seed, sweep.DEFAULT_STEPS, stale_repair="--stale-repair" in argv, storm=True)
+    assert r.ok, sweep.describe(r, sweep.DEFAULT_STEPS, " " + " ".join(argv[4:]))
+
+
+def test_sweep_storm_seeds() -> None:
+    """About 7x more faults per tick (`--storm`) over a smaller seed set."""
+    failures = [r for r in (run_seed(s, sweep.DEFAULT_STEPS, storm=True) for s in range(2000, 2150)) if not r.ok]
+    assert not failures, "\n".join(sweep.describe(r, sweep.DEFAULT_STEPS, " --storm") for r in failures)
+
+
 @pytest.mark.parametrize("seed,stale_repair", sorted(sweep.REGRESSION_SEEDS))
 def test_regression_seed(seed: int, stale_repair: bool) -> None:
     """Seeds that once found a core bug (see sweep.REGRESSION_SEEDS) stay green."""
