@@ -15,8 +15,10 @@ leader it is, so the task also asks each stream's leader for the stream info (ro
 `$JS.API.STREAM.INFO.<stream>`, whose `cluster.replicas` is the leader's view of every replica:
 `current`, `lag`). A local replica is current when it is not repairing, knows its leader, has
 heard from it recently, has applied everything it knows is committed, and the leader (last time
-we asked) reports it current. /healthz is unhealthy while any local replica is not current, and
-(with or without `js-enabled-only`) until the meta group has a leader.
+we asked) reports it current: with no lag to become current, then within
+`CURRENT_LAG_MAX_ENTRIES` to stay so (a busy stream always has entries in flight). /healthz is
+unhealthy while any local replica is not current, and (with or without `js-enabled-only`) until
+the meta group has a leader.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from jetstream.info import rfc3339_ns, stream_state_json
 from jetstream.runtime import StreamClosed
 
 REFRESH_S = 0.25
+IDLE_CHECK_S = 1.0
 DEMAND_WINDOW_S = 30.0
 LEADER_VIEW_TIMEOUT_S = 1.0
+CURRENT_LAG_MAX_ENTRIES = 16
 META_GROUP = "_meta_"  # meta/assignments.py's group id (jetstream may not import meta)
 FSYNC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 log = structlog.get_logger("jetstream.monitoring")
@@ -50,6 +54,7 @@ class StreamView:
     state: Any = None  # the store's StoreState
     consumers: list[dict[str, Any]] = attrs.Factory(list)
     leader_view: dict[str, Any] | None = None  # stream info "cluster" from the leader
+    current: bool = False  # the leader's verdict on our replica (see judge_leader_view)
 
 
 @attrs.define
@@ -100,6 +105,7 @@ class JsMonitor:
         self.demand_s = -math.inf
         self.wake = trio.Event()
         self.fsync = Histogram(FSYNC_BUCKETS_S)
+        self.commits = Histogram(FSYNC_BUCKETS_S)
         self.requester: Any = None
 
     @property
@@ -114,9 +120,12 @@ class JsMonitor:
 
     async def run(self) -> None:
         while True:  # until cancelled
+            self.time_commits()
             if trio.current_time() - self.demand_s > DEMAND_WINDOW_S:
                 self.wake = trio.Event()
-                await self.wake.wait()
+                with trio.move_on_after(IDLE_CHECK_S):  # new streams get their commit timer
+                    await self.wake.wait()
+                continue
             try:
                 await self.refresh()
             except Exception as exc:  # noqa: BLE001 - monitoring must never stop JetStream
@@ -134,7 +143,7 @@ class JsMonitor:
             except StreamClosed:
                 continue
             if self.host is not None and not getattr(rt, "leading", True):
-                view.leader_view = await self._leader_view(name)
+                self.judge_leader_view(name, view, await self._leader_view(name))
 
     async def _leader_view(self, name: str) -> dict[str, Any] | None:
         """The stream leader's `cluster` block of the stream info (None: no answer)."""
@@ -149,6 +158,25 @@ class JsMonitor:
         except (ValueError, AttributeError):
             return None
         return cluster if isinstance(cluster, dict) else None
+
+    def time_commits(self) -> None:
+        """Time each publish batch from proposal to commit+apply (its PubAcks go out right
+        after): wraps every stream's `apply_batch` once (an instance attribute)."""
+        hist = self.commits
+        for rt in list(self.js.streams.values()):
+            if rt.__dict__.get("_monitor_timed"):
+                continue
+            inner = rt.apply_batch
+
+            async def timed(cmds: list[Any], inner: Any = inner) -> Any:
+                started = trio.current_time()
+                try:
+                    return await inner(cmds)
+                finally:
+                    if cmds and type(cmds[0]).__name__ == "Publish":
+                        hist.observe(trio.current_time() - started)
+            rt.apply_batch = timed
+            rt._monitor_timed = True
 
     def time_fsyncs(self) -> None:
         """Time every batch the Raft host persists (one fsync each): wraps its worker's save."""
@@ -207,12 +235,26 @@ class JsMonitor:
             return f"JetStream stream '{name}' is not current (applying)"
         if getattr(node, "_election_elapsed", 0) >= getattr(node._cfg, "election_ticks", 10):
             return f"JetStream stream '{name}' has not heard from its leader"
-        view = self.views.get(name, StreamView()).leader_view
-        me = self.server.server_name
-        mine = [r for r in (view or {}).get("replicas", ()) if r.get("name") == me]
-        if view is None or not mine or not mine[0].get("current"):
-            return f"JetStream stream '{name}' is not current"
+        view = self.views.get(name, StreamView())
+        if not view.current:
+            return f"JetStream stream '{name}' is not current (catching up)"
         return None
+
+    def judge_leader_view(self, name: str, view: StreamView, cluster: dict[str, Any] | None) -> None:
+        """Update `view.current` from the leader's view of our replica: it becomes current when
+        the leader sees no lag at all; once current it stays so while the lag is at most
+        `CURRENT_LAG_MAX_ENTRIES` (a busy stream always has a few entries in flight) and the
+        leader sees us online. No answer from the leader leaves the verdict as it was."""
+        if cluster is None:
+            return
+        view.leader_view = cluster
+        me = self.server.server_name
+        mine = [r for r in cluster.get("replicas", ()) if r.get("name") == me]
+        if not mine or mine[0].get("offline"):
+            view.current = False
+            return
+        lag = int(mine[0].get("lag", 0) or 0)
+        view.current = lag == 0 or (view.current and lag <= CURRENT_LAG_MAX_ENTRIES)
 
     # -- providers --------------------------------------------------------------------------------
 
@@ -348,6 +390,9 @@ class JsMonitor:
             size.add_metric([me, name], state.bytes if state else 0)
             lead.add_metric([me, name], 1 if getattr(rt, "leading", True) else 0)
         families: list[Any] = [msgs, size, lead]
+        families.append(self.commits.family(
+            "jetraft_publish_commit_seconds", "Publish batch latency from proposal to commit "
+            "(quorum fsync) and apply; the PubAcks go out right after."))
         if self.host is not None:
             families += self.raft_metrics(me)
         return families
