@@ -546,3 +546,14 @@ def test_configured_limits_match_reference(case: str, limits_pair: tuple[ServerP
     expected = exchange(reference_server, LIMIT_CASES[case])
     assert '"max_payload": 1000' in expected.ops[0]
     assert exchange(candidate_server, LIMIT_CASES[case]) == expected, case
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_server_name_flag_reaches_info(kind: str, tmp_path: pathlib.Path) -> None:
+    """`-n NAME` (nats-server's flag) names the server in INFO; the id stays its own."""
+    with running_server(kind, tmp_path, extra_args=["-n", "compat-node-7"]) as proc:
+        received, _closed = raw_exchange(proc.port, b"CONNECT {}\r\nPING\r\n")
+        info = json.loads(received.split(b"\r\n", 1)[0][5:])
+        assert info["server_name"] == "compat-node-7"
+        assert info["server_id"] and info["server_id"] != "compat-node-7"
+        assert info["port"] == proc.port
