@@ -56,10 +56,17 @@ class AuthConfig:
     token: str | None = attrs.field(default=None, repr=False)
     users: tuple[User, ...] = ()
     timeout_s: float = 2.0
+    no_auth_user: str | None = None  # a CONNECT without credentials logs in as this user
+    default_permissions: Permissions | None = None  # for listed users without their own
 
     @property
     def required(self) -> bool:
         return self.user is not None or self.token is not None or bool(self.users)
+
+    @property
+    def advertised(self) -> bool:
+        """INFO `auth_required`: not with a no_auth_user (as nats-server)."""
+        return self.required and self.no_auth_user is None
 
     @property
     def nonce_required(self) -> bool:
@@ -71,10 +78,13 @@ class AuthResult:
     ok: bool
     user: User | None = None
     who: str = ""  # user name or nkey, for the log; never a secret
+    default_permissions: Permissions | None = None
 
     @property
     def permissions(self) -> Permissions | None:
-        perms = self.user.permissions if self.user is not None else None
+        perms = None
+        if self.user is not None:
+            perms = self.user.permissions or self.default_permissions
         return perms if perms is not None and (perms.restricts or perms.responses) else None
 
 
@@ -159,6 +169,19 @@ def authenticate(config: AuthConfig, connect: dict, nonce: str | None) -> AuthRe
     """Check a CONNECT's credentials; `nonce` is what this connection's INFO carried."""
     if not config.required:
         return AuthResult(ok=True)
+    result = _authenticate(config, connect, nonce)
+    if result.user is not None and config.default_permissions is not None:
+        result = attrs.evolve(result, default_permissions=config.default_permissions)
+    return result
+
+
+_CREDENTIAL_FIELDS = ("user", "pass", "auth_token", "nkey", "sig", "jwt")
+
+
+def _authenticate(config: AuthConfig, connect: dict, nonce: str | None) -> AuthResult:
+    if config.no_auth_user is not None and not any(k in connect for k in _CREDENTIAL_FIELDS):
+        user = next((u for u in config.users if u.name == config.no_auth_user), None)
+        return AuthResult(ok=user is not None, user=user, who=config.no_auth_user[:64])
     nkey = connect.get("nkey")
     if isinstance(nkey, str) and config.nonce_required:
         user = next((u for u in config.users if u.nkey == nkey), None)
