@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from natsd.auth import parse_users
+from natsd.permissions import parse_permissions
 from natsd.monitor_config import MONITOR_KEYS, monitor_fields
 from natsd.tls import parse_tls
 
@@ -52,6 +53,8 @@ class ServerOptions:
     auth_token: str | None = None
     auth_timeout_s: float = 2.0
     auth_users: tuple = ()  # natsd.auth.User values (`authorization { users = [...] }`)
+    auth_default_permissions: Any = None  # natsd.permissions.Permissions for users without any
+    no_auth_user: str | None = None  # top-level `no_auth_user`: CONNECTs without credentials
     max_subscriptions: int = 0  # per connection; 0 = unlimited
     # client TLS (`tls { cert_file key_file ca_file verify timeout }`, --tls* flags); natsd/tls.py
     tls_cert: str | None = None
@@ -171,6 +174,8 @@ def options_from_mapping(data: dict[str, Any]) -> tuple[dict[str, Any], list[str
             fields.update(_authorization(value, unknown))
         elif key == "tls":
             fields.update(_tls_fields(value, "tls", "tls"))
+        elif key == "no_auth_user":
+            fields["no_auth_user"] = str(value)
         elif key in MONITOR_KEYS:  # monitoring and the system account (natsd/monitor_config.py)
             monitor_fields(key, value, data, fields, unknown)
         else:
@@ -211,6 +216,8 @@ def _authorization(value: Any, unknown: list[str]) -> dict[str, Any]:
             fields[name] = convert(item)
         elif key == "users" and item:  # an empty list has no effect: reported as ignored
             fields["auth_users"] = parse_users(item)
+        elif key == "default_permissions":
+            fields["auth_default_permissions"] = parse_permissions(item)
         else:
             unknown.append(f"authorization.{key}")
     return fields
