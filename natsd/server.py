@@ -122,7 +122,9 @@ class Server:
         # check when no connection has reply tracking or subscribe deny lists
         self.auth = AuthConfig(user=self.options.auth_user, password=self.options.auth_password,
                                token=self.options.auth_token, users=self.options.auth_users,
-                               timeout_s=self.options.auth_timeout_s)
+                               timeout_s=self.options.auth_timeout_s,
+                               no_auth_user=self.options.no_auth_user,
+                               default_permissions=self.options.auth_default_permissions)
         self.tls = TlsSettings(cert_file=self.options.tls_cert, key_file=self.options.tls_key,
                                ca_file=self.options.tls_ca, verify=self.options.tls_verify,
                                timeout_s=self.options.tls_timeout_s)
@@ -221,7 +223,7 @@ class Server:
         }
         if opts.jetstream:
             info["jetstream"] = True
-        if self.auth_required:
+        if self.auth.advertised:
             info["auth_required"] = True
         if self.tls_ctx is not None:
             info["tls_required"] = True
