@@ -313,11 +313,15 @@ class ClientConnection:
     def _authorize(self, ops: list) -> list:
         """On a server requiring auth the first operation must be a CONNECT with valid
         credentials; anything else is `-ERR 'Authorization Violation'` and close."""
-        if not ops:
+        at = 0
+        if self.server.auth.no_auth_user is not None:  # PING/PONG may come before CONNECT
+            while at < len(ops) and type(ops[at]) in (p.Ping, p.Pong):
+                at += 1
+        if at == len(ops):
             return ops
-        if type(ops[0]) is p.ProtocolError and ops[0].message != p.ERR_UNKNOWN_OP:
+        if type(ops[at]) is p.ProtocolError and ops[at].message != p.ERR_UNKNOWN_OP:
             return ops  # e.g. a CONNECT with bad JSON: closed silently, as nats-server
-        first = ops[0]
+        first = ops[at]
         result, self._auth_result = self._auth_result, None
         if result is None and type(first) is p.Connect:
             result = self.server.authenticate(first.options, self.nonce)
