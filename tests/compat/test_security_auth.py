@@ -147,3 +147,37 @@ def test_user_pass_flags(kind: str, tmp_path: pathlib.Path) -> None:
         assert (lines(said), closed) == ([VIOLATION], True)
         log_after_argv = srv.log_tail(100_000).split("\n", 1)[1]
         assert "pw-wrong-secret" not in log_after_argv and "pw-flag-secret" not in log_after_argv
+
+
+NO_AUTH_CONF = {"no_auth_user": "guest", "authorization": {
+    "default_permissions": {"publish": {"deny": ["nope"]}},
+    "users": [{"user": "guest", "password": "g", "permissions": {"publish": {"allow": ["pub.>"]}}},
+              {"user": "plain", "password": "p"}]}}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_auth_user_and_default_permissions(kind: str, tmp_path: pathlib.Path) -> None:
+    """A CONNECT without credentials is the no_auth_user (with its permissions); listed users
+    without permissions get default_permissions; wrong credentials are still refused."""
+    with secure_server(kind, tmp_path, NO_AUTH_CONF) as srv:
+        info = read_info(srv.port)
+        assert info is not None and "auth_required" not in info
+        assert exchange(srv.port, b"PING\r\n") == ("PONG\r\n", False)
+        said, closed = exchange(srv.port, connect_line() + b"PUB pub.a 0\r\n\r\nPUB x 0\r\n\r\nPING\r\n")
+        assert (lines(said), closed) == (["-ERR 'Permissions Violation for Publish to \"x\"'", "PONG"], False)
+        said, closed = exchange(srv.port, connect_line(user="plain", **{"pass": "p"})
+                                + b"PUB nope 0\r\n\r\nPUB x 0\r\n\r\nPING\r\n")
+        assert (lines(said), closed) == (["-ERR 'Permissions Violation for Publish to \"nope\"'", "PONG"], False)
+        said, closed = exchange(srv.port, connect_line(user="plain", **{"pass": "bad"}) + b"PING\r\n")
+        assert (lines(said), closed) == ([VIOLATION], True)
+        arun(_guest_roundtrip(srv.url))  # nats-py without credentials: the guest
+
+
+async def _guest_roundtrip(url: str) -> None:
+    nc = await nats.connect(url, allow_reconnect=False)
+    try:
+        sub = await nc.subscribe("pub.guest")
+        await nc.publish("pub.guest", b"hi")
+        assert (await sub.next_msg(timeout=3)).data == b"hi"
+    finally:
+        await nc.close()

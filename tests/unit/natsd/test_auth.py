@@ -160,3 +160,17 @@ def test_uses_bcrypt_only_for_hashed_secrets() -> None:
     assert uses_bcrypt(AuthConfig(token=HASH), {"auth_token": "x"})
     assert not uses_bcrypt(AuthConfig(token="plain"), {"auth_token": "x"})
     assert uses_bcrypt(AuthConfig(user="u", password=HASH), {"user": "u", "pass": "x"})
+
+
+def test_no_auth_user_and_default_permissions() -> None:
+    default = Permissions(publish=SubjectRule(deny=("nope",)))
+    config = AuthConfig(users=USERS.users, no_auth_user="alice", default_permissions=default)
+    assert config.required and not config.advertised
+    guest = authenticate(config, {"verbose": False}, NONCE)
+    assert guest.ok and guest.user is not None and guest.user.name == "alice"
+    assert guest.permissions == default  # alice has none of her own
+    assert not authenticate(config, {"user": "alice", "pass": "wrong"}, NONCE).ok
+    assert authenticate(config, {"user": "bob", "pass": "hunter2"}, NONCE).permissions == \
+        Permissions(publish=SubjectRule(allow=("a",)))  # own permissions win
+    missing = AuthConfig(users=USERS.users, no_auth_user="ghost")
+    assert not authenticate(missing, {}, NONCE).ok

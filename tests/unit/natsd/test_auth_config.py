@@ -81,3 +81,12 @@ def test_server_auth_required_and_info() -> None:
     assert server.new_nonce() == ""
     assert not Server(ServerOptions()).auth_required
     assert Server(ServerOptions(auth_token="t")).credentials_ok({"auth_token": "t"})
+
+
+def test_no_auth_user_and_default_permissions_keys() -> None:
+    fields, unknown = options_from_mapping({"no_auth_user": "g", "authorization": {
+        "default_permissions": {"subscribe": ["a"]}, "users": [{"user": "g", "password": "p"}]}})
+    assert unknown == [] and fields["no_auth_user"] == "g"
+    assert fields["auth_default_permissions"] == Permissions(subscribe=SubjectRule(allow=("a",)))
+    server = Server(ServerOptions(**fields))
+    assert server.auth_required and not server.auth.advertised
