@@ -10,6 +10,10 @@ stream's store state and consumer infos off the event loop (`rt.read`, the strea
 connection). Raft figures (role, term, commit, applied, last contact, repair-needed) are in
 memory and read live.
 
+Stream info's `cluster` block gets the same Raft figures (`raft`: role, term, applied, commit,
+last index, lag, last contact, repair-needed) by wrapping the clustered service's
+`cluster_info` on the instance.
+
 Health of a replica (clustered): a follower cannot see from its own log how far behind the
 leader it is, so the task also asks each stream's leader for the stream info (routed
 `$JS.API.STREAM.INFO.<stream>`, whose `cluster.replicas` is the leader's view of every replica:
@@ -93,8 +97,20 @@ def start_monitoring(js: Any, nursery: trio.Nursery) -> JsMonitor | None:
     monitor.register("healthz", mon.healthz)
     monitor.register("metrics", mon.metrics)
     mon.time_fsyncs()
+    if getattr(js, "host", None) is not None and callable(getattr(js, "cluster_info", None)):
+        js.cluster_info = _with_raft_health(mon, js.cluster_info)
     nursery.start_soon(mon.run)
     return mon
+
+
+def _with_raft_health(mon: JsMonitor, cluster_info: Any) -> Any:
+    """Stream info's `cluster` block (the leader answers it) plus this node's Raft health of
+    the group under `raft` (clients ignore unknown fields)."""
+    def with_health(rt: Any) -> dict[str, Any]:
+        block = cluster_info(rt)
+        health = mon.raft_health(rt.group) if hasattr(rt, "group") else None
+        return {**block, "raft": health} if health is not None else block
+    return with_health
 
 
 class JsMonitor:

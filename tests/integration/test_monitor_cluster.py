@@ -213,6 +213,14 @@ def test_jsz_shows_meta_leader_and_stream_group(cluster: dict[str, Node]) -> Non
     assert jsz["meta_cluster"]["cluster_size"] == 3 and jsz["meta_cluster"]["leader"] in ("n1", "n2", "n3")
     cluster_block = detail_of(jsz)["cluster"]
     assert cluster_block["raft_group"] and cluster_block["leader"] in ("n1", "n2", "n3")
+    async def stream_info() -> dict[str, Any]:
+        nc = await nats.connect(cluster["n1"].url("app"))
+        try:
+            return json.loads((await nc.request(f"$JS.API.STREAM.INFO.{STREAM}", b"", timeout=2)).data)
+        finally:
+            await nc.close()
+    raft = run(stream_info())["cluster"]["raft"]  # the leader's Raft health in stream info
+    assert raft["role"] == "leader" and raft["applied"] >= FIRST_BATCH and raft["last_contact_ms"] == 0
     varz = cluster["n1"].get("/varz")[1]
     assert varz["cluster"]["name"] == "mon" and varz["routes"] == 2
 
