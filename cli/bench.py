@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import pathlib
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -137,10 +139,12 @@ def targets(
     kinds = [ServerKind.JETRAFT, ServerKind.NATS_SERVER] if compare else [ServerKind(server_kind)]
     started: list[ServerProcess] = []
     found: dict[str, Target] = {}
+    log_dir = tempfile.TemporaryDirectory(prefix="jetraft-bench-")  # a failed start quotes its log tail
     try:
         for kind in kinds:
             nodes = cluster_nodes(kind) if cluster else [ServerProcess(kind=kind, port=free_port())]
             for node in nodes:
+                node.log_path = pathlib.Path(log_dir.name) / f"{kind.value}-{node.port}.log"
                 started.append(node)
                 try:
                     node.start()
@@ -151,6 +155,7 @@ def targets(
     finally:
         for proc in started:
             proc.stop()
+        log_dir.cleanup()
 
 
 def cluster_nodes(kind: ServerKind) -> list[ServerProcess]:
