@@ -25,6 +25,7 @@ import trio
 
 from natsd.config import ServerOptions, build_options, load_config, parse_duration_s, parse_size_bytes
 from natsd.config import parse_cluster_listen, parse_routes
+from meta.topology import parse_raft_peers
 from natsd.server import Server
 
 Service = Callable[..., Awaitable[None]]
@@ -121,6 +122,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float |
 @click.option("-m", "--http_port", type=int, default=None, help="HTTP monitoring port.")  # monitor
 @click.option("--no_implicit_routes", is_flag=True, default=None,
               help="Only dial configured routes, never servers learnt by gossip.")
+@click.option("--raft_peers", default=None,
+              help="name=host:port,... Raft addresses by server name (names become Raft ids).")
 def server(**flags: Any) -> None:
     """Run a NATS server."""
     options, unknown = _options(flags)
@@ -216,4 +219,9 @@ def _cluster_overrides(flags: dict[str, Any]) -> dict[str, Any]:
             raise click.BadParameter(str(exc), param_hint="--cluster") from None
     if flags.get("routes"):
         out["routes"] = parse_routes(flags["routes"])
+    if flags.get("raft_peers"):
+        try:
+            out["raft_peers"] = parse_raft_peers(flags["raft_peers"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--raft_peers") from None
     return out

@@ -3,8 +3,8 @@
 How it works: `run_clustered_jetstream(server)` is the natsd service `jetraft server -js
 --cluster ...` runs (cli/server.py picks it when a cluster port is configured). It opens the
 server's Raft log store (`<store_dir>/raft/raft.db`, one SQLite file for every group), the
-TCP Raft transport on the Raft port (meta/topology.py: cluster port + 1 by default; node id =
-Raft address), one `RaftHost`, the `ClusteredJetStream` shell, and the meta group `_meta_`
+TCP Raft transport on the Raft port (meta/topology.py: node id = server name with
+`raft_peers`, else Raft address = cluster port + 1), one `RaftHost`, the `ClusteredJetStream` shell, and the meta group `_meta_`
 whose voters are this server and every route peer.
 
 - Every server applies committed meta commands to its `MetaState` (meta/assignments.py) and
@@ -71,7 +71,8 @@ def topology_of(options: Any) -> Topology:
     if options.cluster_port is None:
         raise ValueError("clustered JetStream needs a cluster port (--cluster)")
     return derive(options.cluster_host, options.cluster_port, tuple(options.routes),
-                  advertise=options.cluster_advertise or "")
+                  advertise=options.cluster_advertise or "", server_name=options.server_name or "",
+                  raft_peers=tuple(options.raft_peers))
 
 
 class MetaService:

@@ -1,19 +1,27 @@
 # pure-core
-"""Who the Raft peers are: node ids and Raft addresses derived from the route configuration.
+"""Who the Raft peers are: node ids and Raft addresses, from `raft_peers` or from the routes.
 
-How it works: the Raft transport (raft/transport/tcp.py) listens on its own port, by default the
-cluster (route) port + 1 (`raft_port_offset`). A server's Raft node id is its Raft address,
-`host:port`, so every server derives the same voter set from the same `--routes` list without
-any discovery round: each route URL `nats-route://H:P` names the peer `H:(P+1)`. A route URL
-that points at ourselves is dropped. The local host is the advertise host, else the cluster
-listen host, with the wildcard `0.0.0.0` (and an empty host) read as 127.0.0.1.
+How it works: the Raft transport (raft/transport/tcp.py) listens on its own port. There are two
+ways to say who the voters are, and every server of a cluster must use the same one:
 
-The cost of this choice: every server must be given the routes of all the others (gossip does
-not add Raft voters), and moving a server to another address makes it a different voter.
-`jetraft cluster up` writes the full list for every node.
+- Named (`--raft_peers n1=H:P,n2=H:P,...`, config `cluster { raft_peers = { n1 = "H:P" } }`):
+  a server's Raft node id is its server name (`-n`), so it survives an address change, and each
+  peer's Raft address is given separately from its identity (a proxy may sit in front of it:
+  jepsen/db.py points every peer at a fault-injecting proxy this way). The server's own entry,
+  if present, is the address it listens on; without it, it listens on the cluster port + 1.
+- Derived (the default, no `raft_peers`): the Raft port is the cluster (route) port + 1
+  (`raft_port_offset`) and a node id is the Raft address `host:port`, so every server derives the
+  same voter set from the same `--routes` list without any discovery round: each route URL
+  `nats-route://H:P` names the peer `H:(P+1)`. A route URL that points at ourselves is dropped.
+  The local host is the advertise host, else the cluster listen host, with the wildcard `0.0.0.0`
+  (and an empty host) read as 127.0.0.1. Every server must be given the routes of all the others
+  (gossip does not add Raft voters), and moving a server to another address makes it a different
+  voter; `jetraft cluster up` writes the full list for every node.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -50,6 +58,27 @@ def node_id_of(host: str, raft_port: int) -> str:
     return f"{host}:{raft_port}"
 
 
+def parse_raft_peers(value: str | Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """`"n1=H:P,n2=H:P"`, a mapping or pairs -> sorted (name, "H:P") pairs. Raises ValueError."""
+    if isinstance(value, str):
+        pairs = []
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            name, sep, address = item.partition("=")
+            if not sep:
+                raise ValueError(f"raft peer {item!r} is not name=host:port")
+            pairs.append((name.strip(), address.strip()))
+    else:
+        pairs = list(value.items() if isinstance(value, Mapping) else value)
+    names = [str(name) for name, _ in pairs]
+    if len(set(names)) != len(names) or any(not name for name in names):
+        raise ValueError(f"raft peer names must be non-empty and unique: {names}")
+    for _, address in pairs:
+        host_port_of(str(address))  # validates
+    return tuple(sorted((str(name), str(address)) for name, address in pairs))
+
+
 def derive(
     cluster_host: str | None,
     cluster_port: int,
@@ -58,13 +87,16 @@ def derive(
     advertise: str = "",
     raft_port: int | None = None,
     offset: int = RAFT_PORT_OFFSET,
+    server_name: str = "",
+    raft_peers: tuple[tuple[str, str], ...] = (),
 ) -> Topology:
     if advertise:
-        host, adv_port = host_port_of(advertise)
-        own_cluster_port = adv_port
+        host, own_cluster_port = host_port_of(advertise)
     else:
         host, own_cluster_port = _local(cluster_host or ""), cluster_port
     own_raft_port = raft_port if raft_port is not None else own_cluster_port + offset
+    if raft_peers:
+        return _named(server_name, (host, own_raft_port), raft_peers)
     me = node_id_of(host, own_raft_port)
     peers: dict[str, tuple[str, int]] = {}
     for url in routes:
@@ -73,3 +105,12 @@ def derive(
         if peer_id != me and (peer_host, peer_port) != (host, own_cluster_port):
             peers[peer_id] = (peer_host, peer_port + offset)
     return Topology(me, host, own_raft_port, peers)
+
+
+def _named(server_name: str, default_own: tuple[str, int], raft_peers: tuple[tuple[str, str], ...]) -> Topology:
+    """Node ids are server names; addresses come from the `raft_peers` pairs."""
+    if not server_name:
+        raise ValueError("raft_peers needs a server name (-n/--server_name): it is the Raft node id")
+    addresses = {name: host_port_of(address) for name, address in raft_peers}
+    own_host, own_port = addresses.pop(server_name, default_own)
+    return Topology(server_name, own_host, own_port, addresses)

@@ -78,6 +78,7 @@ class ServerOptions:
     cluster_user: str = ""  # route authorization: peers must CONNECT with these
     cluster_password: str = ""
     cluster_implicit_routes: bool = True  # dial servers learnt by gossip (jetraft extension)
+    raft_peers: tuple = ()  # (name, "host:port") pairs: Raft ids are names (meta/topology.py)
     # monitoring (natsd/monitor*.py): HTTP port (-m/--http_port, `http_port`), and the users of
     # the system account allowed to send $SYS requests (`system_account` + `accounts`)
     http_host: str | None = None
@@ -250,6 +251,8 @@ def _cluster(value: Any, unknown: list[str]) -> dict[str, Any]:
             fields["cluster_no_advertise"] = bool(item)
         elif key == "implicit_routes":
             fields["cluster_implicit_routes"] = bool(item)
+        elif key == "raft_peers":  # { name = "host:port" } or "name=host:port,..." (jetraft extension)
+            fields["raft_peers"] = _raft_peers(item)
         elif key == "authorization":
             auth = dict(item)
             fields["cluster_user"] = str(auth.get("user", ""))
@@ -267,6 +270,12 @@ def _tls_fields(value: Any, where: str, prefix: str) -> dict[str, Any]:
     return {f"{prefix}_cert": tls.cert_file, f"{prefix}_key": tls.key_file,
             f"{prefix}_ca": tls.ca_file, f"{prefix}_verify": tls.verify,
             f"{prefix}_timeout_s": tls.timeout_s}
+
+
+def _raft_peers(value: Any) -> tuple[tuple[str, str], ...]:
+    if isinstance(value, str):
+        value = dict(item.strip().partition("=")[::2] for item in value.split(",") if item.strip())
+    return tuple(sorted((str(name), str(address)) for name, address in dict(value).items()))
 
 
 def parse_routes(value: Any) -> tuple[str, ...]:

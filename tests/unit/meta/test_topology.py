@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meta.topology import derive, host_port_of
+from meta.topology import derive, host_port_of, parse_raft_peers
 
 
 def test_every_node_derives_the_same_voters_from_the_same_routes() -> None:
@@ -26,3 +26,34 @@ def test_wildcard_listen_host_and_advertise() -> None:
 def test_bad_route_url() -> None:
     with pytest.raises(ValueError):
         host_port_of("nats-route://nohost")
+
+
+def test_named_peers_make_server_names_the_node_ids() -> None:
+    peers = parse_raft_peers("n1=127.0.0.1:7001, n2=127.0.0.1:9102,n3=localhost:9103")
+    tops = [derive("127.0.0.1", 7000 + i, (), server_name=f"n{i}", raft_peers=peers) for i in (1, 2, 3)]
+    assert [t.node_id for t in tops] == ["n1", "n2", "n3"]
+    assert len({t.voters for t in tops}) == 1 and tops[0].voters == {"n1", "n2", "n3"}
+    assert tops[0].peers == {"n2": ("127.0.0.1", 9102), "n3": ("localhost", 9103)}
+    assert (tops[0].raft_host, tops[0].raft_port) == ("127.0.0.1", 7001)  # its own entry
+    assert (tops[1].raft_host, tops[1].raft_port) == ("127.0.0.1", 9102)
+
+
+def test_named_peers_ignore_routes_and_default_own_address() -> None:
+    """Peer addresses may be proxies: identity does not change with them, and routes add nothing."""
+    peers = parse_raft_peers({"a": "127.0.0.1:5000", "b": "127.0.0.1:5001"})
+    top = derive("0.0.0.0", 7000, ("nats-route://127.0.0.1:8000",), server_name="c", raft_peers=peers)
+    assert top.node_id == "c" and top.peers == {"a": ("127.0.0.1", 5000), "b": ("127.0.0.1", 5001)}
+    assert (top.raft_host, top.raft_port) == ("127.0.0.1", 7001)
+    moved = derive("0.0.0.0", 7000, (), server_name="c", raft_peers=parse_raft_peers("a=10.0.0.9:1,b=127.0.0.1:5001"))
+    assert moved.voters == top.voters
+
+
+@pytest.mark.parametrize("text", ["n1", "n1=nohost", "=127.0.0.1:1", "n1=127.0.0.1:1,n1=127.0.0.1:2"])
+def test_bad_raft_peers(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_raft_peers(text)
+
+
+def test_raft_peers_need_a_server_name() -> None:
+    with pytest.raises(ValueError, match="server name"):
+        derive("127.0.0.1", 7000, (), raft_peers=parse_raft_peers("a=127.0.0.1:1"))
