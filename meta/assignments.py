@@ -12,6 +12,15 @@ stream deleted and created again gets a fresh group (and a fresh directory), nev
 log. `RegisterServer` records a server's name, cluster and tags (placement and stream info use
 them). Consumers are not meta commands here: they are replicated through their stream's group.
 
+Scaling and moves (meta/moves.py): `peers` is the *desired* peer set; `members` every server
+that may still be in the stream's Raft group (the union of the settled set and every desired
+set since; empty = same as `peers`); `initial` the peers a brand-new group starts with (cleared
+by the first peer change: any later joiner starts as a learner and learns the membership from
+the log, so a server re-added after its data was deleted can never elect itself on an empty
+log); `prior_config` the config before the move (restored by a cancel). `UpdateStream` with
+peers changes the desired set; the stream leader walks the Raft membership there and asks for
+`SettlePeers`, which shrinks `members` to `peers` - only then may removed servers delete data.
+
 Commands are JSON on the wire (`encode_command` / `decode_command`): small, rare, readable.
 `apply` returns `MetaOk` or `MetaRejected(reason)`; a rejected command changes nothing.
 """
@@ -45,6 +54,21 @@ class StreamAssignment:
     group: str
     peers: tuple[str, ...]
     created_ns: int
+    members: tuple[str, ...] = ()
+    initial: tuple[str, ...] | None = None  # None: same as peers (a group that never changed)
+    prior_config: dict[str, Any] | None = attrs.field(default=None, eq=False, hash=False)
+    prior_peers: tuple[str, ...] = ()
+
+    def hosts(self) -> tuple[str, ...]:
+        """Every server that runs a replica of the group (desired and still-leaving ones)."""
+        return tuple(sorted(set(self.peers) | set(self.members)))
+
+    def initial_voters(self) -> tuple[str, ...]:
+        return self.peers if self.initial is None else self.initial
+
+    @property
+    def moving(self) -> bool:
+        return bool(self.members)  # set by a peer change, cleared by SettlePeers
 
     def config_text(self) -> str:
         return json.dumps(self.config, sort_keys=True, separators=(",", ":"))
@@ -74,6 +98,16 @@ class CreateStream:
 class UpdateStream:
     name: str
     config: dict[str, Any] = attrs.field(eq=False, hash=False)
+    peers: tuple[str, ...] | None = None  # a new desired peer set (scale, move, peer remove)
+    cancel: bool = False  # a cancelled move: config and peers go back to the settled ones
+
+
+@attrs.frozen
+class SettlePeers:
+    """The stream group's membership reached `peers`: leaving servers may delete their data."""
+    name: str
+    group: str
+    peers: tuple[str, ...]
 
 
 @attrs.frozen
@@ -81,7 +115,7 @@ class DeleteStream:
     name: str
 
 
-MetaCommand = RegisterServer | CreateStream | UpdateStream | DeleteStream
+MetaCommand = RegisterServer | CreateStream | UpdateStream | DeleteStream | SettlePeers
 
 
 @attrs.frozen
@@ -107,6 +141,12 @@ def encode_command(cmd: MetaCommand) -> bytes:
                 "created_ns": cmd.created_ns}
     elif isinstance(cmd, UpdateStream):
         body = {"op": "update", "name": cmd.name, "config": cmd.config}
+        if cmd.peers is not None:
+            body["peers"] = list(cmd.peers)
+        if cmd.cancel:
+            body["cancel"] = True
+    elif isinstance(cmd, SettlePeers):
+        body = {"op": "settle", "name": cmd.name, "group": cmd.group, "peers": list(cmd.peers)}
     elif isinstance(cmd, DeleteStream):
         body = {"op": "delete", "name": cmd.name}
     else:
@@ -125,7 +165,11 @@ def decode_command(data: bytes) -> MetaCommand:
         if op == "create":
             return CreateStream(str(d["name"]), dict(d["config"]), tuple(d["peers"]), int(d["created_ns"]))
         if op == "update":
-            return UpdateStream(str(d["name"]), dict(d["config"]))
+            peers = d.get("peers")
+            return UpdateStream(str(d["name"]), dict(d["config"]),
+                                None if peers is None else tuple(str(p) for p in peers), bool(d.get("cancel")))
+        if op == "settle":
+            return SettlePeers(str(d["name"]), str(d["group"]), tuple(str(p) for p in d["peers"]))
         if op == "delete":
             return DeleteStream(str(d["name"]))
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
@@ -150,6 +194,8 @@ class MetaState:
             return self._create(cmd, index)
         if isinstance(cmd, UpdateStream):
             return self._update(cmd)
+        if isinstance(cmd, SettlePeers):
+            return self._settle(cmd)
         if isinstance(cmd, DeleteStream):
             if self.streams.pop(cmd.name, None) is None:
                 return MetaRejected("not_found")
@@ -174,7 +220,29 @@ class MetaState:
             return MetaRejected("not_found")
         if self.overlaps(cmd.name, list(cmd.config.get("subjects") or [])):
             return MetaRejected("subject_overlap")
-        self.streams[cmd.name] = attrs.evolve(old, config=cmd.config)
+        if cmd.cancel:
+            if not old.moving or old.prior_config is None:
+                return MetaRejected("not_moving")
+            self.streams[cmd.name] = attrs.evolve(old, config=old.prior_config, peers=old.prior_peers,
+                                                  prior_config=None, prior_peers=())
+            return MetaOk()
+        if cmd.peers is None or set(cmd.peers) == set(old.peers):
+            self.streams[cmd.name] = attrs.evolve(old, config=cmd.config)
+            return MetaOk()
+        if old.moving:
+            return MetaRejected("moving")
+        if not cmd.peers:
+            return MetaRejected("no_peers")
+        self.streams[cmd.name] = attrs.evolve(
+            old, config=cmd.config, peers=tuple(cmd.peers), members=tuple(sorted(set(old.peers) | set(cmd.peers))),
+            initial=(), prior_config=old.config, prior_peers=old.peers)
+        return MetaOk()
+
+    def _settle(self, cmd: SettlePeers) -> MetaResult:
+        old = self.streams.get(cmd.name)
+        if old is None or old.group != cmd.group or set(old.peers) != set(cmd.peers):
+            return MetaRejected("stale")
+        self.streams[cmd.name] = attrs.evolve(old, members=(), prior_config=None, prior_peers=())
         return MetaOk()
 
     def overlaps(self, name: str, subjects: list[str]) -> bool:
@@ -205,9 +273,7 @@ class MetaState:
             "servers": [{"node_id": s.node_id, "name": s.name, "cluster": s.cluster, "tags": list(s.tags)}
                         for _, s in sorted(self.servers.items())],
             "streams": [
-                {"name": s.name, "config": s.config, "group": s.group, "peers": list(s.peers),
-                 "created_ns": s.created_ns}
-                for _, s in sorted(self.streams.items())
+                _assignment_json(s) for _, s in sorted(self.streams.items())
             ],
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -219,14 +285,32 @@ class MetaState:
         for s in d["servers"]:
             state.servers[s["node_id"]] = ServerRecord(s["node_id"], s["name"], s["cluster"], tuple(s["tags"]))
         for s in d["streams"]:
-            state.streams[s["name"]] = StreamAssignment(
-                s["name"], s["config"], s["group"], tuple(s["peers"]), int(s["created_ns"])
-            )
+            state.streams[s["name"]] = _assignment_of(s)
         return state
 
     def digest(self) -> str:
         """Content hash of the whole state, insertion order ignored (replicas must agree)."""
         return hashlib.sha256(self.snapshot()).hexdigest()
+
+
+def _assignment_json(s: StreamAssignment) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": s.name, "config": s.config, "group": s.group, "peers": list(s.peers),
+                            "created_ns": s.created_ns}
+    if s.members:
+        body["members"] = list(s.members)
+    if s.initial is not None:
+        body["initial"] = list(s.initial)
+    if s.prior_config is not None:
+        body["prior_config"] = s.prior_config
+        body["prior_peers"] = list(s.prior_peers)
+    return body
+
+
+def _assignment_of(s: dict[str, Any]) -> StreamAssignment:
+    initial = s.get("initial")
+    return StreamAssignment(s["name"], s["config"], s["group"], tuple(s["peers"]), int(s["created_ns"]),
+                            tuple(s.get("members", ())), None if initial is None else tuple(initial),
+                            s.get("prior_config"), tuple(s.get("prior_peers", ())))
 
 
 def _text(config: dict[str, Any]) -> str:

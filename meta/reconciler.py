@@ -8,7 +8,8 @@ with) and gets a list of actions back, which its shell (meta/service.py) carries
   existing store: the group name fixes its directory);
 - `Update` a running group whose assigned config changed (its leader proposes the new config
   into the stream's own log);
-- `Stop` a running group that is no longer assigned: the stream was deleted (or moved away) by
+- `Stop` a running group that is no longer assigned: the stream was deleted (or moved away and
+  the move settled: a server leaving a group keeps its replica until `SettlePeers`) by
   a committed meta command - the only thing that may delete a stream's data (`delete=True`).
 Groups on disk that no assignment names are never touched here: nothing is deleted by
 heuristic. Actions come in a stable order (stops first, then by stream name).
@@ -45,7 +46,7 @@ Action = Start | Update | Stop
 def plan(
     assignments: Mapping[str, StreamAssignment], self_id: str, running: Mapping[str, str]
 ) -> list[Action]:
-    mine = {sa.group: sa for sa in assignments.values() if self_id in sa.peers}
+    mine = {sa.group: sa for sa in assignments.values() if self_id in sa.hosts()}
     actions: list[Action] = [Stop(group) for group in sorted(running) if group not in mine]
     for sa in sorted(mine.values(), key=lambda a: a.name):
         if sa.group not in running:

@@ -115,3 +115,60 @@ def test_keep_and_add_keeps_qualified_current_peers() -> None:
     assert keep_and_add(["a", "b", "c"], "bcdef", 3, ["d", "e"]) == ("b", "c", "d")
     assert keep_and_add(["a", "b", "c"], "abc", 1, []) == ("a",)
     assert keep_and_add(["a"], "a", 3, ["x"]) is None
+
+
+# -- the meta state's side of a move ---------------------------------------------------------
+from meta.assignments import (  # noqa: E402
+    CreateStream,
+    MetaOk,
+    MetaRejected,
+    MetaState,
+    SettlePeers,
+    UpdateStream,
+    decode_command,
+    encode_command,
+)
+from meta.reconciler import Start, Stop, plan  # noqa: E402
+
+
+def _state_with_stream() -> MetaState:
+    st = MetaState()
+    st.apply(CreateStream("S", {"name": "S", "num_replicas": 1}, ("a",), 5), 1)
+    return st
+
+
+def test_scale_keeps_leaving_servers_running_until_settled() -> None:
+    st = _state_with_stream()
+    assert st.apply(UpdateStream("S", {"name": "S", "num_replicas": 3}, ("a", "b", "c")), 2) == MetaOk()
+    sa = st.streams["S"]
+    assert sa.moving and sa.initial == () and sa.hosts() == ("a", "b", "c")
+    assert st.apply(SettlePeers("S", sa.group, ("a", "b", "c")), 3) == MetaOk()
+    st.apply(UpdateStream("S", {"name": "S", "num_replicas": 1}, ("c",)), 4)
+    assert plan(st.streams, "d", {}) == []
+    assert plan(st.streams, "b", {}) == [Start(st.streams["S"])]
+    assert not any(isinstance(a, Stop) for a in plan(st.streams, "a", {sa.group: st.streams["S"].config_text()}))
+    assert st.apply(SettlePeers("S", sa.group, ("b",)), 5) == MetaRejected("stale")
+    assert st.apply(SettlePeers("S", sa.group, ("c",)), 6) == MetaOk()
+    assert plan(st.streams, "a", {sa.group: st.streams["S"].config_text()}) == [Stop(sa.group)]
+
+
+def test_cancel_restores_config_and_peers_and_a_second_move_waits() -> None:
+    st = _state_with_stream()
+    st.apply(UpdateStream("S", {"name": "S", "num_replicas": 1, "placement": {"tags": ["x"]}}, ("b",)), 2)
+    assert st.apply(UpdateStream("S", {"name": "S"}, ("c",)), 3) == MetaRejected("moving")
+    assert st.apply(UpdateStream("S", {}, None, cancel=True), 4) == MetaOk()
+    sa = st.streams["S"]
+    assert sa.peers == ("a",) and sa.config == {"name": "S", "num_replicas": 1} and sa.hosts() == ("a", "b")
+    assert st.apply(UpdateStream("S", {}, None, cancel=True), 5) == MetaRejected("not_moving")
+
+
+def test_move_state_survives_snapshot_and_codec() -> None:
+    st = _state_with_stream()
+    cmd = UpdateStream("S", {"name": "S", "num_replicas": 2}, ("a", "b"))
+    assert decode_command(encode_command(cmd)) == cmd
+    settle = SettlePeers("S", "g", ("a",))
+    assert decode_command(encode_command(settle)) == settle
+    st.apply(cmd, 2)
+    back = MetaState.restore(st.snapshot())
+    assert back.streams["S"] == st.streams["S"] and back.digest() == st.digest()
+    assert back.streams["S"].prior_config == {"name": "S", "num_replicas": 1}
