@@ -6,7 +6,8 @@ log in and subscribe: `spy` may subscribe to `>` but is denied `secret.>`, `watc
 subscribe to `public.>`. A fuzzer connection then sends hypothesis-built bytes: fragments of
 real operations (good and bad CONNECTs, PUB/HPUB/SUB on allowed and forbidden subjects, PINGs)
 mixed with random bytes, byte-mutated, cut into random chunks, starting before any CONNECT.
-Afterwards a trusted `root` publishes on secret and public subjects.
+Afterwards a trusted `root` publishes on secret and public subjects. Half the examples also
+configure a `no_auth_user` (a restricted guest), so a CONNECT without credentials logs in.
 
 Properties: the server never logs a crash or an error; every connection finishes within a
 (virtual) deadline once its peer hangs up; no MSG on a forbidden subject reaches `spy`,
@@ -38,6 +39,8 @@ USERS = parse_users([
     {"user": "watcher", "password": PASSWORD, "permissions": {"subscribe": ["public.>", "_INBOX.>"]}},
     {"user": "mallory", "password": PASSWORD, "permissions": {
         "publish": {"deny": ["secret.>"]}, "subscribe": {"deny": ["secret.>"]}}},
+    {"user": "guest", "password": PASSWORD, "permissions": {
+        "publish": ["public.>"], "subscribe": ["public.>"]}},
 ])
 
 
@@ -49,6 +52,7 @@ def _connect(user: str, password: str = PASSWORD, **extra: Any) -> bytes:
 FRAGMENTS = [
     _connect("mallory"), _connect("mallory", "wrong"), _connect("root", "nope"), _connect("spy", ""),
     _connect("mallory", headers=True), b'CONNECT {"user":"root"}\r\n', b"CONNECT {\r\n", b"CONNECT []\r\n",
+    b'CONNECT {"verbose":false,"pedantic":false}\r\n',
     b"PUB secret.a 1\r\nx\r\n", b"PUB public.a 1\r\ny\r\n", b"PUB public.a secret.r 1\r\nz\r\n",
     b"HPUB secret.h 12 13\r\nNATS/1.0\r\n\r\nh\r\n", b"SUB > 1\r\n", b"SUB secret.> 2\r\n",
     b"SUB secret.* q 3\r\n", b"SUB public.> 4\r\n", b"SUB * 5\r\n", b"UNSUB 1\r\n", b"PING\r\n",
@@ -140,10 +144,11 @@ async def _login(server: Server, nursery: trio.Nursery, cid: int, user: str, sub
     return peer
 
 
-async def _scenario(data: bytes, cuts: list[int]) -> None:
+async def _scenario(data: bytes, cuts: list[int], guest: bool = False) -> None:
     log = Log()
     server = Server(ServerOptions(host="127.0.0.1", port=0, seed=1, auth_users=USERS,
-                                  auth_timeout_s=1.0, max_subscriptions=8), log=log)
+                                  auth_timeout_s=1.0, max_subscriptions=8,
+                                  no_auth_user="guest" if guest else None), log=log)
     async with trio.open_nursery() as nursery:
         spy = await _login(server, nursery, 1, "spy", b"SUB > 1\r\nSUB secret.a 2\r\n")
         watcher = await _login(server, nursery, 2, "watcher", b"SUB public.> 1\r\nSUB > 2\r\n")
@@ -183,7 +188,8 @@ async def _scenario(data: bytes, cuts: list[int]) -> None:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fuzz_bytes())
-def test_fuzzed_bytes_never_crash_hang_or_leak(case: tuple[bytes, list[int]]) -> None:
+@given(fuzz_bytes(), st.booleans())
+def test_fuzzed_bytes_never_crash_hang_or_leak(case: tuple[bytes, list[int]], guest: bool) -> None:
+    """`guest`: a no_auth_user exists, so a CONNECT without credentials logs in (restricted)."""
     data, cuts = case
-    trio.run(_scenario, data, cuts, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(_scenario, data, cuts, guest, clock=trio.testing.MockClock(autojump_threshold=0))
