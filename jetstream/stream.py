@@ -191,7 +191,7 @@ class StreamStateMachine:
 
     # -- publish --------------------------------------------------------------------------
     def _publish(self, cmd: Publish) -> PubAck | ApiError:
-        hdrs = H.parse_headers(cmd.headers)
+        hdrs: Any = _HeaderLookup(H.parse_headers(cmd.headers)) if cmd.headers else _NO_HEADERS
         msg_id = cmd.msg_id if cmd.msg_id is not None else hdrs.get(H.MSG_ID)
         state = self.store.state()
         ts_ns = max(cmd.ts_ns, state.last_ts_ns)
@@ -424,6 +424,34 @@ class StreamStateMachine:
     def msg_id_seq(self, msg_id: str) -> int | None:
         entry = self._msg_ids.get(msg_id)
         return entry[0] if entry else None
+
+
+class _HeaderLookup:
+    """`Headers.get` semantics (first exact match, else first case-insensitive match) from two
+    dicts built once per message: a publish consults about ten header names."""
+
+    __slots__ = ("_exact", "_lower")
+
+    def __init__(self, headers: H.Headers) -> None:
+        self._exact: dict[str, str] = {}
+        self._lower: dict[str, str] = {}
+        for k, v in headers.items:
+            self._exact.setdefault(k, v)
+            self._lower.setdefault(k.lower(), v)
+
+    def get(self, key: str) -> str | None:
+        value = self._exact.get(key)
+        return value if value is not None else self._lower.get(key.lower())
+
+
+class _NoHeaders:
+    __slots__ = ()
+
+    def get(self, key: str) -> None:
+        return None
+
+
+_NO_HEADERS = _NoHeaders()
 
 
 def _parse_uint(text: str | None) -> int | None:

@@ -21,7 +21,6 @@ at a time per store (the connection is created with check_same_thread=False for 
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -54,6 +53,19 @@ _META_KEYS = ("last_seq", "last_ts_ns", "msgs", "bytes", "num_subjects", "applie
 _COLS = "seq, subject, hdrs, payload, ts_ns"
 
 
+class _Transaction:
+    __slots__ = ("_store",)
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        self._store._begin()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._store._end(failed=exc_type is not None)
+
+
 def _row_msg(row: tuple[Any, ...] | None) -> StoredMsg | None:
     if row is None:
         return None
@@ -72,6 +84,8 @@ class SqliteStore(MessageStore):
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.create_function("subject_matches", 2, _matches_sql, deterministic=True)
         self._depth = 0
+        self._dirty: set[str] = set()  # meta keys changed in the open transaction
+        self._first: tuple[int, int] | None = None  # (seq, ts_ns) of the oldest message, if known
         self._migrate()
         self._meta = self._read_meta()
 
@@ -91,30 +105,47 @@ class SqliteStore(MessageStore):
         return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
 
     def _put_meta(self, **values: int) -> None:
+        """Counters change in memory; `_flush_meta` writes the changed ones once, just before the
+        transaction they belong to commits (always inside a `batch()`)."""
         self._meta.update(values)
-        self._conn.executemany("UPDATE meta SET value=? WHERE key=?", [(v, k) for k, v in values.items()])
+        self._dirty.update(values)
+
+    def _flush_meta(self) -> None:
+        if self._dirty:
+            self._conn.executemany("UPDATE meta SET value=? WHERE key=?",
+                                   [(self._meta[k], k) for k in sorted(self._dirty)])
+            self._dirty.clear()
 
     # -- transactions -------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> _Transaction:
+        """One transaction; nested calls join the open one (a plain object, not a generator
+        context manager: a publish enters it several times)."""
+        return _Transaction(self)
+
+    def _begin(self) -> None:
+        if self._depth == 0:
+            self._conn.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+
+    def _end(self, failed: bool) -> None:
+        self._depth -= 1
         if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
             return
-        self._conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
+        if failed:
+            self._rollback()
+            return
         try:
-            yield
+            self._flush_meta()
         except BaseException:
-            self._depth = 0
-            self._conn.execute("ROLLBACK")
-            self._meta = self._read_meta()
+            self._rollback()
             raise
-        self._depth = 0
         self._conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        self._dirty.clear()
+        self._first = None
+        self._conn.execute("ROLLBACK")
+        self._meta = self._read_meta()
 
     def close(self) -> None:
         self._conn.close()
@@ -127,7 +158,9 @@ class SqliteStore(MessageStore):
             self._conn.execute(
                 f"INSERT INTO messages({_COLS}) VALUES (?, ?, ?, ?, ?)", (seq, subject, hdrs, bytes(payload), ts_ns)
             )
-            new_subject = self._bump_subject(subject, +1)
+            new_subject = self._add_subject(subject)
+            if self._meta["msgs"] == 0:
+                self._first = (seq, ts_ns)
             self._put_meta(
                 last_seq=seq,
                 last_ts_ns=ts_ns,
@@ -135,6 +168,14 @@ class SqliteStore(MessageStore):
                 bytes=self._meta["bytes"] + msg_size(subject, hdrs, payload),
                 num_subjects=self._meta["num_subjects"] + (1 if new_subject else 0),
             )
+
+    def _add_subject(self, subject: str) -> bool:
+        """One more message on `subject` (one upsert); True if the subject is new."""
+        row = self._conn.execute(
+            "INSERT INTO subjects(subject, msgs) VALUES (?, 1) "
+            "ON CONFLICT(subject) DO UPDATE SET msgs=msgs+1 RETURNING msgs", (subject,)
+        ).fetchone()
+        return bool(row[0] == 1)
 
     def _bump_subject(self, subject: str, delta: int) -> bool:
         """Change a subject's count; True if the subject appeared or disappeared."""
@@ -184,6 +225,8 @@ class SqliteStore(MessageStore):
             ).fetchone()
             if row is None:
                 return False
+            if self._first is not None and self._first[0] == seq:
+                self._first = None
             gone = self._bump_subject(row[0], -1)
             self._put_meta(
                 msgs=self._meta["msgs"] - 1,
@@ -215,6 +258,7 @@ class SqliteStore(MessageStore):
         count = self._meta["msgs"]
         self._conn.execute("DELETE FROM messages")
         self._conn.execute("DELETE FROM subjects")
+        self._first = None
         self._put_meta(msgs=0, bytes=0, num_subjects=0)
         return count
 
@@ -229,7 +273,9 @@ class SqliteStore(MessageStore):
         m = self._meta
         if m["msgs"] == 0:
             return StoreState(first_seq=empty_first_seq(m["last_seq"]), last_seq=m["last_seq"], last_ts_ns=m["last_ts_ns"])
-        first_seq, first_ts = self._conn.execute("SELECT seq, ts_ns FROM messages ORDER BY seq LIMIT 1").fetchone()
+        if self._first is None:
+            self._first = self._conn.execute("SELECT seq, ts_ns FROM messages ORDER BY seq LIMIT 1").fetchone()
+        first_seq, first_ts = self._first  # type: ignore[misc]
         return StoreState(
             messages=m["msgs"],
             bytes=m["bytes"],
@@ -327,6 +373,7 @@ class SqliteStore(MessageStore):
             self._conn.execute("DELETE FROM subjects")
             self._conn.execute("DELETE FROM consumers")
             self._conn.execute("DELETE FROM msg_ids")
+            self._first = None
             self._put_meta(last_seq=0, last_ts_ns=0, msgs=0, bytes=0, num_subjects=0)
 
     def _set_last(self, seq: int, ts_ns: int) -> None:
