@@ -10,7 +10,10 @@ Targets:
   server that learns of a peer by gossip cannot bypass the proxies; `no_advertise` keeps clients on
   the node they were given.
 - jetraft: `jetraft server` with nats-server's flag names (-p -a -n -js -sd --cluster
-  --cluster_name --routes).
+  --cluster_name --routes), plus `--no_implicit_routes` (gossip must not bypass the proxies),
+  `--no_advertise`, and `--raft_peers name=host:port,...`: Raft node ids are the server names and
+  each peer's Raft address is the proxy in front of it (its own entry is its real Raft port), so
+  partitions cut Raft traffic as well as routes.
 
 Processes are controlled by PID only: SIGKILL, SIGSTOP/SIGCONT, SIGTERM with a deadline then
 SIGKILL. Readiness is polled (connect, `$JS.API.INFO` answered without error) with a deadline.
@@ -77,6 +80,7 @@ class NodeSpec:
     client_port: int
     cluster_port: int
     node_dir: pathlib.Path
+    raft_port: int = 0  # jetraft's Raft transport listens here
 
     @property
     def store_dir(self) -> pathlib.Path:
@@ -112,16 +116,21 @@ cluster {{
 """
 
 
-def jetraft_argv(spec: NodeSpec, routes: list[str]) -> list[str]:
+def jetraft_argv(spec: NodeSpec, routes: list[str], raft_peers: dict[str, int] | None = None) -> list[str]:
+    """raft_peers: peer name -> the port to dial for its Raft transport (a proxy)."""
     try:
         head = [find_binary("jetraft")]
     except FileNotFoundError:
         head = [sys.executable, "-m", "cli.main"]
-    return head + [
+    argv = head + [
         "server", "-p", str(spec.client_port), "-a", LOOPBACK, "-n", spec.name, "-js",
         "-sd", str(spec.store_dir), "--cluster", f"nats://{LOOPBACK}:{spec.cluster_port}",
-        "--cluster_name", CLUSTER_NAME, "--routes", ",".join(routes),
+        "--cluster_name", CLUSTER_NAME, "--routes", ",".join(routes), "--no_implicit_routes", "--no_advertise",
     ]  # fmt: skip
+    if raft_peers is not None:
+        own = {spec.name: spec.raft_port or spec.cluster_port + 1}
+        argv += ["--raft_peers", ",".join(f"{name}={LOOPBACK}:{port}" for name, port in {**own, **raft_peers}.items())]
+    return argv
 
 
 @attrs.define
@@ -147,7 +156,9 @@ class Cluster:
     nodes: list[Node]
 
     @classmethod
-    def create(cls, target: Target, run_dir: pathlib.Path, specs: list[NodeSpec], routes: list[list[str]]) -> Cluster:
+    def create(cls, target: Target, run_dir: pathlib.Path, specs: list[NodeSpec], routes: list[list[str]],
+               raft_ports: list[dict[int, int]] | None = None) -> Cluster:  # fmt: skip
+        """routes[i]: node i's route URLs; raft_ports[i]: peer index -> port node i dials for its Raft."""
         blackhole_port = free_port()  # nobody listens here
         nodes = []
         for spec in specs:
@@ -157,7 +168,8 @@ class Cluster:
                 config.write_text(nats_server_config(spec, routes[spec.index], blackhole_port))
                 argv = [find_binary("nats-server"), "-c", str(config)]
             else:
-                argv = jetraft_argv(spec, routes[spec.index])
+                peers = None if raft_ports is None else {specs[d].name: p for d, p in raft_ports[spec.index].items()}
+                argv = jetraft_argv(spec, routes[spec.index], peers)
             nodes.append(Node(spec, argv))
         return cls(target, run_dir, nodes)
 
@@ -294,5 +306,5 @@ def make_specs(run_dir: pathlib.Path, n: int) -> list[NodeSpec]:
     for i in range(n):
         node_dir = run_dir / f"n{i + 1}"
         node_dir.mkdir(parents=True, exist_ok=True)
-        specs.append(NodeSpec(i, f"n{i + 1}", free_port(), free_port(), node_dir))
+        specs.append(NodeSpec(i, f"n{i + 1}", free_port(), free_port(), node_dir, free_port()))
     return specs

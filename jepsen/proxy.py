@@ -1,5 +1,9 @@
 """Fault-injecting TCP proxies on the cluster links (asyncio).
 
+A ClusterNet has one plane of proxies for the route links and, for jetraft, a second plane for
+the Raft links (jetraft's Raft transport has its own port; db.py points `--raft_peers` at these
+proxies), and every fault (block, cut, delay, heal) applies to both planes alike.
+
 Each node dials its peers' cluster ports through one proxy per ordered pair (src -> dst): node
 src's routes point at the proxy, the proxy forwards to dst's real cluster port. A TCP connection
 carries bytes both ways, so a fault on "traffic from a to b" applies to the upstream direction of
@@ -141,10 +145,14 @@ class LinkProxy:
             self._tasks.difference_update(tasks)
 
     def reset_connections(self) -> None:
+        """Abort every open connection and end its pumps (a pump held by a blocked direction
+        would otherwise keep the dead connection counted as open)."""
         for writer in list(self._writers):
             transport = writer.transport
             with contextlib.suppress(OSError, AttributeError):
                 transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
 
     async def close(self) -> None:
         if self._server is not None:
@@ -163,32 +171,41 @@ class ClusterNet:
     """All link proxies of a cluster of n nodes and the faults applied to them."""
 
     links: dict[tuple[int, int], LinkProxy]
+    raft_links: dict[tuple[int, int], LinkProxy] = attrs.field(factory=dict)  # jetraft's Raft port
 
     @classmethod
-    async def start(cls, cluster_ports: list[int]) -> ClusterNet:
-        n = len(cluster_ports)
-        links = {}
-        for src, dst in itertools.permutations(range(n), 2):
-            link = LinkProxy(src, dst, cluster_ports[dst])
-            await link.start()
-            links[(src, dst)] = link
-        return cls(links)
+    async def start(cls, cluster_ports: list[int], raft_ports: list[int] | None = None) -> ClusterNet:
+        """Proxies for the route links, and for the Raft links too when raft_ports are given."""
+        links = await _start_links(cluster_ports)
+        return cls(links, await _start_links(raft_ports) if raft_ports else {})
+
+    def _planes(self) -> list[dict[tuple[int, int], LinkProxy]]:
+        return [plane for plane in (self.links, self.raft_links) if plane]
+
+    def _all_links(self) -> list[LinkProxy]:
+        return [link for plane in self._planes() for link in plane.values()]
 
     def route_urls(self, src: int) -> list[str]:
         return [link.url for (s, _), link in sorted(self.links.items()) if s == src]
 
+    def raft_ports(self, src: int) -> dict[int, int]:
+        """dst -> the listen port of the proxy node src dials for dst's Raft port."""
+        return {d: link.listen_port for (s, d), link in sorted(self.raft_links.items()) if s == src}
+
     def block(self, a: int, b: int) -> None:
-        """Stop bytes flowing from node a to node b (one direction)."""
-        self.links[(a, b)].up.block()
-        self.links[(b, a)].down.block()
+        """Stop bytes flowing from node a to node b (one direction), on every plane."""
+        for plane in self._planes():
+            plane[(a, b)].up.block()
+            plane[(b, a)].down.block()
 
     def cut(self, a: int, b: int) -> None:
         """Sever a and b both ways: block, reset open connections, refuse new ones."""
         self.block(a, b)
         self.block(b, a)
-        for link in (self.links[(a, b)], self.links[(b, a)]):
-            link.refusing = True
-            link.reset_connections()
+        for plane in self._planes():
+            for link in (plane[(a, b)], plane[(b, a)]):
+                link.refusing = True
+                link.reset_connections()
 
     def partition(self, groups: Iterable[Iterable[int]]) -> list[tuple[int, int]]:
         """Cut every pair of nodes that are in different groups; returns the cut pairs."""
@@ -201,12 +218,12 @@ class ClusterNet:
         return cut
 
     def set_delay_ms(self, delay_ms: float) -> None:
-        for link in self.links.values():
+        for link in self._all_links():
             link.up.delay_ms = delay_ms
             link.down.delay_ms = delay_ms
 
     def heal(self) -> None:
-        for link in self.links.values():
+        for link in self._all_links():
             link.refusing = False
             link.up.unblock()
             link.down.unblock()
@@ -214,8 +231,20 @@ class ClusterNet:
             link.down.delay_ms = 0.0
 
     def open_connections(self) -> dict[str, int]:
-        return {f"{s}->{d}": link.open_connections for (s, d), link in sorted(self.links.items())}
+        """Open connections per proxy: route links as "s->d", Raft links as "raft:s->d"."""
+        out = {f"{s}->{d}": link.open_connections for (s, d), link in sorted(self.links.items())}
+        out.update({f"raft:{s}->{d}": link.open_connections for (s, d), link in sorted(self.raft_links.items())})
+        return out
 
     async def close(self) -> None:
-        for link in self.links.values():
+        for link in self._all_links():
             await link.close()
+
+
+async def _start_links(target_ports: list[int]) -> dict[tuple[int, int], LinkProxy]:
+    links = {}
+    for src, dst in itertools.permutations(range(len(target_ports)), 2):
+        link = LinkProxy(src, dst, target_ports[dst])
+        await link.start()
+        links[(src, dst)] = link
+    return links

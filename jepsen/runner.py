@@ -78,8 +78,7 @@ async def run(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
     notes: dict[str, Any] = {}
     windows = plan(cfg.seed, ScheduleConfig.for_run(cfg.time_s, cfg.nodes, cfg.nemesis))
     specs = make_specs(cfg.run_dir, cfg.nodes)
-    net = await ClusterNet.start([s.cluster_port for s in specs])
-    cluster = Cluster.create(cfg.target, cfg.run_dir, specs, [net.route_urls(i) for i in range(cfg.nodes)])
+    net, cluster = await start_net_and_cluster(cfg.target, cfg.run_dir, specs)
     try:
         await _run_phases(cfg, cluster, net, history, windows, live, notes, console)
     except Exception as exc:
@@ -92,6 +91,15 @@ async def run(cfg: RunConfig, console: Console | None = None) -> dict[str, Any]:
     save_jsonl(ops, cfg.run_dir / "history.jsonl")
     (cfg.run_dir / "schedule.json").write_text(json.dumps([w.to_json() for w in windows], indent=2))
     return report.write(cfg.run_dir, cfg.to_json(), ops, notes, console)
+
+
+async def start_net_and_cluster(target: Target, run_dir: pathlib.Path, specs) -> tuple[ClusterNet, Cluster]:
+    """The link proxies (route links; Raft links too for jetraft) and the nodes pointed at them."""
+    raft = target is Target.JETRAFT
+    net = await ClusterNet.start([s.cluster_port for s in specs], [s.raft_port for s in specs] if raft else None)
+    n = len(specs)
+    raft_ports = [net.raft_ports(i) for i in range(n)] if raft else None
+    return net, Cluster.create(target, run_dir, specs, [net.route_urls(i) for i in range(n)], raft_ports)
 
 
 async def _run_phases(cfg, cluster: Cluster, net: ClusterNet, history: History, windows, live: Live,
