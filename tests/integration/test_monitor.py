@@ -231,3 +231,41 @@ async def test_no_system_account_means_no_responders() -> None:
         assert status.headers is not None and b"503" in status.headers
         await raw.close()
         await server.shutdown()
+
+
+async def test_healthz_waits_for_jetstream_and_jsz_reports_streams(tmp_path: Any) -> None:
+    from jetstream.service import JetStream
+
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, jetstream=True, store_dir=str(tmp_path))
+        status, body = await fetch(server, "/healthz?js-enabled-only=true")
+        assert (status, body["status"]) == (503, "unavailable")  # JetStream not started yet
+        js = JetStream(server)
+        js_scope = trio.CancelScope()
+
+        async def run_js(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with js_scope:
+                await js.run(task_status=task_status)
+        await nursery.start(run_js)
+        assert await fetch(server, "/healthz?js-enabled-only=true") == (200, {"status": "ok"})
+        raw = await Raw.connect(server.port)
+        create = json.dumps({"name": "S", "subjects": ["s.>"]}).encode()
+        await raw.send(b"SUB r 1\r\nPUB $JS.API.STREAM.CREATE.S r %d\r\n%s\r\n" % (len(create), create))
+        assert "config" in json.loads((await raw.msg()).payload)
+        await raw.send(b"PUB s.1 r 2\r\nhi\r\n")
+        assert json.loads((await raw.msg()).payload)["seq"] == 1
+        with trio.fail_after(DEADLINE_S):  # the stream state is read off the event loop
+            while True:
+                jsz = (await fetch(server, "/jsz?streams=true"))[1]
+                if jsz["messages"] == 1:
+                    break
+                await trio.sleep(0.05)
+        (detail,) = jsz["account_details"][0]["stream_detail"]
+        assert (jsz["streams"], detail["name"], detail["state"]["last_seq"]) == (1, "S", 1)
+        varz = (await fetch(server, "/varz"))[1]
+        assert varz["jetstream"]["stats"]["api"]["total"] >= 1
+        _, metrics = await fetch(server, "/metrics")
+        assert 'jetraft_stream_messages{server_name="%s",stream="S"} 1.0' % server.server_name in metrics
+        await raw.close()
+        js_scope.cancel()
+        await server.shutdown()
