@@ -254,6 +254,34 @@ def test_repairing_follower_with_a_stale_suffix_does_not_commit_it_from_a_heartb
     assert node.commit_index == 1
 
 
+@pytest.mark.xfail(reason=sweep.STALE_REPAIR_TARGET, strict=False)
+def test_repairing_node_heard_a_deposed_leader_first() -> None:
+    """Minimal repro of the open bug behind the stale-target storm seeds: a wiped node finishes
+    term discovery and hears the old leader A first (A holds an uncommitted tail), then A is cut
+    off and the majority elects a leader with a shorter log. With no further writes, the node
+    must still finish repair (R3, R8)."""
+    c = Cluster(7, SimConfig(n_nodes=5, drop_rate=0.0, duplicate_rate=0.0, delay_ticks=(1, 1)))
+    a = _leader(c)
+    for _ in range(3):
+        c.propose()
+    c.run(10)
+    ids = sorted(c.nodes)
+    x = next(n for n in ids if n != a)
+    rest = [n for n in ids if n not in (a, x)]
+    assert c.corrupt(x, None)  # wipe x, keep it down
+    c.partition([{a, x}, {x, *rest}])  # a is cut off from the majority; x reaches everyone
+    for _ in range(6):
+        c.propose()  # a's uncommitted tail
+    c.restart(x)
+    c.run(4)  # x discovers the term and hears a's heartbeat
+    c.partition([{a}, {x, *rest}])  # a is deposed before x got its tail
+    c.run(80)
+    c.heal()
+    c.run(300)
+    node = c.nodes[x].raft
+    assert node is not None and not node.repair_needed
+
+
 def test_membership_changes_keep_safety() -> None:
     c = quiet(3, seed=3)
     _leader(c)
