@@ -91,7 +91,10 @@ class ClusteredJetStream(JetStream):
 
     # -- replicas (driven by the meta reconciler) --------------------------------------------
     async def start_replica(self, name: str, group: str, config_json: dict[str, Any],
-                            peers: tuple[str, ...], created_ns: int, assigned_text: str) -> None:
+                            peers: tuple[str, ...], created_ns: int, assigned_text: str,
+                            membership: Membership | None = None) -> None:
+        """`membership`: the group's starting membership (default: `peers` as voters; a server
+        joining an existing group starts as a learner - meta/moves.py)."""
         config = StreamConfig.from_json(config_json)
         directory = self.root / group
         await trio.to_thread.run_sync(write_config, directory, config, created_ns)
@@ -104,7 +107,7 @@ class ClusteredJetStream(JetStream):
         self.streams[name] = rt
         applied = entry_of(await rt.call(store.applied_index))
         await self.host.add_group(group, stream_group_config(self.node_id, group),
-                                  Membership(voters=frozenset(peers)), rt.apply_entry,
+                                  membership or Membership(voters=frozenset(peers)), rt.apply_entry,
                                   rt.restore_snapshot, applied=applied)
         digest_subject = f"$JSC.DIGEST.{self.server.server_name}.{name}"
         rt.replica_subs.append(subscribe_routed(self.server, digest_subject, self._digest_callback(rt)))
@@ -351,8 +354,11 @@ class ClusteredJetStream(JetStream):
             replicas.append({"name": self.peer_name(peer), "current": lag == 0 and not offline,
                              "active": 0, "lag": lag, "offline": offline, "peer": peer})
         leader = node.leader_id
-        return {"name": self.cluster_name, "raft_group": rt.group,
+        info = {"name": self.cluster_name, "raft_group": rt.group,
                 "leader": self.peer_name(leader) if leader else "", "replicas": replicas}
+        if getattr(rt, "move_progress", None):  # a scale or move in progress (meta/move_driver.py)
+            info["move"] = rt.move_progress
+        return info
 
     async def stream_stepdown(self, name: str) -> dict[str, Any]:
         rt = self.streams.get(name)

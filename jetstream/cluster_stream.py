@@ -81,6 +81,7 @@ class ReplicatedStream(StreamRuntime):
         self.acquiring = False  # a takeover task is running (jetstream/cluster.py)
         self.leader_subs: list[RoutedSub] = []
         self.replica_subs: list[RoutedSub] = []
+        self.move_progress: dict[str, Any] | None = None  # set by the leader during a move (meta/move_driver.py)
 
     def _has_interest(self, subject: str) -> bool:
         return True  # the same answer on every replica (see the module docstring)

@@ -23,7 +23,7 @@ from jetstream.api import error_response, fail, require_empty, response
 from jetstream.api_stream import NAMES_KEYS, _parse_config
 from jetstream.cluster import transfer_leadership
 from jetstream.config import StreamConfig, check_stream_create, check_stream_update
-from jetstream.errors import ApiError, ErrCode, JsApiException, api_error, invalid_config
+from jetstream.errors import ErrCode, JsApiException, api_error
 from jetstream.info import ZERO_TIME, stream_info_json
 from meta.assignments import (
     META_GROUP,
@@ -33,17 +33,18 @@ from meta.assignments import (
     StreamAssignment,
     UpdateStream,
 )
+from meta import api_moves
 from meta.placement import PlacementError, place
 from natsd.subjects import subjects_overlap
 
-INSUFFICIENT_RESOURCES = ApiError(code=503, err_code=10023, description="insufficient resources")
-NO_PEERS = ApiError(code=400, err_code=10005, description="no suitable peers for placement")
+INSUFFICIENT_RESOURCES = api_moves.INSUFFICIENT_RESOURCES
+NO_PEERS = api_moves.NO_PEERS
 CREATE_WAIT_S = 10.0
 INFO_REQUEST_S = 0.5
 LIST_INFO_S = 1.0
 
 _META_OPS = {("INFO",), ("STREAM", "CREATE"), ("STREAM", "UPDATE"), ("STREAM", "DELETE"),
-             ("STREAM", "NAMES"), ("STREAM", "LIST"), ("META", "LEADER")}
+             ("STREAM", "NAMES"), ("STREAM", "LIST"), ("META", "LEADER"), *api_moves.HANDLERS}
 
 
 def stream_of(tokens: list[str]) -> str | None:
@@ -91,6 +92,8 @@ def _type_of(tokens: list[str]) -> str:
         return "meta_leader_stepdown_response"
     if tokens[:3] == ["STREAM", "LEADER", "STEPDOWN"]:
         return "stream_leader_stepdown_response"
+    if tuple(tokens[:2]) in api_moves.TYPE_NAMES:
+        return api_moves.TYPE_NAMES[tuple(tokens[:2])]
     return api.lookup(tokens)[1]
 
 
@@ -132,7 +135,8 @@ def _raise_rejected(result: Any) -> None:
         return
     errors = {"exists": api_error(ErrCode.STREAM_NAME_EXIST),
               "not_found": api_error(ErrCode.STREAM_NOT_FOUND),
-              "subject_overlap": api_error(ErrCode.STREAM_SUBJECT_OVERLAP)}
+              "subject_overlap": api_error(ErrCode.STREAM_SUBJECT_OVERLAP),
+              "moving": api_moves.move_in_progress("").error}
     raise JsApiException(errors.get(result.reason, api_error(ErrCode.BAD_REQUEST)))
 
 
@@ -143,11 +147,10 @@ async def update(svc: Any, tokens: list[str], body: bytes) -> dict[str, Any]:
         raise fail(ErrCode.STREAM_NOT_FOUND)
     old_cfg = StreamConfig.from_json(old.config)
     check_stream_update(old_cfg, cfg)
-    if max(cfg.num_replicas, 1) != max(old_cfg.num_replicas, 1):
-        raise JsApiException(invalid_config("stream replica count change is not supported yet"))
     if svc.state.overlaps(cfg.name, list(cfg.subjects)):
         raise fail(ErrCode.STREAM_SUBJECT_OVERLAP)
-    _raise_rejected(await svc.propose(UpdateStream(cfg.name, cfg.to_json())))
+    peers = await api_moves.desired_peers(svc, old, old_cfg, cfg)  # scale or move (meta/api_moves.py)
+    _raise_rejected(await svc.propose(UpdateStream(cfg.name, cfg.to_json(), peers)))
     sa = svc.state.streams[cfg.name]
     info = await stream_info(svc, sa, wait_s=CREATE_WAIT_S, want_config=cfg.to_json())
     return response("stream_update_response", **info)
@@ -257,6 +260,7 @@ _HANDLERS = {
     ("STREAM", "NAMES"): names,
     ("STREAM", "LIST"): list_,
     ("META", "LEADER"): meta_stepdown,
+    **api_moves.HANDLERS,
 }
 
 __all__ = ["handle", "is_mine", "stream_of"]

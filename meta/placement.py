@@ -50,6 +50,12 @@ def place(
     return tuple(sorted(fit, key=rank)[:replicas])
 
 
+def qualified(candidates: Collection[str], records: Mapping[str, ServerRecord], *,
+              cluster: str = "", tags: Collection[str] = ()) -> list[str]:
+    """The candidates whose registered cluster and tags satisfy a placement (sorted)."""
+    return sorted(n for n in candidates if _qualifies(records.get(n), cluster, tags))
+
+
 def _qualifies(record: ServerRecord | None, cluster: str, tags: Collection[str]) -> bool:
     if record is None:
         return not cluster and not tags

@@ -21,6 +21,7 @@ whose voters are this server and every route peer.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -35,6 +36,7 @@ from jetstream.cluster_routing import Requester, RoutedSub, subscribe_routed
 from meta import api as meta_api
 from meta.assignments import (
     META_GROUP,
+    SettlePeers,
     MetaCommand,
     MetaRejected,
     MetaResult,
@@ -44,6 +46,7 @@ from meta.assignments import (
     decode_command,
     encode_command,
 )
+from meta.move_driver import SETTLE_SUBJECT, MoveDriver
 from meta.reconciler import Start, Stop, Update, plan
 from meta.topology import Topology, derive
 from raft.config import Role
@@ -124,8 +127,9 @@ class MetaService:
             self.requester.start()
             await host.add_group(META_GROUP, stream_group_config(self.node_id, META_GROUP),
                                  Membership(voters=self.topology.voters), self._apply, self._restore)
+            self.moves = MoveDriver(self)
             for task in (self.js.watch_leaders, self._reconcile_loop, self._watch_meta_leader,
-                         self._hello_loop, self._dispatch_api):
+                         self._hello_loop, self._dispatch_api, self.moves.run):
                 nursery.start_soon(task)
             self.log.info("meta.started", voters=sorted(self.topology.voters), raft_port=transport.port)
             task_status.started()
@@ -204,7 +208,7 @@ class MetaService:
             if isinstance(action, Start):
                 sa = action.assignment
                 await self.js.start_replica(sa.name, sa.group, sa.config, sa.peers, sa.created_ns,
-                                            sa.config_text())
+                                            sa.config_text(), membership=self.start_membership(sa))
             elif isinstance(action, Update):
                 sa = action.assignment
                 self.js.update_replica(sa.group, sa.config, sa.config_text())
@@ -212,6 +216,14 @@ class MetaService:
                 await self.js.stop_replica(action.group, action.delete)
         except Exception as exc:  # noqa: BLE001 - one bad stream must not stop the others
             self.log.error("meta.reconcile_failed", action=repr(action), error=repr(exc), exc_info=True)
+
+    def start_membership(self, sa: Any) -> Membership:
+        """A group that never changed starts with its creation peers as voters; a server joining
+        after a peer change starts as a learner and takes the membership from the log."""
+        voters = sa.initial_voters()
+        if self.node_id in voters:
+            return Membership(voters=frozenset(voters))
+        return Membership(learners=frozenset({self.node_id}))
 
     # -- meta leadership ------------------------------------------------------------------------
     def is_leader(self) -> bool:
@@ -240,6 +252,7 @@ class MetaService:
             self.leader_subs = [
                 subscribe_routed(self.server, "$JS.API.>", self._on_api),
                 subscribe_routed(self.server, HELLO_SUBJECT, self._on_hello),
+                subscribe_routed(self.server, SETTLE_SUBJECT, self._on_settle),
             ]
             self.log.info("meta.leader", term=self.host.node(META_GROUP).term)
 
@@ -272,6 +285,20 @@ class MetaService:
             if self.state.servers.get(cmd.node_id) != record:
                 self._enqueue(("hello", cmd))
 
+    def _on_settle(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        """A stream leader reports its group reached the desired peers (meta/move_driver.py)."""
+        try:
+            d = json.loads(bytes(payload))
+            cmd = SettlePeers(str(d["name"]), str(d["group"]), tuple(str(p) for p in d["peers"]))
+        except (ValueError, KeyError, TypeError):
+            return
+        if self._settle_applies(cmd):
+            self._enqueue(("settle", cmd))
+
+    def _settle_applies(self, cmd: SettlePeers) -> bool:
+        sa = self.state.streams.get(cmd.name)
+        return sa is not None and sa.moving and sa.group == cmd.group and set(sa.peers) == set(cmd.peers)
+
     # -- API --------------------------------------------------------------------------------------
     def _on_api(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         if meta_api.is_mine(self, subject):
@@ -293,7 +320,10 @@ class MetaService:
 
     async def _handle_one(self, kind: str, item: Any, limiter: trio.CapacityLimiter, token: object) -> None:
         try:
-            if kind == "hello":
+            if kind == "settle":
+                if self.leading and self._settle_applies(item):
+                    await self.propose(item)
+            elif kind == "hello":
                 record = ServerRecord(item.node_id, item.name, item.cluster, item.tags)
                 if self.leading and self.state.servers.get(item.node_id) != record:
                     await self.propose(item)

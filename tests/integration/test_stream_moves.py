@@ -1,0 +1,383 @@
+"""Scaling, moves, cancel and peer removal on a local cluster, with a publisher and a pull
+consumer running through every change (meta/moves.py, meta/move_driver.py, meta/api_moves.py).
+
+One cluster per module: four `jetraft server -js --cluster` processes tagged az:1, az:1, az:2,
+az:2 (JETRAFT_SERVER_TAGS). Each scenario runs a load (`Load`): a publisher that records every
+acknowledged sequence, and a durable pull consumer that fetches and acks. Afterwards every
+acknowledged message must be in the stream exactly once at its acknowledged sequence (nothing
+lost, nothing duplicated), the consumer's deliveries and ack floor never go backwards, the
+replicas agree by content hash, and servers that left no longer answer for the stream (their
+data is gone). Every wait polls a condition against a deadline; processes are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, Placement, StreamConfig
+from nats.js.errors import APIError
+
+from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess
+from cli.cluster import stable_ports
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+CLUSTER = "moves"
+TAGS = {"m1": "az:1", "m2": "az:1", "m3": "az:2", "m4": "az:2"}
+DEADLINE_S = 30.0
+SCENARIO_TIMEOUT_S = 90.0
+TAGS_ENV = "JETRAFT_SERVER_TAGS"
+
+
+class Node:
+    def __init__(self, name: str, tmp: pathlib.Path) -> None:
+        self.name = name
+        self.client_port = stable_ports(1)
+        self.cluster_port = stable_ports(2)
+        self.store_dir = tmp / name
+        self.log_path = tmp / f"{name}.log"
+        self.proc: ServerProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{LOOPBACK}:{self.client_port}"
+
+    @property
+    def route_url(self) -> str:
+        return f"nats-route://{LOOPBACK}:{self.cluster_port}"
+
+    def start(self, routes: list[str]) -> None:
+        args = ["-n", self.name, "-js", "-sd", str(self.store_dir),
+                "--cluster", f"nats://{LOOPBACK}:{self.cluster_port}", "--cluster_name", CLUSTER,
+                "--routes", ",".join(routes)]
+        self.proc = ServerProcess(kind=ServerKind.JETRAFT, port=self.client_port, extra_args=args,
+                                  log_path=self.log_path, cwd=REPO_ROOT)
+        saved = os.environ.get(TAGS_ENV)
+        os.environ[TAGS_ENV] = TAGS[self.name]  # the child inherits it at start
+        try:
+            self.proc.start()
+        finally:
+            if saved is None:
+                os.environ.pop(TAGS_ENV, None)
+            else:
+                os.environ[TAGS_ENV] = saved
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    tmp = tmp_path_factory.mktemp("moves")
+    nodes = {name: Node(name, tmp) for name in TAGS}
+    routes = [n.route_url for n in nodes.values()]
+    try:
+        for node in nodes.values():
+            node.start(routes)
+        run(wait_registered(nodes))
+        yield nodes
+    except BaseException:
+        for node in nodes.values():
+            print(f"--- {node.name} log ---\n{node.log_path.read_text(errors='replace')[-5000:]}")
+        raise
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, SCENARIO_TIMEOUT_S))  # type: ignore[arg-type]
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, timeout_s: float = DEADLINE_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - not ready yet
+            last = exc
+        await asyncio.sleep(0.05)  # polling interval of a condition wait
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+async def api(nc: Any, subject: str, body: bytes = b"", timeout_s: float = 2.0) -> dict[str, Any]:
+    msg = await nc.request(subject, body, timeout=timeout_s)
+    return json.loads(msg.data)
+
+
+async def wait_registered(nodes: dict[str, Node]) -> None:
+    """A meta leader, and every server's tags registered (placement by tags needs them)."""
+    nc = await nats.connect(nodes["m1"].url)
+    try:
+        async def ready() -> bool:
+            info = await api(nc, "$JS.API.INFO", timeout_s=1.0)
+            if not info["meta_cluster"]["leader"]:
+                return False
+            js = nc.jetstream()
+            cfg = StreamConfig(name="PROBE", subjects=["probe.x"], num_replicas=1,
+                               placement=Placement(tags=["az:2"]))
+            await js.add_stream(cfg)
+            await js.delete_stream("PROBE")
+            return True
+        await until(ready, "a meta leader and registered tags")
+    finally:
+        await nc.close()
+
+
+async def connect_all(nodes: dict[str, Node]) -> Any:
+    return await nats.connect([n.url for n in nodes.values()], reconnect_time_wait=0.1,
+                              max_reconnect_attempts=-1, connect_timeout=2)
+
+
+class Load:
+    """A publisher recording acknowledged sequences and a pull consumer recording deliveries."""
+
+    def __init__(self, js: Any, stream: str, subject: str) -> None:
+        self.js, self.stream, self.subject = js, stream, subject
+        self.acked: dict[int, bytes] = {}
+        self.sent = 0
+        self.delivered: list[int] = []
+        self.ack_floors: list[int] = []
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await until(lambda: self.js.add_consumer(self.stream, ConsumerConfig(
+            durable_name="worker", ack_policy=AckPolicy.EXPLICIT)), "the consumer")
+        self.sub = await self.js.pull_subscribe_bind("worker", stream=self.stream)
+        self.tasks = [asyncio.create_task(self._publish()), asyncio.create_task(self._consume())]
+
+    async def _publish(self) -> None:
+        while not self.stop.is_set() and self.sent < 100_000:
+            payload = b"m-%d" % self.sent
+            self.sent += 1
+            try:
+                ack = await self.js.publish(self.subject, payload, timeout=1.0)
+            except Exception:  # noqa: BLE001 - not acknowledged: may or may not be stored
+                await asyncio.sleep(0.05)  # back off while a leader changes
+                continue
+            assert ack.seq not in self.acked, f"seq {ack.seq} acknowledged twice"
+            self.acked[ack.seq] = payload
+            await asyncio.sleep(0.01)  # a steady, modest rate on a loaded machine
+
+    async def _consume(self) -> None:
+        while not self.stop.is_set():
+            try:
+                msgs = await self.sub.fetch(20, timeout=0.5)
+            except Exception:  # noqa: BLE001 - timeouts and leader changes
+                continue
+            for msg in msgs:
+                if msg.metadata.num_delivered == 1:
+                    self.delivered.append(msg.metadata.sequence.stream)
+                try:
+                    await msg.ack_sync(timeout=1.0)
+                except Exception:  # noqa: BLE001 - redelivered later
+                    pass
+            try:
+                info = await self.js.consumer_info(self.stream, "worker", timeout=1.0)
+                self.ack_floors.append(info.ack_floor.stream_seq)
+            except Exception:  # noqa: BLE001 - leader change
+                pass
+
+    async def finish(self) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+
+    async def check(self, nc: Any) -> None:
+        """Every acknowledged message exactly once at its sequence; progress never went back."""
+        assert len(self.acked) > 20, f"too little load got through: {len(self.acked)}"
+        info = await self.js.stream_info(self.stream)
+        seen: dict[bytes, int] = {}
+        for seq in range(1, info.state.last_seq + 1):
+            msg = await self.js.get_msg(self.stream, seq)
+            assert msg.data not in seen, f"{msg.data!r} stored twice: {seen[msg.data]} and {seq}"
+            seen[msg.data] = seq
+        for seq, payload in self.acked.items():
+            assert seen.get(payload) == seq, f"acked {payload!r} at {seq}, stored at {seen.get(payload)}"
+        firsts = self.delivered
+        assert firsts == sorted(firsts) and len(firsts) == len(set(firsts)), "deliveries went backwards"
+        assert self.ack_floors == sorted(self.ack_floors), "ack floor went backwards"
+
+
+async def settled(nc: Any, stream: str, servers: set[str]) -> dict[str, Any]:
+    """Stream info from the leader once the group is exactly `servers`, all current, no move."""
+    info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", timeout_s=1.0)
+    cluster = info.get("cluster") or {}
+    names = {cluster.get("leader")} | {r["name"] for r in cluster.get("replicas", [])}
+    current = all(r["current"] for r in cluster.get("replicas", []))
+    return info if names == servers and current and "move" not in cluster else {}
+
+
+async def placed_on_one(nc: Any, stream: str, allowed: set[str]) -> dict[str, Any]:
+    """Settled stream info of an R1 stream placed on one of `allowed`."""
+    info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", timeout_s=1.0)
+    leader = (info.get("cluster") or {}).get("leader")
+    return await settled(nc, stream, {leader}) if leader in allowed else {}
+
+
+async def digests_agree(nc: Any, stream: str, servers: set[str]) -> bool:
+    found = [await api(nc, f"$JSC.DIGEST.{s}.{stream}", timeout_s=1.0) for s in sorted(servers)]
+    return len({(d["digest"], d["last_seq"]) for d in found}) == 1
+
+
+async def gone(nc: Any, stream: str, servers: set[str]) -> bool:
+    """None of `servers` answers for the stream any more (their replica was stopped and deleted)."""
+    for s in servers:
+        try:
+            await nc.request(f"$JSC.DIGEST.{s}.{stream}", b"", timeout=0.3)
+            return False
+        except Exception:  # noqa: BLE001 - no responders / timeout: gone
+            continue
+    return True
+
+
+def _servers(info: dict[str, Any]) -> set[str]:
+    c = info["cluster"]
+    return {c["leader"]} | {r["name"] for r in c.get("replicas", [])}
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+def test_unsatisfiable_requests_get_nats_errors_and_change_nothing(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        cfg = StreamConfig(name="FIXED", subjects=["fixed.>"], num_replicas=1, placement=Placement(tags=["az:1"]))
+        await until(lambda: js.add_stream(cfg), "the stream")
+        before = await until(lambda: placed_on_one(nc, "FIXED", {"m1", "m2"}), "placed")
+        with pytest.raises(APIError) as exc:
+            await js.update_stream(StreamConfig(name="FIXED", subjects=["fixed.>"], num_replicas=5,
+                                                placement=Placement(tags=["az:1"])))
+        assert exc.value.err_code == 10023
+        with pytest.raises(APIError) as exc:
+            await js.update_stream(StreamConfig(name="FIXED", subjects=["fixed.>"], num_replicas=1,
+                                                placement=Placement(tags=["az:9"])))
+        assert exc.value.err_code == 10005
+        with pytest.raises(APIError) as exc:  # two az:1 servers only
+            await js.update_stream(StreamConfig(name="FIXED", subjects=["fixed.>"], num_replicas=3,
+                                                placement=Placement(tags=["az:1"])))
+        assert exc.value.err_code == 10005
+        reply = await api(nc, "$JS.API.STREAM.CANCEL_MOVE.FIXED")
+        assert reply["error"]["err_code"] == 10129
+        after = await settled(nc, "FIXED", _servers(before))
+        assert after["config"] == before["config"]
+        await js.delete_stream("FIXED")
+        await nc.close()
+    run(scenario())
+
+
+def test_scale_1_3_1_under_load(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        cfg = StreamConfig(name="SCALE", subjects=["scale.>"], num_replicas=1)
+        await until(lambda: js.add_stream(cfg), "the stream")
+        load = Load(js, "SCALE", "scale.x")
+        await load.start()
+        await until(lambda: asyncio.sleep(0, len(load.acked) > 10), "some load")
+        first = _servers(await until(lambda: api(nc, "$JS.API.STREAM.INFO.SCALE"), "info"))
+        await js.update_stream(StreamConfig(name="SCALE", subjects=["scale.>"], num_replicas=3))
+        info = await until(lambda: _r(nc, "SCALE", 3), "three current replicas")
+        three = _servers(info)
+        assert first <= three
+        count = len(load.acked)
+        await until(lambda: asyncio.sleep(0, len(load.acked) > count + 10), "load after scale-up")
+        await js.update_stream(StreamConfig(name="SCALE", subjects=["scale.>"], num_replicas=1))
+        info = await until(lambda: _r(nc, "SCALE", 1), "one replica")
+        one = _servers(info)
+        await until(lambda: gone(nc, "SCALE", three - one), "the removed replicas' data gone")
+        count = len(load.acked)
+        await until(lambda: asyncio.sleep(0, len(load.acked) > count + 10), "load after scale-down")
+        await load.finish()
+        await load.check(nc)
+        await nc.close()
+    run(scenario())
+
+
+async def _r(nc: Any, stream: str, replicas: int) -> dict[str, Any]:
+    info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", timeout_s=1.0)
+    servers = _servers(info) if "cluster" in info and info["cluster"].get("leader") else set()
+    if len(servers) == replicas and info["config"]["num_replicas"] == replicas:
+        return await settled(nc, stream, servers)
+    return {}
+
+
+def test_move_r2_from_az1_to_az2_under_load(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        cfg = StreamConfig(name="MOVE", subjects=["move.>"], num_replicas=2, placement=Placement(tags=["az:1"]))
+        await until(lambda: js.add_stream(cfg), "the stream")
+        await until(lambda: settled(nc, "MOVE", {"m1", "m2"}), "placed in az:1")
+        load = Load(js, "MOVE", "move.x")
+        await load.start()
+        await until(lambda: asyncio.sleep(0, len(load.acked) > 10), "some load")
+        await js.update_stream(StreamConfig(name="MOVE", subjects=["move.>"], num_replicas=2,
+                                            placement=Placement(tags=["az:2"])))
+        info = await until(lambda: settled(nc, "MOVE", {"m3", "m4"}), "moved to az:2")
+        assert info["config"]["placement"]["tags"] == ["az:2"]
+        await until(lambda: gone(nc, "MOVE", {"m1", "m2"}), "the old replicas' data gone")
+        count = len(load.acked)
+        await until(lambda: asyncio.sleep(0, len(load.acked) > count + 10), "load after the move")
+        await load.finish()
+        await load.check(nc)
+        await until(lambda: digests_agree(nc, "MOVE", {"m3", "m4"}), "equal replicas")
+        await nc.close()
+    run(scenario())
+
+
+def test_cancelled_move_leaves_config_and_placement_consistent(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        cfg = StreamConfig(name="CANCEL", subjects=["cancel.>"], num_replicas=1, placement=Placement(tags=["az:2"]))
+        await until(lambda: js.add_stream(cfg), "the stream")
+        before = await until(lambda: placed_on_one(nc, "CANCEL", {"m3", "m4"}), "placed")
+        for i in range(50):
+            await js.publish("cancel.x", b"c-%d" % i)
+        await js.update_stream(StreamConfig(name="CANCEL", subjects=["cancel.>"], num_replicas=1,
+                                            placement=Placement(tags=["az:1"])))
+        reply = await api(nc, "$JS.API.STREAM.CANCEL_MOVE.CANCEL")
+        assert reply.get("success") is True, reply
+        info = await until(lambda: settled(nc, "CANCEL", _servers(before)), "back where it was")
+        assert info["config"]["placement"]["tags"] == ["az:2"]
+        assert info["state"]["messages"] == 50
+        await until(lambda: gone(nc, "CANCEL", {"m1", "m2"}), "no replica left in az:1")
+        await nc.close()
+    run(scenario())
+
+
+def test_peer_remove_places_a_replacement(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        await until(lambda: js.add_stream(StreamConfig(name="PEER", subjects=["peer.>"], num_replicas=2)),
+                    "the stream")
+        info = await until(lambda: _r(nc, "PEER", 2), "two replicas")
+        for i in range(30):
+            await js.publish("peer.x", b"p-%d" % i)
+        victim = sorted(_servers(info))[0]
+        reply = await api(nc, "$JS.API.STREAM.PEER.REMOVE.PEER", json.dumps({"peer": victim}).encode())
+        assert reply.get("success") is True, reply
+        info = await until(lambda: _without(nc, "PEER", victim), "a replacement replica, the victim out")
+        assert info["state"]["messages"] == 30
+        await until(lambda: gone(nc, "PEER", {victim}), "the victim's data gone")
+        bad = await api(nc, "$JS.API.STREAM.PEER.REMOVE.PEER", json.dumps({"peer": victim}).encode())
+        assert bad["error"]["err_code"] == 10040
+        await nc.close()
+    run(scenario())
+
+
+async def _without(nc: Any, stream: str, victim: str) -> dict[str, Any]:
+    info = await _r(nc, stream, 2)
+    return info if info and victim not in _servers(info) else {}
