@@ -34,7 +34,8 @@ KNOWN_FAILING: dict[int, str] = {}
 STALE_REPAIR_TARGET = (
     "core: a repairing node takes its catch-up target from the first leader it hears after term "
     "discovery; if that leader's log had an uncommitted tail which a later leader dropped, the "
-    "target is never reached on an idle cluster and the node stays repair-needed (never votes)"
+    "target is never reached on an idle cluster and the node stays repair-needed (never votes); "
+    "minimal repro tests/sim/test_sim.py::test_repairing_node_heard_a_deposed_leader_first"
 )
 STALE_DISCOVERY_CONFIG = (
     "core: term discovery counts answers against the config in the repairing node's own log; if "
