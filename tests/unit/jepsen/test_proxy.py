@@ -114,3 +114,45 @@ def test_one_way_block_maps_to_both_proxies_of_the_pair() -> None:
         await net.close()
 
     run(scenario)
+
+
+def test_raft_plane_gets_the_same_faults_as_the_routes() -> None:
+    async def scenario() -> None:
+        net = await ClusterNet.start([1, 2, 3], [4, 5, 6])  # ports are never dialed here
+        assert set(net.raft_ports(0)) == {1, 2} and len(set(net.raft_ports(0).values())) == 2
+        net.block(0, 2)
+        for plane in (net.links, net.raft_links):
+            assert plane[(0, 2)].up.blocked and plane[(2, 0)].down.blocked and not plane[(2, 0)].up.blocked
+        net.partition([[1], [0, 2]])
+        assert all(plane[key].refusing for plane in (net.links, net.raft_links) for key in [(0, 1), (1, 2), (2, 1)])
+        net.set_delay_ms(7)
+        assert {link.up.delay_ms for link in net.raft_links.values()} == {7}
+        assert "raft:0->1" in net.open_connections()
+        net.heal()
+        assert not any(link.refusing or link.up.blocked or link.down.blocked for link in net.raft_links.values())
+        await net.close()
+
+    run(scenario)
+
+
+def test_cut_ends_a_connection_whose_direction_is_blocked() -> None:
+    """A cut connection is no longer counted as open even though its directions stay blocked."""
+    async def scenario() -> None:
+        server, port = await _echo_server()
+        net = ClusterNet({(0, 1): LinkProxy(0, 1, port), (1, 0): LinkProxy(1, 0, port)})
+        for link in net.links.values():
+            await link.start()
+        reader, writer = await asyncio.open_connection(LOOPBACK, net.links[(0, 1)].listen_port)
+        assert await _roundtrip(reader, writer, b"x") == b"x"
+        assert net.open_connections()["0->1"] == 1
+        net.cut(0, 1)
+        assert await _is_closed(reader)
+        deadline = time.monotonic() + WAIT_S
+        while net.open_connections()["0->1"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # polling, bounded by the deadline
+        assert net.open_connections()["0->1"] == 0
+        writer.close()
+        await net.close()
+        server.close()
+
+    run(scenario)
