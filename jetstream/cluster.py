@@ -54,6 +54,7 @@ __all__ = ["ClusteredJetStream", "ReplicatedStream", "stream_group_config", "tra
 LEADER_WATCH_S = 0.1
 BARRIER_TIMEOUT_S = 2.0
 STEPDOWN_WAIT_S = 3.0
+CONFIG_PUSH_ROUNDS = 4
 
 
 class ClusteredJetStream(JetStream):
@@ -147,19 +148,22 @@ class ClusteredJetStream(JetStream):
             self.nursery.start_soon(self._push_config, rt)
 
     async def _push_config(self, rt: ReplicatedStream) -> None:
-        """The leader carries a committed meta config change into the stream's own log."""
-        desired = rt.desired_config
-        if desired.to_json() == rt.config.to_json():
-            return
-        try:
-            result = await rt.apply(UpdateConfig(desired))
-        except StreamClosed:
-            return
-        if isinstance(result, ApiError):
-            self.log.error("jetstream.config_update_failed", stream=rt.name, error=result.description)
-            return
-        if rt.leading:
-            self._subscribe_leader(rt)
+        """The leader carries a committed meta config change into the stream's own log. A newer
+        config may be committed while one is being applied (a move and its cancel): a push that
+        started earlier saw the old config as current, so loop until they agree (bounded)."""
+        for _ in range(CONFIG_PUSH_ROUNDS):
+            desired = rt.desired_config
+            if desired.to_json() == rt.config.to_json() or not rt.leading:
+                return
+            try:
+                result = await rt.apply(UpdateConfig(desired))
+            except StreamClosed:
+                return
+            if isinstance(result, ApiError):
+                self.log.error("jetstream.config_update_failed", stream=rt.name, error=result.description)
+                return
+            if rt.leading:
+                self._subscribe_leader(rt)
 
     # -- leadership -----------------------------------------------------------------------------
     async def watch_leaders(self) -> None:
