@@ -57,3 +57,24 @@ def test_bad_raft_peers(text: str) -> None:
 def test_raft_peers_need_a_server_name() -> None:
     with pytest.raises(ValueError, match="server name"):
         derive("127.0.0.1", 7000, (), raft_peers=parse_raft_peers("a=127.0.0.1:1"))
+
+
+def test_config_key_and_flag_reach_the_topology(tmp_path) -> None:
+    """`cluster { raft_peers = {...} }` in a config file and `--raft_peers` on the command line."""
+    from cli.server import _options
+    from meta.service import topology_of
+
+    conf = tmp_path / "n2.conf"
+    conf.write_text('server_name = "n2"\n[cluster]\nlisten = "127.0.0.1:7200"\n'
+                    '[cluster.raft_peers]\nn1 = "127.0.0.1:9101"\nn3 = "127.0.0.1:9103"\n')
+    flags = {k: None for k in ("port", "host", "server_name", "logfile", "debug", "trace", "log_json", "jetstream",
+                               "store_dir", "max_payload", "max_pending", "max_control_line", "max_connections",
+                               "ping_interval", "max_pings_out", "write_deadline", "debug_trace", "config_file")}
+    options, unknown = _options({**flags, "config_file": str(conf)})
+    assert unknown == []
+    top = topology_of(options)
+    assert (top.node_id, top.raft_port, top.voters) == ("n2", 7201, {"n1", "n2", "n3"})
+    options, _ = _options({**flags, "server_name": "n9", "cluster_listen": "nats://127.0.0.1:7300",
+                           "raft_peers": "n9=127.0.0.1:9109,n1=127.0.0.1:9101"})
+    top = topology_of(options)
+    assert (top.node_id, top.raft_port, top.peers) == ("n9", 9109, {"n1": ("127.0.0.1", 9101)})
