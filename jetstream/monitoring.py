@@ -18,9 +18,11 @@ Health of a replica (clustered): a follower cannot see from its own log how far 
 leader it is, so the task also asks each stream's leader for the stream info (routed
 `$JS.API.STREAM.INFO.<stream>`, whose `cluster.replicas` is the leader's view of every replica:
 `current`, `lag`). A local replica is current when it is not repairing, knows its leader, has
-heard from it recently, has applied everything it knows is committed, and the leader (last time
-we asked) reports it current: with no lag to become current, then within
-`CURRENT_LAG_MAX_ENTRIES` to stay so (a busy stream always has entries in flight). /healthz is
+heard from it recently, has applied everything the leader had committed when asked, its store
+holds at least its latest snapshot (a snapshot is acknowledged before it is restored into the
+store), and the leader (last time we asked) reports it current: with no lag to become current,
+then within `CURRENT_LAG_MAX_ENTRIES` to stay so (a busy stream always has entries in flight).
+/healthz is
 unhealthy while any local replica is not current, and (with or without `js-enabled-only`) until
 the meta group has a leader.
 """
@@ -38,6 +40,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from jetstream.api import API_LEVEL
 from jetstream.api_consumer import consumer_info
+from jetstream.cluster_codec import entry_of
 from jetstream.info import rfc3339_ns, stream_state_json
 from jetstream.runtime import StreamClosed
 
@@ -59,6 +62,8 @@ class StreamView:
     consumers: list[dict[str, Any]] = attrs.Factory(list)
     leader_view: dict[str, Any] | None = None  # stream info "cluster" from the leader
     current: bool = False  # the leader's verdict on our replica (see judge_leader_view)
+    was_current: bool = False  # reported current at least once since it last fell behind
+    store_applied_entry: int = 0  # the Raft entry the store has fully applied (cached read)
 
 
 @attrs.define
@@ -154,7 +159,8 @@ class JsMonitor:
         for name, rt in list(self.js.streams.items()):
             view = self.views.setdefault(name, StreamView())
             try:
-                view.state = await rt.read(lambda store: store.state())
+                view.state, applied = await rt.read(lambda store: (store.state(), store.applied_index()))
+                view.store_applied_entry = entry_of(applied)
                 view.consumers = [await consumer_info(self.js, c) for c in list(rt.consumers.values())]
             except StreamClosed:
                 continue
@@ -254,6 +260,12 @@ class JsMonitor:
         view = self.views.get(name, StreamView())
         if not view.current:
             return f"JetStream stream '{name}' is not current (catching up)"
+        if view.store_applied_entry < node.snapshot_meta.index:
+            return f"JetStream stream '{name}' is not current (restoring a snapshot)"
+        leader_commit = int(((view.leader_view or {}).get("raft") or {}).get("commit", 0) or 0)
+        if node.applied_index + (CURRENT_LAG_MAX_ENTRIES if view.was_current else 0) < leader_commit:
+            return f"JetStream stream '{name}' is not current (applying)"
+        view.was_current = True
         return None
 
     def judge_leader_view(self, name: str, view: StreamView, cluster: dict[str, Any] | None) -> None:
@@ -271,6 +283,8 @@ class JsMonitor:
             return
         lag = int(mine[0].get("lag", 0) or 0)
         view.current = lag == 0 or (view.current and lag <= CURRENT_LAG_MAX_ENTRIES)
+        if not view.current:
+            view.was_current = False
 
     # -- providers --------------------------------------------------------------------------------
 
