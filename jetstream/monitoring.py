@@ -302,10 +302,31 @@ class JsMonitor:
         if query.get("js-enabled-only", "").lower() in ("1", "true") and problems:
             return problems
         if host is not None:
+            problems += self.assignment_problems()
             for name, rt in list(self.js.streams.items()):
                 problem = self.replica_problem(name, rt)
                 if problem:
                     problems.append(problem)
+        return problems
+
+    def assignment_problems(self) -> list[str]:
+        """Streams the meta group assigned to this server that are not running here yet (e.g.
+        right after a restart, before the reconciler re-opened them). The meta service is
+        reached through the `peer_name` method it handed to the clustered JetStream (jetstream
+        may not import meta); without it there is nothing to check."""
+        meta = getattr(getattr(self.js, "peer_name", None), "__self__", None)
+        state, node_id = getattr(meta, "state", None), getattr(meta, "node_id", None)
+        if state is None or node_id is None:
+            return []
+        problems = []
+        meta_node = self.host.node(META_GROUP) if META_GROUP in self.host.groups() else None
+        if meta_node is not None and meta_node.applied_index < meta_node.commit_index:
+            problems.append("JetStream meta group is not current (applying)")
+        running = getattr(self.js, "by_group", {})
+        for sa in list(getattr(state, "streams", {}).values()):
+            hosts = sa.hosts() if callable(getattr(sa, "hosts", None)) else sa.peers
+            if node_id in hosts and sa.group not in running:
+                problems.append(f"JetStream stream '{sa.name}' is assigned here but not running yet")
         return problems
 
     def totals(self) -> dict[str, int]:

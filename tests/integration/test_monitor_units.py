@@ -106,3 +106,30 @@ def test_histogram_is_cumulative() -> None:
     family = hist.family("x_seconds", "doc")
     buckets = {s.labels["le"]: s.value for s in family.samples if s.name == "x_seconds_bucket"}
     assert buckets == {"0.1": 1, "1.0": 2, "+Inf": 3}
+
+
+class _FakeMeta:
+    def __init__(self, streams: dict) -> None:
+        self.node_id = "n3"
+        self.state = SimpleNamespace(streams=streams)
+
+    def peer_name(self, node_id: str) -> str:
+        return node_id
+
+
+def test_assigned_but_not_running_streams_are_reported() -> None:
+    meta = _FakeMeta({
+        "A": SimpleNamespace(name="A", group="g-a", peers=("n1", "n2", "n3")),
+        "B": SimpleNamespace(name="B", group="g-b", peers=("n1", "n2")),
+        "C": SimpleNamespace(name="C", group="g-c", peers=("n3",)),
+    })
+    meta_node = SimpleNamespace(applied_index=7, commit_index=7)
+    host = SimpleNamespace(groups=lambda: ["_meta_"], node=lambda group: meta_node)
+    js = SimpleNamespace(server=SimpleNamespace(server_name="n3"), peer_name=meta.peer_name,
+                         host=host, by_group={"g-c": object()})
+    assert JsMonitor(js).assignment_problems() == [
+        "JetStream stream 'A' is assigned here but not running yet"]
+    meta_node.applied_index = 5
+    assert "JetStream meta group is not current (applying)" in JsMonitor(js).assignment_problems()
+    no_meta = SimpleNamespace(server=js.server, peer_name=lambda n: n, host=host, by_group={})
+    assert JsMonitor(no_meta).assignment_problems() == []
