@@ -6,9 +6,14 @@ A failure prints `seed=N`, the violated invariant, the trace hash and the exact 
 replays it (same seed and steps give the same trace, byte for byte). The summary line reports
 seeds per second.
 
-KNOWN_FAILING lists seeds that fail because of a reported bug in the Raft core (never a bug of the
-simulator). They still run and print, but do not make the exit status non-zero; CI leaves them
-out of its default set and tests/sim keeps them visible as expected failures.
+KNOWN_FAILING lists default-mode seeds that fail because of a reported bug in the Raft core (never
+a bug of the simulator). They still run and print, but do not make the exit status non-zero, and
+CI leaves them out of its default set (currently empty: the core fixed every one found).
+OPEN_STORM_BUGS are open core bugs found with `--storm`; tests/sim replays them as expected
+failures. REGRESSION_SEEDS found fixed bugs and run in CI.
+
+Modes: `--stale-repair` hands a damaged node its whole past log instead of its committed prefix;
+`--storm` injects about 7x more faults per tick. A replay needs the same flags (printed).
 """
 
 from __future__ import annotations
