@@ -49,6 +49,7 @@ IDLE_CHECK_S = 1.0
 DEMAND_WINDOW_S = 30.0
 LEADER_VIEW_TIMEOUT_S = 1.0
 CURRENT_LAG_MAX_ENTRIES = 16
+LEADER_VIEWS_CONCURRENT_MAX = 8
 META_GROUP = "_meta_"  # meta/assignments.py's group id (jetstream may not import meta)
 FSYNC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 log = structlog.get_logger("jetstream.monitoring")
@@ -156,16 +157,22 @@ class JsMonitor:
     async def refresh(self) -> None:
         for name in [n for n in self.views if n not in self.js.streams]:
             del self.views[name]
-        for name, rt in list(self.js.streams.items()):
-            view = self.views.setdefault(name, StreamView())
-            try:
-                view.state, applied = await rt.read(lambda store: (store.state(), store.applied_index()))
-                view.store_applied_entry = entry_of(applied)
-                view.consumers = [await consumer_info(self.js, c) for c in list(rt.consumers.values())]
-            except StreamClosed:
-                continue
-            if self.host is not None and not getattr(rt, "leading", True):
-                self.judge_leader_view(name, view, await self._leader_view(name))
+        limiter = trio.CapacityLimiter(LEADER_VIEWS_CONCURRENT_MAX)
+        async with trio.open_nursery() as nursery:
+            for name, rt in list(self.js.streams.items()):
+                view = self.views.setdefault(name, StreamView())
+                try:
+                    view.state, applied = await rt.read(lambda store: (store.state(), store.applied_index()))
+                    view.store_applied_entry = entry_of(applied)
+                    view.consumers = [await consumer_info(self.js, c) for c in list(rt.consumers.values())]
+                except StreamClosed:
+                    continue
+                if self.host is not None and not getattr(rt, "leading", True):
+                    nursery.start_soon(self._judge, name, view, limiter)
+
+    async def _judge(self, name: str, view: StreamView, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:  # followers ask their leaders concurrently, a few at a time
+            self.judge_leader_view(name, view, await self._leader_view(name))
 
     async def _leader_view(self, name: str) -> dict[str, Any] | None:
         """The stream leader's `cluster` block of the stream info (None: no answer)."""
