@@ -6,7 +6,10 @@ leadership transfer, read-index, compaction). Nothing here does I/O: every input
 memory, and the driver collects what must happen next with `ready()`: hard state, entries and a
 received snapshot to persist (fsync when `must_sync`), then messages to send, then committed
 entries to apply; then it calls `advance(ready)`. Because the driver persists before it sends,
-a vote or an append acknowledgement never leaves before the state it depends on is durable.
+a vote or an append acknowledgement never leaves before the state it depends on is durable. The
+one exception: a leader's messages may leave while its own entries are still being written
+(replication in parallel with the leader's fsync), because the leader counts itself toward the
+commit quorum only up to its stable index, which moves in `advance()` after persistence.
 
 Handlers are dispatched on (role, message type). Elections use pre-vote (a node first asks
 whether it could win, without raising its term) and check-quorum (a leader that hears from no
@@ -275,6 +278,8 @@ class RaftNode(LeaderMixin):
         del self._msgs[: len(ready.messages)]
         del self._read_states[: len(ready.read_states)]
         del self._events[: len(ready.events)]
+        if ready.entries and self._role is Role.LEADER:
+            self._maybe_commit()  # our own entries are durable now: they count toward a quorum
 
     # ---- roles -------------------------------------------------------------------------------
     def _follower_role(self) -> Role:

@@ -361,12 +361,19 @@ class RaftHost:
             await trio.lowlevel.checkpoint()  # never starve the other loops
 
     async def _handle_readies(self, readies: list[tuple[_Group, Ready]]) -> None:
-        """Readies with nothing durable to write go first (send, apply, advance) so they never
-        wait behind another group's fsync; the rest are persisted as one batch, then finished."""
+        """Readies with nothing durable to write are finished (send, apply, advance) while the
+        rest are persisted as one batch and then finished, so they never wait behind another
+        group's fsync. A leader's messages leave before its own entries are durable (see
+        `_sends_early`): followers write in parallel with the leader."""
         quick: list[tuple[_Group, Ready]] = []
         slow: list[tuple[_Group, Ready]] = []
+        early: list[Message] = []
+        sent_early: set[GroupId] = set()  # groups whose Ready messages already left
         for g, r in readies:
             if r.entries or r.snapshot is not None:
+                if self._sends_early(g, r):
+                    early.extend(r.messages)
+                    sent_early.add(r.group)
                 slow.append((g, r))
             elif r.hard_state is None:
                 quick.append((g, r))
@@ -376,12 +383,29 @@ class RaftHost:
                 quick.append((g, r))
             else:
                 slow.append((g, r))
-        if quick:
+        if early:
+            self.transport.send_nowait(early)
+            self.stats.messages_sent += len(early)
+            self.stats.early_sends += len(early)
+        if not (slow or self._deferred_due()):
             await self._finish(quick)
-        if slow or self._deferred_due():
+            return
+        async with trio.open_nursery() as nursery:  # different groups: nothing shared
+            if quick:
+                nursery.start_soon(self._finish, quick)
             await self._persist(slow)
-        if slow:
-            await self._finish(slow)
+            if slow:
+                await self._finish(slow, sent_early)
+
+    def _sends_early(self, g: _Group, r: Ready) -> bool:
+        """May this Ready's messages leave before its writes are durable? Only a leader's whose
+        term and vote are already on disk: its messages (APPENDs, heartbeats, snapshot chunks,
+        read-index answers, rejections) promise nothing about its own log, and the core counts
+        the leader toward the commit quorum only up to entries it has persisted (`advance`)."""
+        if not r.messages or g.node.role is not Role.LEADER:
+            return False
+        hs = r.hard_state
+        return hs is None or (hs.term, hs.vote) == (g.hard_state.term, g.hard_state.vote)
 
     def _deferred_due(self) -> bool:
         if not self._deferred:
@@ -415,9 +439,10 @@ class RaftHost:
         await self.worker.save(writes, sync=sync)
         self.stats.persist_batches += 1
 
-    async def _finish(self, readies: list[tuple[_Group, Ready]]) -> None:
+    async def _finish(self, readies: list[tuple[_Group, Ready]],
+                      sent_early: set[GroupId] | frozenset[GroupId] = frozenset()) -> None:
         readies = [(g, r) for g, r in readies if self._groups.get(r.group) is g]  # still running
-        messages = [m for _, r in readies for m in r.messages]
+        messages = [m for _, r in readies if r.group not in sent_early for m in r.messages]
         if messages:
             self.transport.send_nowait(messages)
             self.stats.messages_sent += len(messages)
@@ -480,5 +505,6 @@ class HostStats:
     ticks: int = 0
     persist_batches: int = 0
     messages_sent: int = 0
+    early_sends: int = 0  # leader messages sent before the leader's own fsync finished
     applied: int = 0
     unroutable: int = 0

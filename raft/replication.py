@@ -133,13 +133,14 @@ class LeaderMixin:
         e = Entry(term=self._term, index=self._log.last_index() + 1, kind=kind, data=data)
         self._log.append([e])
         self._bcast_needed = True
-        if not self._progress or self._voters() <= {self._cfg.node_id}:
-            self._maybe_commit()  # otherwise a new entry cannot be on a quorum yet
-        return e
+        return e  # commits once persisted here and on a quorum (`advance`, `_maybe_commit`)
 
     def _maybe_commit(self) -> bool:
+        """Commit what a quorum holds durably. The leader counts itself only up to its stable
+        (persisted) index: the driver may send APPENDs before the leader's own fsync finished,
+        and `advance()` retries the commit once that fsync is done."""
         match = {n: pr.match for n, pr in self._progress.items()}
-        match[self._cfg.node_id] = self._log.last_index()
+        match[self._cfg.node_id] = self._log.stable_index
         index = mship.committed_index(self._membership, match)
         if index <= self._log.committed or self._log.term(index) != self._term:
             return False  # only current-term entries commit by counting replicas

@@ -141,6 +141,8 @@ def test_new_leader_refuses_config_change_until_its_term_commits() -> None:
     res = solo.propose_config_change(change)
     assert not res.ok and res.reason is RefuseReason.NOT_READY
     solo.step(Message(MessageType.APPEND_RESP, "g", "b", "a", term=1, index=1))
+    assert solo.commit_index == 0  # "a" itself has not persisted its NOOP yet
+    solo.advance(solo.ready())  # the driver persisted it
     assert solo.commit_index == 1
     res = solo.propose_config_change(change)
     assert res.ok and res.index == 2
