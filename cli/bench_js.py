@@ -2,6 +2,11 @@
 compared against the reference `nats-server -js`.
 
     jetraft bench js-pub     --msgs 50000 --size 128 --clients 4   acked publishes (publish_async)
+    jetraft bench js-pub     --one-at-a-time --msgs 2000           publish, wait for the ack, repeat
+                                                                  (latency percentiles)
+    jetraft bench js-pub     --r3 --compare                       R3 stream on 3-node clusters:
+                                                                  jetraft vs nats-server with
+                                                                  sync_interval: always and default
     jetraft bench js-consume --msgs 50000 --mode pull|push          pull fetch+ack, or ordered push
     jetraft bench kv         --ops 2000                             sequential put/get latency
 
@@ -9,7 +14,8 @@ Target: `--url` (a running server with JetStream), or `--server jetraft|nats-ser
 here with `-js -sd <temp dir>`, or `--compare` (both, one table, ratio jetraft/nats-server).
 Publishers are separate processes (`--clients`), each with up to `--window` unacknowledged
 publishes, so the server's group commit sees concurrent load; a run's rate is all messages over
-the span from the first client start to the last ack. Every run uses a fresh stream.
+the span from the first client start to the last ack. Every run uses a fresh stream. Every
+table is followed by each side's fsync setting (when an ack is sent relative to the fsync).
 
 This module is a click group of its own (`bench_js`); the bench owner can register its commands
 on `jetraft bench` with `register(bench_group)`.
@@ -55,16 +61,100 @@ def js_targets(url: str | None, server_kind: str, compare: bool) -> Iterator[dic
                 proc.stop()
 
 
+FSYNC_SETTINGS = {
+    "jetraft": "ack after fsync (SQLite WAL, synchronous=FULL, group commit)",
+    "nats-server": "default: sync_interval 2m, ack before fsync",
+    "jetraft-r3": "ack after commit: Raft log fsynced on a quorum (group commit)",
+    "nats-server-r3-always": "sync_interval: always (fsync per Raft append)",
+    "nats-server-r3-default": "default: sync_interval 2m, ack before fsync",
+}
+
+
+def _node_args(name: str, route_ports: list[int], index: int, data_dir: str) -> list[str]:
+    routes = ",".join(f"nats://127.0.0.1:{p}" for p in route_ports)
+    return ["-n", name, "-js", "-sd", data_dir, "--cluster_name", "benchjs",
+            "--cluster", f"nats://127.0.0.1:{route_ports[index]}", "--routes", routes]
+
+
+def _start_cluster(kind: ServerKind, tmp: str, label: str, sync_always: bool,
+                   started: list[ServerProcess]) -> str:
+    """Three nodes of `kind` on fresh ports; returns node 1's URL."""
+    import pathlib
+
+    route_ports = [free_port() for _ in range(3)]
+    for i in range(3):
+        data_dir = f"{tmp}/{label}/n{i}"
+        pathlib.Path(data_dir).mkdir(parents=True, exist_ok=True)
+        config = None
+        if sync_always:
+            config = pathlib.Path(data_dir) / "js.conf"
+            config.write_text(f'jetstream {{ store_dir: "{data_dir}", sync_interval: always }}\n')
+        proc = ServerProcess(kind=kind, port=free_port(), config=config,
+                             extra_args=_node_args(f"{label}-{i}", route_ports, i, data_dir))
+        started.append(proc)
+        proc.start(ready_timeout_s=30.0)
+    return started[-3].url
+
+
+@contextlib.contextmanager
+def r3_targets(server_kind: str, compare: bool) -> Iterator[dict[str, str]]:
+    """3-node clusters: jetraft, and nats-server with `sync_interval: always` and default."""
+    plan = [("jetraft-r3", ServerKind.JETRAFT, False), ("nats-server-r3-always", ServerKind.NATS_SERVER, True),
+            ("nats-server-r3-default", ServerKind.NATS_SERVER, False)]
+    if not compare:
+        plan = [p for p in plan if p[1] is ServerKind(server_kind)]
+    started: list[ServerProcess] = []
+    with tempfile.TemporaryDirectory(prefix="jetraft-bench-r3-") as tmp:
+        try:
+            yield {label: _start_cluster(kind, tmp, label, always, started) for label, kind, always in plan}
+        finally:
+            for proc in started:
+                proc.stop()
+
+
 # -- workloads (run in client processes) -----------------------------------------------------------
-async def _reset_stream(url: str, storage: str) -> None:
+async def _reset_stream(url: str, storage: str, replicas: int = 1) -> None:
+    """A fresh stream; a cluster may still be electing its meta leader, so creation is retried
+    until a deadline."""
     import nats
 
     nc = await nats.connect(url)
-    js = nc.jetstream()
-    with contextlib.suppress(Exception):
-        await js.delete_stream(BENCH_STREAM)
-    await js.add_stream(name=BENCH_STREAM, subjects=["benchjs.>"], storage=storage)
+    js = nc.jetstream(timeout=10)
+    deadline = time.monotonic() + 60
+    while True:  # bounded by the deadline
+        try:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(BENCH_STREAM)
+            await js.add_stream(name=BENCH_STREAM, subjects=["benchjs.>"], storage=storage,
+                                num_replicas=replicas)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)  # retry interval while a cluster elects its leaders
     await nc.close()
+
+
+async def _publisher_sync(url: str, msgs: int, size_bytes: int) -> dict[str, float]:
+    """One at a time: publish, wait for the PubAck, repeat. Latency percentiles."""
+    import nats
+
+    nc = await nats.connect(url)
+    js = nc.jetstream(timeout=10)
+    payload = b"x" * size_bytes
+    for _ in range(min(50, msgs)):  # warm-up (stream leader elected, connections up)
+        await js.publish("benchjs.sync", payload)
+    lat = []
+    start = time.perf_counter()
+    for _ in range(msgs):
+        t = time.perf_counter()
+        await js.publish("benchjs.sync", payload)
+        lat.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - start
+    await nc.close()
+    lat.sort()
+    return {"pub_msgs_per_s": msgs / elapsed, "pub_p50_us": _pct(lat, 0.5), "pub_p90_us": _pct(lat, 0.9),
+            "pub_p99_us": _pct(lat, 0.99)}
 
 
 async def _publisher(url: str, msgs: int, size_bytes: int, window: int, client: int) -> tuple[int, float, float]:
@@ -86,8 +176,11 @@ def _publisher_proc(args: tuple[str, int, int, int, int], out: Any) -> None:
     out.put(asyncio.run(_publisher(*args)))
 
 
-def run_js_pub(url: str, msgs: int, size_bytes: int, clients: int, window: int, storage: str) -> dict[str, float]:
-    asyncio.run(_reset_stream(url, storage))
+def run_js_pub(url: str, msgs: int, size_bytes: int, clients: int, window: int, storage: str,
+               one_at_a_time: bool = False, replicas: int = 1) -> dict[str, float]:
+    asyncio.run(_reset_stream(url, storage, replicas))
+    if one_at_a_time:
+        return asyncio.run(_publisher_sync(url, msgs, size_bytes))
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     share = [msgs // clients + (1 if i < msgs % clients else 0) for i in range(clients)]
@@ -176,27 +269,36 @@ def table(title: str, results: dict[str, dict[str, float]], runs: int) -> Table:
     out.add_column("metric")
     for name in names:
         out.add_column(name, justify="right")
-    if "jetraft" in results and "nats-server" in results:
-        out.add_column("jetraft / nats-server", justify="right")
+    ours = next((n for n in names if n.startswith("jetraft")), None)
+    others = [n for n in names if ours is not None and n != ours]
+    for other in others:
+        out.add_column(f"{ours} / {other}", justify="right")
     metrics = sorted({k for r in results.values() for k in r})
     for metric in metrics:
         row = [metric] + [f"{results[n].get(metric, float('nan')):,.1f}" for n in names]
-        if len(row) == len(names) + 1 and "jetraft" in results and "nats-server" in results:
-            ours, theirs = results["jetraft"].get(metric), results["nats-server"].get(metric)
-            row.append(f"{ours / theirs:.2f}x" if ours and theirs else "-")
+        for other in others:
+            a, b = results[ours].get(metric), results[other].get(metric)  # type: ignore[index]
+            row.append(f"{a / b:.2f}x" if a and b else "-")
         out.add_row(*row)
     return out
 
 
+def fsync_notes(names: list[str]) -> str:
+    return "\n".join(f"  {n}: {FSYNC_SETTINGS[n]}" for n in names if n in FSYNC_SETTINGS)
+
+
 def run_all(title: str, fn: Any, url: str | None, server_kind: str, compare: bool, runs: int,
-            **params: Any) -> dict[str, dict[str, float]]:
+            r3: bool = False, **params: Any) -> dict[str, dict[str, float]]:
     per_server: dict[str, list[dict[str, float]]] = {}
-    with js_targets(url, server_kind, compare) as urls:
+    targets = r3_targets(server_kind, compare) if r3 and not url else js_targets(url, server_kind, compare)
+    with targets as urls:
         for _ in range(runs):
             for name, target in urls.items():  # alternate servers so noise hits both alike
                 per_server.setdefault(name, []).append(fn(target, **params))
     results = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in per_server.items()}
-    Console().print(table(title, results, runs))
+    console = Console()
+    console.print(table(title, results, runs))
+    console.print("fsync settings:\n" + fsync_notes(list(results)), highlight=False)
     return results
 
 
@@ -220,10 +322,18 @@ def target_options(func: Any) -> Any:
 @click.option("--clients", default=4, show_default=True, help="publisher processes")
 @click.option("--window", default=2000, show_default=True, help="unacked publishes per client")
 @click.option("--storage", type=click.Choice(["file", "memory"]), default="file", show_default=True)
-def js_pub(url: str | None, server_kind: str, compare: bool, runs: int, **params: Any) -> None:
+@click.option("--one-at-a-time", is_flag=True, help="one client: publish, await the ack, repeat (latency)")
+@click.option("--r3", is_flag=True, help="R3 stream on 3-node clusters (with --compare: jetraft, "
+              "nats-server sync_interval: always, nats-server default)")
+def js_pub(url: str | None, server_kind: str, compare: bool, runs: int, r3: bool, **params: Any) -> None:
     """Acknowledged JetStream publishes per second (every ack after a durable commit)."""
-    title = f"js-pub: {params['msgs']:,} msgs x {params['size_bytes']} B, {params['clients']} clients"
-    run_all(title, run_js_pub, url, server_kind, compare, runs, **params)
+    if params["one_at_a_time"]:
+        title = f"js-pub one at a time: {params['msgs']:,} msgs x {params['size_bytes']} B"
+    else:
+        title = (f"js-pub: {params['msgs']:,} msgs x {params['size_bytes']} B, {params['clients']} clients, "
+                 f"{params['window']} in flight each")
+    title += ", R3 (3-node clusters)" if r3 else ""
+    run_all(title, run_js_pub, url, server_kind, compare, runs, r3=r3, replicas=3 if r3 else 1, **params)
 
 
 @click.command("js-consume")
