@@ -223,3 +223,140 @@ def test_sys_ping_replies_match(observed: dict[str, dict[str, Any]]) -> None:
 def test_ordinary_user_is_denied_sys_requests(observed: dict[str, dict[str, Any]]) -> None:
     ours, ref = both(observed)
     assert ours["app_denied"] is ref["app_denied"] is True
+
+
+# -- three-node clusters ----------------------------------------------------------------------
+
+CLUSTER_VARZ = ["routes", "cluster.name", "cluster.addr", "cluster.cluster_port", "cluster.urls"]
+ROUTE = ["rid", "remote_id", "remote_name", "did_solicit", "is_configured", "ip", "port",
+         "pending_size", "in_msgs", "out_msgs", "subscriptions"]
+META = ["meta_cluster.name", "meta_cluster.leader", "meta_cluster.peer", "meta_cluster.cluster_size"]
+STREAM_CLUSTER = ["cluster.leader", "cluster.replicas"]
+REPLICA = ["name", "current", "peer"]
+
+
+def free_port_pair() -> int:
+    """A port P with P+1 also free (jetraft's Raft port is the cluster port + 1)."""
+    import socket
+
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind((LOOPBACK, port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port pair")
+
+
+async def observe_cluster(ports: list[int], http_port: int) -> dict[str, Any]:
+    app = await nats.connect(f"nats://app:app@{LOOPBACK}:{ports[0]}")
+    try:
+        async def stream_created() -> bool:
+            reply = await app.request("$JS.API.STREAM.CREATE.C", json.dumps(
+                {"name": "C", "subjects": ["c.>"], "num_replicas": 3}).encode(), timeout=2)
+            body = json.loads(reply.data)
+            return "config" in body or body.get("error", {}).get("err_code") == 10058
+        await wait_for(lambda: _quiet(stream_created), "an R3 stream")
+        js = app.jetstream()
+        for i in range(3):
+            await js.publish(f"c.{i}", b"x")
+
+        async def all_replicas() -> Any:
+            replies = await gather_sys(ports[1], "$SYS.REQ.SERVER.PING.JSZ", b'{"streams": true}', 3)
+            counts = [(stream_detail(r["data"], "C") or {}).get("state", {}).get("messages") for r in replies]
+            return replies if counts == [3, 3, 3] else None
+        docs: dict[str, Any] = {"ping_jsz": await wait_for(all_replicas, "three JSZ replies")}
+
+        async def jsz_with_replicas() -> Any:
+            doc = await asyncio.to_thread(http_get, http_port, "/jsz?streams=true")
+            detail = stream_detail(doc, "C")
+            return doc if detail and detail.get("cluster", {}).get("replicas") else None
+        docs["jsz"] = await wait_for(jsz_with_replicas, "jsz with the stream's replicas")
+        docs["varz"] = await asyncio.to_thread(http_get, http_port, "/varz")
+        docs["routez"] = await asyncio.to_thread(http_get, http_port, "/routez")
+        return docs
+    finally:
+        await app.close()
+
+
+async def _quiet(check: Any) -> Any:
+    try:
+        return await check()
+    except Exception:  # noqa: BLE001 - not ready yet (no meta leader, no responders)
+        return None
+
+
+async def gather_sys(port: int, subject: str, body: bytes, expect: int) -> list[dict[str, Any]]:
+    nc = await nats.connect(f"nats://sys:sys@{LOOPBACK}:{port}")
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(subject, body, reply=inbox)
+        replies = []
+        deadline = time.monotonic() + 2.0
+        while len(replies) < expect and time.monotonic() < deadline:
+            try:
+                replies.append(json.loads((await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.01))).data))
+            except asyncio.TimeoutError:
+                break
+        return replies
+    finally:
+        await nc.close()
+
+
+def collect_cluster(kind: str, tmp: pathlib.Path) -> dict[str, Any]:
+    skip_if_unavailable(kind)
+    config = tmp / f"{kind}-cluster.conf"
+    config.write_text(CONFIG, encoding="utf-8")
+    names = ["n1", "n2", "n3"]
+    cluster_ports = [free_port_pair() for _ in names]
+    routes = ",".join(f"nats://{LOOPBACK}:{p}" for p in cluster_ports)
+    http_port = free_port()
+    procs = []
+    try:
+        for i, name in enumerate(names):
+            args = ["-n", name, "-js", "-sd", str(tmp / f"{kind}-{name}"), "--cluster",
+                    f"nats://{LOOPBACK}:{cluster_ports[i]}", "--cluster_name", "diff", "--routes", routes]
+            if i == 0:
+                args += ["-m", str(http_port)]
+            proc = ServerProcess(kind=ServerKind(kind), port=free_port(), config=config, extra_args=args,
+                                 log_path=tmp / f"{kind}-{name}.log", cwd=REPO_ROOT)
+            procs.append(proc)
+            proc.start()
+        return asyncio.run(asyncio.wait_for(observe_cluster([p.port for p in procs], http_port), 60))
+    except BaseException:
+        for proc in procs:
+            print(f"--- {proc.log_path} ---\n{proc.log_tail()}")
+        raise
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("monitor-cluster-diff")
+    return {kind.value: collect_cluster(kind.value, tmp) for kind in (ServerKind.NATS_SERVER, ServerKind.JETRAFT)}
+
+
+def test_cluster_ping_jsz_answered_by_every_server(clusters: dict[str, dict[str, Any]]) -> None:
+    ours, ref = both(clusters)
+    for doc in (ours, ref):
+        assert sorted(r["server"]["name"] for r in doc["ping_jsz"]) == ["n1", "n2", "n3"]
+    assert shape(ours["ping_jsz"][0], SYS_SERVER) == shape(ref["ping_jsz"][0], SYS_SERVER)
+
+
+def test_cluster_varz_routez_and_jsz_fields_match(clusters: dict[str, dict[str, Any]]) -> None:
+    ours, ref = both(clusters)
+    assert shape(ours["varz"], CLUSTER_VARZ) == shape(ref["varz"], CLUSTER_VARZ)
+    assert ours["varz"]["cluster"]["name"] == ref["varz"]["cluster"]["name"] == "diff"
+    assert ours["routez"]["num_routes"] == 2 and ref["routez"]["num_routes"] >= 2  # nats-server pools routes
+    assert shape(ours["routez"]["routes"][0], ROUTE) == shape(ref["routez"]["routes"][0], ROUTE)
+    assert shape(ours["jsz"], META) == shape(ref["jsz"], META)
+    assert ours["jsz"]["meta_cluster"]["cluster_size"] == ref["jsz"]["meta_cluster"]["cluster_size"] == 3
+    mine, theirs = stream_detail(ours["jsz"], "C"), stream_detail(ref["jsz"], "C")
+    assert shape(mine, STREAM_CLUSTER) == shape(theirs, STREAM_CLUSTER)
+    assert shape(mine["cluster"]["replicas"][0], REPLICA) == shape(theirs["cluster"]["replicas"][0], REPLICA)
+    assert len(mine["cluster"]["replicas"]) == len(theirs["cluster"]["replicas"]) == 2
