@@ -269,3 +269,25 @@ async def test_healthz_waits_for_jetstream_and_jsz_reports_streams(tmp_path: Any
         await raw.close()
         js_scope.cancel()
         await server.shutdown()
+
+
+async def test_slow_consumers_are_counted() -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, max_pending_bytes=256 * 1024)
+        sleeper = await Raw.connect(server.port, name="sleeper")  # subscribes, never reads
+        await sleeper.send(b"SUB big 1\r\n")
+        await sleeper.roundtrip()
+        publisher = await Raw.connect(server.port)
+        payload = b"x" * 65536
+        frame = b"PUB big %d\r\n%s\r\n" % (len(payload), payload)
+        with trio.fail_after(DEADLINE_S * 2):
+            for _ in range(400):  # bounded: 25 MiB, far past socket buffers and max_pending
+                await publisher.send(frame * 4)
+                if server.slow_consumers:
+                    break
+        assert server.slow_consumers == 1
+        varz = (await fetch(server, "/varz"))[1]
+        assert varz["slow_consumers"] == 1
+        await publisher.close()
+        await sleeper.close()
+        await server.shutdown()
