@@ -89,8 +89,10 @@ def _start_cluster(kind: ServerKind, tmp: str, label: str, sync_always: bool,
         if sync_always:
             config = pathlib.Path(data_dir) / "js.conf"
             config.write_text(f'jetstream {{ store_dir: "{data_dir}", sync_interval: always }}\n')
-        proc = ServerProcess(kind=kind, port=free_port(), config=config,
-                             extra_args=_node_args(f"{label}-{i}", route_ports, i, data_dir))
+        args = _node_args(f"{label}-{i}", route_ports, i, data_dir)
+        if config is not None:  # JetStream and its store_dir come from the config file
+            args = [a for a in args if a not in ("-js", "-sd", data_dir)]
+        proc = ServerProcess(kind=kind, port=free_port(), config=config, extra_args=args)
         started.append(proc)
         proc.start(ready_timeout_s=30.0)
     return started[-3].url
