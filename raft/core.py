@@ -468,7 +468,7 @@ class RaftNode(LeaderMixin):
         # commit it: we answer with a reject so that the leader probes our log again.
         unsure = msg.commit > self._leader_match
         self._log.commit_to(min(msg.commit, self._leader_match))
-        self._repair.leader_last_index(msg.index)
+        self._repair.leader_last_index(msg.index, self._term, msg.src)
         self._send(
             _M.HEARTBEAT_RESP, msg.src, context=msg.context, reject=unsure, index=self._leader_match
         )
@@ -532,7 +532,7 @@ class RaftNode(LeaderMixin):
             self._event("raft.repair_term_known")
 
     def _check_repair_done(self) -> None:
-        if self._repair.done(self._leader_match):
+        if self._repair.done(self._leader_match, self._term, self._leader):
             self._repair = Repair(active=False)
             self._event("raft.repair_done", index=self._leader_match)
 

@@ -16,10 +16,16 @@ So a node constructed with `repair_needed=True` goes through two phases before i
    It never votes in that term (its vote is recorded as spent), only in later ones. A node that
    is itself still discovering does not answer probes (its term proves nothing). Only answers
    count, not other messages: a delayed message may carry a term older than the wipe.
-2. Catch-up. It replicates normally, and records the last index of the first leader that sends it
-   a heartbeat (a leader of a term at least the discovered one holds every committed entry). Once
-   its log matches that leader's up to there, it holds everything it may have helped commit; it
-   clears the flag, votes and campaigns again, and emits "raft.repair_done".
+2. Catch-up. It replicates normally, and records as its target the last index named by the
+   heartbeat of the leader it follows (any leader of a term at least the discovered one holds
+   every entry committed with our help: its election or its own commits needed a quorum that
+   did not count our lost copy). Once its log matches *that* leader's up to there, it holds
+   everything it may have helped commit; it clears the flag, votes and campaigns again, and emits
+   "raft.repair_done". The target belongs to one (term, leader): when we follow another leader
+   (a new term, or a leader first heard in this term) it is taken again from that leader's next
+   heartbeat, and only a match with the leader it came from counts. Otherwise a target from a
+   leader deposed with an uncommitted tail could stay out of reach forever on an idle cluster.
+   Within one leadership it is never raised, so a steady stream of writes cannot outrun it.
 
 While repairing it never grants a vote and never campaigns.
 """
@@ -45,7 +51,8 @@ class Repair:
     active: bool
     heard: set[str] = attrs.field(factory=set)
     term_known: bool = False
-    target: int | None = None  # last index of the first leader heard after term discovery
+    target: int | None = None  # last index named by the leader below, after term discovery
+    target_of: tuple[int, str] | None = None  # (term, leader) whose log the target refers to
     probe_elapsed: int = 0
 
     def hear(self, node: str, voters: frozenset[str], me: str) -> bool:
@@ -64,14 +71,22 @@ class Repair:
         message's own term may be stale, so only a probe answer counts)."""
         return self.active and not self.term_known and node not in self.heard
 
-    def leader_last_index(self, index: int) -> None:
-        if self.active and self.term_known and self.target is None:
+    def leader_last_index(self, index: int, term: int, leader: str) -> None:
+        """A heartbeat of `leader` (of `term`) named its last index: the target, unless one was
+        already taken from this same leadership."""
+        if self.active and self.term_known and self.target_of != (term, leader):
             self.target = index
+            self.target_of = (term, leader)
 
-    def done(self, leader_match: int) -> bool:
-        """Whether our log, which matches the current leader's up to `leader_match`, now holds
-        everything up to the target."""
-        return self.active and self.target is not None and leader_match >= self.target
+    def done(self, leader_match: int, term: int, leader: str | None) -> bool:
+        """Whether our log, which matches `leader`'s (of `term`) up to `leader_match`, now holds
+        everything up to the target taken from that same leader."""
+        return (
+            self.active
+            and self.target is not None
+            and self.target_of == (term, leader)
+            and leader_match >= self.target
+        )
 
     def probe_due(self, interval_ticks: int) -> bool:
         """Tick: whether to send term probes again (still discovering)."""

@@ -129,3 +129,52 @@ def test_a_node_still_discovering_its_term_does_not_answer_probes() -> None:
     b.step(probe)
     [answer] = out(b)
     assert answer.type is M.PRE_VOTE_RESP and answer.term == 2
+
+
+def _discovered(term: int = 3) -> RaftNode:
+    c = wiped("c", Membership(voters=frozenset("abcde")))
+    out(c)
+    for src in "abd":
+        c.step(Message(M.PRE_VOTE_RESP, "g", src, "c", term=term, reject=True, context=TERM_PROBE_CONTEXT))
+    out(c)
+    return c
+
+
+def test_a_new_leader_resets_the_catch_up_target() -> None:
+    """Regression (sweep.STALE_REPAIR_TARGET, storm seeds 5159 and 110635): the first leader
+    heard named last index 9 (an uncommitted tail), then was deposed; the new leader's log ends
+    at 3. Catching up with the new leader to its own last index completes repair."""
+    c = _discovered()
+    c.step(Message(M.HEARTBEAT, "g", "a", "c", term=3, commit=2, index=9))
+    out(c)
+    c.step(Message(M.HEARTBEAT, "g", "b", "c", term=4, commit=2, index=3))
+    out(c)
+    entries = tuple(Entry(term=t, index=i) for t, i in ((3, 1), (3, 2), (4, 3)))
+    c.step(Message(M.APPEND, "g", "b", "c", term=4, index=0, log_term=0, entries=entries, commit=2))
+    assert not c.repair_needed
+    assert "raft.repair_done" in [e.name for e in c.ready().events]
+
+
+def test_the_target_is_not_raised_within_one_leadership() -> None:
+    """A busy leader's last index moves on with every heartbeat; only its first one counts."""
+    c = _discovered()
+    c.step(Message(M.HEARTBEAT, "g", "a", "c", term=3, commit=0, index=2))
+    out(c)
+    c.step(Message(M.HEARTBEAT, "g", "a", "c", term=3, commit=0, index=50))
+    out(c)
+    entries = tuple(Entry(term=3, index=i) for i in (1, 2))
+    c.step(Message(M.APPEND, "g", "a", "c", term=3, index=0, log_term=0, entries=entries, commit=0))
+    assert not c.repair_needed
+
+
+def test_a_match_with_another_leader_does_not_count() -> None:
+    """The target names a position in one leader's log: a match with a different leader (after
+    a term change, before its first heartbeat) says nothing about it."""
+    c = _discovered()
+    c.step(Message(M.HEARTBEAT, "g", "a", "c", term=3, commit=0, index=2))
+    out(c)
+    entries = tuple(Entry(term=t, index=i) for t, i in ((3, 1), (4, 2)))
+    c.step(Message(M.APPEND, "g", "b", "c", term=4, index=0, log_term=0, entries=entries, commit=0))
+    assert c.repair_needed  # matches b's log up to 2, but the target 2 was a's
+    c.step(Message(M.HEARTBEAT, "g", "b", "c", term=4, commit=0, index=2))
+    assert not c.repair_needed
