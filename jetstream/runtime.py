@@ -30,7 +30,7 @@ import structlog
 import trio
 
 from jetstream.config import StreamConfig, Storage
-from jetstream.stream import AlreadyApplied, Command, Publish, StreamStateMachine, puback_error_json
+from jetstream.stream import AlreadyApplied, Command, PubAck, Publish, StreamStateMachine, puback_error_json
 from jetstream.errors import ApiError, store_failed
 from jetstream.store.base import MessageStore
 from jetstream.store.memory import MemoryStore
@@ -177,8 +177,12 @@ class StreamRuntime:
     def _send_acks(self, batch: list[tuple[Publish, str | None]], results: list[Any]) -> None:
         if self.config.no_ack:
             return
+        prefix = b'{"stream":' + json.dumps(self.name).encode() + b',"seq":'
         for (_, reply), result in zip(batch, results):
             if not reply or isinstance(result, AlreadyApplied):
+                continue
+            if type(result) is PubAck and not result.duplicate:  # the common case, formatted fast
+                self.publish(reply, None, None, b"%s%d}" % (prefix, result.seq))
                 continue
             if isinstance(result, ApiError):
                 body = puback_error_json(self.name, result)
