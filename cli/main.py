@@ -16,6 +16,9 @@ COMMANDS: dict[str, str] = {
     "bench": "cli.bench:bench",
     "jepsen": "cli.jepsen_cmd:jepsen",
     "cluster": "cli.cluster:cluster",
+    "stream": "cli.admin:stream",
+    "servers": "cli.admin:servers",
+    "meta": "cli.admin:meta",
 }
 
 

@@ -331,7 +331,7 @@ class ClusteredJetStream(JetStream):
     async def _handle_api(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         tokens = subject.split(".")[2:]
         if tokens[:3] == ["STREAM", "LEADER", "STEPDOWN"] and len(tokens) == 4:
-            self.respond(reply, await self.stream_stepdown(tokens[3]))
+            self.respond(reply, await self.stream_stepdown(tokens[3], payload))
         elif tokens[:2] == ["STREAM", "INFO"] and len(tokens) == 3:
             try:
                 body = await api_stream.info(self, tokens, payload, reply)
@@ -364,14 +364,33 @@ class ClusteredJetStream(JetStream):
             info["move"] = rt.move_progress
         return info
 
-    async def stream_stepdown(self, name: str) -> dict[str, Any]:
+    async def stream_stepdown(self, name: str, payload: bytes = b"") -> dict[str, Any]:
+        """Hand leadership to the most caught-up voter, or to nats-server's
+        `{"placement": {"preferred": "<server>"}}` when given (it must be a voter)."""
         rt = self.streams.get(name)
         if not isinstance(rt, ReplicatedStream):
             return api.error_response("stream_leader_stepdown_response", UNAVAILABLE)
-        ok = await transfer_leadership(self.host, rt.group, self.node_id)
+        preferred = self._preferred_voter(rt, payload)
+        if isinstance(preferred, ApiError):
+            return api.error_response("stream_leader_stepdown_response", preferred)
+        ok = await transfer_leadership(self.host, rt.group, self.node_id, to=preferred)
         if not ok:
             return api.error_response("stream_leader_stepdown_response", UNAVAILABLE)
         return response("stream_leader_stepdown_response", success=True)
+
+    def _preferred_voter(self, rt: ReplicatedStream, payload: bytes) -> str | None | ApiError:
+        try:
+            body = json.loads(payload) if bytes(payload).strip() else {}
+            name = str(((body.get("placement") or {}) if isinstance(body, dict) else {}).get("preferred") or "")
+        except ValueError:
+            return ApiError(code=400, err_code=10003, description="bad request")
+        if not name:
+            return None
+        voters = self.host.node(rt.group).membership.voters
+        for node in voters:
+            if self.peer_name(node) == name or node == name:
+                return None if node == self.node_id else node
+        return ApiError(code=400, err_code=10040, description="peer not a member")
 
     # -- replica content hash (tests and tooling) -------------------------------------------
     def _digest_callback(self, rt: ReplicatedStream) -> Callable[..., None]:
@@ -394,8 +413,8 @@ class ClusteredJetStream(JetStream):
         self.server.publish_internal(reply, None, None, json.dumps(body).encode())
 
 
-async def transfer_leadership(host: RaftHost, group: str, self_id: str) -> bool:
-    """Hand leadership of `group` to the most caught-up other voter; True once it moved."""
+async def transfer_leadership(host: RaftHost, group: str, self_id: str, to: str | None = None) -> bool:
+    """Hand leadership of `group` to `to`, else the most caught-up other voter; True once it moved."""
     try:
         node = host.node(group)
     except UnknownGroup:
@@ -406,7 +425,7 @@ async def transfer_leadership(host: RaftHost, group: str, self_id: str) -> bool:
     others = [p for p in node.membership.voters if p != self_id]
     if not others:
         return False
-    target = max(sorted(others), key=lambda p: progress[p].match if p in progress else -1)
+    target = to if to in others else max(sorted(others), key=lambda p: progress[p].match if p in progress else -1)
     host.transfer_leadership(group, target)
     with trio.move_on_after(STEPDOWN_WAIT_S):
         while host.node(group).role is Role.LEADER:

@@ -119,12 +119,13 @@ async def create(svc: Any, tokens: list[str], body: bytes) -> dict[str, Any]:
 def _place(svc: Any, cfg: StreamConfig) -> tuple[str, ...]:
     placement = cfg.to_json().get("placement") or {}
     replicas = max(cfg.num_replicas, 1)
-    if replicas > len(svc.topology.voters):
+    voters = svc.meta_voters()
+    if replicas > len(voters):
         raise JsApiException(INSUFFICIENT_RESOURCES)
     connected = set(svc.host.transport.connected_peers()) | {svc.node_id}
-    peers = place(cfg.name, replicas, sorted(svc.topology.voters), svc.state.servers, svc.state.load(),
+    peers = place(cfg.name, replicas, sorted(voters), svc.state.servers, svc.state.load(),
                   cluster=str(placement.get("cluster") or ""), tags=list(placement.get("tags") or ()),
-                  offline=svc.topology.voters - connected)
+                  offline=voters - connected)
     if isinstance(peers, PlacementError):
         raise JsApiException(NO_PEERS)
     return peers
@@ -205,7 +206,12 @@ async def account_info(svc: Any, tokens: list[str], body: bytes) -> dict[str, An
 async def meta_stepdown(svc: Any, tokens: list[str], body: bytes) -> dict[str, Any]:
     if tokens[:3] != ["META", "LEADER", "STEPDOWN"]:
         raise fail(ErrCode.BAD_REQUEST)
-    if not await transfer_leadership(svc.host, META_GROUP, svc.node_id):
+    preferred = api_moves.preferred_of(svc, body)
+    if preferred is not None and preferred != svc.node_id:
+        moved = await api_moves.stepdown_to(svc.host, META_GROUP, preferred)
+    else:
+        moved = await transfer_leadership(svc.host, META_GROUP, svc.node_id)
+    if not moved:
         raise JsApiException(api_error(ErrCode.BAD_REQUEST))
     return response("meta_leader_stepdown_response", success=True)
 
@@ -214,7 +220,7 @@ def meta_cluster_info(svc: Any) -> dict[str, Any]:
     node = svc.host.node(META_GROUP)
     leader = node.leader_id
     return {"name": svc.cluster_name, "leader": svc.peer_name(leader) if leader else "",
-            "peers": sorted(svc.peer_name(p) for p in svc.topology.voters), "cluster_size": len(svc.topology.voters)}
+            "peers": sorted(svc.peer_name(p) for p in svc.meta_voters()), "cluster_size": len(svc.meta_voters())}
 
 
 # -- stream info from the stream's leader -----------------------------------------------------

@@ -14,26 +14,38 @@ and a scale in one update is 10123.
 <account>.<stream>`) commits the config and peers from before the move; the group walks back,
 so config, tags and actual placement agree again. `$JS.API.STREAM.PEER.REMOVE.<stream>` with
 `{"peer": "<server name>"}` replaces that server's replica with a newly placed one.
+
+`$JS.API.SERVER.REMOVE` with `{"peer": "<server name>"}` takes a (stopped) server out of the
+meta group (a single-server Raft change of `_meta_`; placement only considers the meta group's
+voters afterwards) and re-places every replica it held, like a peer removal per stream. Meta
+and stream leader stepdowns accept nats-server's `{"placement": {"preferred": "<server>"}}`.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from jetstream import api
 from jetstream.api import fail, response
 from jetstream.config import StreamConfig
 from jetstream.errors import ApiError, ErrCode, JsApiException
-from meta.assignments import StreamAssignment, UpdateStream
+import trio
+
+from meta.assignments import META_GROUP, StreamAssignment, UpdateStream
 from meta.moves import keep_and_add
 from meta.placement import PlacementError, place, qualified
+from raft.types import ConfigChange, ConfigChangeType
 
 INSUFFICIENT_RESOURCES = ApiError(code=503, err_code=10023, description="insufficient resources")
 NO_PEERS = ApiError(code=400, err_code=10005, description="no suitable peers for placement")
 MOVE_AND_SCALE = ApiError(code=400, err_code=10123, description="can not move and scale a stream in a single update")
 MOVE_NOT_IN_PROGRESS = ApiError(code=400, err_code=10129, description="stream move not in progress")
 PEER_NOT_MEMBER = ApiError(code=400, err_code=10040, description="peer not a member")
+SERVER_NOT_MEMBER = ApiError(code=400, err_code=10044, description="server is not a member of the cluster")
 PEER_KEYS = frozenset({"peer"})
+SERVER_KEYS = frozenset({"peer", "peer_id"})
+STEPDOWN_WAIT_S = 3.0
 
 
 def move_in_progress(detail: str) -> JsApiException:
@@ -62,7 +74,7 @@ async def desired_peers(svc: Any, sa: StreamAssignment, old: StreamConfig,
 
 def choose_peers(svc: Any, name: str, current: list[str], replicas: int,
                  placement: tuple[str, tuple[str, ...]], exclude: frozenset[str] = frozenset()) -> tuple[str, ...]:
-    candidates = sorted(set(svc.topology.voters) - exclude)
+    candidates = sorted(set(svc.meta_voters()) - exclude)
     if replicas > len(candidates):
         raise JsApiException(INSUFFICIENT_RESOURCES)
     cluster, tags = placement
@@ -92,7 +104,7 @@ async def _leader_first(svc: Any, sa: StreamAssignment) -> list[str]:
 
 
 def node_of(svc: Any, server_name: str) -> str | None:
-    for node_id in svc.topology.voters:
+    for node_id in svc.meta_voters():
         if svc.peer_name(node_id) == server_name or node_id == server_name:
             return str(node_id)
     return None
@@ -130,9 +142,69 @@ async def peer_remove(svc: Any, tokens: list[str], body: bytes) -> dict[str, Any
     return response("stream_remove_peer_response", success=True)
 
 
+async def server_remove(svc: Any, tokens: list[str], body: bytes) -> dict[str, Any]:
+    if tokens[:2] != ["SERVER", "REMOVE"] or len(tokens) != 2:
+        raise fail(ErrCode.BAD_REQUEST)
+    d = api.decode_json(body, SERVER_KEYS)
+    node = node_of(svc, api.str_field(d, "peer") or api.str_field(d, "peer_id"))
+    if node is None:
+        raise JsApiException(SERVER_NOT_MEMBER)
+    if node == svc.node_id:
+        raise JsApiException(ApiError(code=400, err_code=10044,
+                                      description="the meta leader can not remove itself: step it down first"))
+    with trio.move_on_after(STEPDOWN_WAIT_S * 2):
+        await svc.host.propose_config_change(META_GROUP, ConfigChange(ConfigChangeType.REMOVE, node))
+    if node in svc.meta_voters():
+        raise JsApiException(ApiError(code=503, err_code=10008, description="JetStream system temporarily unavailable"))
+    for sa in sorted(svc.state.streams.values(), key=lambda a: a.name):
+        if node in sa.peers and not sa.moving:
+            await _replace(svc, sa, node)
+    return response("server_remove_response", success=True)
+
+
+async def _replace(svc: Any, sa: StreamAssignment, node: str) -> None:
+    """Re-place one stream's replica from a removed server (best effort: a stream with no
+    qualifying spare server keeps its peers and runs degraded)."""
+    try:
+        peers = choose_peers(svc, sa.name, [p for p in sa.peers if p != node], len(sa.peers),
+                             placement_of(sa.config), exclude=frozenset({node}))
+    except JsApiException:
+        svc.log.warning("meta.server_remove_no_replacement", stream=sa.name, server=node)
+        return
+    await svc.propose(UpdateStream(sa.name, sa.config, peers))
+
+
+def preferred_of(svc: Any, body: bytes) -> str | None:
+    """The node named by a stepdown's `{"placement": {"preferred": ...}}`, if any."""
+    if not body.strip():
+        return None
+    try:
+        d = json.loads(body)
+    except ValueError:
+        raise fail(ErrCode.BAD_REQUEST) from None
+    name = str(((d.get("placement") or {}) if isinstance(d, dict) else {}).get("preferred") or "")
+    if not name:
+        return None
+    node = node_of(svc, name)
+    if node is None:
+        raise JsApiException(SERVER_NOT_MEMBER)
+    return node
+
+
+async def stepdown_to(host: Any, group: str, node: str) -> bool:
+    """Hand `group`'s leadership to `node`; True once this server no longer leads."""
+    host.transfer_leadership(group, node)
+    with trio.move_on_after(STEPDOWN_WAIT_S):
+        while host.node(group).role.name == "LEADER":
+            await trio.sleep(0.05)  # polling the Raft role against the deadline
+        return True
+    return False
+
+
 TYPE_NAMES = {("STREAM", "CANCEL_MOVE"): "account_stream_cancel_move_response",
               ("ACCOUNT", "STREAM"): "account_stream_cancel_move_response",
-              ("STREAM", "PEER"): "stream_remove_peer_response"}
+              ("STREAM", "PEER"): "stream_remove_peer_response",
+              ("SERVER", "REMOVE"): "server_remove_response"}
 
 
 async def account_stream(svc: Any, tokens: list[str], body: bytes) -> dict[str, Any]:
@@ -149,4 +221,4 @@ async def stream_peer(svc: Any, tokens: list[str], body: bytes) -> dict[str, Any
 
 
 HANDLERS = {("STREAM", "CANCEL_MOVE"): cancel_move, ("ACCOUNT", "STREAM"): account_stream,
-            ("STREAM", "PEER"): stream_peer}
+            ("STREAM", "PEER"): stream_peer, ("SERVER", "REMOVE"): server_remove}

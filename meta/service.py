@@ -56,6 +56,7 @@ from raft.transport.tcp import TcpTransport
 from raft.types import Entry, Membership, Snapshot
 
 HELLO_SUBJECT = "$JSC.HELLO"
+SERVERS_SUBJECT = "$JSC.SERVERS"
 HELLO_EVERY_S = 0.5
 API_QUEUE_MAX = 1024
 API_CONCURRENCY = 32
@@ -253,6 +254,7 @@ class MetaService:
                 subscribe_routed(self.server, "$JS.API.>", self._on_api),
                 subscribe_routed(self.server, HELLO_SUBJECT, self._on_hello),
                 subscribe_routed(self.server, SETTLE_SUBJECT, self._on_settle),
+                subscribe_routed(self.server, SERVERS_SUBJECT, self._on_servers),
             ]
             self.log.info("meta.leader", term=self.host.node(META_GROUP).term)
 
@@ -298,6 +300,27 @@ class MetaService:
     def _settle_applies(self, cmd: SettlePeers) -> bool:
         sa = self.state.streams.get(cmd.name)
         return sa is not None and sa.moving and sa.group == cmd.group and set(sa.peers) == set(cmd.peers)
+
+    def meta_voters(self) -> frozenset[str]:
+        """The meta group's voters: the configured servers minus those SERVER.REMOVE took out."""
+        if self.host is None:
+            return self.topology.voters
+        return frozenset(self.host.node(META_GROUP).membership.voters)
+
+    def _on_servers(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        """`$JSC.SERVERS` (the admin CLI's `servers ls`): every meta voter with its record."""
+        if not reply or self.host is None or self.js is None:
+            return
+        connected = set(self.host.transport.connected_peers()) | {self.node_id}
+        load = self.state.load()
+        rows = []
+        for node in sorted(self.meta_voters()):
+            record = self.state.servers.get(node)
+            rows.append({"name": self.peer_name(node), "node_id": node,
+                         "cluster": record.cluster if record else "", "tags": list(record.tags) if record else [],
+                         "streams": load.get(node, 0), "online": node in connected,
+                         "role": "leader" if node == self.node_id else "voter"})
+        self.js.respond(reply, {"leader": self.server.server_name, "servers": rows})
 
     # -- API --------------------------------------------------------------------------------------
     def _on_api(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
