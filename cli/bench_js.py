@@ -298,7 +298,7 @@ def run_all(title: str, fn: Any, url: str | None, server_kind: str, compare: boo
             for name, target in urls.items():  # alternate servers so noise hits both alike
                 per_server.setdefault(name, []).append(fn(target, **params))
     results = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in per_server.items()}
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     console.print(table(title, results, runs))
     console.print("fsync settings:\n" + fsync_notes(list(results)), highlight=False)
     return results
