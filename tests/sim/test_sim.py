@@ -63,7 +63,8 @@ def test_sweep_stale_repair_seeds() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [pytest.param(a, marks=pytest.mark.xfail(reason=why, strict=False)) for a, why in sorted(sweep.OPEN_STORM_BUGS.items())],
+    [pytest.param(a, marks=pytest.mark.xfail(reason=why, strict=False)) for a, why in sorted(sweep.OPEN_STORM_BUGS.items())]
+    + sorted(sweep.FIXED_STORM_BUGS),
 )
 def test_open_storm_bug_replays(args: str) -> None:
     """The open core bugs (sweep.OPEN_STORM_BUGS) must pass once fixed (XPASS until they are
@@ -254,9 +255,8 @@ def test_repairing_follower_with_a_stale_suffix_does_not_commit_it_from_a_heartb
     assert node.commit_index == 1
 
 
-@pytest.mark.xfail(reason=sweep.STALE_REPAIR_TARGET, strict=False)
 def test_repairing_node_heard_a_deposed_leader_first() -> None:
-    """Minimal repro of the open bug behind the stale-target storm seeds: a wiped node finishes
+    """Minimal repro of the bug behind the stale-target storm seeds (fixed a7afa7d): a wiped node finishes
     term discovery and hears the old leader A first (A holds an uncommitted tail), then A is cut
     off and the majority elects a leader with a shorter log. With no further writes, the node
     must still finish repair (R3, R8)."""
