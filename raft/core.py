@@ -507,26 +507,50 @@ class RaftNode(LeaderMixin):
 
     # ---- repair (raft/repair.py) ---------------------------------------------------------------
     def _send_term_probes(self) -> None:
-        for voter in sorted(self._voters() - {self._cfg.node_id}):
+        for voter in sorted((self._voters() | self._discovery_voters()) - {self._cfg.node_id}):
             self._send(_M.PRE_VOTE, voter, context=TERM_PROBE_CONTEXT)
         self._learn_term_if_known(None)
 
     def _handle_term_probe(self, msg: Message) -> None:
-        """Term probes change nobody's state; the answer carries the responder's term."""
+        """Term probes change nobody's state; the answer carries the responder's term and its
+        newest committed config (snapshot.meta: index and membership, no data)."""
         if msg.type is _M.PRE_VOTE:
             if not (self._repair.active and not self._repair.term_known):
                 # (a node still discovering its own term has forgotten what it may be asked)
-                self._send(_M.PRE_VOTE_RESP, msg.src, reject=True, context=TERM_PROBE_CONTEXT)
+                self._send(
+                    _M.PRE_VOTE_RESP,
+                    msg.src,
+                    reject=True,
+                    context=TERM_PROBE_CONTEXT,
+                    snapshot=self._committed_config(),
+                )
             return
         if not self._repair.active or self._repair.term_known:
             return
         if msg.term > self._term:
             self._become_follower(msg.term, None)
+        if msg.snapshot is not None:
+            m = msg.snapshot.meta
+            self._repair.learn_config(m.index, m.membership.voters | m.membership.voters_outgoing)
         self._learn_term_if_known(msg.src)
+
+    def _committed_config(self) -> Snapshot | None:
+        c = self._log.committed
+        e = self._log.latest_config_at(c)
+        index = e.index if e is not None else self._log.snap_index
+        if index == 0:
+            return None  # only the constructor's config: no position to name
+        return Snapshot(meta=SnapshotMeta(index=index, membership=self._membership_at(c)))
+
+    def _discovery_voters(self) -> frozenset[str]:
+        """Voters whose term-probe answers count (raft/repair.py)."""
+        e = self._log.latest_config_at(self._log.last_index())
+        own_index = e.index if e is not None else (self._log.snap_index or None)
+        return self._repair.counting_voters(self._voters(), own_index)
 
     def _learn_term_if_known(self, heard_from: str | None) -> None:
         me = self._cfg.node_id
-        if self._repair.hear(heard_from or me, self._voters(), me):
+        if self._repair.hear(heard_from or me, self._discovery_voters(), me):
             if self._vote is None:
                 self._vote = me  # we may have voted in this term before the wipe: never again
             self._event("raft.repair_term_known")

@@ -16,6 +16,15 @@ So a node constructed with `repair_needed=True` goes through two phases before i
    It never votes in that term (its vote is recorded as spent), only in later ones. A node that
    is itself still discovering does not answer probes (its term proves nothing). Only answers
    count, not other messages: a delayed message may carry a term older than the wipe.
+   Which voters count: an answer also names the responder's newest committed config and the
+   index it holds from. When that index is beyond the newest config in our own log (or
+   snapshot), our config is out of date (members may have been removed since, and would never
+   answer), so answers are counted against the newest such committed config instead. That is
+   sound: a config committed after our config was superseded was committed in a term at least
+   that of any leader using an older one, by a quorum of its own voters, so a quorum of it holds
+   a term at least any in which we acted under an older config. A node whose config came from
+   its constructor (a wiped disk: the caller passes the latest committed config it knows, with no
+   index) keeps counting against that one.
 2. Catch-up. It replicates normally, and records as its target the last index named by the
    heartbeat of the leader it follows (any leader of a term at least the discovered one holds
    every entry committed with our help: its election or its own commits needed a quorum that
@@ -54,17 +63,32 @@ class Repair:
     target: int | None = None  # last index named by the leader below, after term discovery
     target_of: tuple[int, str] | None = None  # (term, leader) whose log the target refers to
     probe_elapsed: int = 0
+    reported: tuple[int, frozenset[str]] | None = None  # newest committed config answers named
 
     def hear(self, node: str, voters: frozenset[str], me: str) -> bool:
-        """A voter answered a term probe; True when that completes term discovery."""
+        """`node` answered a term probe; True when the answers of `voters` (those that count,
+        see `counting_voters`) complete term discovery."""
         if not self.active or self.term_known:
             return False
-        if node in voters and node != me:
+        if node != me:
             self.heard.add(node)
-        if len(self.heard) >= answers_needed(voters, me):
+        if len(self.heard & (voters - {me})) >= answers_needed(voters, me):
             self.term_known = True
             return True
         return False
+
+    def learn_config(self, index: int, voters: frozenset[str]) -> None:
+        """An answer named the responder's newest committed config, held from `index`."""
+        if self.active and not self.term_known and (self.reported is None or index > self.reported[0]):
+            self.reported = (index, voters)
+
+    def counting_voters(self, own: frozenset[str], own_index: int | None) -> frozenset[str]:
+        """Whose answers count: our own config's voters (`own`, held from `own_index`; None when
+        it came from the constructor), unless an answer named a committed config held from a
+        later index."""
+        if self.reported is not None and own_index is not None and self.reported[0] > own_index:
+            return self.reported[1]
+        return own
 
     def wants_probe(self, node: str) -> bool:
         """A message arrived from `node`: probe it at once if we still need its answer (a

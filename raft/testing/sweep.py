@@ -47,13 +47,12 @@ STALE_DISCOVERY_CONFIG = (
     "members were removed since, it never gathers enough answers, and as it ignores appends "
     "while discovering it never learns the newer config: repair-needed forever"
 )
-OPEN_STORM_BUGS: dict[str, str] = {
-    "--seeds 1 --start 101107 --storm": STALE_DISCOVERY_CONFIG,
-}
+OPEN_STORM_BUGS: dict[str, str] = {}
 # Storm bugs since fixed: replayed in CI as regressions (tests/sim/test_sim.py).
 FIXED_STORM_BUGS: dict[str, str] = {
     "--seeds 1 --start 5159 --stale-repair --storm": STALE_REPAIR_TARGET + " (fixed a7afa7d)",
     "--seeds 1 --start 110635 --stale-repair --storm": STALE_REPAIR_TARGET + " (fixed a7afa7d)",
+    "--seeds 1 --start 101107 --storm": STALE_DISCOVERY_CONFIG + " (fixed: answers name the newest committed config)",
 }
 
 # (seed, stale_repair) -> the bug it found with the current schedules; all fixed, all run in CI

@@ -12,7 +12,19 @@ from raft import membership as ms
 from raft.config import NodeConfig, Role
 from raft.core import TRANSFER_CONTEXT, RaftNode
 from raft.repair import TERM_PROBE_CONTEXT, answers_needed
-from raft.types import Entry, HardState, Membership, Message, MessageType
+from raft.transport.codec import decode_message, encode_message
+from raft.types import (
+    ConfigChange,
+    ConfigChangeType,
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMeta,
+)
 
 M = MessageType
 ABC = Membership(voters=frozenset("abc"))
@@ -178,3 +190,68 @@ def test_a_match_with_another_leader_does_not_count() -> None:
     assert c.repair_needed  # matches b's log up to 2, but the target 2 was a's
     c.step(Message(M.HEARTBEAT, "g", "b", "c", term=4, commit=0, index=2))
     assert not c.repair_needed
+
+
+ABCDE = Membership(voters=frozenset("abcde"))
+
+
+def _config_entry(index: int, removed: str, result: Membership) -> Entry:
+    change = ConfigChange(type=ConfigChangeType.REMOVE, node_id=removed)
+    return Entry(term=1, index=index, kind=EntryKind.CONFIG, data=ms.encode_config(change, result))
+
+
+def _answer(src: str, term: int, dst: str = "c", config: tuple[int, Membership] | None = None) -> Message:
+    snap = None if config is None else Snapshot(meta=SnapshotMeta(index=config[0], membership=config[1]))
+    return Message(M.PRE_VOTE_RESP, "g", src, dst, term=term, reject=True, context=TERM_PROBE_CONTEXT,
+                   snapshot=snap)
+
+
+def _damaged_with_config_at_2() -> RaftNode:
+    """c's log (a verified prefix) ends with a config of five voters at index 2."""
+    log = [Entry(term=1, index=1), _config_entry(2, "f", ABCDE)]
+    return RaftNode(NodeConfig(node_id="c", group="g"), random.Random(1), hard_state=HardState(1, None, 2),
+                    snapshot=None, entries=log, membership=ABC, repair_needed=True)
+
+
+def test_discovery_counts_against_a_newer_committed_config_an_answer_names() -> None:
+    """Regression (sweep.STALE_DISCOVERY_CONFIG, storm seed 101107): c's own config has five
+    voters, but d and e were removed since (committed at index 7) and never answer. Three
+    answers of five voters would be needed; against {a, b, c} two are enough."""
+    c = _damaged_with_config_at_2()
+    assert sorted(m.dst for m in out(c)) == ["a", "b", "d", "e"]
+    c.step(_answer("a", 4, config=(7, ABC)))
+    assert c.vote is None  # one answer of {a, b, c} is not enough
+    c.step(_answer("b", 4, config=(6, Membership(voters=frozenset("abcd")))))
+    assert c.vote == "c" and c.term == 4  # a and b: every quorum of {a, b, c} has one of them
+    assert [e.name for e in c.ready().events].count("raft.repair_term_known") == 1
+
+
+def test_an_older_committed_config_named_by_an_answer_changes_nothing() -> None:
+    c = _damaged_with_config_at_2()
+    out(c)
+    c.step(_answer("a", 4, config=(2, ABC)))  # not beyond our own config's index
+    c.step(_answer("b", 4, config=(1, ABC)))
+    assert c.vote is None  # still three answers of {a, b, c, d, e} needed
+    c.step(_answer("d", 4))
+    assert c.vote == "c"
+
+
+def test_a_wiped_node_keeps_the_config_it_was_given() -> None:
+    """A wiped node's config came from its caller (the latest committed one it knows) with no
+    index to compare: a lagging answer naming an older config with more voters is ignored."""
+    c = wiped("c", ABC)
+    out(c)
+    c.step(_answer("a", 2, config=(5, ABCDE)))
+    c.step(_answer("b", 2, config=(5, ABCDE)))
+    assert c.vote == "c"
+
+
+def test_probe_answers_name_the_committed_config() -> None:
+    log = [Entry(term=1, index=1), _config_entry(2, "f", ABCDE), _config_entry(3, "e", Membership(frozenset("abcd")))]
+    a = RaftNode(NodeConfig(node_id="a", group="g"), random.Random(2), hard_state=HardState(1, None, 2),
+                 snapshot=None, entries=log, membership=ABC)
+    a.step(Message(M.PRE_VOTE, "g", "c", "a", term=0, context=TERM_PROBE_CONTEXT))
+    [answer] = out(a)
+    assert answer.snapshot is not None and answer.snapshot.data == b""
+    assert answer.snapshot.meta.index == 2 and answer.snapshot.meta.membership == ABCDE  # index 3 is uncommitted
+    assert decode_message(encode_message(answer)) == answer
