@@ -61,6 +61,9 @@ class Monitor:
         self._cpu_percent = 0.0
         self._http_limiter = trio.CapacityLimiter(HTTP_CONNECTIONS_MAX)
         self.ready = trio.Event()
+        # with a system account, only its users may publish to `$SYS.` (natsd/sysreq.py); with
+        # none, `$SYS.` subjects are ordinary ones (nothing of the server answers there)
+        self.sys_gate = bool(server.options.system_users)
 
     # -- providers --------------------------------------------------------------------------
 
