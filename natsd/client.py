@@ -57,13 +57,6 @@ def _socket_fd(stream: Any) -> int:
         return -1
 
 
-def run_bytes(payloads: list[bytes] | PayloadRun) -> int:
-    """Total payload bytes of a run (monitoring counters; PayloadRun without slicing)."""
-    if type(payloads) is PayloadRun:
-        return payloads.size * payloads.count
-    return sum(map(len, payloads))
-
-
 def _only(route: tuple, client: ClientConnection) -> bool:
     """Do all subscriptions of `route` belong to `client`?"""
     plain, queues = route
@@ -267,6 +260,7 @@ class ClientConnection:
         deliver = server.deliver
         cluster = server.cluster_active  # not None while cluster routes are up
         perms = self.perms
+        sys_gate = server.monitor.sys_gate  # a system account exists: only its users send $SYS.
         for op in ops:
             if type(op) is tuple:
                 subject, reply, headers, payloads, tail = op
@@ -280,11 +274,12 @@ class ClientConnection:
                         if not allowed:
                             continue
                         payloads = payloads[:allowed]
-                self.in_msgs += len(payloads)
-                self.in_bytes += run_bytes(payloads)
+                count = len(payloads)  # a run shares one control line, so one size
+                self.in_msgs += count
+                self.in_bytes += count * (payloads.size if type(payloads) is PayloadRun else len(payloads[0]))
                 if not fast:
                     self._pub_checks(subject, len(payloads))
-                if subject.startswith("$SYS.") and not may_publish(self, subject):  # natsd/sysreq.py
+                if sys_gate and subject.startswith("$SYS.") and not may_publish(self, subject):  # sysreq.py
                     if reply is not None and self.no_responders:
                         for _ in payloads:
                             server.no_responders(self, subject, reply)
