@@ -367,6 +367,7 @@ class Server:
             _track_replies(plain, reply)
         no_echo = src is not None and not src.echo
         count = len(payloads)
+        size = payloads.size if type(payloads) is PayloadRun else len(payloads[0]) if count else 0
         for sub in plain:
             c = sub.client
             if c is src and no_echo:
@@ -382,7 +383,7 @@ class Server:
             if sub.max_msgs:
                 k = min(count, sub.max_msgs - sub.delivered)
             c.out_msgs += k
-            c.out_bytes += k * len(payloads[0]) if k == 1 or type(payloads) is not PayloadRun else k * payloads.size
+            c.out_bytes += k * size
             out = c.out
             if k == 1:
                 out += pre
