@@ -17,8 +17,10 @@ HTTP query options mean.
 Who may ask: only connections authenticated as a user of the system account
 (`ServerOptions.system_users`, from `system_account` + `accounts`, natsd/monitor_config.py).
 `may_publish(client, subject)` is the gate natsd/client.py applies to every publish into
-`$SYS.`: for anyone else the message goes nowhere (as in nats-server, where `$SYS` lives in
-another account) and a requester with no-responders support gets the 503 status. Deviation from
+`$SYS.` when a system account is configured (`Monitor.sys_gate`): for anyone else the message
+goes nowhere (as in nats-server, where `$SYS` lives in another account) and a requester with
+no-responders support gets the 503 status. Without a system account no responder exists and
+`$SYS.` subjects are ordinary ones between clients (as in nats-server's global account). Deviation from
 nats-server: JetRaft has no account isolation, so an ordinary user may still *subscribe* to
 `$SYS.>` subjects (it sees requests and replies it happens to match, but cannot send any).
 """
