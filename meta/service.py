@@ -4,8 +4,9 @@ How it works: `run_clustered_jetstream(server)` is the natsd service `jetraft se
 --cluster ...` runs (cli/server.py picks it when a cluster port is configured). It opens the
 server's Raft log store (`<store_dir>/raft/raft.db`, one SQLite file for every group), the
 TCP Raft transport on the Raft port (meta/topology.py: node id = server name with
-`raft_peers`, else Raft address = cluster port + 1), one `RaftHost`, the `ClusteredJetStream` shell, and the meta group `_meta_`
-whose voters are this server and every route peer.
+`raft_peers`, else Raft address = cluster port + 1), one `RaftHost`, the `ClusteredJetStream`
+shell, and the meta group `_meta_` whose voters are this server and every route peer (every
+`raft_peers` entry when given).
 
 - Every server applies committed meta commands to its `MetaState` (meta/assignments.py) and
   wakes the reconciler, which starts, updates and stops local stream groups
