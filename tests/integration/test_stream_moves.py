@@ -412,9 +412,15 @@ def test_stepdowns_with_a_preferred_server(cluster: dict[str, Node]) -> None:
                           json.dumps({"placement": {"preferred": want}}).encode(), timeout_s=5.0)
         assert reply.get("success") is True, reply
         await until(lambda: _meta_leader_is(nc, want), "the preferred meta leader")
-        await js.delete_stream("PREF")
+        await until(lambda: _deleted(nc, "PREF"), "the stream deleted by the new meta leader")
         await nc.close()
     run(scenario())
+
+
+async def _deleted(nc: Any, stream: str) -> bool:
+    """Delete (retried while a new meta leader subscribes); "not found" means an earlier try won."""
+    reply = await api(nc, f"$JS.API.STREAM.DELETE.{stream}", timeout_s=1.0)
+    return bool(reply.get("success")) or reply.get("error", {}).get("err_code") == 10059
 
 
 async def _leader_is(nc: Any, subject: str, name: str) -> bool:
@@ -442,7 +448,7 @@ def test_admin_cli_lists_scales_and_reports_errors(cluster: dict[str, Node]) -> 
     assert out.exit_code == 0 and "leader" in out.output, out.output
     out = runner.invoke(cli, ["stream", "move", "CLI", "--tags", "az:9", "-s", urls])
     assert out.exit_code == 1 and "no suitable peers for placement (error 10005)" in out.output, out.output
-    out = runner.invoke(cli, ["stream", "scale", "CLI", "9", "-s", urls])
+    out = runner.invoke(cli, ["stream", "scale", "CLI", "5", "-s", urls])
     assert out.exit_code == 1 and "insufficient resources (error 10023)" in out.output, out.output
     out = runner.invoke(cli, ["stream", "info", "NOPE", "-s", urls])
     assert out.exit_code == 1 and "stream not found" in out.output, out.output
