@@ -23,7 +23,14 @@ import click
 import structlog
 import trio
 
-from natsd.config import ServerOptions, build_options, load_config, parse_duration_s, parse_size_bytes
+from natsd.config import (
+    ServerOptions,
+    build_options,
+    load_config,
+    parse_duration_s,
+    parse_size_bytes,
+    parse_tags,
+)
 from natsd.config import parse_cluster_listen, parse_routes
 from meta.topology import parse_raft_peers
 from natsd.server import Server
@@ -87,6 +94,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Any) -> float |
 @click.option("-p", "--port", type=int, default=None, help="Client port (default 4222).")
 @click.option("-a", "--addr", "--net", "host", default=None, help="Bind address (default 0.0.0.0).")
 @click.option("-n", "--name", "--server_name", "server_name", default=None, help="Server name.")
+@click.option("--tags", "server_tags", default=None, help="Placement tags, comma separated (az:1,ssd).")
 @click.option("-c", "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="TOML config file (nats-server key names).")
 @click.option("-l", "--log", "--log_file", "logfile", default=None, help="Log to this file.")
@@ -169,6 +177,7 @@ def _options(flags: dict[str, Any]) -> tuple[ServerOptions, list[str]]:
         "port": flags["port"],
         "host": flags["host"],
         "server_name": flags["server_name"],
+        "server_tags": parse_tags(flags["server_tags"]) if flags.get("server_tags") else None,
         "logfile": flags["logfile"],
         "debug": flags["debug"],
         "trace": flags["trace"],

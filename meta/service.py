@@ -67,7 +67,8 @@ COMPACT_ENV = "JETRAFT_COMPACT_ENTRIES"  # log entries between snapshots (meta a
 
 
 async def run_clustered_jetstream(server: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    tags = tuple(t.strip() for t in os.environ.get(TAGS_ENV, "").split(",") if t.strip())
+    tags = tuple(server.options.server_tags) or tuple(
+        t.strip() for t in os.environ.get(TAGS_ENV, "").split(",") if t.strip())
     compact_every = int(os.environ.get(COMPACT_ENV, "") or COMPACT_EVERY_ENTRIES)
     await MetaService(server, tags=tags, compact_every=compact_every).run(task_status=task_status)
 

@@ -30,6 +30,7 @@ class ServerOptions:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
     server_name: str = ""
+    server_tags: tuple[str, ...] = ()  # placement tags (`server_tags`, `--tags`); meta/placement.py
     max_payload_bytes: int = 1024 * 1024
     max_pending_bytes: int = 64 * 1024 * 1024
     max_control_line_bytes: int = 4096
@@ -91,6 +92,12 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+def parse_tags(value: Any) -> tuple[str, ...]:
+    """`server_tags`: a list or a comma-separated string of tags like "az:1"."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(t).strip() for t in items if str(t).strip())
+
+
 def parse_size_bytes(value: Any) -> int:
     """`1048576`, `"1MB"`, `"64M"`, `"2GiB"` -> bytes (K/M/G/T are powers of 1024)."""
     if isinstance(value, bool):
@@ -130,6 +137,7 @@ _SIMPLE_KEYS: dict[str, tuple[str, Any]] = {
     "host": ("host", str),
     "net": ("host", str),
     "server_name": ("server_name", str),
+    "server_tags": ("server_tags", lambda v: parse_tags(v)),
     "max_payload": ("max_payload_bytes", parse_size_bytes),
     "max_pending": ("max_pending_bytes", parse_size_bytes),
     "max_control_line": ("max_control_line_bytes", parse_size_bytes),

@@ -2,7 +2,7 @@
 consumer running through every change (meta/moves.py, meta/move_driver.py, meta/api_moves.py).
 
 One cluster per module: four `jetraft server -js --cluster` processes tagged az:1, az:1, az:2,
-az:2 (JETRAFT_SERVER_TAGS). Each scenario runs a load (`Load`): a publisher that records every
+az:2 (`--tags`). Each scenario runs a load (`Load`): a publisher that records every
 acknowledged sequence, and a durable pull consumer that fetches and acks. Afterwards every
 acknowledged message must be in the stream exactly once at its acknowledged sequence (nothing
 lost, nothing duplicated), the consumer's ack floor never goes backwards and nothing below it
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pathlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,7 +33,6 @@ CLUSTER = "moves"
 TAGS = {"m1": "az:1", "m2": "az:1", "m3": "az:2", "m4": "az:2"}
 DEADLINE_S = 30.0
 SCENARIO_TIMEOUT_S = 90.0
-TAGS_ENV = "JETRAFT_SERVER_TAGS"
 
 
 class Node:
@@ -57,18 +55,10 @@ class Node:
     def start(self, routes: list[str]) -> None:
         args = ["-n", self.name, "-js", "-sd", str(self.store_dir),
                 "--cluster", f"nats://{LOOPBACK}:{self.cluster_port}", "--cluster_name", CLUSTER,
-                "--routes", ",".join(routes)]
+                "--routes", ",".join(routes), "--tags", TAGS[self.name]]
         self.proc = ServerProcess(kind=ServerKind.JETRAFT, port=self.client_port, extra_args=args,
                                   log_path=self.log_path, cwd=REPO_ROOT)
-        saved = os.environ.get(TAGS_ENV)
-        os.environ[TAGS_ENV] = TAGS[self.name]  # the child inherits it at start
-        try:
-            self.proc.start()
-        finally:
-            if saved is None:
-                os.environ.pop(TAGS_ENV, None)
-            else:
-                os.environ[TAGS_ENV] = saved
+        self.proc.start()
 
     def stop(self) -> None:
         if self.proc is not None:
