@@ -52,7 +52,7 @@ OPEN_STORM_BUGS: dict[str, str] = {}
 FIXED_STORM_BUGS: dict[str, str] = {
     "--seeds 1 --start 5159 --stale-repair --storm": STALE_REPAIR_TARGET + " (fixed a7afa7d)",
     "--seeds 1 --start 110635 --stale-repair --storm": STALE_REPAIR_TARGET + " (fixed a7afa7d)",
-    "--seeds 1 --start 101107 --storm": STALE_DISCOVERY_CONFIG + " (fixed: answers name the newest committed config)",
+    "--seeds 1 --start 101107 --storm": STALE_DISCOVERY_CONFIG + " (fixed 05d0ea5)",
 }
 
 # (seed, stale_repair) -> the bug it found with the current schedules; all fixed, all run in CI
