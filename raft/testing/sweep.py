@@ -10,7 +10,8 @@ KNOWN_FAILING lists default-mode seeds that fail because of a reported bug in th
 a bug of the simulator). They still run and print, but do not make the exit status non-zero, and
 CI leaves them out of its default set (currently empty: the core fixed every one found).
 OPEN_STORM_BUGS are open core bugs found with `--storm`; tests/sim replays them as expected
-failures. REGRESSION_SEEDS found fixed bugs and run in CI.
+failures; once fixed they move to FIXED_STORM_BUGS, replayed in CI.
+REGRESSION_SEEDS found fixed bugs and run in CI.
 
 Modes: `--stale-repair` hands a damaged node its whole past log instead of its committed prefix;
 `--storm` injects about 7x more faults per tick. A replay needs the same flags (printed).
