@@ -235,19 +235,37 @@ STREAM_CLUSTER = ["cluster.leader", "cluster.replicas"]
 REPLICA = ["name", "current", "peer"]
 
 
-def free_port_pair() -> int:
-    """A port P with P+1 also free (jetraft's Raft port is the cluster port + 1)."""
+def reserve_ports(pairs: int, singles: int) -> tuple[list[int], list[int]]:
+    """`pairs` ports P with P+1 also free (cluster port, Raft port) and `singles` more ports, all
+    distinct: every socket stays bound until all are chosen, so no choice lands on another's P+1."""
     import socket
 
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind((LOOPBACK, port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair")
+    held: list[socket.socket] = []
+
+    def bind(port: int) -> int | None:
+        sock = socket.socket()
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            sock.close()
+            return None
+        held.append(sock)
+        return sock.getsockname()[1]
+
+    try:
+        found_pairs: list[int] = []
+        for _ in range(200):
+            if len(found_pairs) == pairs:
+                break
+            port = bind(0)
+            if port is not None and bind(port + 1) is not None:
+                found_pairs.append(port)
+        assert len(found_pairs) == pairs, "no free port pairs"
+        found_singles = [bind(0) for _ in range(singles)]
+        return found_pairs, [p for p in found_singles if p is not None]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 async def observe_cluster(ports: list[int], http_port: int) -> dict[str, Any]:
@@ -311,9 +329,9 @@ def collect_cluster(kind: str, tmp: pathlib.Path) -> dict[str, Any]:
     config = tmp / f"{kind}-cluster.conf"
     config.write_text(CONFIG, encoding="utf-8")
     names = ["n1", "n2", "n3"]
-    cluster_ports = [free_port_pair() for _ in names]
+    cluster_ports, singles = reserve_ports(len(names), len(names) + 1)
+    http_port, client_ports = singles[0], singles[1:]
     routes = ",".join(f"nats://{LOOPBACK}:{p}" for p in cluster_ports)
-    http_port = free_port()
     procs = []
     try:
         for i, name in enumerate(names):
@@ -321,7 +339,7 @@ def collect_cluster(kind: str, tmp: pathlib.Path) -> dict[str, Any]:
                     f"nats://{LOOPBACK}:{cluster_ports[i]}", "--cluster_name", "diff", "--routes", routes]
             if i == 0:
                 args += ["-m", str(http_port)]
-            proc = ServerProcess(kind=ServerKind(kind), port=free_port(), config=config, extra_args=args,
+            proc = ServerProcess(kind=ServerKind(kind), port=client_ports[i], config=config, extra_args=args,
                                  log_path=tmp / f"{kind}-{name}.log", cwd=REPO_ROOT)
             procs.append(proc)
             proc.start()

@@ -27,7 +27,7 @@ import pytest
 from nats.errors import NoRespondersError
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess, free_port
+from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = """system_account = "SYS"
@@ -39,25 +39,41 @@ FIRST_BATCH = 5
 SECOND_BATCH = 200
 
 
-def free_port_pair() -> int:
-    """A port P with P+1 also free (cluster port and Raft port)."""
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind((LOOPBACK, port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair")
+def reserve_ports(pairs: int, singles: int) -> tuple[list[int], list[int]]:
+    """`pairs` ports P with P+1 also free (cluster port, Raft port) and `singles` more ports, all
+    distinct: every socket stays bound until all are chosen, so no choice lands on another's P+1."""
+    held: list[socket.socket] = []
+
+    def bind(port: int) -> int | None:
+        sock = socket.socket()
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            sock.close()
+            return None
+        held.append(sock)
+        return sock.getsockname()[1]
+
+    try:
+        found_pairs: list[int] = []
+        for _ in range(200):
+            if len(found_pairs) == pairs:
+                break
+            port = bind(0)
+            if port is not None and bind(port + 1) is not None:
+                found_pairs.append(port)
+        assert len(found_pairs) == pairs, "no free port pairs"
+        found_singles = [bind(0) for _ in range(singles)]
+        return found_pairs, [p for p in found_singles if p is not None]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 class Node:
-    def __init__(self, name: str, tmp: pathlib.Path, config: pathlib.Path) -> None:
+    def __init__(self, name: str, tmp: pathlib.Path, config: pathlib.Path, ports: tuple[int, int, int]) -> None:
         self.name = name
-        self.client_port = free_port()
-        self.http_port = free_port()
-        self.cluster_port = free_port_pair()
+        self.cluster_port, self.client_port, self.http_port = ports
         self.store_dir = tmp / name
         self.log_path = tmp / f"{name}.log"
         self.config = config
@@ -91,7 +107,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
     tmp = tmp_path_factory.mktemp("moncluster")
     config = tmp / "sys.conf"
     config.write_text(CONFIG, encoding="utf-8")
-    nodes = {name: Node(name, tmp, config) for name in ("n1", "n2", "n3")}
+    names = ("n1", "n2", "n3")
+    pairs, singles = reserve_ports(len(names), 2 * len(names))
+    nodes = {name: Node(name, tmp, config, (pairs[i], singles[2 * i], singles[2 * i + 1]))
+             for i, name in enumerate(names)}
     routes = [f"nats-route://{LOOPBACK}:{n.cluster_port}" for n in nodes.values()]
     try:
         for node in nodes.values():
