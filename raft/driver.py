@@ -19,6 +19,10 @@ Three tasks share the nodes (all on the event loop, so a node is never touched c
   4. calls `advance()` on each node.
 While step 1 waits on the disk, the other loops keep stepping nodes, so everything proposed
 meanwhile rides in the next batch. Ready.events are logged through structlog.
+Two exceptions to that order, both safe: a leader's messages (whose term and vote are already on
+disk) go out BEFORE step 1, so followers write in parallel with the leader (the core counts the
+leader toward the commit quorum only up to what it has persisted, re-checked in `advance()`);
+and Readies with nothing to write are finished while the persist batch runs.
 
 `propose(group, data)` returns the entry's index once it is committed and applied, raises
 NotLeader(hint, reason) when the node refuses it (not the leader, or a membership change still
