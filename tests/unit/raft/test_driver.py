@@ -429,3 +429,34 @@ async def test_groups_apply_concurrently_but_each_in_order(
         assert all(order[g] == sorted(order[g]) and len(order[g]) == 5 for g in "ab")
         assert overlaps, "the two groups never applied at the same time"
         nursery.cancel_scope.cancel()
+
+
+async def test_leader_commits_on_followers_while_its_own_write_is_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The leader's APPENDs leave before its own write: with that write held back, both followers
+    persist and acknowledge, and the entry commits (a quorum without the leader); it is applied
+    and answered only after the leader's write finishes."""
+    async with cluster_of(memory_stores(), ["g"]) as cluster:
+        leader = await elected(cluster, "g")
+        host = cluster.members[leader].host
+        gate, blocked = trio.Event(), trio.Event()
+        real_save = host.worker.save
+
+        async def gated_save(writes: list, sync: bool = True) -> None:
+            if any(w.entries for w in writes) and not gate.is_set():
+                blocked.set()
+                await gate.wait()
+            await real_save(writes, sync=sync)
+
+        host.worker.save = gated_save  # type: ignore[method-assign]
+        early_before = host.stats.early_sends
+        async with trio.open_nursery() as proposer:
+            proposer.start_soon(host.propose, "g", b"parallel")
+            await blocked.wait()
+            index = host.node("g").last_index
+            await wait_until(lambda: host.node("g").commit_index >= index, timeout_s=0.5)
+            assert host.stats.early_sends > early_before
+            assert cluster.members[leader].applied.data("g") == []  # not before its own write
+            gate.set()
+        assert cluster.members[leader].applied.data("g") == [b"parallel"]
