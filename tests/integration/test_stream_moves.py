@@ -1,8 +1,8 @@
 """Scaling, moves, cancel and peer removal on a local cluster, with a publisher and a pull
 consumer running through every change (meta/moves.py, meta/move_driver.py, meta/api_moves.py).
 
-One cluster per module: four `jetraft server -js --cluster` processes tagged az:1, az:1, az:2,
-az:2 (`--tags`). Each scenario runs a load (`Load`): a publisher that records every
+One cluster per module: five `jetraft server -js --cluster` processes tagged az:1, az:1, az:2,
+az:2, az:3 (`--tags`). Each scenario runs a load (`Load`): a publisher that records every
 acknowledged sequence, and a durable pull consumer that fetches and acks. Afterwards every
 acknowledged message must be in the stream exactly once at its acknowledged sequence (nothing
 lost, nothing duplicated), the consumer's ack floor never goes backwards and nothing below it
@@ -30,7 +30,7 @@ from cli.cluster import stable_ports
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLUSTER = "moves"
-TAGS = {"m1": "az:1", "m2": "az:1", "m3": "az:2", "m4": "az:2"}
+TAGS = {"m1": "az:1", "m2": "az:1", "m3": "az:2", "m4": "az:2", "m5": "az:3"}
 DEADLINE_S = 30.0
 SCENARIO_TIMEOUT_S = 90.0
 
@@ -249,10 +249,6 @@ def test_unsatisfiable_requests_get_nats_errors_and_change_nothing(cluster: dict
         await until(lambda: js.add_stream(cfg), "the stream")
         before = await until(lambda: placed_on_one(nc, "FIXED", {"m1", "m2"}), "placed")
         with pytest.raises(APIError) as exc:
-            await js.update_stream(StreamConfig(name="FIXED", subjects=["fixed.>"], num_replicas=5,
-                                                placement=Placement(tags=["az:1"])))
-        assert exc.value.err_code == 10023
-        with pytest.raises(APIError) as exc:
             await js.update_stream(StreamConfig(name="FIXED", subjects=["fixed.>"], num_replicas=1,
                                                 placement=Placement(tags=["az:9"])))
         assert exc.value.err_code == 10005
@@ -438,8 +434,6 @@ def test_admin_cli_lists_scales_and_reports_errors(cluster: dict[str, Node]) -> 
     assert out.exit_code == 0 and "leader" in out.output, out.output
     out = runner.invoke(cli, ["stream", "move", "CLI", "--tags", "az:9", "-s", urls])
     assert out.exit_code == 1 and "no suitable peers for placement (error 10005)" in out.output, out.output
-    out = runner.invoke(cli, ["stream", "scale", "CLI", "5", "-s", urls])
-    assert out.exit_code == 1 and "insufficient resources (error 10023)" in out.output, out.output
     out = runner.invoke(cli, ["stream", "info", "NOPE", "-s", urls])
     assert out.exit_code == 1 and "stream not found" in out.output, out.output
     out = runner.invoke(cli, ["servers", "ls", "-s", urls])
@@ -467,9 +461,14 @@ def test_server_remove_of_a_stopped_server_replaces_its_replicas(cluster: dict[s
         info = await until(lambda: _settled_without(nc, "GONE", victim), "GONE re-placed")
         assert info["state"]["messages"] == 40
         meta_info = (await api(nc, "$JS.API.INFO"))["meta_cluster"]
-        assert victim not in meta_info["peers"] and meta_info["cluster_size"] == 3
+        assert victim not in meta_info["peers"] and meta_info["cluster_size"] == 4
         bad = await api(nc, "$JS.API.SERVER.REMOVE", json.dumps({"peer": victim}).encode())
         assert bad["error"]["err_code"] == 10044
+        # four servers left: five replicas is more than there are servers
+        with pytest.raises(APIError) as exc:
+            await js.update_stream(StreamConfig(name="GONE", subjects=["gone.>"], num_replicas=5))
+        assert exc.value.err_code == 10023
+        assert (await settled(nc, "GONE", _servers(info)))["config"]["num_replicas"] == 3
         await nc.close()
     run(scenario())
 
