@@ -30,6 +30,7 @@ CONFIG = """system_account = "SYS"
 accounts = {SYS = {users = [{user = "sys", password = "sys"}]}, APP = {jetstream = "enabled", users = [{user = "app", password = "app"}]}}
 """
 DEADLINE_S = 10.0
+CLUSTER_DEADLINE_S = 20.0
 
 COMMON = {
     "/varz": [
@@ -103,8 +104,8 @@ def stream_detail(jsz: dict[str, Any], name: str) -> dict[str, Any] | None:
     return None
 
 
-async def wait_for(check: Any, what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
+async def wait_for(check: Any, what: str, timeout_s: float = DEADLINE_S) -> Any:
+    deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
         last = await check()
@@ -276,7 +277,7 @@ async def observe_cluster(ports: list[int], http_port: int) -> dict[str, Any]:
                 {"name": "C", "subjects": ["c.>"], "num_replicas": 3}).encode(), timeout=2)
             body = json.loads(reply.data)
             return "config" in body or body.get("error", {}).get("err_code") == 10058
-        await wait_for(lambda: _quiet(stream_created), "an R3 stream")
+        await wait_for(lambda: _quiet(stream_created), "an R3 stream", CLUSTER_DEADLINE_S)
         js = app.jetstream()
         for i in range(3):
             await js.publish(f"c.{i}", b"x")
@@ -285,13 +286,13 @@ async def observe_cluster(ports: list[int], http_port: int) -> dict[str, Any]:
             replies = await gather_sys(ports[1], "$SYS.REQ.SERVER.PING.JSZ", b'{"streams": true}', 3)
             counts = [(stream_detail(r["data"], "C") or {}).get("state", {}).get("messages") for r in replies]
             return replies if counts == [3, 3, 3] else None
-        docs: dict[str, Any] = {"ping_jsz": await wait_for(all_replicas, "three JSZ replies")}
+        docs: dict[str, Any] = {"ping_jsz": await wait_for(all_replicas, "three JSZ replies", CLUSTER_DEADLINE_S)}
 
         async def jsz_with_replicas() -> Any:
             doc = await asyncio.to_thread(http_get, http_port, "/jsz?streams=true")
             detail = stream_detail(doc, "C")
             return doc if detail and detail.get("cluster", {}).get("replicas") else None
-        docs["jsz"] = await wait_for(jsz_with_replicas, "jsz with the stream's replicas")
+        docs["jsz"] = await wait_for(jsz_with_replicas, "jsz with the stream's replicas", CLUSTER_DEADLINE_S)
         docs["varz"] = await asyncio.to_thread(http_get, http_port, "/varz")
         docs["routez"] = await asyncio.to_thread(http_get, http_port, "/routez")
         return docs
@@ -343,7 +344,7 @@ def collect_cluster(kind: str, tmp: pathlib.Path) -> dict[str, Any]:
                                  log_path=tmp / f"{kind}-{name}.log", cwd=REPO_ROOT)
             procs.append(proc)
             proc.start()
-        return asyncio.run(asyncio.wait_for(observe_cluster([p.port for p in procs], http_port), 60))
+        return asyncio.run(asyncio.wait_for(observe_cluster([p.port for p in procs], http_port), 75))
     except BaseException:
         for proc in procs:
             print(f"--- {proc.log_path} ---\n{proc.log_tail()}")
