@@ -77,4 +77,7 @@ def test_queue_under_kill_and_partition_passes(tmp_path: pathlib.Path) -> None:
     checked = verdict["checker"]
     assert checked["acknowledged_count"] > 50
     assert checked["lost_count"] == 0 and checked["unexpected_count"] == 0
+    # every replica was read as leader (preferred stepdowns) and holds every acknowledged value
+    assert checked["divergence"]["nodes_read"] == ["n1", "n2", "n3"]
+    assert set(checked["divergence"]["missing_count"].values()) == {0}
     assert verdict["valid"] is True, json.dumps(checked)[:2000]
