@@ -506,8 +506,13 @@ def _split_op(line: bytes) -> tuple[bytes, bool, bytes]:
     return line.upper(), False, b""
 
 
+# nats-server separates arguments by runs of space, tab, CR or LF (a lone CR inside a control
+# line, as in `SUB a\r 1`, is a separator, not part of the subject).
+_ARG_SEPARATORS = bytes.maketrans(b"\t\r\n", b"   ")
+
+
 def _args(rest: bytes) -> list[bytes]:
-    return [a for a in rest.replace(b"\t", b" ").split(b" ") if a]
+    return [a for a in rest.translate(_ARG_SEPARATORS).split(b" ") if a]
 
 
 def _json_object(rest: bytes) -> dict:

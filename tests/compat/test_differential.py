@@ -143,7 +143,6 @@ CASES: dict[str, bytes] = {
 # intentional: open bug reports, kept visible (xfail, not strict, so a fix shows up as XPASS).
 # Remove an entry once JetRaft matches; move it to a documented deviation only if natsd agrees.
 OPEN_BUGS: dict[str, str] = {
-    "cr_inside_control_line": "`SUB a\\r 1`: ref subscribes without error; jetraft sends -ERR 'Invalid Subject'",
 }
 
 # Facts from protocol.md every server must show (substring of the normalised outcome, closed?).
