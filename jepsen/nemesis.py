@@ -2,8 +2,11 @@
 
 For each window it waits for the window's start (relative to the run clock), applies the fault
 (kill -9 / SIGSTOP of nodes through db.Cluster, link cuts and delays through proxy.ClusterNet, or
-a stream leader stepdown through the JetStream API), waits for the window's end, and undoes it:
-killed nodes are restarted, paused ones continued, the network healed. Each window is recorded in
+a stream leader stepdown, replica scaling or a replica move through the JetStream API, see
+nemesis_admin.py), waits for the window's end, and undoes it: killed nodes are restarted, paused
+ones continued, the network healed, the stream scaled back to its original replica count (and
+waited for, bounded). A target that refuses an admin request has the refusal recorded with the
+window (`ok: false`, the API error) and the run goes on. Each window is recorded in
 the history as a `nemesis` op spanning the time the fault was really in force, with what was done
 (which nodes, which links), so checkers and plots can line anomalies up with faults. `heal_all`
 is the safety net run at the end whatever happened.
@@ -18,7 +21,7 @@ from typing import Any
 import attrs
 import structlog
 
-from jepsen import client
+from jepsen import client, nemesis_admin
 from jepsen.db import Cluster, NodeState
 from jepsen.history import NEMESIS_PROCESS, History, OpType
 from jepsen.proxy import ClusterNet
@@ -37,6 +40,11 @@ class Nemesis:
     stream: str
     on_change: Callable[[str], None] = lambda _text: None
     current: str = "none"
+    admin: Any = None  # nemesis_admin.Admin; NatsAdmin over the cluster unless given
+
+    def __attrs_post_init__(self) -> None:
+        if self.admin is None:
+            self.admin = nemesis_admin.NatsAdmin(self.cluster, self.history.now_s)
 
     def _names(self, nodes: list[int] | tuple[int, ...]) -> list[str]:
         return [self.cluster.nodes[i].spec.name for i in nodes]
@@ -92,6 +100,12 @@ class Nemesis:
             self.cluster.kill(target)
             self.cluster.wipe(target)
             return {"wiped": self._names([target])[0], "note": note}
+        if kind is FaultKind.SCALE:
+            return await nemesis_admin.scale_start(self.admin, self.stream, len(self.cluster.nodes))
+        if kind is FaultKind.MOVE:
+            which = dict(window.detail).get("peer", "follower")
+            planned = self._names(window.nodes[:1])[0] if window.nodes else ""
+            return await nemesis_admin.move_start(self.admin, self.stream, len(self.cluster.nodes), which, planned)
         if kind is FaultKind.STEPDOWN:
             done = await self._admin_call(lambda nc: client.stepdown(nc, self.stream, None, ADMIN_TIMEOUT_S))
             return {"stepdown": bool(done and done.get("success"))}
@@ -123,7 +137,19 @@ class Nemesis:
         self.net.partition([[isolated], rest])
         return {"isolated": self._names([isolated])[0], "note": note}
 
+    async def undo_async(self, window: FaultWindow, applied: dict[str, Any]) -> None:
+        """undo, plus the admin faults' way back (adds what it got to `applied`)."""
+        if window.kind is FaultKind.SCALE:
+            if applied.get("ok"):
+                await nemesis_admin.restore(self.admin, self.stream, applied["original"], applied)
+        elif window.kind is FaultKind.MOVE:
+            await nemesis_admin.move_end(self.admin, self.stream, applied)
+        else:
+            self.undo(window, applied)
+
     def undo(self, window: FaultWindow, applied: dict[str, Any]) -> None:
+        if window.kind in (FaultKind.STEPDOWN, FaultKind.SCALE, FaultKind.MOVE):
+            return  # nothing held in force by processes or links (admin faults: see undo_async)
         if window.kind is FaultKind.KILL:
             for i in window.nodes:
                 self.cluster.start(i)
@@ -145,7 +171,7 @@ class Nemesis:
             self.on_change(self.current)
             log.info("nemesis.start", kind=window.kind.value, **{k: str(v) for k, v in applied.items()})
             await self._wait_until(window.end_s, stop)
-            self.undo(window, applied)
+            await self.undo_async(window, applied)
             self.current = "none"
             self.on_change(self.current)
             self.history.record(

@@ -20,6 +20,13 @@ Families and variants:
 - wipe: kill -9 the stream leader (a planned node when none is known), delete its store, and
   restart it empty when the window ends (disk loss on one node; with R1 streams it loses data,
   which is how the harness proves it can see loss).
+- scale: STREAM.UPDATE of the workload's stream to one replica fewer (an R1 stream to R2), back to
+  the original count when the window ends (see nemesis_admin.py).
+- move: STREAM.PEER.REMOVE of one of the stream's peers (the leader or a follower, drawn from the
+  seed; `nodes` holds the planned follower), so the target re-places that replica; on a stream
+  with a replica on every server the window scales down by one first to make room, and restores
+  the original count when it ends.
+The current replica count and peers are looked up when the window starts.
 Clock skew is not offered: changing a process's clock needs privileges (CAP_SYS_TIME or
 libfaketime) that this harness does not assume.
 """
@@ -32,7 +39,7 @@ from typing import Any
 
 import attrs
 
-FAMILIES = ("kill", "pause", "partition", "latency", "stepdown", "wipe")
+FAMILIES = ("kill", "pause", "partition", "latency", "stepdown", "wipe", "scale", "move")
 
 
 class FaultKind(enum.Enum):
@@ -45,6 +52,8 @@ class FaultKind(enum.Enum):
     LATENCY = "latency"
     STEPDOWN = "stepdown"
     WIPE = "wipe"
+    SCALE = "scale"
+    MOVE = "move"
 
 
 @attrs.frozen
@@ -127,6 +136,11 @@ def _window(rng: random.Random, cfg: ScheduleConfig, family: str, start_s: float
         return FaultWindow(start_s, start_s, FaultKind.STEPDOWN)
     if family == "wipe":
         return FaultWindow(start_s, end_s, FaultKind.WIPE, (rng.randrange(n),))
+    if family == "scale":
+        return FaultWindow(start_s, end_s, FaultKind.SCALE)
+    if family == "move":
+        which = rng.choice(["leader", "follower"])
+        return FaultWindow(start_s, end_s, FaultKind.MOVE, (rng.randrange(n),), (("peer", which),))
     raise ValueError(f"unknown nemesis family {family!r}; choose from {FAMILIES}")
 
 
