@@ -140,7 +140,7 @@ class Nemesis:
     async def undo_async(self, window: FaultWindow, applied: dict[str, Any]) -> None:
         """undo, plus the admin faults' way back (adds what it got to `applied`)."""
         if window.kind is FaultKind.SCALE:
-            if applied.get("ok"):
+            if "original" in applied and (applied.get("ok") or nemesis_admin.unanswered(applied)):
                 await nemesis_admin.restore(self.admin, self.stream, applied["original"], applied)
         elif window.kind is FaultKind.MOVE:
             await nemesis_admin.move_end(self.admin, self.stream, applied)

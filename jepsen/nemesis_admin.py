@@ -54,6 +54,11 @@ def brief(result: dict[str, Any]) -> str:
     return "ok" if result.get("ok") else f"err {_error_text(result)}"
 
 
+def unanswered(record: dict[str, Any]) -> bool:
+    """The request got no answer at all, so it may or may not have taken effect."""
+    return str(record.get("response", "")).startswith("err no answer")
+
+
 def peers_of(info: dict[str, Any]) -> list[str]:
     """The stream's peers, leader first (when there is one), from a STREAM.INFO response."""
     cluster = info.get("cluster") or {}

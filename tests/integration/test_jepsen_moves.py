@@ -1,5 +1,5 @@
-"""Jepsen's admin nemeses against a real 3-node cluster (nats-server and JetRaft): a short queue run while the queue stream
-is scaled R3 -> R2 -> R3 by `$JS.API.STREAM.UPDATE` (the full config from STREAM.INFO with
+"""Jepsen's admin nemeses against a real 3-node cluster (nats-server and JetRaft): a short queue
+run while the queue stream is scaled R3 -> R2 -> R3 by `$JS.API.STREAM.UPDATE` (the full config from STREAM.INFO with
 num_replicas changed). Each scale is a fault window in the history (so the plots shade it) with
 the API's answers, the stream is back at three current replicas when the window closes, and the
 checker finds every acknowledged value on every node.

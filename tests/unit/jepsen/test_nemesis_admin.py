@@ -130,6 +130,44 @@ def test_a_refused_peer_removal_is_recorded_and_the_scale_down_undone() -> None:
     assert admin.config["num_replicas"] == 3 and len(admin.peers) == 3
 
 
+class SilentUpdate(FakeAdmin):
+    """Applies STREAM.UPDATE but the answer is lost (a timeout on every node)."""
+
+    async def request(self, subject: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        result = await super().request(subject, body)
+        if subject.startswith("STREAM.UPDATE") and self.config["num_replicas"] == 2:
+            return {"ok": False, "error": "no answer: TimeoutError: nats: timeout"}
+        return result
+
+
+def test_a_scale_without_an_answer_is_still_restored() -> None:
+    admin = SilentUpdate(["n1", "n2", "n3"], ["n1", "n2", "n3"])
+
+    async def scenario(nemesis: Nemesis, cluster: FakeCluster, net) -> None:
+        nemesis.admin = admin
+        await nemesis.run([FaultWindow(0.0, 0.05, FaultKind.SCALE)], asyncio.Event())
+        [op] = [op for op in nemesis.history.ops if op.f == "nemesis"]
+        assert op.result["ok"] is False and op.result["response"].startswith("err no answer")
+        assert op.result["restore"] == "ok" and op.result["settled"] is True
+        assert admin.config["num_replicas"] == 3 and len(admin.peers) == 3
+
+    run_with_nemesis(scenario)
+
+
+def test_a_refused_scale_is_not_followed_by_a_restore() -> None:
+    error = {"code": 500, "err_code": 10049, "description": "replicas change not supported"}
+    admin = FakeAdmin(["n1", "n2", "n3"], ["n1", "n2", "n3"], refuse={"STREAM.UPDATE": error})
+
+    async def scenario(nemesis: Nemesis, cluster: FakeCluster, net) -> None:
+        nemesis.admin = admin
+        await nemesis.run([FaultWindow(0.0, 0.05, FaultKind.SCALE)], asyncio.Event())
+        [op] = [op for op in nemesis.history.ops if op.f == "nemesis"]
+        assert op.result["ok"] is False and "restore" not in op.result
+        assert [s for s, _ in admin.sent].count("STREAM.UPDATE.s") == 1
+
+    run_with_nemesis(scenario)
+
+
 def test_settling_gives_up_at_its_deadline() -> None:
     admin = FakeAdmin(["n1", "n2", "n3"], ["n1", "n2"], tick_s=4.0)  # stuck short of 3 replicas
     admin.refuse["STREAM.UPDATE"] = {"code": 500, "err_code": 10000, "description": "down"}
