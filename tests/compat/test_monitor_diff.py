@@ -24,6 +24,7 @@ import pytest
 from nats.errors import NoRespondersError
 
 from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess, free_port
+from tests.cluster_support import reserve_ports
 from tests.compat.servers import REPO_ROOT, skip_if_unavailable
 
 CONFIG = """system_account = "SYS"
@@ -234,39 +235,6 @@ ROUTE = ["rid", "remote_id", "remote_name", "did_solicit", "is_configured", "ip"
 META = ["meta_cluster.name", "meta_cluster.leader", "meta_cluster.peer", "meta_cluster.cluster_size"]
 STREAM_CLUSTER = ["cluster.leader", "cluster.replicas"]
 REPLICA = ["name", "current", "peer"]
-
-
-def reserve_ports(pairs: int, singles: int) -> tuple[list[int], list[int]]:
-    """`pairs` ports P with P+1 also free (cluster port, Raft port) and `singles` more ports, all
-    distinct: every socket stays bound until all are chosen, so no choice lands on another's P+1."""
-    import socket
-
-    held: list[socket.socket] = []
-
-    def bind(port: int) -> int | None:
-        sock = socket.socket()
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            sock.close()
-            return None
-        held.append(sock)
-        return sock.getsockname()[1]
-
-    try:
-        found_pairs: list[int] = []
-        for _ in range(200):
-            if len(found_pairs) == pairs:
-                break
-            port = bind(0)
-            if port is not None and bind(port + 1) is not None:
-                found_pairs.append(port)
-        assert len(found_pairs) == pairs, "no free port pairs"
-        found_singles = [bind(0) for _ in range(singles)]
-        return found_pairs, [p for p in found_singles if p is not None]
-    finally:
-        for sock in held:
-            sock.close()
 
 
 async def observe_cluster(ports: list[int], http_port: int) -> dict[str, Any]:

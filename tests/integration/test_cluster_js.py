@@ -14,7 +14,6 @@ the restarted node catches up through a snapshot as well as through the log. Eve
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import pathlib
 import time
@@ -25,10 +24,11 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess
+from cli.benchlib.launcher import LOOPBACK
 from cli.cluster import stable_ports
+from tests.cluster_support import ClusterNode, api, running_cluster
+from tests.cluster_support import until as poll_until
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLUSTER = "js-test"
 DEADLINE_S = 20.0
 SCENARIO_TIMEOUT_S = 60.0
@@ -37,59 +37,26 @@ COMPACT_ENV = "JETRAFT_COMPACT_ENTRIES"
 COMPACT_EVERY = 16
 
 
-class Node:
+class Node(ClusterNode):
     def __init__(self, name: str, tmp: pathlib.Path) -> None:
-        self.name = name
-        self.client_port = stable_ports(1)  # below the ephemeral range: still free at restart
-        self.cluster_port = stable_ports(2)  # cluster port and Raft port
-        self.store_dir = tmp / name
-        self.log_path = tmp / f"{name}.log"
-        self.proc: ServerProcess | None = None
+        # stable ports, below the ephemeral range: still free at restart (cluster port and Raft port)
+        super().__init__(name, tmp, CLUSTER, client_port=stable_ports(1), cluster_port=stable_ports(2))
 
     @property
     def url(self) -> str:
         return f"nats://{LOOPBACK}:{self.client_port}"
-
-    @property
-    def route_url(self) -> str:
-        return f"nats-route://{LOOPBACK}:{self.cluster_port}"
-
-    def start(self, routes: list[str]) -> None:
-        args = ["-n", self.name, "-js", "-sd", str(self.store_dir),
-                "--cluster", f"nats://{LOOPBACK}:{self.cluster_port}", "--cluster_name", CLUSTER,
-                "--routes", ",".join(routes)]
-        self.proc = ServerProcess(kind=ServerKind.JETRAFT, port=self.client_port, extra_args=args,
-                                  log_path=self.log_path, cwd=REPO_ROOT)
-        self.proc.start()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
     tmp = tmp_path_factory.mktemp("jscluster")
     nodes = {name: Node(name, tmp) for name in ("n1", "n2", "n3")}
-    routes = [n.route_url for n in nodes.values()]
     saved_env = os.environ.get(COMPACT_ENV)
     os.environ[COMPACT_ENV] = str(COMPACT_EVERY)  # snapshots often: restarts catch up through them
     try:
-        for node in nodes.values():
-            node.start(routes)
-        run(wait_meta_leader(nodes))
-        yield nodes
-    except BaseException:
-        for node in nodes.values():
-            print(f"--- {node.name} log ---\n{node.log_path.read_text(errors='replace')[-6000:]}")
-        raise
+        with running_cluster(nodes.values(), lambda: run(wait_meta_leader(nodes)), log_chars=6000):
+            yield nodes
     finally:
-        for node in nodes.values():
-            node.stop()
         if saved_env is None:
             os.environ.pop(COMPACT_ENV, None)
         else:
@@ -101,23 +68,7 @@ def run(coro: Awaitable[Any]) -> Any:
 
 
 async def until(check: Callable[[], Awaitable[Any]], what: str, timeout_s: float = DEADLINE_S) -> Any:
-    """Poll `check` until it returns something truthy (exceptions count as not yet)."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - not ready yet
-            last = exc
-        await asyncio.sleep(0.05)  # polling interval of a condition wait
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
-async def api(nc: Any, subject: str, body: bytes = b"", timeout_s: float = 2.0) -> dict[str, Any]:
-    msg = await nc.request(subject, body, timeout=timeout_s)
-    return json.loads(msg.data)
+    return await poll_until(check, what, timeout_s)
 
 
 async def wait_meta_leader(nodes: dict[str, Node]) -> str:

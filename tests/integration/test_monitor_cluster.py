@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -27,9 +26,10 @@ import pytest
 from nats.errors import NoRespondersError
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess
+from cli.benchlib.launcher import LOOPBACK
+from tests.cluster_support import ClusterNode, reserve_ports, running_cluster
+from tests.cluster_support import until as poll_until
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = """system_account = "SYS"
 accounts = {SYS = {users = [{user = "sys", password = "sys"}]}, APP = {users = [{user = "app", password = "app"}]}}
 """
@@ -39,60 +39,14 @@ FIRST_BATCH = 5
 SECOND_BATCH = 200
 
 
-def reserve_ports(pairs: int, singles: int) -> tuple[list[int], list[int]]:
-    """`pairs` ports P with P+1 also free (cluster port, Raft port) and `singles` more ports, all
-    distinct: every socket stays bound until all are chosen, so no choice lands on another's P+1."""
-    held: list[socket.socket] = []
-
-    def bind(port: int) -> int | None:
-        sock = socket.socket()
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            sock.close()
-            return None
-        held.append(sock)
-        return sock.getsockname()[1]
-
-    try:
-        found_pairs: list[int] = []
-        for _ in range(200):
-            if len(found_pairs) == pairs:
-                break
-            port = bind(0)
-            if port is not None and bind(port + 1) is not None:
-                found_pairs.append(port)
-        assert len(found_pairs) == pairs, "no free port pairs"
-        found_singles = [bind(0) for _ in range(singles)]
-        return found_pairs, [p for p in found_singles if p is not None]
-    finally:
-        for sock in held:
-            sock.close()
-
-
-class Node:
+class Node(ClusterNode):
     def __init__(self, name: str, tmp: pathlib.Path, config: pathlib.Path, ports: tuple[int, int, int]) -> None:
-        self.name = name
-        self.cluster_port, self.client_port, self.http_port = ports
-        self.store_dir = tmp / name
-        self.log_path = tmp / f"{name}.log"
-        self.config = config
-        self.proc: ServerProcess | None = None
+        cluster_port, client_port, self.http_port = ports
+        super().__init__(name, tmp, "mon", client_port=client_port, cluster_port=cluster_port,
+                         extra_args=["-m", str(self.http_port)], config=config)
 
     def url(self, user: str) -> str:
         return f"nats://{user}:{user}@{LOOPBACK}:{self.client_port}"
-
-    def start(self, routes: list[str]) -> None:
-        args = ["-n", self.name, "-js", "-sd", str(self.store_dir), "-m", str(self.http_port),
-                "--cluster", f"nats://{LOOPBACK}:{self.cluster_port}", "--cluster_name", "mon",
-                "--routes", ",".join(routes)]
-        self.proc = ServerProcess(kind=ServerKind.JETRAFT, port=self.client_port, config=self.config,
-                                  extra_args=args, log_path=self.log_path, cwd=REPO_ROOT)
-        self.proc.start()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
 
     def get(self, path: str) -> tuple[int, Any]:
         try:
@@ -111,19 +65,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
     pairs, singles = reserve_ports(len(names), 2 * len(names))
     nodes = {name: Node(name, tmp, config, (pairs[i], singles[2 * i], singles[2 * i + 1]))
              for i, name in enumerate(names)}
-    routes = [f"nats-route://{LOOPBACK}:{n.cluster_port}" for n in nodes.values()]
-    try:
-        for node in nodes.values():
-            node.start(routes)
-        run(setup_stream(nodes))
+    with running_cluster(nodes.values(), lambda: run(setup_stream(nodes))):
         yield nodes
-    except BaseException:
-        for node in nodes.values():
-            print(f"--- {node.name} log ---\n{node.log_path.read_text(errors='replace')[-5000:]}")
-        raise
-    finally:
-        for node in nodes.values():
-            node.stop()
 
 
 def run(coro: Any) -> Any:
@@ -131,17 +74,7 @@ def run(coro: Any) -> Any:
 
 
 async def until(check: Any, what: str, timeout_s: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - not ready yet
-            last = exc
-        await asyncio.sleep(0.1)  # polling interval of a condition wait
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return await poll_until(check, what, timeout_s, interval_s=0.1)
 
 
 async def setup_stream(nodes: dict[str, Node]) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -25,63 +24,33 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, Placement, StreamConfig
 from nats.js.errors import APIError
 
-from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess
+from cli.benchlib.launcher import LOOPBACK
 from cli.cluster import stable_ports
+from tests.cluster_support import ClusterNode, api, running_cluster
+from tests.cluster_support import until as poll_until
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLUSTER = "moves"
 TAGS = {"m1": "az:1", "m2": "az:1", "m3": "az:2", "m4": "az:2", "m5": "az:3"}
 DEADLINE_S = 30.0
 SCENARIO_TIMEOUT_S = 90.0
 
 
-class Node:
+class Node(ClusterNode):
     def __init__(self, name: str, tmp: pathlib.Path) -> None:
-        self.name = name
-        self.client_port = stable_ports(1)
-        self.cluster_port = stable_ports(2)
-        self.store_dir = tmp / name
-        self.log_path = tmp / f"{name}.log"
-        self.proc: ServerProcess | None = None
+        super().__init__(name, tmp, CLUSTER, client_port=stable_ports(1), cluster_port=stable_ports(2),
+                         extra_args=["--tags", TAGS[name]])
 
     @property
     def url(self) -> str:
         return f"nats://{LOOPBACK}:{self.client_port}"
-
-    @property
-    def route_url(self) -> str:
-        return f"nats-route://{LOOPBACK}:{self.cluster_port}"
-
-    def start(self, routes: list[str]) -> None:
-        args = ["-n", self.name, "-js", "-sd", str(self.store_dir),
-                "--cluster", f"nats://{LOOPBACK}:{self.cluster_port}", "--cluster_name", CLUSTER,
-                "--routes", ",".join(routes), "--tags", TAGS[self.name]]
-        self.proc = ServerProcess(kind=ServerKind.JETRAFT, port=self.client_port, extra_args=args,
-                                  log_path=self.log_path, cwd=REPO_ROOT)
-        self.proc.start()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
     tmp = tmp_path_factory.mktemp("moves")
     nodes = {name: Node(name, tmp) for name in TAGS}
-    routes = [n.route_url for n in nodes.values()]
-    try:
-        for node in nodes.values():
-            node.start(routes)
-        run(wait_registered(nodes))
+    with running_cluster(nodes.values(), lambda: run(wait_registered(nodes))):
         yield nodes
-    except BaseException:
-        for node in nodes.values():
-            print(f"--- {node.name} log ---\n{node.log_path.read_text(errors='replace')[-5000:]}")
-        raise
-    finally:
-        for node in nodes.values():
-            node.stop()
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -89,22 +58,7 @@ def run(coro: Awaitable[Any]) -> Any:
 
 
 async def until(check: Callable[[], Awaitable[Any]], what: str, timeout_s: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - not ready yet
-            last = exc
-        await asyncio.sleep(0.05)  # polling interval of a condition wait
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
-async def api(nc: Any, subject: str, body: bytes = b"", timeout_s: float = 2.0) -> dict[str, Any]:
-    msg = await nc.request(subject, body, timeout=timeout_s)
-    return json.loads(msg.data)
+    return await poll_until(check, what, timeout_s)
 
 
 async def wait_registered(nodes: dict[str, Node]) -> None:
