@@ -55,7 +55,8 @@ _OPEN: list[Client] = []
 
 
 def run(scenario: Callable[..., Awaitable[Any]], *args: Any, timeout_s: float = SCENARIO_TIMEOUT_S) -> Any:
-    """Run an asyncio scenario with a deadline; close the connections it opened."""
+    """Run an asyncio scenario with a deadline; close every connection it opened, even on failure
+    (a leaked subscriber on a module-scoped server would disturb the next test)."""
 
     async def bounded() -> Any:
         try:
@@ -69,12 +70,17 @@ def run(scenario: Callable[..., Awaitable[Any]], *args: Any, timeout_s: float = 
     return asyncio.run(bounded())
 
 
+def close_after_scenario(nc: Client) -> None:
+    """Have `run` close this connection when the scenario ends."""
+    _OPEN.append(nc)
+
+
 async def connect(url: str, **options: Any) -> Client:
     async def on_error(exc: Exception) -> None:
         pass
 
     nc = await nats.connect(url, error_cb=on_error, allow_reconnect=False, **options)
-    _OPEN.append(nc)
+    close_after_scenario(nc)
     return nc
 
 

@@ -27,28 +27,14 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
+from tests.compat import js_support
 from tests.compat.servers import LOOPBACK, ServerProcess, raw_exchange, running_server
 
 SCENARIO_TIMEOUT_S = 30.0
 
 
-_OPEN: list[Client] = []
-
-
 def run(scenario: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """Run an asyncio scenario with a deadline; close every connection it opened, even on failure
-    (a leaked subscriber on a module-scoped server would disturb the next test)."""
-
-    async def bounded() -> Any:
-        try:
-            return await asyncio.wait_for(scenario(*args), SCENARIO_TIMEOUT_S)
-        finally:
-            while _OPEN:
-                nc = _OPEN.pop()
-                if not nc.is_closed:
-                    await nc.close()
-
-    return asyncio.run(bounded())
+    return js_support.run(scenario, *args, timeout_s=SCENARIO_TIMEOUT_S)
 
 
 async def connect(url: str, **options: Any) -> Client:
@@ -62,7 +48,7 @@ async def connect(url: str, **options: Any) -> Client:
 
     options.setdefault("allow_reconnect", False)
     nc = await nats.connect(url, error_cb=on_error, connect_timeout=5, **options)
-    _OPEN.append(nc)
+    js_support.close_after_scenario(nc)
     nc._test_errors = errors  # type: ignore[attr-defined]
     nc._test_sync_subject = nc.new_inbox().replace("_INBOX.", "sync.")  # type: ignore[attr-defined]
     await nc.subscribe(nc._test_sync_subject, cb=answer_sync)  # type: ignore[attr-defined]
