@@ -20,18 +20,16 @@ from natsd import protocol as p
 from natsd.auth import User
 from natsd.config import ServerOptions
 from natsd.server import Server
+from tests.integration.raw_support import RawBase
 
 HOST = "127.0.0.1"
 DEADLINE_S = 5
 
 
-class Raw:
+class Raw(RawBase):
     """A raw NATS client: send bytes, read decoded server operations."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.parser = p.Parser(server_side=False, max_payload=1 << 30)
-        self.pending: list = []
+    deadline_s = DEADLINE_S
 
     @classmethod
     async def connect(cls, port: int, name: str = "", user: str = "", password: str = "") -> Raw:
@@ -44,18 +42,6 @@ class Raw:
         await raw.send(b"CONNECT " + json.dumps(options).encode() + b"\r\n")
         await raw.roundtrip()
         return raw
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def op(self) -> Any:
-        with trio.fail_after(DEADLINE_S):
-            while not self.pending:
-                data = await self.stream.receive_some(65536)
-                if not data:
-                    raise EOFError("server closed the connection")
-                self.pending.extend(self.parser.feed(data))
-        return self.pending.pop(0)
 
     async def roundtrip(self) -> list:
         """PING and wait for PONG; return the other operations seen before it."""

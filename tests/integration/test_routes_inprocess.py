@@ -24,6 +24,7 @@ from natsd import protocol as p
 from natsd import route_protocol as rp
 from natsd.config import ServerOptions
 from natsd.server import Server
+from tests.integration.raw_support import RawBase
 
 CLUSTER = "routes-test"
 DEADLINE_S = 15.0
@@ -33,26 +34,15 @@ DEADLINE_S = 15.0
 QUIET = b'CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":true}\r\n'
 
 
-class Raw:
+class Raw(RawBase):
     """A raw protocol client over a trio stream: send bytes, read decoded server operations."""
 
+    deadline_s = DEADLINE_S
+    max_payload = 1 << 24
+
     def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.parser = p.Parser(server_side=False, max_payload=1 << 24)
-        self.pending: list = []
+        super().__init__(stream)
         self.passed: list[p.Msg] = []  # messages read past while waiting for a PONG
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def op(self, timeout_s: float = DEADLINE_S) -> Any:
-        with trio.fail_after(timeout_s):
-            while not self.pending:
-                data = await self.stream.receive_some(65536)
-                if not data:
-                    raise EOFError("server closed the connection")
-                self.pending.extend(self.parser.feed(data))
-        return self.pending.pop(0)
 
     async def msg(self) -> p.Msg:
         if self.passed:

@@ -21,32 +21,21 @@ from natsd import protocol as p
 from natsd.client import ClientConnection, CloseReason
 from natsd.config import ServerOptions
 from natsd.server import Server
+from tests.integration.raw_support import RawBase
 
 HOST = "127.0.0.1"
 QUIET = b'CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":true}\r\n'
 DEADLINE_S = 5
 
 
-class Raw:
+class Raw(RawBase):
     """A raw-socket client: send bytes, read decoded server operations."""
 
+    deadline_s = DEADLINE_S
+
     def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.parser = p.Parser(server_side=False, max_payload=1 << 30)
-        self.pending: list = []
+        super().__init__(stream)
         self.eof = False
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def op(self):
-        with trio.fail_after(DEADLINE_S):
-            while not self.pending:
-                data = await self.stream.receive_some(65536)
-                if not data:
-                    raise EOFError("server closed the connection")
-                self.pending.extend(self.parser.feed(data))
-        return self.pending.pop(0)
 
     async def ops(self, count: int) -> list:
         return [await self.op() for _ in range(count)]
