@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import enum
 import hmac
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
 from natsd.protocol import OK, PING, PONG, Connect, Err, Info, ProtocolError
+from natsd.protocol import _Bad, _json_object, _split_op
+from natsd.protocol import _decode as _s
 
 GLOBAL_ACCOUNT = "$G"
 ROUTE_CONTROL_LINE_MAX = 16 * 4096  # routes get 16x the client control line limit
@@ -77,16 +78,6 @@ class RouteMsg:
     queues: tuple[str, ...]
     headers: bytes | None
     payload: bytes
-
-
-class _Bad(Exception):
-    def __init__(self, message: str | None) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def _s(token: bytes) -> str:
-    return token.decode("utf-8", "surrogateescape")
 
 
 def _b(text: str) -> bytes:
@@ -225,7 +216,7 @@ class RouteParser:
             return PONG
         if head[:3] == b"+OK":
             return OK
-        op, rest = _split_op(line)
+        op, _, rest = _split_op(line)
         handler = _HANDLERS.get(op)
         if handler is None:
             raise _Bad(ERR_UNKNOWN_OP)
@@ -307,23 +298,6 @@ def _reply_and_queues(middle: list[bytes]) -> tuple[str | None, tuple[str, ...]]
     if len(middle) == 1:
         return _s(middle[0]), ()
     raise _Bad(None)
-
-
-def _split_op(line: bytes) -> tuple[bytes, bytes]:
-    for i, byte in enumerate(line):
-        if byte == 32 or byte == 9:
-            return line[:i].upper(), line[i + 1 :]
-    return line.upper(), b""
-
-
-def _json_object(rest: bytes) -> dict:
-    try:
-        value = json.loads(rest)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _Bad(None) from None
-    if not isinstance(value, dict):
-        raise _Bad(None)
-    return value
 
 
 _HANDLERS = {
