@@ -25,7 +25,7 @@ def jepsen() -> None:
 @click.option("--nodes", type=int, default=3, show_default=True)
 @click.option("--workload", type=click.Choice(["queue", "kv", "set"]), default="queue", show_default=True)
 @click.option("--nemesis", default="kill,partition", show_default=True,
-              help="comma-separated: kill, pause, partition, latency, stepdown, wipe (or 'none')")  # fmt: skip
+              help="comma-separated: kill, pause, partition, latency, stepdown, wipe, scale, move (or 'none')")  # fmt: skip
 @click.option("--time", "time_s", type=float, default=60.0, show_default=True, help="workload seconds")
 @click.option("--seed", type=int, default=None, help="schedule seed (random if omitted, and printed)")
 @click.option("--concurrency", type=int, default=6, show_default=True)
