@@ -14,7 +14,8 @@ Findings:
 - duplicates: values delivered more than once by the consumer (at-least-once: informational), and
   values stored at more than one stream sequence (a violation: we never retry a publish).
 - seq conflicts: one stream sequence seen with two different values (in acks or reads).
-- divergence: per node, acknowledged values missing from that node's full read.
+- divergence: per node, acknowledged values missing from that node's full read. When per-node
+  reads were attempted but none succeeded, divergence is unchecked and the verdict is "unknown".
 - recovered: publishes whose outcome was unknown but whose value was read.
 """
 
@@ -102,7 +103,9 @@ def check_queue(ops: list[Op]) -> dict[str, Any]:
     multi_seq = {value for value, seqs in value_seqs.items() if len(seqs) > 1}
     divergence = _divergence(node_reads, acked)
     diverged = any(divergence["missing_count"].values())
-    valid = not (lost or unexpected or seq_conflicts or multi_seq or diverged)
+    valid: bool | str = not (lost or unexpected or seq_conflicts or multi_seq or diverged)
+    if valid and node_reads and not divergence["nodes_read"]:
+        valid = "unknown"  # per-node reads were attempted and none succeeded: divergence unchecked
     return {
         "valid": valid,
         "attempted_count": len(attempted),

@@ -127,3 +127,22 @@ def test_failed_node_read_is_not_divergence() -> None:
     verdict = check_queue(h.ops)
     assert verdict["valid"] is True
     assert verdict["divergence"]["nodes_read"] == ["n1"]
+
+
+def test_no_node_read_succeeding_leaves_divergence_unchecked() -> None:
+    h = HistoryBuilder()
+    _published(h, 0, ["a"], 1)
+    h.add(1, "read", "ok", 10, 11, None, _entries(["a"], 1))
+    for node in ("n1", "n2", "n3"):
+        h.add(99, "node-read", "fail", 100, 101, None, None, node)
+    verdict = check_queue(h.ops)
+    assert verdict["valid"] == "unknown"
+    assert verdict["lost_count"] == 0
+
+
+def test_a_real_anomaly_stays_invalid_without_node_reads() -> None:
+    h = HistoryBuilder()
+    _published(h, 0, ["a", "b"], 1)
+    h.add(1, "read", "ok", 10, 11, None, _entries(["a"], 1))
+    h.add(99, "node-read", "fail", 100, 101, None, None, "n1")
+    assert check_queue(h.ops)["valid"] is False
