@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cli.benchlib.launcher import ping_once
+from cli.benchlib.launcher import stable_ports as launcher_stable_ports
 
 STATE_FILE = "cluster.json"
 POLL_S = 0.1
@@ -56,33 +56,12 @@ class NodeSpec:
         return f"nats-route://{self.host}:{self.cluster_port}"
 
 
-STABLE_PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range (32768-60999)
-
-
-_CHOSEN: set[int] = set()  # ports this process already handed out (not bound yet)
-
-
 def stable_ports(count: int, rng: random.Random | None = None) -> int:
-    """A port P with P..P+count-1 all free, chosen below the ephemeral range: the OS never hands
-    these to outgoing connections, so a node restarted on its recorded ports (its Raft identity)
-    finds them still free."""
-    rng = rng or random.Random()
-    for _ in range(200):
-        port = rng.randrange(*STABLE_PORT_RANGE)
-        ports = range(port, port + count)
-        if not _CHOSEN.intersection(ports) and all(_bindable(p) for p in ports):
-            _CHOSEN.update(ports)
-            return port
-    raise click.ClickException("no free ports below the ephemeral range")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+    """See `cli.benchlib.launcher.stable_ports` (ports below the ephemeral range)."""
+    try:
+        return launcher_stable_ports(count, rng)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def plan_nodes(count: int, directory: Path, host: str, base_port: int | None) -> list[NodeSpec]:

@@ -26,6 +26,7 @@ import enum
 import json
 import os
 import pathlib
+import random
 import shutil
 import signal
 import socket
@@ -57,10 +58,26 @@ class NotReadyError(RuntimeError):
     """The cluster did not become ready before the deadline."""
 
 
+_PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range: outgoing connects never take these
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    """A free port below the ephemeral range, never handed out twice by this process (a port from
+    bind(0) can be taken by some client's outgoing connection before the server binds it)."""
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(*_PORT_RANGE)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def find_binary(name: str) -> str:

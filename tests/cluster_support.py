@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess
+from cli.benchlib.launcher import LOOPBACK, ServerKind, ServerProcess, stable_ports
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -81,33 +80,9 @@ def running_cluster(nodes: Iterable[ClusterNode], ready: Callable[[], object],
 
 def reserve_ports(pairs: int, singles: int) -> tuple[list[int], list[int]]:
     """`pairs` ports P with P+1 also free (cluster port, Raft port) and `singles` more ports, all
-    distinct: every socket stays bound until all are chosen, so no choice lands on another's P+1."""
-    held: list[socket.socket] = []
-
-    def bind(port: int) -> int | None:
-        sock = socket.socket()
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            sock.close()
-            return None
-        held.append(sock)
-        return sock.getsockname()[1]
-
-    try:
-        found_pairs: list[int] = []
-        for _ in range(200):
-            if len(found_pairs) == pairs:
-                break
-            port = bind(0)
-            if port is not None and bind(port + 1) is not None:
-                found_pairs.append(port)
-        assert len(found_pairs) == pairs, "no free port pairs"
-        found_singles = [bind(0) for _ in range(singles)]
-        return found_pairs, [p for p in found_singles if p is not None]
-    finally:
-        for sock in held:
-            sock.close()
+    distinct and below the ephemeral range (see `cli.benchlib.launcher.stable_ports`), so no
+    outgoing connection can take one before its server binds it."""
+    return [stable_ports(2) for _ in range(pairs)], [stable_ports(1) for _ in range(singles)]
 
 
 async def until(check: Callable[[], Awaitable[Any]], what: str, timeout_s: float,

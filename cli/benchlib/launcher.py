@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import pathlib
+import random
 import shutil
 import signal
 import socket
@@ -33,11 +34,37 @@ class ServerStartError(RuntimeError):
     """The server process exited or never answered PING before the deadline."""
 
 
+STABLE_PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range (32768-60999)
+_CHOSEN: set[int] = set()  # ports this process already handed out
+
+
+def stable_ports(count: int = 1, rng: random.Random | None = None) -> int:
+    """A port P with P..P+count-1 all free, chosen below the ephemeral range: the OS never hands
+    these to outgoing connections, so a server started on them a moment later (or restarted on its
+    recorded ports) finds them still free. Never returns a port this process handed out before."""
+    rng = rng or random.Random()
+    for _ in range(500):
+        port = rng.randrange(*STABLE_PORT_RANGE)
+        ports = range(port, port + count)
+        if not _CHOSEN.intersection(ports) and all(_bindable(p) for p in ports):
+            _CHOSEN.update(ports)
+            return port
+    raise RuntimeError("no free ports below the ephemeral range")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((LOOPBACK, port))
+            return True
+        except OSError:
+            return False
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago (bind port 0 and let the kernel choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free now and outside the range the kernel uses for outgoing connections
+    (a port from bind(0) can be taken by some client's connect() before the server binds it)."""
+    return stable_ports(1)
 
 
 def nats_server_binary() -> str:
