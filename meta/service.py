@@ -17,7 +17,17 @@ shell, and the meta group `_meta_` whose voters are this server and every route 
   does not know get "stream not found"; the rest belongs to stream leaders, which subscribed to
   their own stream's subjects, and it stays silent.
 - Each server announces its name, cluster and tags on `$JSC.HELLO` until the meta state records
-  them; the meta leader proposes `RegisterServer`.
+  them; the meta leader proposes `RegisterServer` for members of the meta group.
+- Joining (a server given one seed route finds the others by route gossip): until it is
+  registered, a server also announces itself on `$JSC.JOIN` with its Raft address and whether
+  its meta log is still empty. The meta leader admits a server that is not a member, was never
+  registered (a SERVER.REMOVEd one is not taken back) and is fresh (a server holding another
+  group's meta log is refused: two groups never merge) with a single-server change: first a
+  learner, then, once its log has caught up with the leader's commit index, a voter. The
+  changes are CONFIG entries of the meta log, so every server (and every restart) takes the
+  membership from there (meta/topology.py has the bootstrap rule). Every server points the
+  Raft transport at every member and registered server whose address it can derive. The
+  bootstrap membership is written down at the first start (`_bootstrap_membership`).
 """
 
 from __future__ import annotations
@@ -51,12 +61,18 @@ from meta.move_driver import SETTLE_SUBJECT, MoveDriver
 from meta.reconciler import Start, Stop, Update, plan
 from meta.topology import Topology, derive
 from raft.config import Role
-from raft.driver import NotLeader, RaftHost
+from raft.driver import NotLeader, OutcomeUnknown, RaftHost
 from raft.storage.sqlite import SqliteLogStore
 from raft.transport.tcp import TcpTransport
-from raft.types import Entry, Membership, Snapshot
+from raft.membership import members
+from raft.types import ConfigChange, ConfigChangeType, Entry, Membership, Snapshot
 
 HELLO_SUBJECT = "$JSC.HELLO"
+JOIN_SUBJECT = "$JSC.JOIN"
+MEMBERSHIP_ROUND_S = 0.3
+JOIN_CHANGE_TIMEOUT_S = 3.0
+JOINERS_MAX = 1024
+BOOTSTRAP_FILE = "meta-bootstrap.json"
 SERVERS_SUBJECT = "$JSC.SERVERS"
 HELLO_EVERY_S = 0.5
 API_QUEUE_MAX = 1024
@@ -103,6 +119,10 @@ class MetaService:
         self.leading = False
         self.leader_subs: list[RoutedSub] = []
         self._reconcile = trio.Event()
+        self.joiners: dict[str, bool] = {}  # node id -> fresh, from $JSC.JOIN (leader only)
+        self.refused_joins: set[str] = set()  # logged once each
+        self.transport: TcpTransport | None = None
+        self.known_addresses: set[str] = set(self.topology.peers)
         self.api_send, self.api_recv = trio.open_memory_channel[tuple](API_QUEUE_MAX)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -120,6 +140,7 @@ class MetaService:
 
     async def _serve(self, store: SqliteLogStore, transport: TcpTransport, task_status: Any) -> None:
         host = self.host = RaftHost(self.node_id, store, transport, tick_interval_s=TICK_S)
+        self.transport = transport
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             await nursery.start(host.run)
@@ -128,14 +149,40 @@ class MetaService:
                                          compact_every=self.compact_every)
             await nursery.start(self.js.run)
             self.requester.start()
+            bootstrap = await trio.to_thread.run_sync(self._bootstrap_membership)
             await host.add_group(META_GROUP, stream_group_config(self.node_id, META_GROUP),
-                                 Membership(voters=self.topology.voters), self._apply, self._restore)
+                                 bootstrap, self._apply, self._restore)
+            self.join_sub = subscribe_routed(self.server, JOIN_SUBJECT, self._on_join)
             self.moves = MoveDriver(self)
             for task in (self.js.watch_leaders, self._reconcile_loop, self._watch_meta_leader,
-                         self._hello_loop, self._dispatch_api, self.moves.run):
+                         self._hello_loop, self._dispatch_api, self.moves.run, self._membership_loop):
                 nursery.start_soon(task)
-            self.log.info("meta.started", voters=sorted(self.topology.voters), raft_port=transport.port)
+            m = host.node(META_GROUP).membership
+            self.log.info("meta.started", voters=sorted(m.voters), learners=sorted(m.learners),
+                          raft_port=transport.port)
             task_status.started()
+
+    def _bootstrap_membership(self) -> Membership:
+        """The meta group's membership before its first change entry, fixed at the first start
+        (`<store_dir>/raft/meta-bootstrap.json`): restarting with other routes changes nothing
+        (nats-server keeps its bootstrap peer set the same way); the log's changes override it."""
+        path = self.store_dir / "raft" / BOOTSTRAP_FILE
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            return Membership(voters=frozenset(d["voters"]), learners=frozenset(d["learners"]))
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError) as exc:
+            self.log.error("meta.bootstrap_unreadable", path=str(path), error=repr(exc))
+            raise
+        m = self.topology.bootstrap_membership()
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"voters": sorted(m.voters), "learners": sorted(m.learners)}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return m
 
     def peer_name(self, node_id: str) -> str:
         if node_id == self.node_id:
@@ -262,6 +309,7 @@ class MetaService:
 
     def _become_follower(self) -> None:
         self.leading = False
+        self.joiners.clear()
         for sub in self.leader_subs:
             sub.unsubscribe()
         self.leader_subs = []
@@ -277,14 +325,21 @@ class MetaService:
             if self.state.servers.get(self.node_id) != record:
                 body = encode_command(RegisterServer(record.node_id, record.name, record.cluster, record.tags))
                 self.server.publish_internal(HELLO_SUBJECT, None, None, body)
+                self.server.publish_internal(JOIN_SUBJECT, None, None, self._join_body())
             await trio.sleep(HELLO_EVERY_S)
+
+    def _join_body(self) -> bytes:
+        node = self.host.node(META_GROUP) if self.host is not None else None
+        fresh = node is None or (node.last_index == 0 and node.snapshot_meta.index == 0)
+        return json.dumps({"node_id": self.node_id, "name": self.server.server_name,
+                           "cluster": self.cluster_name, "fresh": fresh}).encode()
 
     def _on_hello(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         try:
             cmd = decode_command(bytes(payload))
         except ValueError:
             return
-        if isinstance(cmd, RegisterServer) and cmd.node_id in self.topology.voters:
+        if isinstance(cmd, RegisterServer) and cmd.node_id in self.meta_members():
             record = ServerRecord(cmd.node_id, cmd.name, cmd.cluster, cmd.tags)
             if self.state.servers.get(cmd.node_id) != record:
                 self._enqueue(("hello", cmd))
@@ -302,6 +357,12 @@ class MetaService:
     def _settle_applies(self, cmd: SettlePeers) -> bool:
         sa = self.state.streams.get(cmd.name)
         return sa is not None and sa.moving and sa.group == cmd.group and set(sa.peers) == set(cmd.peers)
+
+    def meta_members(self) -> frozenset[str]:
+        """Voters and learners of the meta group (a learner is a server being admitted)."""
+        if self.host is None:
+            return self.topology.voters
+        return members(self.host.node(META_GROUP).membership)
 
     def meta_voters(self) -> frozenset[str]:
         """The meta group's voters: the configured servers minus those SERVER.REMOVE took out."""
@@ -323,6 +384,87 @@ class MetaService:
                          "streams": load.get(node, 0), "online": node in connected,
                          "role": "leader" if node == self.node_id else "voter"})
         self.js.respond(reply, {"leader": self.server.server_name, "servers": rows})
+
+    # -- joining ----------------------------------------------------------------------------------
+    def _on_join(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        """`$JSC.JOIN` from a server not yet registered. Every server points its transport at
+        it (a seedless server learns its peers' addresses only this way, and of two peers only
+        the one with the smaller node id dials); the leader remembers it for the membership
+        loop, which admits it if it may join."""
+        try:
+            d = json.loads(bytes(payload))
+            node, fresh, cluster = str(d["node_id"]), bool(d["fresh"]), str(d.get("cluster", ""))
+        except (ValueError, KeyError, TypeError):
+            return
+        if node == self.node_id or cluster != self.cluster_name or len(self.known_addresses) > JOINERS_MAX:
+            return
+        self._sync_addresses_for(node)
+        if self.leading and len(self.joiners) < JOINERS_MAX:
+            self.joiners[node] = fresh
+
+    def _may_admit(self, node: str, fresh: bool) -> bool:
+        why = None
+        if node in self.state.servers:
+            why = "registered before (removed servers rejoin under a new identity)"
+        elif not fresh:
+            why = "its meta log holds another group's entries"
+        elif self.topology.address_of(node) is None:
+            why = "no Raft address for it (named raft_peers are a static list)"
+        if why is not None and node not in self.refused_joins:
+            self.refused_joins.add(node)
+            self.log.warning("meta.join_refused", peer=node, reason=why)
+        return why is None
+
+    async def _membership_loop(self) -> None:
+        """Every server: point the transport at every member. The leader: admit joiners and
+        promote caught-up learners, one committed change at a time."""
+        while True:  # until cancelled
+            self._sync_addresses()
+            if self.leading and self.is_leader():
+                try:
+                    await self._membership_step()
+                except (NotLeader, OutcomeUnknown, trio.TooSlowError):
+                    pass  # a change still pending, or not ready yet: next round
+            await trio.sleep(MEMBERSHIP_ROUND_S)
+
+    def _sync_addresses(self) -> None:
+        if self.host is None or self.transport is None:
+            return
+        for node in sorted((self.meta_members() | set(self.state.servers)) - self.known_addresses):
+            self._sync_addresses_for(node)
+
+    async def _membership_step(self) -> None:
+        assert self.host is not None
+        node = self.host.node(META_GROUP)
+        m = node.membership
+        for learner in sorted(m.learners):
+            pr = getattr(node, "_progress", {}).get(learner)
+            if pr is not None and pr.match >= node.commit_index > 0:
+                await self._change(ConfigChangeType.PROMOTE_LEARNER, learner)
+                return
+        for joiner, fresh in sorted(self.joiners.items()):
+            if joiner in members(m):
+                del self.joiners[joiner]
+            elif self._may_admit(joiner, fresh):
+                self._sync_addresses_for(joiner)
+                await self._change(ConfigChangeType.ADD_LEARNER, joiner)
+                return
+
+    def _sync_addresses_for(self, node: str) -> None:
+        if node in self.known_addresses or self.transport is None:
+            return
+        address = self.topology.address_of(node)
+        if address is not None:
+            self.transport.set_peer(node, address)
+            self.known_addresses.add(node)
+            self.log.info("meta.peer_address", peer=node, address=f"{address[0]}:{address[1]}")
+
+    async def _change(self, kind: ConfigChangeType, node: str) -> None:
+        assert self.host is not None
+        with trio.fail_after(JOIN_CHANGE_TIMEOUT_S):
+            await self.host.propose_config_change(META_GROUP, ConfigChange(kind, node))
+        self.log.info("meta.membership_changed", change=kind.value, peer=node,
+                      voters=sorted(self.meta_voters()))
 
     # -- API --------------------------------------------------------------------------------------
     def _on_api(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
