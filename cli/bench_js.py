@@ -1,14 +1,24 @@
-"""`jetraft bench js-pub | js-consume | kv`: JetStream benchmarks with nats-py, optionally
-compared against the reference `nats-server -js`.
+"""`jetraft bench js-pub | js-consume | kv`: JetStream benchmarks, optionally compared against
+the reference `nats-server -js`.
 
-    jetraft bench js-pub     --msgs 50000 --size 128 --clients 4   acked publishes (publish_async)
+    jetraft bench js-pub     --msgs 50000 --window 256            acked publishes, 16 B, at most
+                                                                  256 unacked per client
     jetraft bench js-pub     --one-at-a-time --msgs 2000           publish, wait for the ack, repeat
                                                                   (latency percentiles)
     jetraft bench js-pub     --r3 --compare                       R3 stream on 3-node clusters:
                                                                   jetraft vs nats-server with
                                                                   sync_interval: always and default
-    jetraft bench js-consume --msgs 50000 --mode pull|push          pull fetch+ack, or ordered push
-    jetraft bench kv         --ops 2000                             sequential put/get latency
+    jetraft bench js-consume --msgs 50000 --mode pull|push          pull batch 500 + ack, or ordered push
+    jetraft bench kv         --ops 2000                             sequential put/get latency (nats-py)
+
+`--client raw` (the default for js-pub and js-consume) uses the raw-socket load generator
+(cli/benchlib/jsload.py: pre-built pipelined PUB frames, every PubAck checked, distinct stored
+sequences), so the figures measure the server; `--client nats-py` is the library path (nats-py
+tops out near 31k acked msgs/s here, below what nats-server does). A run with any publish error
+is reported as FAILED, not as a rate. When the bench starts the servers itself, each server
+process's CPU seconds per 1,000 messages over the measured span (/proc/<pid>/stat utime+stime;
+for --r3 the sum over the 3 nodes and the busiest node) is an extra row: it holds up on a loaded
+machine, where wall-clock rates do not.
 
 Target: `--url` (a running server with JetStream), or `--server jetraft|nats-server` started
 here with `-js -sd <temp dir>`, or `--compare` (both, one table, ratio jetraft/nats-server).
@@ -26,26 +36,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import click
 from rich.console import Console
 from rich.table import Table
 
+from cli.benchlib import jsrun
+from cli.benchlib.jsload import CpuMeter, LoadError
+from cli.benchlib.jsproto import ProtocolError
 from cli.benchlib.launcher import ServerKind, ServerProcess, free_port
 
 BENCH_STREAM = "BENCHJS"
 
 
 # -- servers ------------------------------------------------------------------------------------------
+@attrs.frozen
+class JsTarget:
+    """Where the load connects, and the server processes whose CPU time is measured (none for a
+    server given by --url)."""
+
+    url: str
+    pids: tuple[int, ...] = ()
+
+
+def _pids(procs: list[ServerProcess]) -> tuple[int, ...]:
+    return tuple(p.proc.pid for p in procs if p.proc is not None)
+
+
 @contextlib.contextmanager
-def js_targets(url: str | None, server_kind: str, compare: bool) -> Iterator[dict[str, str]]:
+def js_targets(url: str | None, server_kind: str, compare: bool) -> Iterator[dict[str, JsTarget]]:
     if url and not compare:
-        yield {url: url}
+        yield {url: JsTarget(url)}
         return
     kinds = [ServerKind.JETRAFT, ServerKind.NATS_SERVER] if compare else [ServerKind(server_kind)]
     started: list[ServerProcess] = []
@@ -55,7 +83,7 @@ def js_targets(url: str | None, server_kind: str, compare: bool) -> Iterator[dic
                 proc = ServerProcess(kind=kind, port=free_port(), extra_args=["-js", "-sd", f"{tmp}/{kind.value}"])
                 started.append(proc)
                 proc.start()
-            yield {proc.kind.value: proc.url for proc in started}
+            yield {proc.kind.value: JsTarget(proc.url, _pids([proc])) for proc in started}
         finally:
             for proc in started:
                 proc.stop()
@@ -77,8 +105,8 @@ def _node_args(name: str, route_ports: list[int], index: int, data_dir: str) -> 
 
 
 def _start_cluster(kind: ServerKind, tmp: str, label: str, sync_always: bool,
-                   started: list[ServerProcess]) -> str:
-    """Three nodes of `kind` on fresh ports; returns node 1's URL."""
+                   started: list[ServerProcess]) -> JsTarget:
+    """Three nodes of `kind` on fresh ports; the load goes to node 1, CPU is read on all three."""
     import pathlib
 
     route_ports = [free_port() for _ in range(3)]
@@ -95,11 +123,11 @@ def _start_cluster(kind: ServerKind, tmp: str, label: str, sync_always: bool,
         proc = ServerProcess(kind=kind, port=free_port(), config=config, extra_args=args)
         started.append(proc)
         proc.start(ready_timeout_s=30.0)
-    return started[-3].url
+    return JsTarget(started[-3].url, _pids(started[-3:]))
 
 
 @contextlib.contextmanager
-def r3_targets(server_kind: str, compare: bool) -> Iterator[dict[str, str]]:
+def r3_targets(server_kind: str, compare: bool) -> Iterator[dict[str, JsTarget]]:
     """3-node clusters: jetraft, and nats-server with `sync_interval: always` and default."""
     plan = [("jetraft-r3", ServerKind.JETRAFT, False), ("nats-server-r3-always", ServerKind.NATS_SERVER, True),
             ("nats-server-r3-default", ServerKind.NATS_SERVER, False)]
@@ -137,7 +165,7 @@ async def _reset_stream(url: str, storage: str, replicas: int = 1) -> None:
     await nc.close()
 
 
-async def _publisher_sync(url: str, msgs: int, size_bytes: int) -> dict[str, float]:
+async def _publisher_sync(url: str, msgs: int, size_bytes: int, meter: CpuMeter) -> dict[str, float]:
     """One at a time: publish, wait for the PubAck, repeat. Latency percentiles."""
     import nats
 
@@ -147,12 +175,14 @@ async def _publisher_sync(url: str, msgs: int, size_bytes: int) -> dict[str, flo
     for _ in range(min(50, msgs)):  # warm-up (stream leader elected, connections up)
         await js.publish("benchjs.sync", payload)
     lat = []
+    meter.start()
     start = time.perf_counter()
     for _ in range(msgs):
         t = time.perf_counter()
         await js.publish("benchjs.sync", payload)
         lat.append(time.perf_counter() - t)
     elapsed = time.perf_counter() - start
+    meter.stop()
     await nc.close()
     lat.sort()
     return {"pub_msgs_per_s": msgs / elapsed, "pub_p50_us": _pct(lat, 0.5), "pub_p90_us": _pct(lat, 0.9),
@@ -178,11 +208,17 @@ def _publisher_proc(args: tuple[str, int, int, int, int], out: Any) -> None:
     out.put(asyncio.run(_publisher(*args)))
 
 
-def run_js_pub(url: str, msgs: int, size_bytes: int, clients: int, window: int, storage: str,
-               one_at_a_time: bool = False, replicas: int = 1) -> dict[str, float]:
+def run_js_pub(target: JsTarget, msgs: int, size_bytes: int, clients: int, window: int, storage: str,
+               one_at_a_time: bool = False, replicas: int = 1, client: str = "raw") -> dict[str, float]:
+    if client == "raw":
+        return jsrun.run_pub(target.url, list(target.pids), msgs, size_bytes, clients, window, storage,
+                             one_at_a_time, replicas)
+    url = target.url
+    meter = CpuMeter(list(target.pids))
     asyncio.run(_reset_stream(url, storage, replicas))
     if one_at_a_time:
-        return asyncio.run(_publisher_sync(url, msgs, size_bytes))
+        return {**asyncio.run(_publisher_sync(url, msgs, size_bytes, meter)), **meter.metrics(msgs)}
+    meter.start()  # includes the publishers' start-up (nats-py path)
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     share = [msgs // clients + (1 if i < msgs % clients else 0) for i in range(clients)]
@@ -191,14 +227,15 @@ def run_js_pub(url: str, msgs: int, size_bytes: int, clients: int, window: int, 
     for p in procs:
         p.start()
     reports = [out.get(timeout=300) for _ in procs]
+    meter.stop()
     for p in procs:
         p.join(timeout=30)
     span_s = max(r[2] for r in reports) - min(r[1] for r in reports)
     rate = sum(r[0] for r in reports) / max(span_s, 1e-9)
-    return {"pub_msgs_per_s": rate, "pub_mb_per_s": rate * size_bytes / 1e6}
+    return {"pub_msgs_per_s": rate, "pub_mb_per_s": rate * size_bytes / 1e6, **meter.metrics(msgs)}
 
 
-async def _consume(url: str, msgs: int, size_bytes: int, mode: str) -> dict[str, float]:
+async def _consume(url: str, msgs: int, size_bytes: int, mode: str, meter: CpuMeter) -> dict[str, float]:
     import nats
 
     nc = await nats.connect(url)
@@ -207,6 +244,7 @@ async def _consume(url: str, msgs: int, size_bytes: int, mode: str) -> dict[str,
     for _ in range(msgs):
         await js.publish_async("benchjs.c", payload)
     await js.publish_async_completed()
+    meter.start()
     start = time.perf_counter()
     got = 0
     if mode == "pull":
@@ -222,13 +260,20 @@ async def _consume(url: str, msgs: int, size_bytes: int, mode: str) -> dict[str,
             await sub.next_msg(timeout=10)
             got += 1
     elapsed = time.perf_counter() - start
+    meter.stop()
     await nc.close()
     return {"consume_msgs_per_s": got / elapsed, "consume_mb_per_s": got * size_bytes / elapsed / 1e6}
 
 
-def run_js_consume(url: str, msgs: int, size_bytes: int, mode: str, storage: str) -> dict[str, float]:
-    asyncio.run(_reset_stream(url, storage))
-    return asyncio.run(_consume(url, msgs, size_bytes, mode))
+def run_js_consume(target: JsTarget, msgs: int, size_bytes: int, mode: str, storage: str,
+                   client: str = "raw") -> dict[str, float]:
+    if client == "raw":
+        if mode != "pull":
+            raise click.UsageError("--client raw consumes with a pull consumer only (use --client nats-py for push)")
+        return jsrun.run_consume(target.url, list(target.pids), msgs, size_bytes, storage)
+    meter = CpuMeter(list(target.pids))
+    asyncio.run(_reset_stream(target.url, storage))
+    return {**asyncio.run(_consume(target.url, msgs, size_bytes, mode, meter)), **meter.metrics(msgs)}
 
 
 async def _kv(url: str, ops: int, size_bytes: int) -> dict[str, float]:
@@ -277,7 +322,7 @@ def table(title: str, results: dict[str, dict[str, float]], runs: int) -> Table:
         out.add_column(f"{ours} / {other}", justify="right")
     metrics = sorted({k for r in results.values() for k in r})
     for metric in metrics:
-        row = [metric] + [f"{results[n].get(metric, float('nan')):,.1f}" for n in names]
+        row = [metric] + [format_value(results[n].get(metric)) for n in names]
         for other in others:
             a, b = results[ours].get(metric), results[other].get(metric)  # type: ignore[index]
             row.append(f"{a / b:.2f}x" if a and b else "-")
@@ -285,22 +330,49 @@ def table(title: str, results: dict[str, dict[str, float]], runs: int) -> Table:
     return out
 
 
+def format_value(value: float | None) -> str:
+    """'-' for a missing value (a failed server); small values (CPU s per 1k msgs) keep 3 digits."""
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:,.1f}"
+
+
 def fsync_notes(names: list[str]) -> str:
     return "\n".join(f"  {n}: {FSYNC_SETTINGS[n]}" for n in names if n in FSYNC_SETTINGS)
 
 
+RUN_FAILURES = (jsrun.RunFailed, LoadError, ProtocolError)
+
+
 def run_all(title: str, fn: Any, url: str | None, server_kind: str, compare: bool, runs: int,
             r3: bool = False, **params: Any) -> dict[str, dict[str, float]]:
+    """Run `fn` `runs` times per server; medians per server. A server with a failed run (publish
+    errors, missing acks) shows no figures and a FAILED line; the command then exits 1."""
     per_server: dict[str, list[dict[str, float]]] = {}
+    failures: dict[str, str] = {}
+    load_before = os.getloadavg()[0]
     targets = r3_targets(server_kind, compare) if r3 and not url else js_targets(url, server_kind, compare)
-    with targets as urls:
+    with targets as by_name:
         for _ in range(runs):
-            for name, target in urls.items():  # alternate servers so noise hits both alike
-                per_server.setdefault(name, []).append(fn(target, **params))
-    results = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in per_server.items()}
+            for name, target in by_name.items():  # alternate servers so noise hits both alike
+                per_server.setdefault(name, [])
+                if name in failures:
+                    continue
+                try:
+                    per_server[name].append(fn(target, **params))
+                except RUN_FAILURES as exc:
+                    failures[name] = f"{type(exc).__name__}: {exc}"
+    results = {n: ({} if n in failures else {k: statistics.median(r[k] for r in rs) for k in rs[0]})
+               for n, rs in per_server.items()}
     console = Console(width=max(Console().width, 150))
     console.print(table(title, results, runs))
+    for name, reason in failures.items():
+        console.print(f"FAILED {name}: {reason}", highlight=False, markup=False)
     console.print("fsync settings:\n" + fsync_notes(list(results)), highlight=False)
+    console.print(f"1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
+                  f"({os.cpu_count()} CPUs); server_cpu_s_per_1k_msgs is the load-robust figure", highlight=False)
+    if failures:
+        raise SystemExit(1)
     return results
 
 
@@ -317,12 +389,18 @@ def target_options(func: Any) -> Any:
     return func
 
 
+CLIENT_OPTION = click.option(
+    "--client", type=click.Choice(["raw", "nats-py"]), default="raw", show_default=True,
+    help="raw: the raw-socket load generator (measures the server); nats-py: the library")
+
+
 @click.command("js-pub")
 @target_options
+@CLIENT_OPTION
 @click.option("--msgs", default=50_000, show_default=True)
-@click.option("--size", "size_bytes", default=128, show_default=True)
-@click.option("--clients", default=4, show_default=True, help="publisher processes")
-@click.option("--window", default=2000, show_default=True, help="unacked publishes per client")
+@click.option("--size", "size_bytes", default=16, show_default=True)
+@click.option("--clients", default=1, show_default=True, help="publisher processes")
+@click.option("--window", default=256, show_default=True, help="unacked publishes per client")
 @click.option("--storage", type=click.Choice(["file", "memory"]), default="file", show_default=True)
 @click.option("--one-at-a-time", is_flag=True, help="one client: publish, await the ack, repeat (latency)")
 @click.option("--r3", is_flag=True, help="R3 stream on 3-node clusters (with --compare: jetraft, "
@@ -335,18 +413,23 @@ def js_pub(url: str | None, server_kind: str, compare: bool, runs: int, r3: bool
         title = (f"js-pub: {params['msgs']:,} msgs x {params['size_bytes']} B, {params['clients']} clients, "
                  f"{params['window']} in flight each")
     title += ", R3 (3-node clusters)" if r3 else ""
+    title += f", client {params['client']}"
     run_all(title, run_js_pub, url, server_kind, compare, runs, r3=r3, replicas=3 if r3 else 1, **params)
 
 
 @click.command("js-consume")
 @target_options
+@CLIENT_OPTION
 @click.option("--msgs", default=20_000, show_default=True)
-@click.option("--size", "size_bytes", default=128, show_default=True)
+@click.option("--size", "size_bytes", default=16, show_default=True)
 @click.option("--mode", type=click.Choice(["pull", "push"]), default="pull", show_default=True)
 @click.option("--storage", type=click.Choice(["file", "memory"]), default="file", show_default=True)
 def js_consume(url: str | None, server_kind: str, compare: bool, runs: int, **params: Any) -> None:
-    """Consume a pre-filled stream: pull fetch(500)+ack, or an ordered push consumer."""
-    title = f"js-consume ({params['mode']}): {params['msgs']:,} msgs x {params['size_bytes']} B"
+    """Consume a pre-filled stream: pull batch 500 + ack each, or (nats-py) an ordered push consumer."""
+    if params["client"] == "raw" and params["mode"] != "pull":
+        raise click.UsageError("--client raw consumes with a pull consumer only (use --client nats-py for push)")
+    title = (f"js-consume ({params['mode']}): {params['msgs']:,} msgs x {params['size_bytes']} B, "
+             f"client {params['client']}")
     run_all(title, run_js_consume, url, server_kind, compare, runs, **params)
 
 
@@ -357,7 +440,7 @@ def js_consume(url: str | None, server_kind: str, compare: bool, runs: int, **pa
 def kv(url: str | None, server_kind: str, compare: bool, runs: int, **params: Any) -> None:
     """Sequential KV put then get (latency percentiles, one client)."""
     title = f"kv: {params['ops']:,} put+get, {params['size_bytes']} B values"
-    run_all(title, lambda u, **p: asyncio.run(_kv(u, **p)), url, server_kind, compare, runs, **params)
+    run_all(title, lambda t, **p: asyncio.run(_kv(t.url, **p)), url, server_kind, compare, runs, **params)
 
 
 COMMANDS = [js_pub, js_consume, kv]
@@ -371,7 +454,7 @@ def register(group: click.Group) -> None:
 
 @click.group("bench-js")
 def bench_js() -> None:
-    """JetStream benchmarks (nats-py clients)."""
+    """JetStream benchmarks (raw-socket load generator or nats-py)."""
 
 
 register(bench_js)

@@ -50,6 +50,7 @@ DEFAULT_TIMEOUT_S = 60.0
 BATCH_DEFAULT = 500
 PULL_EXPIRES_NS = 5_000_000_000
 RETRY_INTERVAL_S = 0.25
+API_TIMEOUT_S = 2.0
 LATENCY_POINTS = (("p50_us", 0.5), ("p90_us", 0.9), ("p99_us", 0.99))
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -184,13 +185,16 @@ def reset_stream(conn: RawConn, stream: str, subjects: list[str], storage: str =
               "retention": "limits", "discard": "old"}
     deadline = time.monotonic() + timeout_s
     while True:  # bounded by the deadline
-        deleted = conn.api(f"$JS.API.STREAM.DELETE.{stream}")
-        error = deleted.get("error")
-        if error is None or error.get("err_code") == 10059:  # 10059: stream not found
-            created = conn.api(f"$JS.API.STREAM.CREATE.{stream}", config)
-            error = created.get("error")
-            if error is None:
-                return
+        try:
+            deleted = conn.api(f"$JS.API.STREAM.DELETE.{stream}", timeout_s=API_TIMEOUT_S)
+            error = deleted.get("error")
+            if error is None or error.get("err_code") == 10059:  # 10059: stream not found
+                created = conn.api(f"$JS.API.STREAM.CREATE.{stream}", config, timeout_s=API_TIMEOUT_S)
+                error = created.get("error")
+                if error is None:
+                    return
+        except LoadError as exc:  # no answer: a cluster's JetStream may not be ready yet
+            error = {"description": str(exc)}
         if time.monotonic() > deadline:
             raise LoadError(f"could not create stream {stream}: {error}")
         time.sleep(RETRY_INTERVAL_S)  # retry interval while a cluster elects leaders
@@ -200,8 +204,11 @@ def wait_publishable(conn: RawConn, subject: bytes, payload: bytes, timeout_s: f
     """Publish until one PubAck succeeds (an R3 stream may still be electing its leader)."""
     deadline = time.monotonic() + timeout_s
     while True:  # bounded by the deadline
-        header, body = conn.request(subject.decode(), payload, timeout_s=max(0.1, deadline - time.monotonic()))
-        _seq, error = puback_outcome(header, body)
+        try:
+            header, body = conn.request(subject.decode(), payload, timeout_s=API_TIMEOUT_S)
+            _seq, error = puback_outcome(header, body)
+        except LoadError as exc:  # no answer yet
+            error = str(exc)
         if error is None:
             return
         if time.monotonic() > deadline:
