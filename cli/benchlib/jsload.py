@@ -217,14 +217,15 @@ def wait_publishable(conn: RawConn, subject: bytes, payload: bytes, timeout_s: f
 
 
 # -- publish ------------------------------------------------------------------------------------------
-def _pub_result(msgs: int, start: float, end: float, tally: dict[str, Any]) -> dict[str, Any]:
+def _pub_result(msgs: int, start: float, end: float, tally: dict[str, Any], cpu_start_s: float) -> dict[str, Any]:
     seqs = tally["seqs"]
     distinct = len(set(seqs)) == len(seqs)
     ok = tally["errors"] == 0 and len(seqs) == msgs and distinct and tally["unexpected"] == 0
     elapsed = max(end - start, 1e-9)
     return {"ok": ok, "msgs": msgs, "acked": len(seqs), "errors": tally["errors"],
             "first_error": tally["first_error"], "seqs_distinct": distinct, "unexpected_replies": tally["unexpected"],
-            "start": start, "end": end, "elapsed_s": elapsed, "msgs_per_s": msgs / elapsed, "seqs": seqs}
+            "start": start, "end": end, "elapsed_s": elapsed, "msgs_per_s": msgs / elapsed,
+            "client_cpu_s_per_1k_msgs": (time.process_time() - cpu_start_s) * 1000 / msgs, "seqs": seqs}
 
 
 def _new_tally() -> dict[str, Any]:
@@ -254,6 +255,7 @@ def publish_windowed(conn: RawConn, subject: str, msgs: int, size_bytes: int, wi
     sock = conn.sock
     if on_start is not None:
         on_start()
+    cpu_start_s = time.process_time()
     start = time.perf_counter()
     deadline = time.monotonic() + timeout_s
     while answered < msgs:  # bounded by the deadline in read()
@@ -272,7 +274,7 @@ def publish_windowed(conn: RawConn, subject: str, msgs: int, size_bytes: int, wi
             replied[n] = 1
             answered += 1
             _tally_ack(tally, header, body)
-    return _pub_result(msgs, start, time.perf_counter(), tally)
+    return _pub_result(msgs, start, time.perf_counter(), tally, cpu_start_s)
 
 
 def publish_one_at_a_time(conn: RawConn, subject: str, msgs: int, size_bytes: int, warmup: int = 50,
@@ -285,20 +287,20 @@ def publish_one_at_a_time(conn: RawConn, subject: str, msgs: int, size_bytes: in
     latencies_s: list[float] = []
     deadline = time.monotonic() + timeout_s
     sock = conn.sock
-    start = time.perf_counter()
+    start, cpu_start_s = time.perf_counter(), time.process_time()
     for n in range(total):
         if n == warmup:
             tally = _new_tally()
             if on_start is not None:
                 on_start()
-            start = time.perf_counter()
+            start, cpu_start_s = time.perf_counter(), time.process_time()
         want = conn.inbox + b".%d" % n
         sent_at = time.perf_counter()
         sock.sendall(frames[n])
         frame = conn._wait_for(lambda f: f[1] == want, deadline)
         latencies_s.append(time.perf_counter() - sent_at)
         _tally_ack(tally, frame[4], frame[5])
-    result = _pub_result(msgs, start, time.perf_counter(), tally)
+    result = _pub_result(msgs, start, time.perf_counter(), tally, cpu_start_s)
     measured = sorted(latencies_s[warmup:])
     result.update({name: percentile(measured, q) * 1e6 for name, q in LATENCY_POINTS})
     return result
@@ -337,6 +339,7 @@ def consume_pull(conn: RawConn, stream: str, durable: str, msgs: int, batch: int
 
     if on_start is not None:
         on_start()
+    cpu_start_s = time.process_time()
     start = time.perf_counter()
     deadline = time.monotonic() + timeout_s
     sock.sendall(pull())
@@ -357,13 +360,14 @@ def consume_pull(conn: RawConn, stream: str, durable: str, msgs: int, batch: int
             out.append(pull())
         if out:
             sock.sendall(b"".join(out))
-    end = time.perf_counter()
+    end, cpu_s = time.perf_counter(), time.process_time() - cpu_start_s
     conn.sock.sendall(b"PING\r\n")  # the server has read every ack once it answers
     conn._wait_for(lambda f: f[0] == "PONG", time.monotonic() + timeout_s)
     distinct = len(set(stream_seqs)) == len(stream_seqs)
     elapsed = max(end - start, 1e-9)
     return {"ok": distinct and 409 not in statuses, "msgs": got, "statuses": statuses, "seqs_distinct": distinct,
-            "start": start, "end": end, "elapsed_s": elapsed, "msgs_per_s": got / elapsed}
+            "start": start, "end": end, "elapsed_s": elapsed, "msgs_per_s": got / elapsed,
+            "client_cpu_s_per_1k_msgs": cpu_s * 1000 / max(got, 1)}
 
 
 # -- standalone ---------------------------------------------------------------------------------------
@@ -431,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     result.pop("seqs", None)
     result.update(meter.metrics(result["msgs"]))
-    result.update(meter.used_s and {"server_cpu_s": {str(k): round(v, 3) for k, v in meter.used_s.items()}})
+    if meter.used_s:
+        result["server_cpu_s"] = {str(pid): round(used, 3) for pid, used in meter.used_s.items()}
     print(json.dumps({"command": args.command, "url": args.url, **result}))
     return 0 if result["ok"] else 2
 

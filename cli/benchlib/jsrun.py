@@ -67,7 +67,8 @@ def run_pub(url: str, pids: list[int], msgs: int, size_bytes: int, clients: int,
         meter.stop()
         _check(result)
         metrics = {"pub_msgs_per_s": result["msgs_per_s"], "pub_p50_us": result["p50_us"],
-                   "pub_p90_us": result["p90_us"], "pub_p99_us": result["p99_us"]}
+                   "pub_p90_us": result["p90_us"], "pub_p99_us": result["p99_us"],
+                   "client_cpu_s_per_1k_msgs": result["client_cpu_s_per_1k_msgs"]}
         return {**metrics, **meter.metrics(msgs)}
     results = _run_publishers(url, meter, msgs, size_bytes, clients, window)
     for result in results:
@@ -77,7 +78,9 @@ def run_pub(url: str, pids: list[int], msgs: int, size_bytes: int, clients: int,
         raise RunFailed(f"{len(seqs) - len(set(seqs))} duplicate stream sequences across publishers")
     span_s = max(r["end"] for r in results) - min(r["start"] for r in results)
     rate = sum(r["msgs"] for r in results) / max(span_s, 1e-9)
-    return {"pub_msgs_per_s": rate, "pub_mb_per_s": rate * size_bytes / 1e6, **meter.metrics(msgs)}
+    client_cpu = sum(r["client_cpu_s_per_1k_msgs"] * r["msgs"] for r in results) / msgs  # all publishers
+    return {"pub_msgs_per_s": rate, "pub_mb_per_s": rate * size_bytes / 1e6, "client_cpu_s_per_1k_msgs": client_cpu,
+            **meter.metrics(msgs)}
 
 
 def _run_publishers(url: str, meter: CpuMeter, msgs: int, size_bytes: int, clients: int,
@@ -141,4 +144,5 @@ def run_consume(url: str, pids: list[int], msgs: int, size_bytes: int, storage: 
     meter.stop()
     _check(result)
     rate = result["msgs_per_s"]
-    return {"consume_msgs_per_s": rate, "consume_mb_per_s": rate * size_bytes / 1e6, **meter.metrics(msgs)}
+    return {"consume_msgs_per_s": rate, "consume_mb_per_s": rate * size_bytes / 1e6,
+            "client_cpu_s_per_1k_msgs": result["client_cpu_s_per_1k_msgs"], **meter.metrics(msgs)}
