@@ -31,6 +31,8 @@ BATCH_MAX = 1 << SUB_BITS
 _NONE = 0xFFFFFFFF
 _U32 = struct.Struct(">I")
 _PUB_HEAD = struct.Struct(">q")
+_PUB_START = struct.Struct(">BqI")  # kind, ts_ns, subject length
+_NONE_BYTES = _U32.pack(_NONE)
 
 
 @attrs.frozen
@@ -66,27 +68,88 @@ def entry_of(sub: int) -> int:
 def encode_batch(cmds: list[ClusterCommand]) -> bytes:
     assert 0 < len(cmds) <= BATCH_MAX
     parts = [MAGIC, _U32.pack(len(cmds))]
+    append, extend = parts.append, parts.extend
     for cmd in cmds:
-        parts.append(_encode_one(cmd))
+        if type(cmd) is Publish:  # the hot path, inlined: same bytes as `_encode_one`
+            subject = cmd.subject.encode()
+            extend((_PUB_START.pack(_PUBLISH, cmd.ts_ns, len(subject)), subject))
+            headers, payload, reply, msg_id = cmd.headers, cmd.payload, cmd.reply, cmd.msg_id
+            if headers is None:
+                append(_NONE_BYTES)
+            else:
+                extend((_U32.pack(len(headers)), headers))
+            extend((_U32.pack(len(payload)), payload))
+            if reply is None:
+                append(_NONE_BYTES)
+            else:
+                raw = reply.encode()
+                extend((_U32.pack(len(raw)), raw))
+            if msg_id is None:
+                append(_NONE_BYTES)
+            else:
+                raw = msg_id.encode()
+                extend((_U32.pack(len(raw)), raw))
+        else:
+            append(_encode_one(cmd))
     return b"".join(parts)
 
 
 def decode_batch(data: bytes) -> list[ClusterCommand]:
     if data[:3] != MAGIC or len(data) < 7:
         raise CodecError("not a stream command batch")
-    view = memoryview(data)
-    (count,) = _U32.unpack_from(view, 3)
-    pos = 7
-    out: list[ClusterCommand] = []
+    data = bytes(data)
+    (count,) = _U32.unpack_from(data, 3)
     try:
-        for _ in range(count):
-            cmd, pos = _decode_one(view, pos)
-            out.append(cmd)
+        out, pos = _decode_all(data, count)
     except (struct.error, IndexError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CodecError(f"bad stream command: {exc!r}") from None
-    if pos != len(data):
-        raise CodecError("trailing bytes after the batch")
+    if pos != len(data):  # also catches a last field that ran past the end (slices do not raise)
+        raise CodecError("trailing bytes after the batch" if pos < len(data) else "truncated batch")
     return out
+
+
+def _decode_all(data: bytes, count: int) -> tuple[list[ClusterCommand], int]:
+    """The commands and the end position. Publish, the hot path, is inlined (same format as
+    `_decode_one`); a field slice past the end leaves `pos` beyond `len(data)`, which the
+    caller refuses, and every later read raises struct.error."""
+    out: list[ClusterCommand] = []
+    append = out.append
+    start, u32 = _PUB_START.unpack_from, _U32.unpack_from
+    pos = 7
+    for _ in range(count):
+        if data[pos] != _PUBLISH:
+            cmd, pos = _decode_one(memoryview(data), pos)
+            append(cmd)
+            continue
+        _, ts_ns, n = start(data, pos)
+        pos += _PUB_START.size
+        if n == _NONE:
+            raise TypeError("publish without subject")
+        subject = data[pos:pos + n].decode()
+        pos += n
+        (n,) = u32(data, pos)  # headers
+        if n == _NONE:
+            headers, pos = None, pos + 4
+        else:
+            headers, pos = data[pos + 4:pos + 4 + n], pos + 4 + n
+        (n,) = u32(data, pos)  # payload
+        if n == _NONE:
+            raise TypeError("publish without payload")
+        payload, pos = data[pos + 4:pos + 4 + n], pos + 4 + n
+        (n,) = u32(data, pos)  # reply
+        if n == _NONE:
+            reply, pos = None, pos + 4
+        else:
+            reply, pos = data[pos + 4:pos + 4 + n].decode(), pos + 4 + n
+        (n,) = u32(data, pos)  # msg_id
+        if n == _NONE:
+            msg_id, pos = None, pos + 4
+        else:
+            msg_id, pos = data[pos + 4:pos + 4 + n].decode(), pos + 4 + n
+        append(Publish(subject, payload, ts_ns, headers, reply, msg_id))
+        if pos > len(data):
+            raise IndexError("field runs past the end")
+    return out, pos
 
 
 def _field(value: bytes | None) -> bytes:
