@@ -7,7 +7,9 @@ store transaction (SQLite, WAL, synchronous=FULL: one fsync) inside a worker thr
 returns once that transaction committed. Publishes are queued by `enqueue_publish` (called from
 the server's routing callback, never blocking) and drained by `run_writer`: while one batch is
 being written in the worker thread the next one accumulates (group commit), which is where
-throughput comes from. PubAcks go out after the commit, so an acknowledged message is on disk.
+throughput comes from. PubAcks go out after the commit, so an acknowledged message is on disk;
+a batch's commands go through `StreamStateMachine.apply_batch` (runs of plain publishes are one
+bulk insert) and its PubAcks through the server's `publish_internal_many` (one write per client).
 
 All writes and state queries go through `call()`, which holds a per-stream trio lock and runs the
 call in a worker thread for SQLite stores (one thread at a time per connection). Message reads go
@@ -58,6 +60,7 @@ class StreamRuntime:
         self.directory = directory
         self.clock_ns = clock_ns
         self.publish = publish
+        self.publish_many = _publish_many_hook(publish)
         self.log = structlog.get_logger("jetstream").bind(stream=config.name)
         self.sm = StreamStateMachine(config, store, has_interest=self._has_interest)
         self.index = store.applied_index()
@@ -110,11 +113,8 @@ class StreamRuntime:
     async def apply_batch(self, cmds: list[Command]) -> list[Any]:
         """Apply commands in one transaction; returns one result per command once committed."""
         def work() -> list[Any]:
-            results = []
-            with self.store.batch():
-                for cmd in cmds:
-                    self.index += 1
-                    results.append(self.sm.apply(cmd, self.index))
+            results = self.sm.apply_batch(cmds, self.index + 1)
+            self.index += len(cmds)
             self.stored_bytes = self.store.state().bytes
             return results
 
@@ -156,10 +156,9 @@ class StreamRuntime:
                 err = INSUFFICIENT_STORAGE if self.over_limit(self) else store_failed("too many pending publishes")
                 self.publish(reply, None, None, _json(puback_error_json(self.name, err)))
             return
-        cmd = Publish(subject=subject, payload=bytes(payload), ts_ns=self.clock_ns(), headers=headers,
-                      reply=reply)
-        self.queue.append((cmd, reply))
-        self.queue_ready.set()
+        self.queue.append((Publish(subject, bytes(payload), self.clock_ns(), headers, reply), reply))
+        if not self.queue_ready.is_set():
+            self.queue_ready.set()
 
     async def run_writer(self) -> None:
         """Drain the publish queue in batches: one commit (fsync) per batch, then the acks."""
@@ -175,20 +174,24 @@ class StreamRuntime:
                 self._send_acks(batch, results)
 
     def _send_acks(self, batch: list[tuple[Publish, str | None]], results: list[Any]) -> None:
+        """The PubAcks of one commit, handed to the server in one go (one write per client)."""
         if self.config.no_ack:
             return
         prefix = b'{"stream":' + json.dumps(self.name).encode() + b',"seq":'
+        acks: list[tuple[str, bytes]] = []
         for (_, reply), result in zip(batch, results):
             if not reply or isinstance(result, AlreadyApplied):
                 continue
             if type(result) is PubAck and not result.duplicate:  # the common case, formatted fast
-                self.publish(reply, None, None, b"%s%d}" % (prefix, result.seq))
+                acks.append((reply, b"%s%d}" % (prefix, result.seq)))
                 continue
             if isinstance(result, ApiError):
                 body = puback_error_json(self.name, result)
             else:
                 body = result.to_json()
-            self.publish(reply, None, None, _json(body))
+            acks.append((reply, _json(body)))
+        if acks:
+            self.publish_many(acks)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def close(self) -> None:
@@ -209,6 +212,19 @@ class StreamRuntime:
 
 class StreamClosed(Exception):
     """The stream was deleted or the server is stopping."""
+
+
+def _publish_many_hook(publish: PublishHook) -> Callable[[list[tuple[str, bytes]]], None]:
+    """Batch form of the publish hook: the server's `publish_internal_many` when `publish` is
+    its `publish_internal` (one write per client for a commit's PubAcks), else a loop."""
+    many = getattr(getattr(publish, "__self__", None), "publish_internal_many", None)
+    if many is not None and getattr(publish, "__name__", "") == "publish_internal":
+        return many  # type: ignore[no-any-return]
+
+    def loop(messages: list[tuple[str, bytes]]) -> None:
+        for subject, payload in messages:
+            publish(subject, None, None, payload)
+    return loop
 
 
 def _json(body: dict[str, Any]) -> bytes:

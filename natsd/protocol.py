@@ -94,6 +94,7 @@ def _decode(token: bytes) -> str:
     return token.decode("utf-8", "surrogateescape")
 
 
+_STRETCH_BACKOFF = 64  # plain publishes to wait after a CRLF-split attempt found nothing
 _SIZE_DIGITS_MAX = 9  # nats-server's size parser refuses longer numbers (a silent close)
 
 
@@ -222,8 +223,11 @@ class Parser:
                         pos = end + 2
                         singles += 1
                         if singles >= 2:  # publishes to varying subjects: go by CRLF splits
+                            before = pos
                             pos = self._pub_stretch(buf, pos, ops)
-                            singles = 0
+                            # unknown lines (e.g. a new reply subject per publish): do not
+                            # split ahead again for a while
+                            singles = 0 if pos != before else -_STRETCH_BACKOFF
                         continue
                     pos = self._pub_batch(buf, pos, line, end, ops, meta)
                     if self.closed:
@@ -512,7 +516,10 @@ _ARG_SEPARATORS = bytes.maketrans(b"\t\r\n", b"   ")
 
 
 def _args(rest: bytes) -> list[bytes]:
-    return [a for a in rest.translate(_ARG_SEPARATORS).split(b" ") if a]
+    args = rest.split(b" ")
+    if b"" in args or b"\t" in rest or b"\r" in rest or b"\n" in rest:  # the rare spelling
+        return [a for a in rest.translate(_ARG_SEPARATORS).split(b" ") if a]
+    return args
 
 
 def _json_object(rest: bytes) -> dict:

@@ -316,6 +316,24 @@ class Server:
             self.cluster_active.forward_internal(subject, reply, headers, payload)
         self.flush_dirty()
 
+    def publish_internal_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """Publish many header-less, reply-less messages as the server (JetStream PubAcks of
+        one commit): the same delivery as `publish_internal`, but one write per touched
+        connection for the lot. One-off subjects (reply inboxes) are matched without filling
+        the route cache, so they do not push out the hot publish subjects."""
+        routes = self.routes
+        deliver = self.deliver
+        cluster = self.cluster_active
+        for subject, payload in messages:
+            route = routes.get(subject)
+            if route is None:
+                route = self._route_uncached(subject)
+            if route:
+                deliver(None, route, subject, None, None, [payload], b" %d\r\n" % len(payload))
+            if cluster is not None:
+                cluster.forward_internal(subject, None, None, payload)
+        self.flush_dirty()
+
     def deliver_to(self, to: str, subject: str, reply: str | None, headers: bytes | None,
                    payload: bytes) -> bool:
         """Deliver to the subscribers of `to`, but show them `subject` in MSG/HMSG (JetStream
@@ -340,15 +358,18 @@ class Server:
 
     def route_for(self, subject: str) -> tuple:
         """Match `subject` and cache `(plain, queue_groups)`; `()` (falsy) means nobody."""
-        result = self.sublist.match(subject)
-        plain, queues = result.plain, result.queues
-        if self.deny_filters:
-            plain, queues = _without_denied(plain, queues, subject)
-        route: tuple = (plain, queues) if (plain or queues) else ()
+        route = self._route_uncached(subject)
         if len(self.routes) >= _ROUTE_CACHE_MAX:
             self.routes.clear()
         self.routes[subject] = route
         return route
+
+    def _route_uncached(self, subject: str) -> tuple:
+        result = self.sublist.match(subject)
+        plain, queues = result.plain, result.queues
+        if self.deny_filters:
+            plain, queues = _without_denied(plain, queues, subject)
+        return (plain, queues) if (plain or queues) else ()
 
     def is_literal(self, subject: str) -> bool:
         ok = self._literal.get(subject)
@@ -371,6 +392,11 @@ class Server:
         for sub in plain:
             c = sub.client
             if c is src and no_echo:
+                continue
+            if c is None and not sub.max_msgs:  # internal (JetStream): straight to the callback
+                sub.delivered += count
+                for payload in payloads:
+                    self._call_internal(sub, subject, reply, headers, payload)
                 continue
             if c is None or headers is not None:
                 for payload in payloads:

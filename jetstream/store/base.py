@@ -98,6 +98,13 @@ class MessageStore(abc.ABC):
     def store(self, seq: int, subject: str, hdrs: bytes | None, payload: bytes, ts_ns: int) -> None:
         """Append a message; `seq` must be greater than `state().last_seq`."""
 
+    def store_many(self, rows: Sequence[tuple[int, str, bytes | None, bytes, int]]) -> None:
+        """Append many messages `(seq, subject, hdrs, payload, ts_ns)`, sequences ascending:
+        the same as `store` for each row, in one atomic step (stores may do it in bulk)."""
+        with self.batch():
+            for seq, subject, hdrs, payload, ts_ns in rows:
+                self.store(seq, subject, hdrs, payload, ts_ns)
+
     @abc.abstractmethod
     def load(self, seq: int) -> StoredMsg | None: ...
 

@@ -593,3 +593,31 @@ async def test_no_responders_when_echo_off_hides_the_only_subscriber(start) -> N
         p.Msg("inbox", "2", None, b"NATS/1.0 503\r\nNats-Subject: svc\r\n\r\n", b""),
         p.PONG,
     ]
+
+
+async def test_publish_internal_many_delivers_all_in_one_write(nursery) -> None:
+    """The PubAck path: many internal messages, each to its own reply subject, reach client
+    and internal subscribers in order, with one write per client connection."""
+    server = Server(ServerOptions(host=HOST, port=0))
+    await nursery.start(server.serve)
+    raw = await connect(server)
+    await raw.send(b"SUB in.* 4\r\n")
+    await raw.roundtrip()
+    seen: list[tuple[str, bytes]] = []
+    handle = server.subscribe_internal("in.7", None, lambda s, r, h, b: seen.append((s, bytes(b))))
+    client = next(iter(server.clients.values()))
+    writes: list[int] = []
+    real = client.flush_now
+
+    def counting_flush() -> None:
+        writes.append(len(client.out))
+        real()
+
+    client.flush_now = counting_flush  # type: ignore[method-assign]
+    routes_before = len(server.routes)
+    server.publish_internal_many([(f"in.{i}", b"ack%d" % i) for i in range(10)] + [("nobody", b"x")])
+    assert len(writes) == 1
+    assert [await raw.op() for _ in range(10)] == [p.Msg(f"in.{i}", "4", None, None, b"ack%d" % i) for i in range(10)]
+    assert seen == [("in.7", b"ack7")]
+    assert len(server.routes) == routes_before  # one-off reply subjects do not fill the route cache
+    handle.unsubscribe()

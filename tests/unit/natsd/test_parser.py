@@ -227,6 +227,23 @@ def test_interleaved_subjects_with_awkward_frames_parse_the_same_however_split()
         assert flatten(parser.feed(data[:cut]) + parser.feed(data[cut:])) == expected
 
 
+def test_unique_reply_publishes_then_known_lines_parse_the_same_however_split() -> None:
+    """JetStream publishers: a new reply subject per PUB (every line unknown, so the CRLF-split
+    path backs off), then plain publishes to known subjects (it must take over again)."""
+    frames = [p.encode_pub("js.in", f"_INBOX.x.{i}", b"%04d" % i) for i in range(150)]
+    frames += [p.encode_pub(f"s.{i % 2}", None, b"%04d" % i) for i in range(150)]
+    frames.insert(75, b"PUB js.in  _INBOX.y\t4\r\nyyyy\r\n")  # odd separators still split
+    data = b"".join(frames)
+    expected = flatten(Parser().feed(data))
+    assert expected[:75] == [("js.in", f"_INBOX.x.{i}", None, b"%04d" % i) for i in range(75)]
+    assert expected[75] == ("js.in", "_INBOX.y", None, b"yyyy")
+    assert [e[3] for e in expected[151:]] == [b"%04d" % i for i in range(150)]
+    assert len(expected) == 301
+    for cut in range(0, len(data), 97):
+        parser = Parser()
+        assert flatten(parser.feed(data[:cut]) + parser.feed(data[cut:])) == expected
+
+
 def test_interleaved_subjects_bad_terminator_is_an_error() -> None:
     data = b"".join(p.encode_pub(f"s.{i % 2}", None, b"xy") for i in range(6))
     data += b"PUB s.0 2\r\nxyz\r\n"
