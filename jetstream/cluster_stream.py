@@ -6,7 +6,9 @@ How it works: `ReplicatedStream` is a `StreamRuntime` whose single funnel for ch
 machine answered once the entry is committed (fsynced on a quorum) and applied here. Every
 replica applies committed entries in `apply_entry` (the RaftHost apply callback): the whole batch
 in one store transaction, each command numbered `sub_index(entry, k)`, so a restarted replica
-skips exactly what it already has. The publish path is the single server's (queue, writer,
+skips exactly what it already has; runs of stream commands go to the state machine's bulk
+`apply_batch`. The leader applies its own publish batches from the commands it proposed
+(`proposed`, matched by the identity of the entry's bytes) instead of decoding them again. The publish path is the single server's (queue, writer,
 PubAck after commit) with up to ENTRIES_IN_FLIGHT entries proposed at once.
 
 The store is the snapshot (design.md): after `compact_every` applied entries the replica makes
@@ -37,6 +39,7 @@ from jetstream.config import StreamConfig
 from jetstream.errors import ApiError, store_failed
 from jetstream.runtime import StreamClosed, StreamRuntime, open_store
 from jetstream.store.sqlite import SqliteStore
+from jetstream.stream import Publish
 from raft.config import NodeConfig, RefuseReason
 from raft.driver import NotLeader, OutcomeUnknown, ProposalLost, RaftHost, UnknownGroup
 from raft.types import Entry, Snapshot
@@ -84,13 +87,25 @@ class ReplicatedStream(StreamRuntime):
         self.leader_subs: list[RoutedSub] = []
         self.replica_subs: list[RoutedSub] = []
         self.move_progress: dict[str, Any] | None = None  # set by the leader during a move (meta/move_driver.py)
+        self.proposed: dict[int, tuple[bytes, list[Any]]] = {}  # id(entry data) -> (data, publishes)
 
     def _has_interest(self, subject: str) -> bool:
         return True  # the same answer on every replica (see the module docstring)
 
     async def apply_batch(self, cmds: list[Any]) -> list[Any]:
         """Propose `cmds` as one entry; the results once committed and applied here."""
-        data = encode_batch(list(cmds))
+        cmds = list(cmds)
+        data = encode_batch(cmds)
+        own = all(type(cmd) is Publish for cmd in cmds)
+        if own:  # apply_entry takes them as they are instead of decoding `data` again
+            self.proposed[id(data)] = (data, cmds)
+        try:
+            return await self._propose(data, len(cmds))
+        finally:
+            if own:
+                self.proposed.pop(id(data), None)
+
+    async def _propose(self, data: bytes, count: int) -> list[Any]:
         deadline = trio.current_time() + PROPOSE_RETRY_S
         while True:  # bounded by the deadline
             if self.closed:
@@ -101,26 +116,27 @@ class ReplicatedStream(StreamRuntime):
             except UnknownGroup:
                 raise StreamClosed(self.name) from None
             except (OutcomeUnknown, ProposalLost):
-                return [UNAVAILABLE] * len(cmds)
+                return [UNAVAILABLE] * count
             except NotLeader as exc:
                 if exc.reason is not RefuseReason.NOT_READY or trio.current_time() > deadline:
-                    return [UNAVAILABLE] * len(cmds)
+                    return [UNAVAILABLE] * count
             await trio.sleep(0.01)  # a new leader commits its first entry within a round trip
 
     async def apply_entry(self, entry: Entry) -> list[Any]:
         """RaftHost apply callback: apply one committed batch to the local store."""
-        try:
-            cmds = decode_batch(entry.data)
-        except CodecError as exc:
-            self.log.error("stream.bad_entry", index=entry.index, error=str(exc))
-            return []
+        own = self.proposed.get(id(entry.data))
+        if own is not None and own[0] is entry.data:
+            cmds = own[1]  # proposed here: exactly what decoding the entry would give
+        else:
+            try:
+                cmds = decode_batch(entry.data)
+            except CodecError as exc:
+                self.log.error("stream.bad_entry", index=entry.index, error=str(exc))
+                return []
 
         def work() -> list[Any]:
-            results = []
             with self.store.batch():
-                for k, cmd in enumerate(cmds):
-                    results.append(self._apply_one(cmd, sub_index(entry.index, k)))
-            return results
+                return self._apply_cmds(cmds, entry.index)
 
         try:
             results = await self._apply_work(work, len(cmds))
@@ -195,6 +211,24 @@ class ReplicatedStream(StreamRuntime):
             if self.closed:
                 raise StreamClosed(self.name)
             return work()
+
+    def _apply_cmds(self, cmds: list[Any], entry_index: int) -> list[Any]:
+        """Command k gets index `sub_index(entry_index, k)`; runs of stream commands go to the
+        state machine's `apply_batch` (bulk publish), consumer commands one by one."""
+        batch_apply = getattr(self.sm, "apply_batch", None)
+        results: list[Any] = []
+        k, count = 0, len(cmds)
+        while k < count:
+            end = k
+            while end < count and not isinstance(cmds[end], (SaveConsumer, DeleteConsumer)):
+                end += 1
+            if end - k >= 2 and batch_apply is not None:
+                results.extend(batch_apply(cmds[k:end], sub_index(entry_index, k)))
+                k = end
+                continue
+            results.append(self._apply_one(cmds[k], sub_index(entry_index, k)))
+            k += 1
+        return results
 
     def _apply_one(self, cmd: Any, index: int) -> Any:
         if isinstance(cmd, (SaveConsumer, DeleteConsumer)):
