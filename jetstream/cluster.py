@@ -40,6 +40,7 @@ from jetstream.cluster_stream import (
 )
 from jetstream.config import StreamConfig
 from jetstream.consumer_config import ConsumerConfig
+from jetstream.delivery import has_interest
 from jetstream.delivery_state import AckKind, parse_ack, parse_ack_subject
 from jetstream.errors import ApiError, JsApiException
 from jetstream.runtime import StreamClosed, StreamRuntime, remove_stream_dir, write_config
@@ -53,8 +54,13 @@ __all__ = ["ClusteredJetStream", "ReplicatedStream", "stream_group_config", "tra
 
 LEADER_WATCH_S = 0.1
 BARRIER_TIMEOUT_S = 2.0
+READ_BARRIER_S = 1.0  # a read waits this long for its read-index round, then stays unanswered
+READ_REQUESTS = (("STREAM", "INFO"), ("STREAM", "MSG", "GET"), ("DIRECT", "GET"), ("CONSUMER", "INFO"),
+                 ("CONSUMER", "LIST"), ("CONSUMER", "NAMES"))  # answered from local state
 STEPDOWN_WAIT_S = 3.0
 CONFIG_PUSH_ROUNDS = 4
+HANDOVER_SAVE_S = 1.0
+FORWARD_WAIT_S = 5.0
 
 
 class ClusteredJetStream(JetStream):
@@ -70,6 +76,7 @@ class ClusteredJetStream(JetStream):
         self.cluster_name = cluster_name
         self.by_group: dict[str, ReplicatedStream] = {}
         self.routed = RoutedServer(server)
+        self.handing_over: set[str] = set()  # groups whose leadership is being handed over
         self.log = structlog.get_logger("jetstream.cluster").bind(node=node_id)
 
     # -- single-server behaviour switched off -------------------------------------------------
@@ -85,7 +92,7 @@ class ClusteredJetStream(JetStream):
 
     async def _shutdown(self) -> None:
         for rt in list(self.by_group.values()):
-            self._become_follower(rt)
+            self._become_follower(rt, forward=False)
             for sub in rt.replica_subs:
                 sub.unsubscribe()
             await rt.close()
@@ -205,13 +212,20 @@ class ClusteredJetStream(JetStream):
         finally:
             rt.acquiring = False
 
-    def _become_follower(self, rt: ReplicatedStream) -> None:
+    def _become_follower(self, rt: ReplicatedStream, forward: bool = True) -> None:
+        """Stop leading `rt`; acks applied here but not committed go to the next leader
+        (`_forward_acks`) unless `forward` is False (shutting down)."""
         was_leading, rt.leading = rt.leading, False
         for sub in rt.leader_subs:
             sub.unsubscribe()
         rt.leader_subs = []
+        unsaved: list[tuple[str, str | None, bytes]] = []
         for consumer in list(rt.consumers.values()):
             consumer.close(notify_waiting=False)
+            unsaved += [ack for _, ack in consumer.unsaved_acks]
+            consumer.unsaved_acks.clear()
+        if unsaved and forward:
+            self._spawn(self._forward_acks, rt.name, unsaved)
         rt.consumers.clear()
         rt.queue.clear()
         if was_leading:
@@ -247,6 +261,7 @@ class ClusteredJetStream(JetStream):
                 continue
             consumer = self._new_consumer(rt, name, config, int(body["created_ns"]))
             consumer.state.restore(body["state"], now)
+            consumer.paused_until_ns = int(body.get("paused_until_ns", 0))
             rt.consumers[name] = consumer
             self._start_consumer(consumer)
 
@@ -260,20 +275,35 @@ class ClusteredJetStream(JetStream):
     async def _save_consumer_now(self, rt: StreamRuntime, consumer: Any) -> bool:
         """Commit the consumer's state in the stream's log; False if that failed."""
         consumer.dirty = False
+        mark = consumer.acks_seen
         results = await rt.apply_batch([SaveConsumer(consumer.name, self._consumer_blob(consumer))])
-        return not any(isinstance(r, ApiError) for r in results)
+        if any(isinstance(r, ApiError) for r in results):
+            return False
+        consumer.saved_acks_upto(mark)
+        return True
 
-    async def _save_consumers(self, rt: StreamRuntime, only_dirty: bool = True) -> None:
+    async def _save_consumers(self, rt: StreamRuntime, only_dirty: bool = True) -> bool:
+        """Commit the state of the durable consumers that changed (all with `only_dirty`
+        False); True when there was nothing to save or it committed."""
         if not (isinstance(rt, ReplicatedStream) and rt.leading) or rt.closed:
-            return
+            return False
         todo = [c for c in rt.consumers.values() if c.durable and (c.dirty or not only_dirty) and not c.deleted]
         if not todo:
-            return
+            return True
         cmds: list[Any] = []
+        marks = []
         for c in todo:
             c.dirty = False
+            marks.append(c.acks_seen)
             cmds.append(SaveConsumer(c.name, self._consumer_blob(c)))
-        await rt.apply_batch(cmds)
+        results = await rt.apply_batch(cmds)
+        if any(isinstance(r, ApiError) for r in results):
+            for c in todo:
+                c.dirty = True  # try again next round (or forward its acks on losing leadership)
+            return False
+        for c, mark in zip(todo, marks):
+            c.saved_acks_upto(mark)
+        return True
 
     def _on_ack(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         """Like the single server's, but an ack that asks for a reply (AckSync) on a durable
@@ -287,6 +317,9 @@ class ClusteredJetStream(JetStream):
             return
         hold = bool(reply) and consumer.durable and ack.kind is not AckKind.NEXT
         consumer.on_ack(target, ack, None if hold else reply)
+        if consumer.durable:  # a +NXT is forwarded as its ack only (its pull request is gone)
+            forward = (reply if hold else None, bytes(payload)) if ack.kind is not AckKind.NEXT else (None, b"+ACK")
+            consumer.record_unsaved_ack(subject, *forward)
         if hold and self.nursery is not None:
             self.nursery.start_soon(self._ack_after_commit, consumer, reply)
 
@@ -298,6 +331,51 @@ class ClusteredJetStream(JetStream):
             return
         if committed:
             self.server.publish_internal(reply, None, None, b"")
+
+    async def _forward_acks(self, stream: str, acks: list[tuple[str, str | None, bytes]]) -> None:
+        """Acks this server applied as leader but never committed: once another server leads
+        the stream (it subscribes to the stream's ack subjects), publish them again, with their
+        reply subjects, so the new leader applies and commits them (an ack is idempotent).
+        Without a new leader by FORWARD_WAIT_S they are dropped: redelivered after ack_wait."""
+        probe = acks[0][0]
+        with trio.move_on_after(FORWARD_WAIT_S):
+            while not has_interest(self.routed, probe):
+                await trio.sleep(LEADER_WATCH_S / 2)  # polling for the new leader's subscription
+            for subject, reply, payload in acks:
+                self.routed.publish_internal(subject, reply, None, payload)
+            self.log.info("jetstream.acks_forwarded", stream=stream, acks=len(acks))
+            return
+        self.log.warning("jetstream.acks_not_forwarded", stream=stream, acks=len(acks))
+
+    async def hand_over(self, rt: ReplicatedStream, to: str | None = None) -> bool:
+        """A planned leadership change of `rt`'s group (stepdown, move): hold the consumers
+        (nothing more is delivered), commit their state, then transfer leadership to `to` (else
+        the most caught-up voter), so the next leader resumes exactly where this one stopped:
+        no delivery forgotten, delivery counts kept. Acks that arrive meanwhile are forwarded
+        (`_become_follower`). If leadership did not move, the consumers resume. True once moved."""
+        if rt.group in self.handing_over or not rt.leading:
+            return False
+        self.handing_over.add(rt.group)
+        held = [c for c in rt.consumers.values() if not c.deleted]
+        try:
+            for consumer in held:
+                consumer.held = True
+            with trio.move_on_after(HANDOVER_SAVE_S):
+                await self._save_consumers(rt, only_dirty=False)
+            return await transfer_leadership(self.host, rt.group, self.node_id, to=to)
+        except StreamClosed:
+            return False
+        finally:
+            self.handing_over.discard(rt.group)
+            if self._is_leader(rt):  # it stayed here: carry on (else they close as followers)
+                for consumer in held:
+                    consumer.held = False
+                    consumer.kick()
+
+    def start_hand_over(self, rt: ReplicatedStream, to: str | None = None) -> None:
+        """`hand_over` in the background (the move driver does not wait for it)."""
+        if rt.group not in self.handing_over:
+            self._spawn(self.hand_over, rt, to)
 
     async def delete_consumer(self, rt: StreamRuntime, consumer: Any) -> None:
         consumer.close(notify_waiting=True)
@@ -328,8 +406,27 @@ class ClusteredJetStream(JetStream):
                 self.api_errors += 1
                 self.log.error("jetstream.api_failed", subject=subject, error=repr(exc), exc_info=True)
 
+    async def _still_leading(self, tokens: list[str]) -> bool:
+        """For a request answered from local state (READ_REQUESTS): a read-index round first,
+        so a leader that was deposed or cut off from its quorum never answers from stale
+        state (it stays silent; the real leader's answer reaches the client)."""
+        name = next((tokens[len(p)] for p in READ_REQUESTS
+                     if tuple(tokens[:len(p)]) == p and len(tokens) > len(p)), None)
+        rt = self.streams.get(name) if name is not None else None
+        if not isinstance(rt, ReplicatedStream):
+            return True
+        with trio.move_on_after(READ_BARRIER_S):
+            try:
+                await self.host.read_index(rt.group)
+            except (NotLeader, UnknownGroup):
+                return False
+            return rt.leading and self._is_leader(rt)
+        return False
+
     async def _handle_api(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         tokens = subject.split(".")[2:]
+        if not await self._still_leading(tokens):
+            return
         if tokens[:3] == ["STREAM", "LEADER", "STEPDOWN"] and len(tokens) == 4:
             self.respond(reply, await self.stream_stepdown(tokens[3], payload))
         elif tokens[:2] == ["STREAM", "INFO"] and len(tokens) == 3:
@@ -373,7 +470,7 @@ class ClusteredJetStream(JetStream):
         preferred = self._preferred_voter(rt, payload)
         if isinstance(preferred, ApiError):
             return api.error_response("stream_leader_stepdown_response", preferred)
-        ok = await transfer_leadership(self.host, rt.group, self.node_id, to=preferred)
+        ok = await self.hand_over(rt, to=preferred)
         if not ok:
             return api.error_response("stream_leader_stepdown_response", UNAVAILABLE)
         return response("stream_leader_stepdown_response", success=True)

@@ -40,6 +40,7 @@ FC_EVERY_BYTES = 2 * 1024 * 1024
 INTEREST_POLL_NS = 20_000_000
 INTEREST_POLL_MAX_NS = 1_000_000_000
 NS_PER_S = 1_000_000_000
+UNSAVED_ACKS_MAX = 10_000
 
 
 @attrs.define
@@ -159,6 +160,14 @@ class ConsumerRuntime:
         self.fc_bytes = 0
         self.dirty = False
         self.deleted = False
+        # Held while the stream's leadership is handed over (jetstream/cluster.py): nothing is
+        # sent, so the state committed just before the handover is the state the next leader
+        # resumes from.
+        self.held = False
+        # Acks applied here since the last committed save, as (ack number, (subject, reply,
+        # payload)); a leader that loses leadership forwards them to the next one.
+        self.unsaved_acks: deque[tuple[int, tuple[str, str | None, bytes]]] = deque()
+        self.acks_seen = 0
         self.paused_until_ns = 0
         self.no_interest_since_ns: int | None = None
 
@@ -425,7 +434,7 @@ class ConsumerRuntime:
     # -- delivery -----------------------------------------------------------------------------------
     def _can_deliver(self) -> bool:
         st, cfg = self.state, self.config
-        if self.paused_until_ns > self.clock_ns():
+        if self.held or self.paused_until_ns > self.clock_ns():
             return False
         if st.acks and len(st.pending) >= cfg.max_ack_pending > 0 and not st.due:
             return False
@@ -491,7 +500,7 @@ class ConsumerRuntime:
             if msg.seq not in redelivered:
                 later_new -= 1
             pending = pending_after + len(self.state.lps) + later_new
-            if not self._send_one(msg, pending, now):
+            if self.held or not self._send_one(msg, pending, now):
                 self._unsend(msgs[i:], redelivered)
                 return i
         self.last_sent_ns = now
@@ -574,6 +583,20 @@ class ConsumerRuntime:
                 continue
             keep.append(req)
         self.waiting = keep
+
+    # -- acks not yet committed (clustered streams) ------------------------------------------
+    def record_unsaved_ack(self, subject: str, reply: str | None, payload: bytes) -> None:
+        """Remember an applied ack until a save that includes it commits (bounded: the oldest
+        go first; an ack lost that way is redelivered after ack_wait)."""
+        self.acks_seen += 1
+        self.unsaved_acks.append((self.acks_seen, (subject, reply, payload)))
+        while len(self.unsaved_acks) > UNSAVED_ACKS_MAX:
+            self.unsaved_acks.popleft()
+
+    def saved_acks_upto(self, mark: int) -> None:
+        """A save whose state was taken when `acks_seen` was `mark` committed."""
+        while self.unsaved_acks and self.unsaved_acks[0][0] <= mark:
+            self.unsaved_acks.popleft()
 
     # -- deletion -------------------------------------------------------------------------------------
     def close(self, notify_waiting: bool) -> None:

@@ -289,19 +289,22 @@ class DeliveryState:
             "ack_floor": [self.ack_floor_stream, self.ack_floor_consumer],
             "redelivered": self.num_redelivered,
             "last": self.last_delivered_stream,
-            "pending": [[s, p.consumer_seq, p.deliveries] for s, p in self.pending.items()],
+            "pending": [[s, p.consumer_seq, p.deliveries, p.deadline_ns] for s, p in self.pending.items()],
             "lps": list(self.lps),
         }
 
     def restore(self, d: dict[str, Any], now_ns: int) -> None:
-        """Load saved positions; pending messages get a fresh ack_wait from `now_ns`."""
+        """Load saved positions. A pending message keeps its saved redelivery deadline (the
+        clock is the wall clock every server shares), capped at a fresh ack_wait from `now_ns`
+        so a skewed clock cannot postpone it; state saved without deadlines gets a fresh one."""
         self.cursor = int(d.get("cursor", 0))
         self.consumer_seq = int(d.get("consumer_seq", 0))
         self.ack_floor_stream, self.ack_floor_consumer = (int(x) for x in d.get("ack_floor", [0, 0]))
         self.num_redelivered = int(d.get("redelivered", 0))
         self.last_delivered_stream = int(d.get("last", 0))
-        self.pending = {
-            int(s): Pending(int(c), int(n), now_ns + self._wait_for(int(n))) for s, c, n in d.get("pending", [])
-        }
+        self.pending = {}
+        for s, c, n, *rest in d.get("pending", []):
+            fresh = now_ns + self._wait_for(int(n))
+            self.pending[int(s)] = Pending(int(c), int(n), min(int(rest[0]), fresh) if rest else fresh)
         self.lps = deque(int(s) for s in d.get("lps", []))
         self.scan_at_ns = now_ns if self.pending else None

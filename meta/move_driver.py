@@ -112,7 +112,7 @@ class MoveDriver:
             return False
         if isinstance(step, TransferLeader):
             self.log.info("moves.transfer", stream=sa.name, to=step.peer)
-            self.svc.host.transfer_leadership(sa.group, step.peer)
+            self.svc.js.start_hand_over(rt, step.peer)  # consumers' state committed first
             return False
         if isinstance(step, Verify):
             if await self.verify(sa, step.peers):

@@ -99,7 +99,25 @@ def test_save_restore_round_trip(ops: list[tuple[str, int]]) -> None:
     copy.restore(s.to_json(), now_ns=100)
     assert (copy.cursor, copy.consumer_seq, set(copy.pending)) == (s.cursor, s.consumer_seq, set(s.pending))
     assert (copy.ack_floor_stream, copy.ack_floor_consumer) == (s.ack_floor_stream, s.ack_floor_consumer)
-    assert all(p.deadline_ns == 100 + WAIT_NS for p in copy.pending.values())
+    assert all(p.deadline_ns == s.pending[seq].deadline_ns for seq, p in copy.pending.items())
+
+
+def test_restore_keeps_saved_deadlines_capped_at_a_fresh_ack_wait() -> None:
+    """A new leader redelivers when the old one would have (not a whole ack_wait after the
+    failover), a skewed clock cannot postpone it, and state saved without deadlines gets one."""
+    s = DeliveryState(ack_wait_ns=WAIT_NS)
+    s.deliver(1, 0)
+    s.deliver(2, 5 * WAIT_NS)
+    saved = s.to_json()
+    copy = DeliveryState(ack_wait_ns=WAIT_NS)
+    copy.restore(saved, now_ns=WAIT_NS // 2)
+    assert copy.pending[1].deadline_ns == WAIT_NS  # the saved deadline
+    assert copy.pending[2].deadline_ns == WAIT_NS // 2 + WAIT_NS  # capped: fresh ack_wait
+    assert copy.expire(WAIT_NS)[0] == [] and copy.take_due(10) == [1]
+    saved["pending"] = [entry[:3] for entry in saved["pending"]]  # the older format
+    old = DeliveryState(ack_wait_ns=WAIT_NS)
+    old.restore(saved, now_ns=7)
+    assert {p.deadline_ns for p in old.pending.values()} == {7 + WAIT_NS}
 
 
 def test_ack_all_acks_everything_below() -> None:
