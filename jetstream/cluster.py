@@ -57,9 +57,6 @@ BARRIER_TIMEOUT_S = 2.0
 READ_BARRIER_S = 1.0  # a read waits this long for its read-index round, then stays unanswered
 READ_REQUESTS = (("STREAM", "INFO"), ("STREAM", "MSG", "GET"), ("DIRECT", "GET"), ("CONSUMER", "INFO"),
                  ("CONSUMER", "LIST"), ("CONSUMER", "NAMES"))  # answered from local state
-READ_BARRIER_S = 1.0  # a read waits this long for its read-index round, then stays unanswered
-READ_REQUESTS = (("STREAM", "INFO"), ("STREAM", "MSG", "GET"), ("DIRECT", "GET"), ("CONSUMER", "INFO"),
-                 ("CONSUMER", "LIST"), ("CONSUMER", "NAMES"))  # answered from local state
 STEPDOWN_WAIT_S = 3.0
 CONFIG_PUSH_ROUNDS = 4
 HANDOVER_SAVE_S = 1.0
@@ -426,27 +423,8 @@ class ClusteredJetStream(JetStream):
             return rt.leading and self._is_leader(rt)
         return False
 
-    async def _still_leading(self, tokens: list[str]) -> bool:
-        """For a request answered from local state (READ_REQUESTS): a read-index round first,
-        so a leader that was deposed or cut off from its quorum never answers from stale
-        state (it stays silent; the real leader's answer reaches the client)."""
-        name = next((tokens[len(p)] for p in READ_REQUESTS
-                     if tuple(tokens[:len(p)]) == p and len(tokens) > len(p)), None)
-        rt = self.streams.get(name) if name is not None else None
-        if not isinstance(rt, ReplicatedStream):
-            return True
-        with trio.move_on_after(READ_BARRIER_S):
-            try:
-                await self.host.read_index(rt.group)
-            except (NotLeader, UnknownGroup):
-                return False
-            return rt.leading and self._is_leader(rt)
-        return False
-
     async def _handle_api(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         tokens = subject.split(".")[2:]
-        if not await self._still_leading(tokens):
-            return
         if not await self._still_leading(tokens):
             return
         if tokens[:3] == ["STREAM", "LEADER", "STEPDOWN"] and len(tokens) == 4:
