@@ -26,6 +26,10 @@ class NodeConfig:
     pre_vote: bool = True
     check_quorum: bool = True
     snapshot_chunk_bytes: int = 64 * 1024
+    # Quiescence (raft/core.py docstring): an idle leader whose followers all hold its whole log
+    # stops heartbeating; its followers stop counting election time. The driver must then watch
+    # peer liveness and `wake()` the group when its leader (or a follower) may be gone.
+    quiesce: bool = False
 
     def __attrs_post_init__(self) -> None:
         assert self.election_ticks > self.heartbeat_ticks >= 1, "need election > heartbeat >= 1"

@@ -22,6 +22,20 @@ A node built with `repair_needed=True` (its disk was wiped or failed a checksum)
 a vote and never campaigns until it has learned the current term from enough voters and caught
 up with a leader (raft/repair.py); then it clears the flag and emits "raft.repair_done".
 
+Quiescence (opt-in, `NodeConfig.quiesce`): many idle groups should cost nothing. At a heartbeat,
+a leader with nothing in flight (every follower replicating and holding its whole log, all of it
+committed in its term, no reads, transfer or config change pending, every follower heard from
+since the last check-quorum sweep) sends its followers one last heartbeat marked
+QUIESCE_CONTEXT and goes quiet: `tick()` does nothing, no heartbeats, no check-quorum. A
+follower whose log matches the leader's last index goes quiet on that heartbeat: `tick()` does
+nothing, the election timer stops. Any other input wakes a node (a proposal, a read, a
+transfer, any message except a duplicate quiesce heartbeat or a leader's matching heartbeat
+answer); a woken leader heartbeats at its next tick. Safety does not depend on it (only timers
+stop), but liveness does: the driver must watch its peers (raft/driver.py) and call
+`wake(leader_lost=True)` on a quiet follower whose leader's server went silent (its lease is
+given up, so it campaigns within an election timeout), and `wake()` on a quiet leader when a
+member's server went silent (check-quorum runs again).
+
 A follower only commits (from a heartbeat) up to the point where its log is known to match the
 current leader's (`_leader_match`, learned from accepted APPENDs); a heartbeat promising more
 is answered with a reject, so that a leader re-probes a follower that restarted or lost its disk.
@@ -55,7 +69,7 @@ from raft.chunks import ChunkAssembler
 from raft.config import NodeConfig, ProposeResult, RefuseReason, Role
 from raft.log import RaftLog
 from raft.repair import TERM_PROBE_CONTEXT, Repair
-from raft.replication import LeaderMixin, ReadRequest
+from raft.replication import QUIESCE_CONTEXT, LeaderMixin, ReadRequest
 from raft.types import (
     ConfigChange,
     Entry,
@@ -114,6 +128,7 @@ class RaftNode(LeaderMixin):
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._randomized_timeout = 0
+        self._quiesced = False
         self._votes: dict[str, bool] = {}
         self._msgs: list[Message] = []
         self._events: list[Event] = []
@@ -144,6 +159,7 @@ class RaftNode(LeaderMixin):
     membership = property(lambda self: self._membership)
     repair_needed = property(lambda self: self._repair.active)
     lead_transferee = property(lambda self: self._transferee)
+    quiesced = property(lambda self: self._quiesced)
 
     def entries(self, lo: int, hi: int) -> list[Entry]:
         """Entries in [lo, hi) still held in memory (lo > snapshot index)."""
@@ -154,6 +170,8 @@ class RaftNode(LeaderMixin):
 
     # ---- inputs ------------------------------------------------------------------------------
     def tick(self) -> None:
+        if self._quiesced:
+            return
         if self._repair.probe_due(self._cfg.election_ticks):
             self._send_term_probes()
         if self._role is Role.LEADER:
@@ -166,6 +184,8 @@ class RaftNode(LeaderMixin):
 
     def step(self, msg: Message) -> None:
         assert msg.group == self._cfg.group and msg.dst == self._cfg.node_id, msg
+        if self._quiesced and not self._keeps_quiet(msg):
+            self.wake()
         if msg.context == TERM_PROBE_CONTEXT and msg.type in (_M.PRE_VOTE, _M.PRE_VOTE_RESP):
             self._handle_term_probe(msg)
             return
@@ -186,6 +206,8 @@ class RaftNode(LeaderMixin):
             self._step_follower(msg)
 
     def propose(self, data: bytes) -> ProposeResult:
+        if self._role is Role.LEADER:
+            self.wake()
         refused = self._refuse_proposal()
         if refused is not None:
             return refused
@@ -195,6 +217,8 @@ class RaftNode(LeaderMixin):
     def propose_config_change(self, change: ConfigChange) -> ProposeResult:
         """Single-server change; refused while the previous change is uncommitted or before
         this leader has committed an entry of its own term."""
+        if self._role is Role.LEADER:
+            self.wake()
         refused = self._refuse_proposal()
         if refused is not None:
             return refused
@@ -214,9 +238,43 @@ class RaftNode(LeaderMixin):
         """Ask for a linearizable read point; a ReadState(index, context) appears in a later
         Ready once leadership is confirmed. Dropped (the caller times out) without a leader."""
         if self._role is Role.LEADER:
+            self.wake()
             self._leader_read(ReadRequest(index=0, context=context, requester=self._cfg.node_id))
         elif self._leader is not None:
             self._send(_M.READ_INDEX, self._leader, context=context)
+
+    def wake(self, *, leader_lost: bool = False) -> None:
+        """Leave quiescence (a no-op for an active node). `leader_lost`: the driver suspects a
+        quiet follower's leader is gone, so the follower gives up the leader's lease (it votes
+        for others) and campaigns within an election timeout unless it hears from a leader."""
+        if not self._quiesced:
+            return
+        self._quiesced = False
+        if self._role is Role.LEADER:
+            self._election_elapsed = 0  # check-quorum counts afresh: everyone must answer again
+            self._heartbeat_elapsed = self._cfg.heartbeat_ticks - 1  # heartbeat at the next tick
+            for pr in self._progress.values():
+                pr.recent_active = False
+        elif leader_lost:
+            self._election_elapsed = max(self._election_elapsed, self._cfg.election_ticks)
+
+    def _keeps_quiet(self, msg: Message) -> bool:
+        """A message a quiet node takes without waking: a repeated quiesce heartbeat from its
+        leader or its answer to a read, or (leader) a heartbeat answer from a follower that holds the whole log."""
+        if msg.term != self._term:
+            return False
+        if self._role is Role.LEADER:
+            return (
+                msg.type is _M.HEARTBEAT_RESP
+                and not msg.reject
+                and msg.index >= self._log.last_index()
+                and msg.src in self._progress
+            )
+        if msg.src != self._leader:
+            return False
+        return msg.type is _M.READ_INDEX_RESP or (
+            msg.type is _M.HEARTBEAT and msg.context == QUIESCE_CONTEXT
+        )
 
     def compact(self, index: int, data: bytes) -> None:
         """The application persisted a snapshot of its state at `index` (<= applied): drop the
@@ -297,6 +355,7 @@ class RaftNode(LeaderMixin):
         return mship.is_voter(self._membership_at(self._log.committed), me)
 
     def _reset_election_timer(self) -> None:
+        self._quiesced = False  # every role change passes here
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         n = self._cfg.election_ticks
@@ -472,6 +531,14 @@ class RaftNode(LeaderMixin):
         self._send(
             _M.HEARTBEAT_RESP, msg.src, context=msg.context, reject=unsure, index=self._leader_match
         )
+        if (
+            msg.context == QUIESCE_CONTEXT
+            and self._cfg.quiesce
+            and not unsure
+            and self._leader_match >= msg.index
+            and not self._repair.active
+        ):
+            self._quiesced = True  # the leader went quiet: stop counting election time
 
     def _handle_snapshot_chunk(self, msg: Message) -> None:
         assert msg.snapshot is not None

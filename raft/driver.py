@@ -1,7 +1,18 @@
 """RaftHost: the trio shell that runs many RaftNode groups of one server.
 
 Three tasks share the nodes (all on the event loop, so a node is never touched concurrently):
-- the tick loop ticks every group each `tick_interval_s` of trio time (a MockClock in tests);
+- the tick loop ticks every active group each `tick_interval_s` of trio time (a MockClock in
+  tests). A quiesced group (NodeConfig.quiesce, raft/core.py) leaves the active set and is not
+  touched until something wakes it: any message for it or request on it puts it back. For
+  quiesced groups the host watches its peers instead: it sends every peer of such a group a
+  small host heartbeat (group HOST_GROUP) every `ping_ticks`, counts any message from a peer as
+  a sign of life, and when a peer has been silent for `liveness_ticks` it wakes the quiet groups
+  that depend on it: followers whose leader it is (they give up the lease and campaign) and
+  leaders it is a member of (check-quorum runs again). The two periods are the smallest
+  heartbeat and election timeouts of the quiescing groups: the silence is noticed after one
+  election timeout and the followers, lease given up, campaign within one more; in tests a dead
+  leader's groups elect a new one as fast as without quiescence (tests/unit/raft/
+  test_driver_quiesce.py);
 - the receive loop steps each incoming Message into its group's node;
 - the ready loop takes the Ready of every group that has one, and then, in order:
   1. persists all their hard states, entries and snapshots as ONE batch through StoreWorker
@@ -56,6 +67,7 @@ from raft.types import (
     HardState,
     Membership,
     Message,
+    MessageType,
     NodeId,
     Ready,
     Snapshot,
@@ -66,6 +78,7 @@ log = structlog.get_logger("raft.driver")
 ApplyCallback = Callable[[Entry], object]  # may return an awaitable
 RestoreCallback = Callable[[Snapshot], object]  # may return an awaitable
 RECEIVE_BATCH_MAX = 4096
+HOST_GROUP: GroupId = ""  # host heartbeats (liveness of quiesced groups' peers); no Raft group
 # A healthy follower's tick produces output only by starting an election (its role or term
 # changes); a repairing one also sends term probes. So the tick loop skips the has_ready() check
 # for quiet, healthy followers: most nodes of idle groups. (An assumption about raft/core.py's
@@ -154,6 +167,13 @@ class RaftHost:
         self._deferred: dict[GroupId, HardState] = {}  # commit-only hard states not yet written
         self._deferred_flushed_s = 0.0
         self._dirty: set[GroupId] = set()
+        self._active: set[GroupId] = set()  # groups the tick loop ticks (not quiesced)
+        self._tick_no = 0
+        self._last_heard: dict[NodeId, int] = {}  # peer -> tick number of its latest message
+        self._suspected: set[NodeId] = set()  # peers silent for longer than liveness_ticks
+        self._watched: frozenset[NodeId] | None = None  # peers of our groups (None: stale)
+        self.ping_ticks = 0  # 0: no group quiesces, no host heartbeats
+        self.liveness_ticks = 0
         self._wake = trio.Event()
         self._read_ids = itertools.count(1)
         self._log = log.bind(node=node_id)
@@ -210,6 +230,10 @@ class RaftHost:
         if not loaded.was_member:
             await self.worker.run(self.store.mark_member, group)
         self._groups[group] = _Group(node, apply_callback, restore_callback, hard_state)
+        if config.quiesce:
+            self.ping_ticks = min(self.ping_ticks or config.heartbeat_ticks, config.heartbeat_ticks)
+            self.liveness_ticks = min(self.liveness_ticks or config.election_ticks, config.election_ticks)
+            self._watched = None
         self._mark(group)
         return node
 
@@ -217,6 +241,8 @@ class RaftHost:
         """Stop running a group (its stored state stays). Waiters fail with NotLeader."""
         g = self._groups.pop(group, None)
         self._deferred.pop(group, None)  # never resurrect state a caller may forget next
+        self._active.discard(group)
+        self._watched = None
         if g is None:
             return
         for waiter in [*g.waiters.values(), *g.reads.values()]:
@@ -236,6 +262,7 @@ class RaftHost:
 
     def _mark(self, group: GroupId) -> None:
         self._dirty.add(group)
+        self._active.add(group)  # a request may have woken a quiesced node
         self._wake.set()
 
     # ---- requests ---------------------------------------------------------------------------
@@ -315,20 +342,84 @@ class RaftHost:
             await trio.sleep_until(deadline)
             now = trio.current_time()
             deadline = max(deadline + self.tick_interval_s, now)  # skip ticks we fell behind on
-            dirty = self._dirty
-            for group, g in list(self._groups.items()):
-                node = g.node
-                role = node.role
-                if (role is Role.FOLLOWER or role is Role.LEARNER) and not node.repair_needed:
-                    term = node.term
-                    node.tick()
-                    if node.role is role and node.term == term:
-                        continue  # a quiet follower: nothing to do
-                else:
-                    node.tick()
-                dirty.add(group)
+            self._tick_no += 1
+            if self.ping_ticks:
+                self._watch_peers()
+            self._tick_groups()
             self.stats.ticks += 1
             self._wake.set()
+
+    def _tick_groups(self) -> None:
+        dirty, active, groups = self._dirty, self._active, self._groups
+        for group in list(active):
+            g = groups.get(group)
+            if g is None:
+                active.discard(group)
+                continue
+            node = g.node
+            role = node.role
+            if (role is Role.FOLLOWER or role is Role.LEARNER) and not node.repair_needed:
+                term = node.term
+                node.tick()
+                if node.quiesced:
+                    active.discard(group)
+                if node.role is role and node.term == term:
+                    continue  # a quiet follower: nothing to do
+            else:
+                node.tick()
+                if node.quiesced:
+                    active.discard(group)  # (a leader that just went quiet has heartbeats to send)
+            dirty.add(group)
+
+    # ---- peer liveness (for quiesced groups) -------------------------------------------------
+
+    def _watch_peers(self) -> None:
+        """Host heartbeats out; wake the quiet groups of peers that fell silent."""
+        now = self._tick_no
+        if self._watched is None or now % self.liveness_ticks == 0:  # memberships change too
+            self._watched = self._peers_of_groups()
+        if now % self.ping_ticks == 0 and self._watched:
+            pings = [Message(MessageType.HEARTBEAT, HOST_GROUP, self.node_id, peer, 0)
+                     for peer in sorted(self._watched)]
+            self.transport.send_nowait(pings)
+            self.stats.host_pings += len(pings)
+        for peer in self._watched:
+            heard = self._last_heard.setdefault(peer, now)  # a new peer gets a full period
+            if now - heard <= self.liveness_ticks:
+                self._suspected.discard(peer)
+            elif peer not in self._suspected:
+                self._suspected.add(peer)
+                self._wake_groups_of(peer)
+
+    def _peers_of_groups(self) -> frozenset[NodeId]:
+        peers: set[NodeId] = set()
+        for g in self._groups.values():
+            m = g.node.membership
+            peers |= m.voters | m.learners | m.voters_outgoing
+        peers.discard(self.node_id)
+        return frozenset(peers)
+
+    def _wake_groups_of(self, peer: NodeId) -> None:
+        """`peer` went silent: wake our quiet followers it leads and our quiet leaders it is a
+        member of."""
+        self.stats.peers_suspected += 1
+        self._log.info("raft.peer_silent", peer=peer, ticks=self.liveness_ticks)
+        for group, g in self._groups.items():
+            node = g.node
+            if not node.quiesced:
+                continue
+            if node.role is Role.LEADER:
+                m = node.membership
+                if peer not in (m.voters | m.learners | m.voters_outgoing):
+                    continue
+                node.wake()
+            elif node.leader_id == peer:
+                node.wake(leader_lost=True)
+            else:
+                continue
+            self.stats.woken += 1
+            self._active.add(group)
+            self._dirty.add(group)
 
     async def _receive_loop(self) -> None:
         incoming = self.transport.incoming
@@ -342,12 +433,16 @@ class RaftHost:
             self._wake.set()
 
     def _step(self, msg: Message) -> None:
+        self._last_heard[msg.src] = self._tick_no
         g = self._groups.get(msg.group)
         if g is None or msg.dst != self.node_id:
-            self.stats.unroutable += 1
+            if msg.group != HOST_GROUP:
+                self.stats.unroutable += 1
             return
         g.node.step(msg)
         self._dirty.add(msg.group)
+        if not g.node.quiesced:
+            self._active.add(msg.group)
 
     async def _ready_loop(self) -> None:
         while True:  # until cancelled
@@ -512,3 +607,6 @@ class HostStats:
     early_sends: int = 0  # leader messages sent before the leader's own fsync finished
     applied: int = 0
     unroutable: int = 0
+    host_pings: int = 0  # host heartbeats sent (peer liveness for quiesced groups)
+    peers_suspected: int = 0  # times a peer fell silent for liveness_ticks
+    woken: int = 0  # quiet groups woken because a peer fell silent

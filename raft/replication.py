@@ -26,6 +26,8 @@ from raft.config import Role
 from raft.progress import SNAPSHOT_WINDOW_CHUNKS, Progress, ProgressState
 from raft.types import Entry, EntryKind, Message, MessageType, ReadState
 
+QUIESCE_CONTEXT = b"raft.quiesce"  # HEARTBEAT context: the leader goes quiet after this one
+
 _M = MessageType
 MAX_READS = 4096  # pending read-index requests kept by a leader; more are dropped
 
@@ -82,6 +84,7 @@ class LeaderMixin:
             return
         if to not in self._progress or not mship.is_voter(self._membership, to):
             return
+        self.wake()  # type: ignore[attr-defined]
         self._transferee = to
         self._election_elapsed = 0
         self._event("raft.transfer_started", to=to)
@@ -105,8 +108,32 @@ class LeaderMixin:
                 self._transferee = None
         if self._heartbeat_elapsed >= self._cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
+            if self._can_quiesce():
+                self._bcast_heartbeat(QUIESCE_CONTEXT)
+                self._quiesced = True
+                return
             self._bcast_heartbeat()
             self._resend_snapshots()
+
+    def _can_quiesce(self) -> bool:
+        """Nothing to send for now: every follower holds the whole log, all of it committed in
+        this term, and answered since the last check-quorum sweep; no read, transfer or
+        membership change pending (raft/core.py, quiescence)."""
+        if not self._cfg.quiesce or self._reads or self._reads_waiting or self._transferee:
+            return False
+        last = self._log.last_index()
+        if self._log.committed != last or self._log.stable_index != last:
+            return False
+        if self._pending_config_index > last or self._log.term(last) != self._term:
+            return False
+        if not mship.is_voter(self._membership, self._cfg.node_id) or self._membership.voters_outgoing:
+            return False
+        for pr in self._progress.values():
+            if pr.state is not ProgressState.REPLICATE or pr.match != last or pr.inflight:
+                return False
+            if not pr.recent_active:
+                return False
+        return True
 
     def _quorum_active(self) -> bool:
         active = {n for n, pr in self._progress.items() if pr.recent_active}
@@ -240,8 +267,8 @@ class LeaderMixin:
             pr.snap_sent_bytes = offset + len(chunk)
             pr.snap_last_sent = last
 
-    def _bcast_heartbeat(self) -> None:
-        ctx = self._reads[-1].context if self._reads else b""
+    def _bcast_heartbeat(self, quiesce_context: bytes = b"") -> None:
+        ctx = self._reads[-1].context if self._reads else quiesce_context
         for node in sorted(self._progress):
             pr = self._progress[node]
             commit = min(pr.match, self._log.committed)
