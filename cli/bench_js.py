@@ -50,7 +50,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.benchlib import jsrun
-from cli.benchlib.jsload import CpuMeter, LoadError
+from cli.benchlib.jsload import CPU_TICKS_KEY, CpuMeter, LoadError
 from cli.benchlib.jsproto import ProtocolError
 from cli.benchlib.launcher import ServerKind, ServerProcess, free_port
 
@@ -321,7 +321,7 @@ def table(title: str, results: dict[str, dict[str, float]], runs: int) -> Table:
     others = [n for n in names if ours is not None and n != ours]
     for other in others:
         out.add_column(f"{ours} / {other}", justify="right")
-    metrics = sorted({k for r in results.values() for k in r})
+    metrics = sorted({k for r in results.values() for k in r if not k.startswith("_")})
     for metric in metrics:
         row = [metric] + [format_value(results[n].get(metric)) for n in names]
         for other in others:
@@ -342,6 +342,7 @@ def fsync_notes(names: list[str]) -> str:
     return "\n".join(f"  {n}: {FSYNC_SETTINGS[n]}" for n in names if n in FSYNC_SETTINGS)
 
 
+CPU_TICKS_ENOUGH = 20
 RUN_FAILURES = (jsrun.RunFailed, LoadError, ProtocolError)
 
 
@@ -370,6 +371,10 @@ def run_all(title: str, fn: Any, url: str | None, server_kind: str, compare: boo
     for name, reason in failures.items():
         console.print(f"FAILED {name}: {reason}", highlight=False, markup=False)
     console.print("fsync settings:\n" + fsync_notes(list(results)), highlight=False)
+    coarse = [n for n, r in results.items() if r.get(CPU_TICKS_KEY, CPU_TICKS_ENOUGH) < CPU_TICKS_ENOUGH]
+    if coarse:
+        console.print(f"CPU per 1k msgs is coarse (fewer than {CPU_TICKS_ENOUGH} clock ticks measured) for "
+                      f"{', '.join(coarse)}: use more --msgs", highlight=False)
     console.print(f"1-min load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
                   f"({os.cpu_count()} CPUs); server_cpu_s_per_1k_msgs is the load-robust figure", highlight=False)
     if failures:

@@ -51,6 +51,7 @@ BATCH_DEFAULT = 500
 PULL_EXPIRES_NS = 5_000_000_000
 RETRY_INTERVAL_S = 0.25
 API_TIMEOUT_S = 2.0
+CPU_TICKS_KEY = "_server_cpu_ticks"  # how coarse the CPU figure is (/proc counts in clock ticks)
 LATENCY_POINTS = (("p50_us", 0.5), ("p90_us", 0.9), ("p99_us", 0.99))
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -87,7 +88,8 @@ class CpuMeter:
         """`server_cpu_s_per_1k_msgs` (all pids summed) and, with several, the busiest one."""
         if not self.used_s or msgs <= 0:
             return {}
-        out = {"server_cpu_s_per_1k_msgs": sum(self.used_s.values()) * 1000 / msgs}
+        out = {"server_cpu_s_per_1k_msgs": sum(self.used_s.values()) * 1000 / msgs,
+               CPU_TICKS_KEY: sum(self.used_s.values()) * CLK_TCK}
         if len(self.used_s) > 1:
             out["busiest_node_cpu_s_per_1k_msgs"] = max(self.used_s.values()) * 1000 / msgs
         return out
@@ -115,12 +117,12 @@ class RawConn:
 
     def _handshake(self, name: str) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout_s
-        info = self._wait_for(lambda f: f[0] == "INFO", deadline)
+        info = self.wait_for(lambda f: f[0] == "INFO", deadline)
         options = {"verbose": False, "pedantic": False, "headers": True, "no_responders": True,
                    "protocol": 1, "name": name, "lang": "python-raw", "version": "0"}
         self.sock.sendall(b"CONNECT " + json.dumps(options).encode() + b"\r\n"
                           b"SUB " + self.inbox + b".* 1\r\nPING\r\n")
-        self._wait_for(lambda f: f[0] == "PONG", deadline)
+        self.wait_for(lambda f: f[0] == "PONG", deadline)
         return json.loads(info[5])
 
     def close(self) -> None:
@@ -152,7 +154,7 @@ class RawConn:
                 raise LoadError(f"server error: {frame[5].decode(errors='replace')}")
         return frames
 
-    def _wait_for(self, match: Callable[[tuple], bool], deadline: float) -> tuple:
+    def wait_for(self, match: Callable[[tuple], bool], deadline: float) -> tuple:
         while True:  # bounded by the deadline in read()
             for frame in self.read(deadline):
                 if match(frame):
@@ -165,7 +167,7 @@ class RawConn:
         self._requests += 1
         reply = self.inbox + b".r%d" % self._requests
         self.sock.sendall(pub_frame(subject.encode(), reply, body))
-        frame = self._wait_for(lambda f: f[1] == reply, time.monotonic() + timeout_s)
+        frame = self.wait_for(lambda f: f[1] == reply, time.monotonic() + timeout_s)
         return frame[4], frame[5]
 
     def api(self, subject: str, body: dict[str, Any] | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -297,7 +299,7 @@ def publish_one_at_a_time(conn: RawConn, subject: str, msgs: int, size_bytes: in
         want = conn.inbox + b".%d" % n
         sent_at = time.perf_counter()
         sock.sendall(frames[n])
-        frame = conn._wait_for(lambda f: f[1] == want, deadline)
+        frame = conn.wait_for(lambda f: f[1] == want, deadline)
         latencies_s.append(time.perf_counter() - sent_at)
         _tally_ack(tally, frame[4], frame[5])
     result = _pub_result(msgs, start, time.perf_counter(), tally, cpu_start_s)
@@ -327,7 +329,7 @@ def consume_pull(conn: RawConn, stream: str, durable: str, msgs: int, batch: int
     """Fetch `msgs` messages through the durable pull consumer, `batch` per request, acking each."""
     next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}".encode()
     pull_reply = conn.inbox + b".pull"
-    got = in_batch = requested = 0
+    got = in_batch = requested = unreadable_acks = 0
     statuses: dict[int, int] = {}
     stream_seqs: list[int] = []
     sock = conn.sock
@@ -349,7 +351,11 @@ def consume_pull(conn: RawConn, stream: str, durable: str, msgs: int, batch: int
             if reply is not None and reply.startswith(b"$JS.ACK."):
                 got += 1
                 in_batch += 1
-                stream_seqs.append(ack_stream_seq(reply) or 0)
+                seq = ack_stream_seq(reply)
+                if seq is None:
+                    unreadable_acks += 1
+                else:
+                    stream_seqs.append(seq)
                 out.append(b"PUB %s 4\r\n+ACK\r\n" % reply)
             elif op == "HMSG":
                 code = status_code(header) or 0
@@ -362,10 +368,11 @@ def consume_pull(conn: RawConn, stream: str, durable: str, msgs: int, batch: int
             sock.sendall(b"".join(out))
     end, cpu_s = time.perf_counter(), time.process_time() - cpu_start_s
     conn.sock.sendall(b"PING\r\n")  # the server has read every ack once it answers
-    conn._wait_for(lambda f: f[0] == "PONG", time.monotonic() + timeout_s)
+    conn.wait_for(lambda f: f[0] == "PONG", time.monotonic() + timeout_s)
     distinct = len(set(stream_seqs)) == len(stream_seqs)
     elapsed = max(end - start, 1e-9)
-    return {"ok": distinct and 409 not in statuses, "msgs": got, "statuses": statuses, "seqs_distinct": distinct,
+    return {"ok": distinct and 409 not in statuses and not unreadable_acks, "msgs": got, "statuses": statuses,
+            "seqs_distinct": distinct, "unreadable_ack_subjects": unreadable_acks,
             "start": start, "end": end, "elapsed_s": elapsed, "msgs_per_s": got / elapsed,
             "client_cpu_s_per_1k_msgs": cpu_s * 1000 / max(got, 1)}
 
