@@ -69,6 +69,7 @@ EXTERNAL_COMMANDS: dict[str, str] = {
     "js-pub": "cli.bench_js:js_pub",
     "js-consume": "cli.bench_js:js_consume",
     "kv": "cli.bench_js:kv",
+    "idle": "cli.bench_idle:idle",
 }
 
 

@@ -25,6 +25,7 @@ _D = BenchConfig()
 @click.option("--heartbeat-ticks", type=int, default=_D.heartbeat_ticks, show_default=True)
 @click.option("--election-ticks", type=int, default=_D.election_ticks, show_default=True,
               help="Election timeout is random in [n, 2n) ticks.")
+@click.option("--no-quiesce", is_flag=True, help="Idle groups keep heartbeating (no quiescence).")
 @click.option("--only", type=click.Choice(["throughput", "idle"]), default=None,
               help="Run one measurement only.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
@@ -37,6 +38,7 @@ def raft(
     tick_ms: float,
     heartbeat_ticks: int,
     election_ticks: int,
+    no_quiesce: bool,
     only: str | None,
     as_json: bool,
 ) -> None:
@@ -51,6 +53,7 @@ def raft(
         tick_interval_s=tick_ms / 1000,
         heartbeat_ticks=heartbeat_ticks,
         election_ticks=election_ticks,
+        quiesce=not no_quiesce,
     )
     which = (only,) if only else ("throughput", "idle")
     click.echo(run_and_format(cfg, which, as_json))

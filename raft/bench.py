@@ -7,8 +7,8 @@ quorum) in a temporary directory:
 1. throughput: one group; `inflight` tasks each propose `payload_bytes` entries back to back on
    the leader for `duration_s`. Reports commits/s and p50/p99 commit latency (propose call to
    committed-and-applied on the leader).
-2. idle: `idle_groups` groups on the same three hosts, all elected and then left idle for
-   `idle_s`. Reports CPU use as process CPU seconds per wall second (time.process_time), for
+2. idle: `idle_groups` groups on the same three hosts (quiescing unless `--no-quiesce`), all
+   elected and then left idle for `idle_s`. Reports CPU use as process CPU seconds per wall second (time.process_time), for
    the three hosts together, so ~1.0 means one core busy.
 
 Numbers are for the whole process; on a shared machine they vary with load.
@@ -46,10 +46,12 @@ class BenchConfig:
     payload_bytes: int = 100
     idle_groups: int = 1000
     idle_s: float = 10.0
-    # NATS-like timing: heartbeat every second, election timeout random in [4 s, 8 s).
+    # The timing of `jetraft server` stream groups (jetstream/cluster_stream.py): heartbeat every
+    # 400 ms, election timeout random in [1.2 s, 2.4 s).
     tick_interval_s: float = 0.1
-    election_ticks: int = 40
-    heartbeat_ticks: int = 10
+    election_ticks: int = 12
+    heartbeat_ticks: int = 4
+    quiesce: bool = True  # idle groups go quiet (raft/core.py); the hosts watch peer liveness
 
 
 @attrs.frozen
@@ -70,6 +72,7 @@ class IdleResult:
     cpu_s_per_wall_s: float
     messages_sent: int
     ticks_kept_ratio: float  # ticks run / ticks due: below ~0.95 the hosts could not keep up
+    quiesced_groups: int  # group replicas (of 3 x groups) quiet at the end of the run
 
 
 def _apply(entry: Entry) -> None:
@@ -118,6 +121,7 @@ async def add_groups(host: RaftHost, groups: list[str], cfg: BenchConfig) -> Non
             election_ticks=cfg.election_ticks,
             heartbeat_ticks=cfg.heartbeat_ticks,
             max_inflight_msgs=cfg.inflight,
+            quiesce=cfg.quiesce,
         )
         await host.add_group(group, config, members, _apply)
 
@@ -182,13 +186,14 @@ async def run_idle(cfg: BenchConfig, directory: pathlib.Path) -> IdleResult:
     async with three_hosts(directory, cfg, groups) as hosts:
         elect_s = await wait_leaders(hosts, groups, timeout_s=120)
         await trio.sleep(cfg.tick_interval_s * cfg.election_ticks * 2)  # let elections settle
-        sent_before = sum(h.stats.messages_sent for h in hosts)
+        sent_before = sum(h.stats.messages_sent + h.stats.host_pings for h in hosts)
         ticks_before = sum(h.stats.ticks for h in hosts)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await trio.sleep(cfg.idle_s)
         cpu1, wall1 = time.process_time(), time.perf_counter()
-        sent = sum(h.stats.messages_sent for h in hosts) - sent_before
+        sent = sum(h.stats.messages_sent + h.stats.host_pings for h in hosts) - sent_before
         ticks = sum(h.stats.ticks for h in hosts) - ticks_before
+        quiet = sum(h.node(g).quiesced for h in hosts for g in groups)
     ticks_due = len(NODES) * (wall1 - wall0) / cfg.tick_interval_s
     return IdleResult(
         groups=cfg.idle_groups,
@@ -197,6 +202,7 @@ async def run_idle(cfg: BenchConfig, directory: pathlib.Path) -> IdleResult:
         cpu_s_per_wall_s=(cpu1 - cpu0) / (wall1 - wall0),
         messages_sent=sent,
         ticks_kept_ratio=ticks / ticks_due,
+        quiesced_groups=quiet,
     )
 
 
@@ -231,7 +237,9 @@ def format_results(cfg: BenchConfig, results: dict[str, dict[str, object]]) -> s
             f"(all three hosts), {i['messages_sent']} messages in {i['measure_s']:.1f}s, "
             f"elected in {i['elect_s']:.1f}s, ticks kept {i['ticks_kept_ratio']:.0%}; "
             f"heartbeat every "
-            f"{cfg.heartbeat_ticks * cfg.tick_interval_s * 1000:.0f} ms"
+            f"{cfg.heartbeat_ticks * cfg.tick_interval_s * 1000:.0f} ms; "
+            f"quiesce {'on' if cfg.quiesce else 'off'}: "
+            f"{i['quiesced_groups']}/{3 * i['groups']} replicas quiet"
         )
     return "\n".join(lines)
 
@@ -247,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tick-ms", type=float, default=d.tick_interval_s * 1000)
     parser.add_argument("--heartbeat-ticks", type=int, default=d.heartbeat_ticks)
     parser.add_argument("--election-ticks", type=int, default=d.election_ticks)
+    parser.add_argument("--no-quiesce", action="store_true", help="idle groups keep heartbeating")
     parser.add_argument("--only", choices=["throughput", "idle"], default=None)
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args(argv)
@@ -259,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         tick_interval_s=args.tick_ms / 1000,
         heartbeat_ticks=args.heartbeat_ticks,
         election_ticks=args.election_ticks,
+        quiesce=not args.no_quiesce,
     )
     print(run_and_format(cfg, (args.only,) if args.only else ("throughput", "idle"), args.json))
 
