@@ -22,7 +22,7 @@ BUFFER_BYTES_MAX = 64 * 1024 * 1024
 
 Frame = tuple  # (op: str, subject: bytes, sid: bytes, reply: bytes | None, header: bytes, payload: bytes)
 
-_SEQ = re.compile(rb'"seq"\s*:\s*(\d+)')
+PUBACK_SEQ = re.compile(rb'"seq"\s*:\s*(\d+)')
 
 
 class ProtocolError(ValueError):
@@ -155,7 +155,7 @@ def puback_outcome(header: bytes, payload: bytes) -> tuple[int | None, str | Non
         return None, f"status {code}: {first_line}"
     if b'"error"' in payload:
         return None, _error_text(payload)
-    found = _SEQ.search(payload)
+    found = PUBACK_SEQ.search(payload)
     if found is None:
         return None, f"no seq in PubAck {payload[:200]!r}"
     return int(found.group(1)), None
