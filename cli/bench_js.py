@@ -343,7 +343,7 @@ def fsync_notes(names: list[str]) -> str:
 
 
 CPU_TICKS_ENOUGH = 20
-RUN_FAILURES = (jsrun.RunFailed, LoadError, ProtocolError)
+RUN_FAILURES = (jsrun.RunFailed, LoadError, ProtocolError, OSError)  # OSError: a server went away
 
 
 def run_all(title: str, fn: Any, url: str | None, server_kind: str, compare: bool, runs: int,
