@@ -79,7 +79,8 @@ class StreamRuntime:
         self.queue: list[tuple[Publish, str | None]] = []
         self.queue_ready = trio.Event()
         self.subscriptions: list[Any] = []
-        self.over_limit = over_limit or (lambda rt: False)
+        self.over_limit = over_limit or _never_over
+        self._limited = over_limit is not None
         self.stored_bytes = 0  # after the last commit; for account storage limits
         self.closed = False
         self.deleted = False
@@ -163,7 +164,7 @@ class StreamRuntime:
         """Routing callback for the stream's subjects: queue the message, never block."""
         if self.closed:
             return
-        if len(self.queue) >= PUBLISH_QUEUE_MAX or self.over_limit(self):
+        if len(self.queue) >= PUBLISH_QUEUE_MAX or (self._limited and self.over_limit(self)):
             if reply:
                 err = INSUFFICIENT_STORAGE if self.over_limit(self) else store_failed("too many pending publishes")
                 self.publish(reply, None, None, _json(puback_error_json(self.name, err)))
@@ -224,6 +225,10 @@ class StreamRuntime:
 
 class StreamClosed(Exception):
     """The stream was deleted or the server is stopping."""
+
+
+def _never_over(rt: StreamRuntime) -> bool:
+    return False
 
 
 def _commit_inline(cmds: list[Command]) -> bool:

@@ -200,8 +200,11 @@ class JetStream:
             self._load_consumers(rt)
 
     def _new_runtime(self, config: StreamConfig, created_ns: int, store: Any, directory: Path) -> StreamRuntime:
+        # server options are fixed: a stream whose storage kind has no account limit skips the
+        # check on every publish
+        limited = self.storage_limit(config) > 0
         return StreamRuntime(config, created_ns, store, directory, self.clock_ns, self.server.publish_internal,
-                             over_limit=self._over_limit)
+                             over_limit=self._over_limit if limited else None)
 
     # -- account limits (the server's max_memory_store / max_file_store) -----------------------
     def storage_limit(self, config: StreamConfig) -> int:

@@ -324,12 +324,29 @@ class Server:
         routes = self.routes
         deliver = self.deliver
         cluster = self.cluster_active
+        dirty = self.dirty
         for subject, payload in messages:
             route = routes.get(subject)
             if route is None:
                 route = self._route_uncached(subject)
             if route:
-                deliver(None, route, subject, None, None, [payload], b" %d\r\n" % len(payload))
+                plain, queues = route
+                sub = plain[0] if len(plain) == 1 and not queues else None
+                c = sub.client if sub is not None else None
+                if c is None or sub.max_msgs:  # type: ignore[union-attr]
+                    deliver(None, route, subject, None, None, [payload], b" %d\r\n" % len(payload))
+                else:  # the usual PubAck: one client's inbox subscription
+                    out = c.out
+                    out += b"MSG %s %s %d\r\n%s\r\n" % (subject.encode("utf-8", "surrogateescape"),
+                                                        sub.sid_b, len(payload), payload)  # type: ignore[union-attr]
+                    sub.delivered += 1  # type: ignore[union-attr]
+                    c.out_msgs += 1
+                    c.out_bytes += len(payload)
+                    if len(out) > c.stall_bytes:
+                        self._pressure(None, c)
+                    if not c.dirty:
+                        c.dirty = True
+                        dirty.append(c)
             if cluster is not None:
                 cluster.forward_internal(subject, None, None, payload)
         self.flush_dirty()
