@@ -3,10 +3,14 @@
 How it works: every command connects with nats-py to the servers given by `-s/--server` (comma
 separated URLs; NATS_URL otherwise) and speaks the JetStream API only, so it works against any
 server of the cluster (and the read-only ones against nats-server). Listings are rich tables.
-`stream move` and `stream scale` send a STREAM.UPDATE and then, unless `--no-wait`, show a
-progress bar fed by the stream leader's view of the move (stream info `cluster.move`: desired
-peers that are caught-up voters, servers still leaving) until the group is exactly the new set.
-API errors print nats-server's description and code and exit with status 1.
+`stream move` and `stream scale` send a STREAM.UPDATE and then, unless `--no-wait`, show
+progress bars fed by the stream leader's view (stream info): one for the move (`cluster.move`:
+desired peers that are caught-up voters, servers still leaving) and one per replica that is
+behind, filling as its lag (log entries behind the leader) shrinks from the largest lag seen,
+until the group is exactly the new set and every replica is current. `stream catchup` shows
+the same replica bars without a change (a replica catching up after a restart).
+API errors print nats-server's description and code, with a hint for the common ones (unknown
+stream, no server matches the placement, more replicas than servers), and exit with status 1.
 
 (`jetraft server` runs a server, so the server admin commands are `jetraft servers ls|remove`.)
 """
@@ -70,8 +74,17 @@ async def _call(nc: Any, subject: str, body: dict[str, Any] | None, timeout_s: f
     reply = json.loads(msg.data)
     error = reply.get("error")
     if error:
-        raise AdminError(f"{error.get('description')} (error {error.get('err_code')})")
+        hint = ERROR_HINTS.get(error.get("err_code"), "")
+        raise AdminError(f"{error.get('description')} (error {error.get('err_code')}){hint}")
     return reply
+
+
+ERROR_HINTS = {
+    10059: "\n  `jetraft stream ls` lists the streams",
+    10005: "\n  no (or too few) servers have the placement's cluster and tags; `jetraft servers ls` shows them",
+    10023: "\n  more replicas than servers in the meta group; `jetraft servers ls` shows them",
+    10124: "\n  wait for it to finish, or `jetraft stream cancel-move`",
+}
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -183,28 +196,73 @@ async def _update(urls: str, name: str, change: Callable[[dict[str, Any]], None]
         return cfg
 
 
-async def _follow(nc: Any, name: str, replicas: int, timeout_s: float) -> None:
-    """A progress bar until the stream's group is settled with `replicas` current replicas."""
+def replica_lags(info: dict[str, Any]) -> dict[str, int | None]:
+    """Each replica's lag behind the leader (log entries) from stream info; None when offline."""
+    out: dict[str, int | None] = {}
+    for r in (info.get("cluster") or {}).get("replicas", []):
+        out[r["name"]] = None if r.get("offline") else int(r.get("lag") or 0)
+    return out
+
+
+class CatchUp:
+    """Per-replica catch-up: a replica's bar total is the largest lag seen for it, its progress
+    how much of that it has made up (pure bookkeeping, fed one stream info at a time)."""
+
+    def __init__(self) -> None:
+        self.most: dict[str, int] = {}
+
+    def feed(self, info: dict[str, Any]) -> list[tuple[str, int, int, str]]:
+        """(replica, done, total, text) for every replica seen behind so far."""
+        rows = []
+        for name, lag in sorted(replica_lags(info).items()):
+            if lag is not None:
+                self.most[name] = max(self.most.get(name, 0), lag)
+            if name not in self.most or self.most[name] == 0:
+                continue
+            total = self.most[name]
+            if lag is None:
+                rows.append((name, 0, total, f"{name}: offline"))
+            else:
+                text = f"{name}: lag {lag}" if lag else f"{name}: current"
+                rows.append((name, total - lag, total, text))
+        return rows
+
+
+def settled(info: dict[str, Any], replicas: int) -> bool:
+    """The group is exactly `replicas` servers, no move in progress, every replica current."""
+    cluster = info.get("cluster") or {}
+    current = all(r.get("current") for r in cluster.get("replicas", []))
+    return "move" not in cluster and len(_servers_of(info)) == replicas and current
+
+
+async def _follow(nc: Any, name: str, replicas: int | None, timeout_s: float) -> None:
+    """Progress bars until the stream is settled (`replicas` servers, or as many as it has)."""
     deadline = time.monotonic() + timeout_s
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
+    catch_up = CatchUp()
     with Progress(*columns, console=console) as bar:
-        task = bar.add_task(f"{name}: catching up", total=replicas)
+        overall = bar.add_task(f"{name}: waiting for the leader", total=replicas or 1)
+        tasks: dict[str, Any] = {}
         while time.monotonic() < deadline:  # bounded by the deadline
             try:
                 info = await _call(nc, f"$JS.API.STREAM.INFO.{name}", None, timeout_s=1.0)
             except AdminError:
                 await asyncio.sleep(POLL_S)
                 continue
-            cluster = info.get("cluster") or {}
-            move = cluster.get("move")
-            servers = _servers_of(info)
-            current = all(r.get("current") for r in cluster.get("replicas", []))
+            want = replicas or len(_servers_of(info))
+            move = (info.get("cluster") or {}).get("move")
             if move:
-                bar.update(task, completed=move["done"], total=move["total"],
-                           description=f"{name}: leaving {','.join(move['leaving']) or '-'}")
-            elif len(servers) == replicas and current:
-                bar.update(task, completed=replicas, description=f"{name}: on {','.join(servers)}")
+                bar.update(overall, completed=move["done"], total=move["total"],
+                           description=f"{name}: to {','.join(move['target'])}, leaving {','.join(move['leaving']) or '-'}")
+            else:
+                bar.update(overall, completed=min(len(_servers_of(info)), want), total=want,
+                           description=f"{name}: on {','.join(_servers_of(info)) or '-'}")
+            for replica, done, total, text in catch_up.feed(info):
+                if replica not in tasks:
+                    tasks[replica] = bar.add_task(text, total=total)
+                bar.update(tasks[replica], completed=done, total=total, description=f"  {text}")
+            if settled(info, want):
                 return
             await asyncio.sleep(POLL_S)
     raise AdminError(f"{name} did not settle within {timeout_s:.0f}s (the move continues on the servers)")
@@ -274,14 +332,40 @@ def stream_peer_remove(name: str, server_name: str, urls: str) -> None:
     console.print(f"{name}: removing {server_name}, a replacement is being placed")
 
 
+@stream.command("catchup")
+@click.argument("name")
+@click.option("--timeout", "timeout_s", default=120.0, show_default=True)
+@server_option
+def stream_catchup(name: str, timeout_s: float, urls: str) -> None:
+    """Show replicas catching up (lag behind the leader) until every one is current."""
+    async def follow() -> None:
+        async with _connected(urls) as nc:
+            await _call(nc, f"$JS.API.STREAM.INFO.{name}", None)  # unknown stream: a clear error
+            await _follow(nc, name, None, timeout_s)
+
+    run(follow())
+    console.print(f"{name}: every replica is current")
+
+
+stepdown_options = [click.option("--preferred", default="", help="Server to hand leadership to."),
+                    click.option("--tags", default="", help="Or: a server with these tags (comma separated)."),
+                    click.option("--cluster", "cluster_name", default="", help="Or: a server in this cluster.")]
+
+
+def _stepdown_body(preferred: str, tags: str, cluster_name: str) -> dict[str, Any] | None:
+    placement = _placement(tags, cluster_name)
+    if preferred:
+        placement["preferred"] = preferred
+    return {"placement": placement} if placement else None
+
+
 @stream.command("stepdown")
 @click.argument("name")
-@click.option("--preferred", default="", help="Server to hand leadership to.")
+@_with(stepdown_options)
 @server_option
-def stream_stepdown(name: str, preferred: str, urls: str) -> None:
-    """Make the stream's leader step down."""
-    body = {"placement": {"preferred": preferred}} if preferred else None
-    run(_request(urls, f"$JS.API.STREAM.LEADER.STEPDOWN.{name}", body))
+def stream_stepdown(name: str, preferred: str, tags: str, cluster_name: str, urls: str) -> None:
+    """Make the stream's leader step down (to a preferred server, or one with tags/cluster)."""
+    run(_request(urls, f"$JS.API.STREAM.LEADER.STEPDOWN.{name}", _stepdown_body(preferred, tags, cluster_name)))
     info = run(_request(urls, f"$JS.API.STREAM.INFO.{name}"))
     console.print(f"{name}: leader is now {(info.get('cluster') or {}).get('leader') or '(electing)'}")
 
@@ -321,10 +405,9 @@ def meta() -> None:
 
 
 @meta.command("stepdown")
-@click.option("--preferred", default="", help="Server to hand meta leadership to.")
+@_with(stepdown_options)
 @server_option
-def meta_stepdown(preferred: str, urls: str) -> None:
-    """Make the meta leader step down."""
-    body = {"placement": {"preferred": preferred}} if preferred else None
-    run(_request(urls, "$JS.API.META.LEADER.STEPDOWN", body))
+def meta_stepdown(preferred: str, tags: str, cluster_name: str, urls: str) -> None:
+    """Make the meta leader step down (to a preferred server, or one with tags/cluster)."""
+    run(_request(urls, "$JS.API.META.LEADER.STEPDOWN", _stepdown_body(preferred, tags, cluster_name)))
     console.print("meta leader stepped down")

@@ -42,7 +42,7 @@ from jetstream.config import StreamConfig
 from jetstream.consumer_config import ConsumerConfig
 from jetstream.delivery import has_interest
 from jetstream.delivery_state import AckKind, parse_ack, parse_ack_subject
-from jetstream.errors import ApiError, JsApiException
+from jetstream.errors import ApiError, ErrCode, JsApiException
 from jetstream.runtime import StreamClosed, StreamRuntime, remove_stream_dir, write_config
 from jetstream.service import JetStream
 from jetstream.stream import Expire, UpdateConfig
@@ -77,6 +77,9 @@ class ClusteredJetStream(JetStream):
         self.by_group: dict[str, ReplicatedStream] = {}
         self.routed = RoutedServer(server)
         self.handing_over: set[str] = set()  # groups whose leadership is being handed over
+        # (voters most caught up first, leader, placement) -> new leader, None (any) or an error;
+        # set by the meta layer, which knows every server's cluster and tags (meta/api_moves.py)
+        self.stepdown_chooser: Callable[[list[str], str, dict[str, Any]], str | None | ApiError] | None = None
         self.log = structlog.get_logger("jetstream.cluster").bind(node=node_id)
 
     # -- single-server behaviour switched off -------------------------------------------------
@@ -462,32 +465,38 @@ class ClusteredJetStream(JetStream):
         return info
 
     async def stream_stepdown(self, name: str, payload: bytes = b"") -> dict[str, Any]:
-        """Hand leadership to the most caught-up voter, or to nats-server's
-        `{"placement": {"preferred": "<server>"}}` when given (it must be a voter)."""
+        """Hand leadership to the most caught-up voter, or to the one nats-server's
+        `{"placement": {"preferred": ..., "cluster": ..., "tags": [...]}}` picks (the meta layer's
+        `stepdown_chooser`: 10005 with nats-server's message when none fits)."""
         rt = self.streams.get(name)
         if not isinstance(rt, ReplicatedStream):
             return api.error_response("stream_leader_stepdown_response", UNAVAILABLE)
-        preferred = self._preferred_voter(rt, payload)
-        if isinstance(preferred, ApiError):
-            return api.error_response("stream_leader_stepdown_response", preferred)
-        ok = await self.hand_over(rt, to=preferred)
+        try:
+            target = self._stepdown_target(rt, payload)
+        except JsApiException as exc:
+            return api.error_response("stream_leader_stepdown_response", exc.error)
+        if isinstance(target, ApiError):
+            return api.error_response("stream_leader_stepdown_response", target)
+        ok = await self.hand_over(rt, to=target)
         if not ok:
             return api.error_response("stream_leader_stepdown_response", UNAVAILABLE)
         return response("stream_leader_stepdown_response", success=True)
 
-    def _preferred_voter(self, rt: ReplicatedStream, payload: bytes) -> str | None | ApiError:
-        try:
-            body = json.loads(payload) if bytes(payload).strip() else {}
-            name = str(((body.get("placement") or {}) if isinstance(body, dict) else {}).get("preferred") or "")
-        except ValueError:
-            return ApiError(code=400, err_code=10003, description="bad request")
-        if not name:
-            return None
-        voters = self.host.node(rt.group).membership.voters
-        for node in voters:
-            if self.peer_name(node) == name or node == name:
-                return None if node == self.node_id else node
-        return ApiError(code=400, err_code=10040, description="peer not a member")
+    def _stepdown_target(self, rt: ReplicatedStream, payload: bytes) -> str | None | ApiError:
+        body = api.decode_json(bytes(payload))
+        placement = body.get("placement") or {}
+        if not isinstance(placement, dict):
+            return api.api_error(ErrCode.INVALID_JSON, err="json: cannot unmarshal into Go struct field of type Placement")
+        node = self.host.node(rt.group)
+        progress = getattr(node, "_progress", {})
+        voters = sorted(node.membership.voters, key=lambda p: (-(progress[p].match if p in progress else -1), p))
+        if self.stepdown_chooser is not None:
+            return self.stepdown_chooser(voters, self.node_id, placement)  # type: ignore[no-any-return]
+        preferred = str(placement.get("preferred") or "")  # no meta layer: by name only
+        found = next((v for v in voters if preferred in (v, self.peer_name(v))), None) if preferred else None
+        if preferred and found is None:
+            return ApiError(code=400, err_code=10005, description=f'preferred server "{preferred}" not known')
+        return found
 
     # -- replica content hash (tests and tooling) -------------------------------------------
     def _digest_callback(self, rt: ReplicatedStream) -> Callable[..., None]:

@@ -23,7 +23,7 @@ from jetstream.api import error_response, fail, require_empty, response
 from jetstream.api_stream import NAMES_KEYS, _parse_config
 from jetstream.cluster import transfer_leadership
 from jetstream.config import StreamConfig, check_stream_create, check_stream_update
-from jetstream.errors import ErrCode, JsApiException, api_error
+from jetstream.errors import ApiError, ErrCode, JsApiException, api_error
 from jetstream.info import ZERO_TIME, stream_info_json
 from meta.assignments import (
     META_GROUP,
@@ -206,9 +206,15 @@ async def account_info(svc: Any, tokens: list[str], body: bytes) -> dict[str, An
 async def meta_stepdown(svc: Any, tokens: list[str], body: bytes) -> dict[str, Any]:
     if tokens[:3] != ["META", "LEADER", "STEPDOWN"]:
         raise fail(ErrCode.BAD_REQUEST)
-    preferred = api_moves.preferred_of(svc, body)
-    if preferred is not None and preferred != svc.node_id:
-        moved = await api_moves.stepdown_to(svc.host, META_GROUP, preferred)
+    placement = api_moves.stepdown_placement(body)
+    node = svc.host.node(META_GROUP)
+    progress = getattr(node, "_progress", {})
+    members = sorted(svc.meta_voters(), key=lambda p: (-(progress[p].match if p in progress else -1), p))
+    target = api_moves.choose_leader(svc, members, svc.node_id, placement)
+    if isinstance(target, ApiError):
+        raise JsApiException(target)
+    if target is not None:
+        moved = await api_moves.stepdown_to(svc.host, META_GROUP, target)
     else:
         moved = await transfer_leadership(svc.host, META_GROUP, svc.node_id)
     if not moved:

@@ -18,7 +18,8 @@ so config, tags and actual placement agree again. `$JS.API.STREAM.PEER.REMOVE.<s
 `$JS.API.SERVER.REMOVE` with `{"peer": "<server name>"}` takes a (stopped) server out of the
 meta group (a single-server Raft change of `_meta_`; placement only considers the meta group's
 voters afterwards) and re-places every replica it held, like a peer removal per stream. Meta
-and stream leader stepdowns accept nats-server's `{"placement": {"preferred": "<server>"}}`.
+and stream leader stepdowns accept nats-server's `{"placement": {"preferred": "<server>"}}` or
+`{"placement": {"cluster": ..., "tags": [...]}}` (`choose_leader`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import trio
 
 from meta.assignments import META_GROUP, StreamAssignment, UpdateStream
 from meta.moves import keep_and_add
-from meta.placement import PlacementError, place, qualified
+from meta.placement import PlacementError, place, qualified, stepdown_target
 from raft.types import ConfigChange, ConfigChangeType
 
 INSUFFICIENT_RESOURCES = ApiError(code=503, err_code=10023, description="insufficient resources")
@@ -174,21 +175,36 @@ async def _replace(svc: Any, sa: StreamAssignment, node: str) -> None:
     await svc.propose(UpdateStream(sa.name, sa.config, peers))
 
 
-def preferred_of(svc: Any, body: bytes) -> str | None:
-    """The node named by a stepdown's `{"placement": {"preferred": ...}}`, if any."""
-    if not body.strip():
+def stepdown_placement(body: bytes) -> dict[str, Any]:
+    """The `placement` of a stepdown request ({} for none); bad JSON is 10025."""
+    d = api.decode_json(body)
+    placement = d.get("placement") or {}
+    if not isinstance(placement, dict):
+        raise fail(ErrCode.INVALID_JSON, err="json: cannot unmarshal into Go struct field of type Placement")
+    return placement
+
+
+def choose_leader(svc: Any, members: list[str], leader: str, placement: dict[str, Any]) -> str | ApiError | None:
+    """The member a stepdown with `placement` hands leadership to: None when the request names
+    no placement (any member will do), an ApiError (10005 with nats-server's message) when
+    nothing fits (meta/placement.py `stepdown_target`)."""
+    preferred = str(placement.get("preferred") or "")
+    cluster = str(placement.get("cluster") or "")
+    tags = tuple(str(t) for t in placement.get("tags") or ())
+    if not (preferred or cluster or tags):
         return None
-    try:
-        d = json.loads(body)
-    except ValueError:
-        raise fail(ErrCode.BAD_REQUEST) from None
-    name = str(((d.get("placement") or {}) if isinstance(d, dict) else {}).get("preferred") or "")
-    if not name:
-        return None
-    node = node_of(svc, name)
-    if node is None:
-        raise JsApiException(SERVER_NOT_MEMBER)
-    return node
+    connected = set(svc.host.transport.connected_peers()) | {svc.node_id}
+    names = {m: svc.peer_name(m) for m in members}
+    found = stepdown_target(members, leader, names, svc.state.servers, connected,
+                            preferred=preferred, cluster=cluster, tags=tags)
+    if isinstance(found, PlacementError):
+        return ApiError(code=400, err_code=10005, description=found.reason)
+    return found
+
+
+def stepdown_chooser(svc: Any) -> Any:
+    """`choose_leader` for the stream leaders (jetstream/cluster.py `stepdown_chooser`)."""
+    return lambda members, leader, placement: choose_leader(svc, members, leader, placement)
 
 
 async def stepdown_to(host: Any, group: str, node: str) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 import trio
 
+from meta.api_moves import stepdown_chooser
 from meta.assignments import StreamAssignment
 from meta.moves import (
     AddLearner,
@@ -61,6 +62,8 @@ class MoveDriver:
     def __init__(self, svc: Any) -> None:
         self.svc = svc
         self.verified: set[tuple[str, tuple[str, ...]]] = set()
+        if svc.js is not None:  # stream stepdowns choose by placement with the meta state's records
+            svc.js.stepdown_chooser = stepdown_chooser(svc)
         self.log = structlog.get_logger("meta.moves").bind(node=svc.node_id)
 
     async def run(self) -> None:

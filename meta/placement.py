@@ -8,12 +8,17 @@ nothing is asked for). Among the qualified, the least loaded (fewest stream repl
 break by a hash of (stream name, server) so different streams spread over different servers
 with no randomness, the same on every run. Offline servers (as the caller knows it) go last.
 Too few qualified servers is an error the API reports as "insufficient resources".
+
+`stepdown_target` picks the next leader for a stepdown request's `placement` (stream or meta
+group), with nats-server's (2.11+) rules and messages: `preferred` names one member (it wins
+over cluster and tags); otherwise the first connected member other than the leader whose record
+has the cluster and every tag, in the caller's order (most caught up first).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 import attrs
 
@@ -62,3 +67,29 @@ def _qualifies(record: ServerRecord | None, cluster: str, tags: Collection[str])
     if cluster and record.cluster != cluster:
         return False
     return set(tags) <= set(record.tags)
+
+
+def stepdown_target(
+    members: Sequence[str],
+    leader: str,
+    names: Mapping[str, str],
+    records: Mapping[str, ServerRecord],
+    connected: Collection[str],
+    *,
+    preferred: str = "",
+    cluster: str = "",
+    tags: Collection[str] = (),
+) -> str | PlacementError:
+    """The member to hand leadership to (see the module docstring); `names` maps node ids to
+    server names, `members` is in order of preference."""
+    if preferred:
+        found = next((m for m in members if names.get(m) == preferred or m == preferred), None)
+        if found is None:
+            return PlacementError(f'preferred server "{preferred}" not known')
+        if found == leader:
+            return PlacementError(f'preferred server "{preferred}" is already leader')
+        return found
+    for member in members:
+        if member != leader and member in connected and _qualifies(records.get(member), cluster, tags):
+            return member
+    return PlacementError("no replacement peer connected")

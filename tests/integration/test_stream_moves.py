@@ -341,31 +341,72 @@ async def _without(nc: Any, stream: str, victim: str) -> dict[str, Any]:
     return info if info and victim not in _servers(info) else {}
 
 
-def test_stepdowns_with_a_preferred_server(cluster: dict[str, Node]) -> None:
+def test_stepdowns_with_a_preferred_server_or_placement(cluster: dict[str, Node]) -> None:
+    """nats-server's (2.11+) stepdown placement: `preferred` names the next leader; else
+    `cluster`/`tags` pick a connected member other than the leader; no fit is 10005 with its
+    messages (checked against nats-server 2.15.1), and the leader stays."""
     async def scenario() -> None:
         nc = await connect_all(cluster)
         js = nc.jetstream()
-        await until(lambda: js.add_stream(StreamConfig(name="PREF", subjects=["pref.>"], num_replicas=3)),
-                    "the stream")
+        cfg = StreamConfig(name="PREF", subjects=["pref.>"], num_replicas=3)
+        await until(lambda: js.add_stream(cfg), "the stream")
         info = await until(lambda: _r(nc, "PREF", 3), "three replicas")
-        target = sorted(_servers(info) - {info["cluster"]["leader"]})[0]
-        body = json.dumps({"placement": {"preferred": target}}).encode()
-        reply = await api(nc, "$JS.API.STREAM.LEADER.STEPDOWN.PREF", body, timeout_s=5.0)
+        leader = info["cluster"]["leader"]
+        target = sorted(_servers(info) - {leader})[0]
+        reply = await _stepdown(nc, "$JS.API.STREAM.LEADER.STEPDOWN.PREF", {"placement": {"preferred": target}})
         assert reply.get("success") is True, reply
         await until(lambda: _leader_is(nc, "$JS.API.STREAM.INFO.PREF", target), "the preferred stream leader")
         outsider = sorted(set(cluster) - _servers(info))[0]
-        bad = await api(nc, "$JS.API.STREAM.LEADER.STEPDOWN.PREF",
-                        json.dumps({"placement": {"preferred": outsider}}).encode(), timeout_s=5.0)
-        assert bad["error"]["err_code"] == 10040
+        for body, description in [
+            ({"placement": {"preferred": outsider}}, f'preferred server "{outsider}" not known'),
+            ({"placement": {"preferred": target}}, f'preferred server "{target}" is already leader'),
+            ({"placement": {"tags": ["az:9"]}}, "no replacement peer connected"),
+            ({"placement": {"cluster": "elsewhere"}}, "no replacement peer connected"),
+            ({"placement": {"tags": [TAGS[target]], "cluster": "elsewhere"}}, "no replacement peer connected"),
+        ]:
+            bad = await _stepdown(nc, "$JS.API.STREAM.LEADER.STEPDOWN.PREF", body)
+            assert bad["error"] == {"code": 400, "err_code": 10005, "description": description}, (body, bad)
+        bad = await api(nc, "$JS.API.STREAM.LEADER.STEPDOWN.PREF", b"{bad", timeout_s=5.0)
+        assert bad["error"]["err_code"] == 10025, bad
+        assert await _leader_is(nc, "$JS.API.STREAM.INFO.PREF", target)  # nothing moved
+        # by tags: a member in another zone than the leader's
+        others = {s for s in _servers(info) if s != target and TAGS[s] != TAGS[target]}
+        if others:
+            tag = TAGS[sorted(others)[0]]
+            reply = await _stepdown(nc, "$JS.API.STREAM.LEADER.STEPDOWN.PREF", {"placement": {"tags": [tag]}})
+            assert reply.get("success") is True, reply
+            await until(lambda: _leader_tag_is(nc, tag), f"a stream leader tagged {tag}")
         meta = (await api(nc, "$JS.API.INFO"))["meta_cluster"]["leader"]
+        bad = await _stepdown(nc, "$JS.API.META.LEADER.STEPDOWN", {"placement": {"preferred": "nobody"}})
+        assert bad["error"]["description"] == 'preferred server "nobody" not known', bad
         want = sorted(set(cluster) - {meta})[0]
-        reply = await api(nc, "$JS.API.META.LEADER.STEPDOWN",
-                          json.dumps({"placement": {"preferred": want}}).encode(), timeout_s=5.0)
+        reply = await _stepdown(nc, "$JS.API.META.LEADER.STEPDOWN", {"placement": {"preferred": want}})
         assert reply.get("success") is True, reply
         await until(lambda: _meta_leader_is(nc, want), "the preferred meta leader")
+        tag = "az:3" if TAGS[want] != "az:3" else "az:1"
+        reply = await until(lambda: _stepdown_ok(nc, {"placement": {"tags": [tag]}}), "a meta stepdown by tags")
+        await until(lambda: _meta_leader_tagged(nc, tag), f"a meta leader tagged {tag}")
         await until(lambda: _deleted(nc, "PREF"), "the stream deleted by the new meta leader")
         await nc.close()
     run(scenario())
+
+
+async def _stepdown(nc: Any, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+    return await api(nc, subject, json.dumps(body).encode(), timeout_s=5.0)
+
+
+async def _stepdown_ok(nc: Any, body: dict[str, Any]) -> dict[str, Any]:
+    reply = await _stepdown(nc, "$JS.API.META.LEADER.STEPDOWN", body)
+    return reply if reply.get("success") else {}
+
+
+async def _leader_tag_is(nc: Any, tag: str) -> bool:
+    leader = (await api(nc, "$JS.API.STREAM.INFO.PREF", timeout_s=1.0)).get("cluster", {}).get("leader")
+    return TAGS.get(leader) == tag
+
+
+async def _meta_leader_tagged(nc: Any, tag: str) -> bool:
+    return TAGS.get((await api(nc, "$JS.API.INFO", timeout_s=1.0))["meta_cluster"]["leader"]) == tag
 
 
 def test_stepdown_keeps_delivery_counts_and_acks(cluster: dict[str, Node]) -> None:
@@ -434,10 +475,19 @@ def test_admin_cli_lists_scales_and_reports_errors(cluster: dict[str, Node]) -> 
     assert out.exit_code == 0 and "CLI" in out.output, out.output
     out = runner.invoke(cli, ["stream", "info", "CLI", "-s", urls])
     assert out.exit_code == 0 and "leader" in out.output, out.output
+    out = runner.invoke(cli, ["stream", "catchup", "CLI", "--timeout", "60", "-s", urls])
+    assert out.exit_code == 0 and "every replica is current" in out.output, out.output
     out = runner.invoke(cli, ["stream", "move", "CLI", "--tags", "az:9", "-s", urls])
     assert out.exit_code == 1 and "no suitable peers for placement (error 10005)" in out.output, out.output
+    assert "jetraft servers ls" in out.output, out.output  # the hint
+    out = runner.invoke(cli, ["stream", "scale", "CLI", "9", "-s", urls])
+    assert out.exit_code == 1 and "maximum replicas is 5 (error 10052)" in out.output, out.output
     out = runner.invoke(cli, ["stream", "info", "NOPE", "-s", urls])
     assert out.exit_code == 1 and "stream not found" in out.output, out.output
+    out = runner.invoke(cli, ["stream", "stepdown", "CLI", "--tags", "az:9", "-s", urls])
+    assert out.exit_code == 1 and "no replacement peer connected (error 10005)" in out.output, out.output
+    out = runner.invoke(cli, ["stream", "stepdown", "CLI", "-s", urls])
+    assert out.exit_code == 0 and "leader is now" in out.output, out.output
     out = runner.invoke(cli, ["servers", "ls", "-s", urls])
     assert out.exit_code == 0 and all(name in out.output for name in cluster), out.output
     assert "az:1" in out.output and "az:2" in out.output
