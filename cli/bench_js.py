@@ -236,7 +236,8 @@ def run_js_pub(target: JsTarget, msgs: int, size_bytes: int, clients: int, windo
     return {"pub_msgs_per_s": rate, "pub_mb_per_s": rate * size_bytes / 1e6, **meter.metrics(msgs)}
 
 
-async def _consume(url: str, msgs: int, size_bytes: int, mode: str, meter: CpuMeter) -> dict[str, float]:
+async def _consume(url: str, msgs: int, size_bytes: int, mode: str, meter: CpuMeter,
+                   batch_size: int = 500) -> dict[str, float]:
     import nats
 
     nc = await nats.connect(url)
@@ -251,7 +252,7 @@ async def _consume(url: str, msgs: int, size_bytes: int, mode: str, meter: CpuMe
     if mode == "pull":
         psub = await js.pull_subscribe("benchjs.>", durable="bench")
         while got < msgs:
-            batch = await psub.fetch(min(500, msgs - got), timeout=10)
+            batch = await psub.fetch(min(batch_size, msgs - got), timeout=10)
             for m in batch:
                 await m.ack()
             got += len(batch)
@@ -267,14 +268,14 @@ async def _consume(url: str, msgs: int, size_bytes: int, mode: str, meter: CpuMe
 
 
 def run_js_consume(target: JsTarget, msgs: int, size_bytes: int, mode: str, storage: str,
-                   client: str = "raw") -> dict[str, float]:
+                   client: str = "raw", batch: int = 500) -> dict[str, float]:
     if client == "raw":
         if mode != "pull":
             raise click.UsageError("--client raw consumes with a pull consumer only (use --client nats-py for push)")
-        return jsrun.run_consume(target.url, list(target.pids), msgs, size_bytes, storage)
+        return jsrun.run_consume(target.url, list(target.pids), msgs, size_bytes, storage, batch)
     meter = CpuMeter(list(target.pids))
     asyncio.run(_reset_stream(target.url, storage))
-    return {**asyncio.run(_consume(target.url, msgs, size_bytes, mode, meter)), **meter.metrics(msgs)}
+    return {**asyncio.run(_consume(target.url, msgs, size_bytes, mode, meter, batch)), **meter.metrics(msgs)}
 
 
 async def _kv(url: str, ops: int, size_bytes: int) -> dict[str, float]:
@@ -429,13 +430,14 @@ def js_pub(url: str | None, server_kind: str, compare: bool, runs: int, r3: bool
 @click.option("--msgs", default=20_000, show_default=True)
 @click.option("--size", "size_bytes", default=16, show_default=True)
 @click.option("--mode", type=click.Choice(["pull", "push"]), default="pull", show_default=True)
+@click.option("--batch", default=500, show_default=True, help="pull: messages per MSG.NEXT request")
 @click.option("--storage", type=click.Choice(["file", "memory"]), default="file", show_default=True)
 def js_consume(url: str | None, server_kind: str, compare: bool, runs: int, **params: Any) -> None:
     """Consume a pre-filled stream: pull batch 500 + ack each, or (nats-py) an ordered push consumer."""
     if params["client"] == "raw" and params["mode"] != "pull":
         raise click.UsageError("--client raw consumes with a pull consumer only (use --client nats-py for push)")
     title = (f"js-consume ({params['mode']}): {params['msgs']:,} msgs x {params['size_bytes']} B, "
-             f"client {params['client']}")
+             f"client {params['client']}" + (f", batch {params['batch']}" if params["mode"] == "pull" else ""))
     run_all(title, run_js_consume, url, server_kind, compare, runs, **params)
 
 
