@@ -17,8 +17,9 @@ sequences), so the figures measure the server; `--client nats-py` is the library
 tops out near 31k acked msgs/s here, below what nats-server does). A run with any publish error
 is reported as FAILED, not as a rate. When the bench starts the servers itself, each server
 process's CPU seconds per 1,000 messages over the measured span (/proc/<pid>/stat utime+stime;
-for --r3 the sum over the 3 nodes and the busiest node) is an extra row: it holds up on a loaded
-machine, where wall-clock rates do not. With the raw client, `client_cpu_s_per_1k_msgs` is the
+for --r3 the sum over the 3 nodes and the busiest node; the system-time part, where fsync
+shows up, as its own row) is an extra row: it holds up on a loaded machine, where wall-clock
+rates do not. With the raw client, `client_cpu_s_per_1k_msgs` is the
 load generator's own CPU (all publishers), to tell whether the client was the limit.
 
 Target: `--url` (a running server with JetStream), or `--server jetraft|nats-server` started

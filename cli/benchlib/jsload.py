@@ -63,34 +63,45 @@ class LoadError(RuntimeError):
 
 
 # -- server CPU -----------------------------------------------------------------------------------
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of a process (all its threads) in seconds, from /proc/<pid>/stat."""
+def process_cpu_times_s(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process (all its threads) in seconds, from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     fields = stat[stat.rindex(b")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process in seconds."""
+    return sum(process_cpu_times_s(pid))
 
 
 class CpuMeter:
-    """CPU seconds each of `pids` used between `start()` and `stop()`."""
+    """CPU seconds each of `pids` used between `start()` and `stop()` (and the kernel's part of it:
+    system time, where fsync and socket work show up)."""
 
     def __init__(self, pids: list[int]) -> None:
         self.pids = list(pids)
-        self._before: dict[int, float] = {}
+        self._before: dict[int, tuple[float, float]] = {}
         self.used_s: dict[int, float] = {}
+        self.system_s: dict[int, float] = {}
 
     def start(self) -> None:
-        self._before = {pid: process_cpu_s(pid) for pid in self.pids}
+        self._before = {pid: process_cpu_times_s(pid) for pid in self.pids}
 
     def stop(self) -> dict[int, float]:
-        self.used_s = {pid: process_cpu_s(pid) - before for pid, before in self._before.items()}
+        after = {pid: process_cpu_times_s(pid) for pid in self._before}
+        self.used_s = {pid: sum(after[pid]) - sum(before) for pid, before in self._before.items()}
+        self.system_s = {pid: after[pid][1] - before[1] for pid, before in self._before.items()}
         return self.used_s
 
     def metrics(self, msgs: int) -> dict[str, float]:
-        """`server_cpu_s_per_1k_msgs` (all pids summed) and, with several, the busiest one."""
+        """`server_cpu_s_per_1k_msgs` (all pids summed), its kernel part, and with several pids the
+        busiest one."""
         if not self.used_s or msgs <= 0:
             return {}
         out = {"server_cpu_s_per_1k_msgs": sum(self.used_s.values()) * 1000 / msgs,
+               "server_sys_cpu_s_per_1k_msgs": sum(self.system_s.values()) * 1000 / msgs,
                CPU_TICKS_KEY: sum(self.used_s.values()) * CLK_TCK}
         if len(self.used_s) > 1:
             out["busiest_node_cpu_s_per_1k_msgs"] = max(self.used_s.values()) * 1000 / msgs

@@ -118,9 +118,10 @@ def test_percentile_and_url() -> None:
 def test_cpu_meter_reports_per_1k_messages_and_busiest() -> None:
     assert process_cpu_s(os.getpid()) > 0
     meter = CpuMeter([])
-    meter.used_s = {1: 0.5, 2: 1.5}
+    meter.used_s, meter.system_s = {1: 0.5, 2: 1.5}, {1: 0.1, 2: 0.3}
     metrics = meter.metrics(2000)
     assert metrics["server_cpu_s_per_1k_msgs"] == 1.0 and metrics["busiest_node_cpu_s_per_1k_msgs"] == 0.75
+    assert metrics["server_sys_cpu_s_per_1k_msgs"] == pytest.approx(0.2)
     meter.used_s = {1: 0.2}
     assert meter.metrics(1000)["server_cpu_s_per_1k_msgs"] == pytest.approx(0.2)
     assert "busiest_node_cpu_s_per_1k_msgs" not in meter.metrics(1000)
