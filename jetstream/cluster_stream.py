@@ -8,7 +8,8 @@ replica applies committed entries in `apply_entry` (the RaftHost apply callback)
 in one store transaction, each command numbered `sub_index(entry, k)`, so a restarted replica
 skips exactly what it already has; runs of stream commands go to the state machine's bulk
 `apply_batch`. The leader applies its own publish batches from the commands it proposed
-(`proposed`, matched by the identity of the entry's bytes) instead of decoding them again. The publish path is the single server's (queue, writer,
+(`proposed`, matched by the identity of the entry's bytes) instead of decoding them again,
+and sends their PubAcks from the apply callback itself, as soon as the entry is applied. The publish path is the single server's (queue, writer,
 PubAck after commit) with up to ENTRIES_IN_FLIGHT entries proposed at once.
 
 The store is the snapshot (design.md): after `compact_every` applied entries the replica makes
@@ -23,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
 from jetstream.cluster_codec import (
@@ -87,23 +89,29 @@ class ReplicatedStream(StreamRuntime):
         self.leader_subs: list[RoutedSub] = []
         self.replica_subs: list[RoutedSub] = []
         self.move_progress: dict[str, Any] | None = None  # set by the leader during a move (meta/move_driver.py)
-        self.proposed: dict[int, tuple[bytes, list[Any]]] = {}  # id(entry data) -> (data, publishes)
+        self.proposed: dict[int, _Proposal] = {}  # id(entry data) -> publishes proposed here
 
     def _has_interest(self, subject: str) -> bool:
         return True  # the same answer on every replica (see the module docstring)
 
     async def apply_batch(self, cmds: list[Any]) -> list[Any]:
         """Propose `cmds` as one entry; the results once committed and applied here."""
-        cmds = list(cmds)
+        results, _ = await self._replicate(list(cmds), None)
+        return results
+
+    async def _replicate(self, cmds: list[Any], batch: list[Any] | None) -> tuple[list[Any], bool]:
+        """`apply_batch`; with the writer's `batch` of (Publish, reply), its PubAcks are sent by
+        `apply_entry` right after the entry is applied. Returns the results and whether they were."""
         data = encode_batch(cmds)
-        own = all(type(cmd) is Publish for cmd in cmds)
-        if own:  # apply_entry takes them as they are instead of decoding `data` again
-            self.proposed[id(data)] = (data, cmds)
+        proposal = None
+        if all(type(cmd) is Publish for cmd in cmds):  # apply_entry takes them as they are
+            proposal = self.proposed[id(data)] = _Proposal(data, cmds, batch)
         try:
-            return await self._propose(data, len(cmds))
+            results = await self._propose(data, len(cmds))
         finally:
-            if own:
+            if proposal is not None:
                 self.proposed.pop(id(data), None)
+        return results, proposal is not None and proposal.acked
 
     async def _propose(self, data: bytes, count: int) -> list[Any]:
         deadline = trio.current_time() + PROPOSE_RETRY_S
@@ -125,9 +133,10 @@ class ReplicatedStream(StreamRuntime):
     async def apply_entry(self, entry: Entry) -> list[Any]:
         """RaftHost apply callback: apply one committed batch to the local store."""
         own = self.proposed.get(id(entry.data))
-        if own is not None and own[0] is entry.data:
-            cmds = own[1]  # proposed here: exactly what decoding the entry would give
+        if own is not None and own.data is entry.data:
+            cmds = own.cmds  # proposed here: exactly what decoding the entry would give
         else:
+            own = None
             try:
                 cmds = decode_batch(entry.data)
             except CodecError as exc:
@@ -150,9 +159,18 @@ class ReplicatedStream(StreamRuntime):
                 self.log.error("stream.reload_failed", error=repr(reload_exc))
             return [store_failed(f"store failed: {exc}")] * len(cmds)
         self.config = self.sm.config
+        if own is not None and own.batch is not None and not own.acked:
+            own.acked = True  # committed and applied: ack now, not one task switch later
+            self._ack(own.batch, results)
         self.notify()
         self._maybe_compact()
         return results
+
+    def _ack(self, batch: list[Any], results: list[Any]) -> None:
+        try:
+            self._send_acks(batch, results)
+        except Exception as exc:  # noqa: BLE001 - an apply callback must not raise
+            self.log.error("stream.ack_failed", error=repr(exc))
 
     # -- snapshots: the store is the snapshot ---------------------------------------------------
     def _maybe_compact(self) -> None:
@@ -265,8 +283,9 @@ class ReplicatedStream(StreamRuntime):
         first checkpoint, so entries enter the log in queue order."""
         try:
             task_status.started()
-            results = await self.apply_batch([cmd for cmd, _ in batch])
-            self._send_acks(batch, results)
+            results, acked = await self._replicate([cmd for cmd, _ in batch], batch)
+            if not acked:  # not applied here (lost, refused, failed): answer what we know
+                self._send_acks(batch, results)
         except StreamClosed:
             pass
         finally:
@@ -282,6 +301,16 @@ class ReplicatedStream(StreamRuntime):
         batch, self.queue = self.queue[:count], self.queue[count:]
         return batch
 
+
+
+@attrs.define
+class _Proposal:
+    """Publishes proposed here as the entry `data`, until it is applied (see `apply_entry`)."""
+
+    data: bytes
+    cmds: list[Any]
+    batch: list[Any] | None  # the writer's (Publish, reply) pairs, acked once applied
+    acked: bool = False
 
 
 def open_replica_store(config: StreamConfig, directory: Any) -> Any:

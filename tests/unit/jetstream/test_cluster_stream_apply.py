@@ -5,6 +5,7 @@ leader's own publish batches are applied without decoding the entry again, to th
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import pytest
@@ -25,11 +26,33 @@ CONFIG = StreamConfig(name="S", subjects=("s.>",))
 DUP = b"NATS/1.0\r\nNats-Msg-Id: one\r\n\r\n"
 
 
-def replica(path: pathlib.Path, host: RaftHost | None = None) -> ReplicatedStream:
+def replica(path: pathlib.Path, host: RaftHost | None = None, publish=lambda *a: None) -> ReplicatedStream:
     path.mkdir(parents=True, exist_ok=True)
     store = open_replica_store(CONFIG, path)
-    return ReplicatedStream(CONFIG, 0, store, path, lambda: 1_000, lambda *a: None,
+    return ReplicatedStream(CONFIG, 0, store, path, lambda: 1_000, publish,
                             host=host, group="G", peers=("n1",), assigned_text="")  # type: ignore[arg-type]
+
+
+async def one_node_leader(path: pathlib.Path, publish=lambda *a: None) -> tuple[RaftHost, ReplicatedStream, list[Entry]]:
+    """A one-voter group whose apply callback also records the entries it applies."""
+    host = RaftHost("n1", MemoryLogStore(), MemoryNetwork().endpoint("n1"), tick_interval_s=0.05,
+                    store_offload=False)
+    leader = replica(path, host, publish)
+    entries: list[Entry] = []
+
+    def apply(entry: Entry) -> object:
+        entries.append(entry)
+        return leader.apply_entry(entry)
+
+    await host.add_group("G", stream_group_config("n1", "G"), Membership(frozenset({"n1"})),
+                         apply, leader.restore_snapshot)
+    return host, leader, entries
+
+
+async def until_leader(host: RaftHost) -> None:
+    with trio.fail_after(30):
+        while host.node("G").role is not Role.LEADER or not host.node("G").commit_index:
+            await trio.sleep(0.05)
 
 
 def mixed_commands() -> list:
@@ -69,24 +92,11 @@ async def test_bulk_apply_matches_one_by_one(tmp_path: pathlib.Path) -> None:
 async def test_leader_applies_its_own_publishes_without_decoding(
     tmp_path: pathlib.Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    network = MemoryNetwork()
-    host = RaftHost("n1", MemoryLogStore(), network.endpoint("n1"), tick_interval_s=0.05,
-                    store_offload=False)
-    leader = replica(tmp_path / "leader", host)
-    entries: list[Entry] = []
-
-    def apply(entry: Entry) -> object:
-        entries.append(entry)
-        return leader.apply_entry(entry)
-
-    await host.add_group("G", stream_group_config("n1", "G"), Membership(frozenset({"n1"})),
-                         apply, leader.restore_snapshot)
+    host, leader, entries = await one_node_leader(tmp_path / "leader")
     publishes = [Publish("s.a", b"x%d" % i, 100 + i, DUP if i == 3 else None, f"r{i}") for i in range(6)]
     async with trio.open_nursery() as nursery:
         await nursery.start(host.run)
-        with trio.fail_after(30):
-            while host.node("G").role is not Role.LEADER or not host.node("G").commit_index:
-                await trio.sleep(0.05)
+        await until_leader(host)
         decoded: list[bytes] = []
         real_decode = cluster_stream.decode_batch
 
@@ -108,3 +118,30 @@ async def test_leader_applies_its_own_publishes_without_decoding(
     assert follower.store.snapshot() == leader.store.snapshot()
     await leader.close()
     await follower.close()
+
+
+async def test_writer_acks_every_publish_once_after_commit(
+    tmp_path: pathlib.Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    acks: list[tuple[str, bytes]] = []
+    host, leader, entries = await one_node_leader(
+        tmp_path / "leader", lambda subject, reply, hdrs, payload: acks.append((subject, bytes(payload))))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(host.run)
+        await until_leader(host)
+        nursery.start_soon(leader.run_writer)
+        for i in range(40):
+            leader.enqueue_publish("s.a", f"r{i}", DUP if i == 7 else None, b"x")
+            if i % 9 == 0:
+                await trio.sleep(0.01)  # several entries
+        with trio.fail_after(30):
+            while len(acks) < 40:
+                await trio.sleep(0.01)
+        await trio.sleep(1)  # a second ack would come within this
+        nursery.cancel_scope.cancel()
+    assert sorted(subject for subject, _ in acks) == sorted(f"r{i}" for i in range(40))
+    seqs = {subject: json.loads(body)["seq"] for subject, body in acks}
+    assert [seqs[f"r{i}"] for i in range(40)] == list(range(1, 41))
+    assert len([e for e in entries if e.kind is EntryKind.NORMAL]) > 2
+    assert leader.proposed == {}
+    await leader.close()
