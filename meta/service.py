@@ -13,7 +13,8 @@ shell, and the meta group `_meta_` whose voters are this server and every route 
   (meta/reconciler.py). At startup the meta log is replayed from index 1, which re-opens every
   assigned stream from its existing store.
 - The meta leader (after a read-index barrier) subscribes, routed across the cluster, to
-  `$JS.API.>` and answers the cluster-level requests (meta/api.py); requests about a stream it
+  `$JS.API.>` and answers the cluster-level requests (meta/api.py), each after a read-index
+  round (a deposed meta leader never answers from stale state); requests about a stream it
   does not know get "stream not found"; the rest belongs to stream leaders, which subscribed to
   their own stream's subjects, and it stays silent.
 - Each server announces its name, cluster and tags on `$JSC.HELLO` until the meta state records
@@ -59,6 +60,7 @@ from meta.assignments import (
 )
 from meta.move_driver import SETTLE_SUBJECT, MoveDriver
 from meta.reconciler import Start, Stop, Update, plan
+from meta.removal import RemovalWatch, ServerRemoved, marker_path, removed_marker
 from meta.topology import Topology, derive
 from raft.config import Role
 from raft.driver import NotLeader, OutcomeUnknown, RaftHost
@@ -73,6 +75,7 @@ MEMBERSHIP_ROUND_S = 0.3
 JOIN_CHANGE_TIMEOUT_S = 3.0
 JOINERS_MAX = 1024
 BOOTSTRAP_FILE = "meta-bootstrap.json"
+READ_BARRIER_S = 1.0  # an API request waits this long for the meta leader's read-index round
 SERVERS_SUBJECT = "$JSC.SERVERS"
 HELLO_EVERY_S = 0.5
 API_QUEUE_MAX = 1024
@@ -86,7 +89,15 @@ async def run_clustered_jetstream(server: Any, *, task_status: Any = trio.TASK_S
     tags = tuple(server.options.server_tags) or tuple(
         t.strip() for t in os.environ.get(TAGS_ENV, "").split(",") if t.strip())
     compact_every = int(os.environ.get(COMPACT_ENV, "") or COMPACT_EVERY_ENTRIES)
-    await MetaService(server, tags=tags, compact_every=compact_every).run(task_status=task_status)
+    service = MetaService(server, tags=tags, compact_every=compact_every)
+    if removed_marker(service.store_dir) is not None:  # SERVER.REMOVEd (meta/removal.py)
+        service.log.warning("meta.stays_removed", marker=str(marker_path(service.store_dir)))
+        task_status.started()
+        return
+    try:
+        await service.run(task_status=task_status)
+    except* ServerRemoved:
+        pass  # JetStream stopped; the server goes on as a plain NATS server
 
 
 def topology_of(options: Any) -> Topology:
@@ -155,7 +166,8 @@ class MetaService:
             self.join_sub = subscribe_routed(self.server, JOIN_SUBJECT, self._on_join)
             self.moves = MoveDriver(self)
             for task in (self.js.watch_leaders, self._reconcile_loop, self._watch_meta_leader,
-                         self._hello_loop, self._dispatch_api, self.moves.run, self._membership_loop):
+                         self._hello_loop, self._dispatch_api, self.moves.run, self._membership_loop,
+                         RemovalWatch(self).run):
                 nursery.start_soon(task)
             m = host.node(META_GROUP).membership
             self.log.info("meta.started", voters=sorted(m.voters), learners=sorted(m.learners),
@@ -385,6 +397,19 @@ class MetaService:
                          "role": "leader" if node == self.node_id else "voter"})
         self.js.respond(reply, {"leader": self.server.server_name, "servers": rows})
 
+    async def _still_leading(self) -> bool:
+        """A read-index round before answering an API request from the meta state: a meta
+        leader that was deposed or cut off from its quorum stays silent rather than answer
+        from stale state (e.g. "stream not found" for a stream created since)."""
+        assert self.host is not None
+        with trio.move_on_after(READ_BARRIER_S):
+            try:
+                await self.host.read_index(META_GROUP)
+            except NotLeader:
+                return False
+            return self.leading and self.is_leader()
+        return False
+
     # -- joining ----------------------------------------------------------------------------------
     def _on_join(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         """`$JSC.JOIN` from a server not yet registered. Every server points its transport at
@@ -494,7 +519,7 @@ class MetaService:
                 record = ServerRecord(item.node_id, item.name, item.cluster, item.tags)
                 if self.leading and self.state.servers.get(item.node_id) != record:
                     await self.propose(item)
-            else:
+            elif await self._still_leading():
                 await meta_api.handle(self, *item)
         except NotLeader:
             pass

@@ -32,6 +32,7 @@ CLUSTER = "stale-test"
 DEADLINE_S = 30.0
 SCENARIO_TIMEOUT_S = 90.0
 READ_TIMEOUT_S = 4.0
+NO_ANSWER = (nats.errors.TimeoutError, asyncio.TimeoutError, nats.errors.NoRespondersError)
 
 
 class Node(ClusterNode):
@@ -147,7 +148,7 @@ def test_thawed_old_leader_answers_no_stale_read(cluster: dict[str, Node]) -> No
                 for kind in READS:
                     try:
                         got = await read_once(near, "STALE", kind, 6)
-                    except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                    except NO_ANSWER:
                         continue
                     if is_stale(kind, got):
                         stale_later.append((kind, got))
@@ -176,7 +177,7 @@ def test_leader_without_quorum_answers_no_read(cluster: dict[str, Node]) -> None
                 node.signal(signal.SIGSTOP)
             try:
                 for kind in READS:
-                    with pytest.raises((nats.errors.TimeoutError, asyncio.TimeoutError)):
+                    with pytest.raises(NO_ANSWER):  # no responders: it already stepped down
                         await read_once(nc, "ALONE", kind, 1)
             finally:
                 for node in followers:
@@ -184,5 +185,44 @@ def test_leader_without_quorum_answers_no_read(cluster: dict[str, Node]) -> None
             assert await until(lambda: read_once(nc, "ALONE", "info", 1), "reads after the thaw", DEADLINE_S) == 1
         finally:
             await nc.close()
+
+    run(scenario())
+
+
+def test_thawed_old_meta_leader_answers_no_stale_list(cluster: dict[str, Node]) -> None:
+    """The same for the meta leader: a stream created while it was frozen is in every
+    STREAM.NAMES answer that reaches a client through the old meta leader's server."""
+    async def scenario() -> None:
+        helper = await nats.connect([n.url for n in cluster.values()])
+        async def meta_leader() -> str:
+            return (await api(helper, "$JS.API.INFO"))["meta_cluster"]["leader"]
+        meta = await until(meta_leader, "a meta leader", DEADLINE_S)
+        await helper.close()
+        old = cluster[meta]
+        near = await nats.connect(old.url, allow_reconnect=False)
+        far = await nats.connect([n.url for n in cluster.values() if n is not old])
+        try:
+            old.signal(signal.SIGSTOP)
+
+            async def created() -> dict[str, Any]:
+                body = json.dumps({"name": "NEWS", "subjects": ["news.>"], "num_replicas": 1}).encode()
+                got = await api(far, "$JS.API.STREAM.CREATE.NEWS", body, 3.0)
+                return got if "error" not in got else {}
+            await until(created, "NEWS created by a new meta leader", DEADLINE_S)
+            names = [asyncio.create_task(api(near, "$JS.API.STREAM.NAMES", b"{}", READ_TIMEOUT_S)) for _ in range(6)]
+            await asyncio.sleep(0.2)  # the requests wait in the frozen server's socket
+            old.signal(signal.SIGCONT)
+            results = await asyncio.gather(*names, return_exceptions=True)
+            stale = [r for r in results if isinstance(r, dict) and "NEWS" not in (r.get("streams") or [])]
+            assert not stale, f"stale STREAM.NAMES from the deposed meta leader: {stale}"
+
+            async def listed() -> bool:
+                got = await api(near, "$JS.API.STREAM.NAMES", b"{}", READ_TIMEOUT_S)
+                return "NEWS" in (got.get("streams") or [])
+            await until(listed, "NEWS listed through the old meta leader's server", DEADLINE_S)
+        finally:
+            old.signal(signal.SIGCONT)
+            await near.close()
+            await far.close()
 
     run(scenario())
