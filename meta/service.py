@@ -60,6 +60,7 @@ from meta.assignments import (
 )
 from meta.move_driver import SETTLE_SUBJECT, MoveDriver
 from meta.reconciler import Start, Stop, Update, plan
+from meta.removal import RemovalWatch, ServerRemoved, marker_path, removed_marker
 from meta.topology import Topology, derive
 from raft.config import Role
 from raft.driver import NotLeader, OutcomeUnknown, RaftHost
@@ -88,7 +89,15 @@ async def run_clustered_jetstream(server: Any, *, task_status: Any = trio.TASK_S
     tags = tuple(server.options.server_tags) or tuple(
         t.strip() for t in os.environ.get(TAGS_ENV, "").split(",") if t.strip())
     compact_every = int(os.environ.get(COMPACT_ENV, "") or COMPACT_EVERY_ENTRIES)
-    await MetaService(server, tags=tags, compact_every=compact_every).run(task_status=task_status)
+    service = MetaService(server, tags=tags, compact_every=compact_every)
+    if removed_marker(service.store_dir) is not None:  # SERVER.REMOVEd (meta/removal.py)
+        service.log.warning("meta.stays_removed", marker=str(marker_path(service.store_dir)))
+        task_status.started()
+        return
+    try:
+        await service.run(task_status=task_status)
+    except* ServerRemoved:
+        pass  # JetStream stopped; the server goes on as a plain NATS server
 
 
 def topology_of(options: Any) -> Topology:
@@ -157,7 +166,8 @@ class MetaService:
             self.join_sub = subscribe_routed(self.server, JOIN_SUBJECT, self._on_join)
             self.moves = MoveDriver(self)
             for task in (self.js.watch_leaders, self._reconcile_loop, self._watch_meta_leader,
-                         self._hello_loop, self._dispatch_api, self.moves.run, self._membership_loop):
+                         self._hello_loop, self._dispatch_api, self.moves.run, self._membership_loop,
+                         RemovalWatch(self).run):
                 nursery.start_soon(task)
             m = host.node(META_GROUP).membership
             self.log.info("meta.started", voters=sorted(m.voters), learners=sorted(m.learners),

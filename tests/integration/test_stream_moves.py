@@ -521,6 +521,24 @@ def test_server_remove_of_a_stopped_server_replaces_its_replicas(cluster: dict[s
             await js.update_stream(StreamConfig(name="GONE", subjects=["gone.>"], num_replicas=5))
         assert exc.value.err_code == 10023
         assert (await settled(nc, "GONE", _servers(info)))["config"]["num_replicas"] == 3
+        # restarted, the removed server learns it was removed (meta/removal.py): it stops
+        # hosting its old replicas and stays out of the meta group, keeping its data on disk
+        node = cluster[victim]
+        node.start([n.route_url for n in cluster.values()])
+        marker = node.store_dir / "raft" / "meta-removed.json"
+        await until(lambda: asyncio.sleep(0, marker.exists()), "the removed server marked removed")
+        await until(lambda: gone(nc, "GONE", {victim}), "no replica on the removed server")
+        assert any((node.store_dir).rglob("*.db")), "its data stays on disk"
+        meta_info = (await api(nc, "$JS.API.INFO"))["meta_cluster"]
+        assert victim not in meta_info["peers"] and meta_info["cluster_size"] == 4
+        plain = await nats.connect(node.url)  # still a NATS server
+        await plain.close()
+        node.stop()
+        node.start([n.route_url for n in cluster.values()])  # the marker holds across restarts
+        await until(lambda: asyncio.sleep(0, "meta.stays_removed" in node.log_path.read_text()),
+                    "the restarted server staying removed")
+        assert await gone(nc, "GONE", {victim})
+        assert (await settled(nc, "GONE", _servers(info)))["state"]["messages"] == 40
         await nc.close()
     run(scenario())
 
