@@ -10,7 +10,14 @@ parts swapped in (replicas are `ReplicatedStream`s, jetstream/cluster_stream.py)
   stream's subjects and API subjects; on losing it, it stops all of that;
 - durable consumer state travels through the stream's log (`SaveConsumer` / `DeleteConsumer`)
   whenever the flusher finds it changed, and an AckSync is answered only once committed, so a
-  new leader resumes from the replicated progress;
+  new leader resumes from the replicated progress (pending messages keep their redelivery
+  deadlines);
+- a planned leadership change (stepdown, a move's handover: `hand_over`) first holds the
+  consumers and commits their state, so the next leader knows every delivery (counts kept);
+  acks a leader applied but never committed (they arrived while it was losing leadership) are
+  published again once the next leader subscribes (`_forward_acks`), instead of waiting out
+  ack_wait. What a crash loses is the flush interval's deliveries (redelivered as new) and
+  plain acks (redelivered);
 - every replica answers `$JSC.DIGEST.<server>.<stream>` with its content hash, applied index
   and last sequence (tests compare replicas by content).
 
