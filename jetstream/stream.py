@@ -18,6 +18,8 @@ purge runs, and discard-old limits (per subject, max_msgs, max_bytes) trim the o
 The dedup index is kept in the store (same transaction), so a restarted replica or one restored
 from a snapshot decides duplicates exactly like the others. `apply` writes the applied index in
 the same store batch; an index at or below the stored one is skipped (replay after restart).
+`apply_batch(cmds, first_index)` applies a batch in one store transaction with the same
+outcome; runs of plain publishes (no headers) are stored with one bulk `store_many`.
 Retention hooks: `has_interest(subject)` (interest streams drop a message nobody wants) and the
 `RemoveAcked` command (interest/workqueue messages acknowledged by the consumers).
 """

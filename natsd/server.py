@@ -21,6 +21,8 @@ into a trio memory channel) and exceptions it raises are logged and swallowed. I
 subscriptions live in the same Sublist as client ones, so clients and internal subscribers see
 each other's messages; `publish_internal` wakes the writers it touched before returning.
 `headers` is the full header block (`NATS/1.0\\r\\n...\\r\\n\\r\\n`) or None. Also:
+`server.publish_internal_many([(subject, payload), ...])` publishes many header-less messages
+with one write per touched connection (JetStream's PubAcks of one commit).
 `server.deliver_to(to, subject, reply, headers, payload) -> bool` routes by `to` but shows
 `subject` (JetStream push delivery), and `server.has_interest(subject) -> bool`.
 """
