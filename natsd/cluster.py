@@ -26,7 +26,9 @@ How it works:
   entries weighted by their member count); the chosen route is told the queue names. A routed
   message is delivered only to local subscribers (`remote_msg`), never forwarded again.
 - Clients learn the cluster: `connect_urls` (our own client URL and every peer's) goes into
-  client INFO, and protocol-1 clients get an async INFO whenever the set changes. With
+  client INFO, and protocol-1 clients get an async INFO whenever the set changes. As in
+  nats-server, a server that never had a route offers none; once it had one, its own URL stays
+  when every peer is gone (tests/integration/test_cluster_join_info.py compares the two). With
   `no_advertise` (as nats-server) this server neither offers its URL to peers nor peers' URLs
   to its clients, so clients stay where they were put.
 """
@@ -339,8 +341,8 @@ class Cluster:
 
     def _compute_connect_urls(self) -> list[str]:
         urls: list[str] = []
-        if not self.server.options.cluster_no_advertise:
-            urls.append(self._own_client_url())
+        if not self.server.options.cluster_no_advertise and (self.routes or self.connect_urls):
+            urls.append(self._own_client_url())  # as nats-server: none until a first peer, then kept
         for conn in sorted(self.routes.values(), key=lambda c: c.peer_id):
             if conn.peer_info.get("ldm"):
                 continue  # a peer in lame-duck mode is not offered to clients
