@@ -10,6 +10,9 @@ is jetstream/delivery.py). Time comes in as `now_ns` arguments. It tracks:
   ack `all` acknowledges everything at or below a sequence. A deadline that passes queues the
   message for redelivery (`due`), unless `max_deliver` is used up.
 - `ack_floor`: the highest (stream, consumer) sequence below which everything is acknowledged.
+  The oldest pending sequence comes from a min-heap of pending sequences with lazy deletion
+  (an ack only removes the dict entry; stale heap tops are popped when the floor is needed),
+  so an ack costs O(log n) instead of a scan of everything pending.
 
 `ack_reply` builds and `parse_ack_subject` reads nats-server's v1 ack subject
 `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts_ns>.<pending>`; `parse_ack` reads
@@ -20,6 +23,7 @@ JSON for durable consumers (`to_json`/`from_json`).
 from __future__ import annotations
 
 import enum
+import heapq
 import json
 from collections import deque
 from typing import Any
@@ -151,6 +155,8 @@ class DeliveryState:
     # Lower bound of the earliest pending deadline (None = nothing scheduled): expire() skips
     # its scan until then. It may be stale-low (acked entries), never too high.
     scan_at_ns: int | None = None
+    # Min-heap holding every key of `pending` (plus stale ones, popped lazily); see _oldest().
+    pending_heap: list[int] = attrs.field(factory=list, repr=False, eq=False)
 
     # -- delivering -----------------------------------------------------------------------------
     def deliver(self, sseq: int, now_ns: int) -> tuple[int, int]:
@@ -167,6 +173,8 @@ class DeliveryState:
         if self.acks:
             deadline = now_ns + self._wait_for(deliveries)
             self.pending[sseq] = Pending(dseq, deliveries, deadline)
+            if entry is None:
+                heapq.heappush(self.pending_heap, sseq)
             self._schedule(deadline)
         else:
             self._advance_floor()
@@ -191,12 +199,19 @@ class DeliveryState:
     # -- acks -------------------------------------------------------------------------------------
     def ack(self, sseq: int) -> list[int]:
         """Acknowledge; returns the stream sequences now fully acknowledged."""
+        pending = self.pending
         if self.ack_all:
-            done = sorted(s for s in self.pending if s <= sseq)
+            done = []
+            if self._oldest() is not None:
+                heap = self.pending_heap
+                while heap and heap[0] <= sseq:
+                    s = heapq.heappop(heap)
+                    if pending.pop(s, None) is not None:  # a stale (or duplicate) key is skipped
+                        done.append(s)
+        elif pending.pop(sseq, None) is not None:
+            done = [sseq]
         else:
-            done = [sseq] if sseq in self.pending else []
-        for s in done:
-            del self.pending[s]
+            return []
         if done:
             self._advance_floor()
         return done
@@ -227,14 +242,33 @@ class DeliveryState:
         return True
 
     def _advance_floor(self) -> None:
-        if not self.pending:
+        low = self._oldest()
+        if low is None:
             self.ack_floor_stream = self.cursor
             self.ack_floor_consumer = self.consumer_seq
             return
-        low = min(self.pending)
         entry = self.pending[low]
-        self.ack_floor_stream = max(self.ack_floor_stream, low - 1)
-        self.ack_floor_consumer = max(self.ack_floor_consumer, entry.consumer_seq - 1)
+        if low - 1 > self.ack_floor_stream:
+            self.ack_floor_stream = low - 1
+        if entry.consumer_seq - 1 > self.ack_floor_consumer:
+            self.ack_floor_consumer = entry.consumer_seq - 1
+
+    def _oldest(self) -> int | None:
+        """The lowest pending stream sequence (None when nothing is pending).
+
+        `pending_heap` holds every pending key; acks leave stale keys behind, dropped here once
+        they reach the top. The heap is rebuilt when it cannot hold every key (pending was
+        replaced from outside) or when stale keys outnumber live ones."""
+        pending, heap = self.pending, self.pending_heap
+        if not pending:
+            heap.clear()
+            return None
+        if len(heap) < len(pending) or len(heap) > 2 * len(pending) + 1024:
+            heap[:] = pending
+            heapq.heapify(heap)
+        while heap[0] not in pending:
+            heapq.heappop(heap)
+        return heap[0]
 
     # -- timers -------------------------------------------------------------------------------------
     def expire(self, now_ns: int) -> tuple[list[int], int | None]:
@@ -306,5 +340,7 @@ class DeliveryState:
         for s, c, n, *rest in d.get("pending", []):
             fresh = now_ns + self._wait_for(int(n))
             self.pending[int(s)] = Pending(int(c), int(n), min(int(rest[0]), fresh) if rest else fresh)
+        self.pending_heap = list(self.pending)
+        heapq.heapify(self.pending_heap)
         self.lps = deque(int(s) for s in d.get("lps", []))
         self.scan_at_ns = now_ns if self.pending else None

@@ -152,3 +152,63 @@ def test_nak_after_the_last_allowed_delivery_drops_the_message() -> None:
     s.deliver(1, 0)
     s.nak(1, 0, 0)
     assert s.take_due(5) == [] and not s.pending and s.ack_floor_stream == 1
+
+
+
+class ScanState(DeliveryState):
+    """The reference: the oldest pending message and ack-all by scanning all of pending."""
+
+    def _oldest(self) -> int | None:
+        return min(self.pending) if self.pending else None
+
+    def ack(self, sseq: int) -> list[int]:
+        done = sorted(s for s in self.pending if s <= sseq) if self.ack_all else [s for s in [sseq] if s in self.pending]
+        for s in done:
+            del self.pending[s]
+        if done:
+            self._advance_floor()
+        return done
+
+
+def _apply(s: DeliveryState, op: str, arg: int, now: int) -> DeliveryState:
+    if op == "new":
+        s.deliver(s.cursor + 1 + arg % 3, now)
+    elif op == "ack" and s.cursor:
+        s.ack(1 + arg % s.cursor)
+    elif op == "term" and s.cursor:
+        s.term(1 + arg % s.cursor)
+    elif op == "tick":
+        s.expire(now)
+    elif op == "redeliver":
+        for seq in s.take_due(1 + arg % 4):
+            s.deliver(seq, now)
+    elif op == "nak" and arg % 7 == 0:  # a save/restore round trip
+        copy = type(s)(ack_wait_ns=WAIT_NS, max_deliver=2, ack_all=s.ack_all)
+        copy.restore(s.to_json(), now)
+        return copy
+    elif op == "nak":
+        s.nak(1 + arg % max(s.cursor, 1), 0, now)
+    elif op == "wpi" and arg % 11 == 0:  # forget everything, as ConsumerRuntime.reset does
+        s.pending.clear()
+        s.due.clear()
+        s.ack_floor_stream = s.cursor
+    return s
+
+
+@settings(max_examples=200, deadline=None)
+@given(OPS, st.booleans())
+def test_floor_and_ack_all_match_a_scan_of_pending(ops: list[tuple[str, int]], ack_all: bool) -> None:
+    """The heap behind the ack floor and ack-all gives what a scan of pending gives, also
+    across redeliveries, naks, terms, expiry drops, restores and an outside `pending.clear()`."""
+    fast = DeliveryState(ack_wait_ns=WAIT_NS, max_deliver=2, ack_all=ack_all)
+    ref = ScanState(ack_wait_ns=WAIT_NS, max_deliver=2, ack_all=ack_all)
+    now = 0
+    for op, arg in ops:
+        if op == "tick":
+            now += arg
+        if op == "ack" and fast.cursor:
+            assert fast.ack(1 + arg % fast.cursor) == ref.ack(1 + arg % ref.cursor)
+        else:
+            fast, ref = _apply(fast, op, arg, now), _apply(ref, op, arg, now)
+        assert fast.to_json() == ref.to_json()
+        assert (fast.ack_floor_stream, fast.ack_floor_consumer) == (ref.ack_floor_stream, ref.ack_floor_consumer)
