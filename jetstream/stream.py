@@ -174,7 +174,7 @@ class StreamStateMachine:
 
     def apply_batch(self, cmds: list[Command], first_index: int) -> list[Result]:
         """`apply(cmds[k], first_index + k)` for every k, in one store batch; runs of plain
-        publishes (see `_plain`) are stored with one `store_many`. Same results and same final
+        publishes (see `_plain`, even a run of one) are stored with one `store_many`. Same results and same final
         state as applying one by one (the property tests compare the two)."""
         results: list[Result] = []
         with self.store.batch():
@@ -189,7 +189,7 @@ class StreamStateMachine:
                 if self._plain_ok():
                     while end < len(cmds) and _plain(cmds[end]):
                         end += 1
-                if end - k >= 2:
+                if end > k:
                     results.extend(self._publish_plain(cmds[k:end]))  # type: ignore[arg-type]
                     self.store.set_applied_index(first_index + end - 1)
                     k = end
