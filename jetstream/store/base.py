@@ -112,6 +112,18 @@ class MessageStore(abc.ABC):
     def load_next(self, seq: int, filters: Sequence[str] | str | None = None) -> StoredMsg | None:
         """The first message with sequence >= `seq` whose subject matches `filters`."""
 
+    def load_range(self, seq: int, limit: int, filters: Sequence[str] | str | None = None) -> list[StoredMsg]:
+        """Up to `limit` messages with sequence >= `seq` matching `filters`, in sequence order:
+        what `limit` calls of `load_next` walking forward give (stores do it in one read)."""
+        out: list[StoredMsg] = []
+        while len(out) < limit:
+            msg = self.load_next(seq, filters)
+            if msg is None:
+                break
+            out.append(msg)
+            seq = msg.seq + 1
+        return out
+
     @abc.abstractmethod
     def load_last_by_subject(self, filters: Sequence[str] | str | None) -> StoredMsg | None:
         """The newest message matching the (literal or wildcard) subject filter."""

@@ -64,6 +64,22 @@ class MemoryStore(MessageStore):
                 return msg
         return None
 
+    def load_range(self, seq: int, limit: int, filters: Sequence[str] | str | None = None) -> list[StoredMsg]:
+        if limit <= 0:
+            return []
+        if isinstance(filters, str) and filters in self._by_subject:
+            seqs = self._by_subject[filters]
+            i = bisect.bisect_left(seqs, seq)
+            return [self._msgs[s] for s in seqs[i:i + limit]]
+        out: list[StoredMsg] = []
+        for i in range(bisect.bisect_left(self._seqs, seq), len(self._seqs)):
+            msg = self._msgs[self._seqs[i]]
+            if filter_matches(filters, msg.subject):
+                out.append(msg)
+                if len(out) >= limit:
+                    break
+        return out
+
     def load_last_by_subject(self, filters: Sequence[str] | str | None) -> StoredMsg | None:
         best = 0
         for subject, seqs in self._by_subject.items():

@@ -224,6 +224,15 @@ class SqliteStore(MessageStore):
         ).fetchone()
         return _row_msg(row)
 
+    def load_range(self, seq: int, limit: int, filters: Sequence[str] | str | None = None) -> list[StoredMsg]:
+        if limit <= 0:
+            return []
+        where, args = self._filter_sql(filters)
+        rows = self._conn.execute(
+            f"SELECT {_COLS} FROM messages WHERE seq>=? AND {where} ORDER BY seq LIMIT ?", (seq, *args, limit)
+        ).fetchall()
+        return [StoredMsg(*row) for row in rows]
+
     def _filter_sql(self, filters: Sequence[str] | str | None) -> tuple[str, tuple[Any, ...]]:
         if not filters or filters == ">":
             return "1", ()

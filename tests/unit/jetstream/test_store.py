@@ -51,6 +51,18 @@ def test_load_next_with_literal_and_wildcard_filters(store: MessageStore) -> Non
     assert store.load_next(4, None).seq == 4  # type: ignore[union-attr]
 
 
+def test_load_range_is_load_next_walked_forward(store: MessageStore) -> None:
+    fill(store, ["a.1", "b.1", "a.2", "b.2", "a.1", "c"])
+    store.remove(3)
+    assert [m.seq for m in store.load_range(1, 10)] == [1, 2, 4, 5, 6]
+    assert [m.seq for m in store.load_range(2, 2)] == [2, 4]
+    assert [m.seq for m in store.load_range(1, 10, "a.*")] == [1, 5]
+    assert [m.seq for m in store.load_range(2, 1, "a.1")] == [5]
+    assert [m.seq for m in store.load_range(1, 10, ["c", "b.2"])] == [4, 6]
+    assert store.load_range(7, 10) == [] and store.load_range(1, 0) == []
+    assert store.load_range(1, 10) == [store.load(s) for s in (1, 2, 4, 5, 6)]  # headers and all
+
+
 def test_last_by_subject(store: MessageStore) -> None:
     fill(store, ["a.1", "b.1", "a.2", "a.1", "b.1"])
     assert store.load_last_by_subject("a.1").seq == 4  # type: ignore[union-attr]

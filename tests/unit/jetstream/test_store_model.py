@@ -79,6 +79,13 @@ class StoreModel(RuleBasedStateMachine):
         got = self.store.load_next(start, filt)
         assert (got.seq if got else None) == (candidates[0] if candidates else None)
 
+    @rule(filt=st.sampled_from(FILTERS), start=st.integers(0, 40), limit=st.integers(0, 5))
+    def load_range(self, filt: str | None, start: int, limit: int) -> None:
+        candidates = [s for s in sorted(self.msgs) if s >= start and filter_matches(filt, self.msgs[s][0])]
+        got = self.store.load_range(start, limit, filt)
+        assert [m.seq for m in got] == candidates[:limit]
+        assert [(m.subject, m.hdrs, m.payload, m.ts_ns) for m in got] == [self.msgs[s] for s in candidates[:limit]]
+
     @rule(filt=st.sampled_from(FILTERS), after=st.integers(0, 40))
     def pending(self, filt: str | None, after: int) -> None:
         expected = sum(1 for s, m in self.msgs.items() if s > after and filter_matches(filt, m[0]))
