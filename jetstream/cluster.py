@@ -60,6 +60,7 @@ from raft.types import Membership
 __all__ = ["ClusteredJetStream", "ReplicatedStream", "stream_group_config", "transfer_leadership"]
 
 LEADER_WATCH_S = 0.1
+LEADER_RESCAN_S = 1.0  # every group's role is read at least this often (retries a failed takeover)
 BARRIER_TIMEOUT_S = 2.0
 READ_BARRIER_S = 1.0  # a read waits this long for its read-index round, then stays unanswered
 READ_REQUESTS = (("STREAM", "INFO"), ("STREAM", "MSG", "GET"), ("DIRECT", "GET"), ("CONSUMER", "INFO"),
@@ -184,9 +185,18 @@ class ClusteredJetStream(JetStream):
 
     # -- leadership -----------------------------------------------------------------------------
     async def watch_leaders(self) -> None:
-        """Follow which local stream groups this server leads (polled every LEADER_WATCH_S);
-        taking over a stream runs in its own task, so many streams change hands at once."""
+        """Follow which local stream groups this server leads (polled every LEADER_WATCH_S, but
+        the groups are only looked at when the host reports a leadership change, or every
+        LEADER_RESCAN_S: a thousand idle streams cost nothing); taking over a stream runs in its
+        own task, so many streams change hands at once."""
+        seen, scanned_s = -1, 0.0
         while True:  # until cancelled
+            changes = getattr(self.host, "leadership_changes", None)
+            now = trio.current_time()
+            if changes is not None and changes == seen and now - scanned_s < LEADER_RESCAN_S:
+                await trio.sleep(LEADER_WATCH_S)
+                continue
+            seen, scanned_s = changes, now
             for rt in list(self.by_group.values()):
                 leading = self._is_leader(rt)
                 if leading and not rt.leading and not rt.acquiring:
@@ -539,9 +549,13 @@ async def transfer_leadership(host: RaftHost, group: str, self_id: str, to: str 
     if not others:
         return False
     target = to if to in others else max(sorted(others), key=lambda p: progress[p].match if p in progress else -1)
-    host.transfer_leadership(group, target)
     with trio.move_on_after(STEPDOWN_WAIT_S):
-        while host.node(group).role is Role.LEADER:
+        while True:  # bounded by the deadline
+            # (re)start the transfer: Raft abandons one after an election timeout (a lost
+            # TIMEOUT_NOW, a target still catching up on a loaded machine)
+            if host.node(group).lead_transferee is None:
+                host.transfer_leadership(group, target)
             await trio.sleep(LEADER_WATCH_S)
-        return True
+            if host.node(group).role is not Role.LEADER:
+                return True
     return False

@@ -213,12 +213,8 @@ async def meta_stepdown(svc: Any, tokens: list[str], body: bytes) -> dict[str, A
     target = api_moves.choose_leader(svc, members, svc.node_id, placement)
     if isinstance(target, ApiError):
         raise JsApiException(target)
-    if target is not None:
-        moved = await api_moves.stepdown_to(svc.host, META_GROUP, target)
-    else:
-        moved = await transfer_leadership(svc.host, META_GROUP, svc.node_id)
-    if not moved:
-        raise JsApiException(api_error(ErrCode.BAD_REQUEST))
+    if not await transfer_leadership(svc.host, META_GROUP, svc.node_id, to=target):
+        raise JsApiException(api_moves.TRANSFER_FAILED)
     return response("meta_leader_stepdown_response", success=True)
 
 

@@ -43,10 +43,11 @@ NO_PEERS = ApiError(code=400, err_code=10005, description="no suitable peers for
 MOVE_AND_SCALE = ApiError(code=400, err_code=10123, description="can not move and scale a stream in a single update")
 MOVE_NOT_IN_PROGRESS = ApiError(code=400, err_code=10129, description="stream move not in progress")
 PEER_NOT_MEMBER = ApiError(code=400, err_code=10040, description="peer not a member")
+TRANSFER_FAILED = ApiError(code=500, err_code=10041, description="leadership transfer did not complete")
 SERVER_NOT_MEMBER = ApiError(code=400, err_code=10044, description="server is not a member of the cluster")
 PEER_KEYS = frozenset({"peer"})
 SERVER_KEYS = frozenset({"peer", "peer_id"})
-STEPDOWN_WAIT_S = 3.0
+SERVER_REMOVE_WAIT_S = 6.0
 
 
 def move_in_progress(detail: str) -> JsApiException:
@@ -153,7 +154,7 @@ async def server_remove(svc: Any, tokens: list[str], body: bytes) -> dict[str, A
     if node == svc.node_id:
         raise JsApiException(ApiError(code=400, err_code=10044,
                                       description="the meta leader can not remove itself: step it down first"))
-    with trio.move_on_after(STEPDOWN_WAIT_S * 2):
+    with trio.move_on_after(SERVER_REMOVE_WAIT_S):
         await svc.host.propose_config_change(META_GROUP, ConfigChange(ConfigChangeType.REMOVE, node))
     if node in svc.meta_voters():
         raise JsApiException(ApiError(code=503, err_code=10008, description="JetStream system temporarily unavailable"))
@@ -205,16 +206,6 @@ def choose_leader(svc: Any, members: list[str], leader: str, placement: dict[str
 def stepdown_chooser(svc: Any) -> Any:
     """`choose_leader` for the stream leaders (jetstream/cluster.py `stepdown_chooser`)."""
     return lambda members, leader, placement: choose_leader(svc, members, leader, placement)
-
-
-async def stepdown_to(host: Any, group: str, node: str) -> bool:
-    """Hand `group`'s leadership to `node`; True once this server no longer leads."""
-    host.transfer_leadership(group, node)
-    with trio.move_on_after(STEPDOWN_WAIT_S):
-        while host.node(group).role.name == "LEADER":
-            await trio.sleep(0.05)  # polling the Raft role against the deadline
-        return True
-    return False
 
 
 TYPE_NAMES = {("STREAM", "CANCEL_MOVE"): "account_stream_cancel_move_response",
