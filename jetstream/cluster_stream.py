@@ -58,12 +58,15 @@ INLINE_APPLY_MAX = 64
 # no leader until its first election timeout, so elections cannot be much slower than this.
 ELECTION_TICKS = 12
 HEARTBEAT_TICKS = 4
+# An idle stream's group goes quiet (no heartbeats, no ticks) once every replica holds its whole
+# log; the RaftHost watches peer liveness instead (raft/core.py, raft/driver.py).
+QUIESCE = True
 COMPACT_EVERY_ENTRIES = 8192
 
 
 def stream_group_config(node_id: str, group: str) -> NodeConfig:
     return NodeConfig(node_id=node_id, group=group, election_ticks=ELECTION_TICKS,
-                      heartbeat_ticks=HEARTBEAT_TICKS)
+                      heartbeat_ticks=HEARTBEAT_TICKS, quiesce=QUIESCE)
 
 
 class ReplicatedStream(StreamRuntime):

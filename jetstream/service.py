@@ -363,6 +363,8 @@ class JetStream:
         while True:
             await trio.sleep(CONSUMER_FLUSH_S)
             for rt in list(self.streams.values()):
+                if not rt.consumers:
+                    continue  # (most of a thousand idle streams: no await, no task switch)
                 try:
                     await self._save_consumers(rt)
                 except StreamClosed:

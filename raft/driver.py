@@ -174,6 +174,9 @@ class RaftHost:
         self._watched: frozenset[NodeId] | None = None  # peers of our groups (None: stale)
         self.ping_ticks = 0  # 0: no group quiesces, no host heartbeats
         self.liveness_ticks = 0
+        # Bumped whenever a group here becomes or stops being leader, or is added or removed: a
+        # watcher of leadership polls this instead of every group's role.
+        self.leadership_changes = 0
         self._wake = trio.Event()
         self._read_ids = itertools.count(1)
         self._log = log.bind(node=node_id)
@@ -230,6 +233,7 @@ class RaftHost:
         if not loaded.was_member:
             await self.worker.run(self.store.mark_member, group)
         self._groups[group] = _Group(node, apply_callback, restore_callback, hard_state)
+        self.leadership_changes += 1
         if config.quiesce:
             self.ping_ticks = min(self.ping_ticks or config.heartbeat_ticks, config.heartbeat_ticks)
             self.liveness_ticks = min(self.liveness_ticks or config.election_ticks, config.election_ticks)
@@ -243,6 +247,7 @@ class RaftHost:
         self._deferred.pop(group, None)  # never resurrect state a caller may forget next
         self._active.discard(group)
         self._watched = None
+        self.leadership_changes += 1
         if g is None:
             return
         for waiter in [*g.waiters.values(), *g.reads.values()]:
@@ -365,10 +370,14 @@ class RaftHost:
                     active.discard(group)
                 if node.role is role and node.term == term:
                     continue  # a quiet follower: nothing to do
+                if node.role is Role.LEADER:  # (a group of one elects itself in a tick)
+                    self.leadership_changes += 1
             else:
                 node.tick()
                 if node.quiesced:
                     active.discard(group)  # (a leader that just went quiet has heartbeats to send)
+                if (role is Role.LEADER) is not (node.role is Role.LEADER):
+                    self.leadership_changes += 1
             dirty.add(group)
 
     # ---- peer liveness (for quiesced groups) -------------------------------------------------
@@ -439,9 +448,13 @@ class RaftHost:
             if msg.group != HOST_GROUP:
                 self.stats.unroutable += 1
             return
-        g.node.step(msg)
+        node = g.node
+        leading = node.role is Role.LEADER
+        node.step(msg)
+        if (node.role is Role.LEADER) is not leading:
+            self.leadership_changes += 1
         self._dirty.add(msg.group)
-        if not g.node.quiesced:
+        if not node.quiesced:
             self._active.add(msg.group)
 
     async def _ready_loop(self) -> None:
