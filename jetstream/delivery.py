@@ -28,7 +28,7 @@ import trio
 
 from jetstream.consumer_config import AckPolicy, ConsumerConfig, DeliverPolicy
 from jetstream.config import Retention
-from jetstream.delivery_state import Ack, AckKind, AckTarget, DeliveryState, ack_reply
+from jetstream.delivery_state import ACK_PREFIX, Ack, AckKind, AckTarget, DeliveryState
 from jetstream.headers import encode_headers, append_headers
 from jetstream.runtime import StreamClosed, StreamRuntime
 from jetstream.store.base import StoredMsg, filter_matches
@@ -485,24 +485,58 @@ class ConsumerRuntime:
             else:
                 missing.append(seq)
         seq = cursor + 1
-        for _ in range(fresh):
-            msg = store.load_next(seq, filters)
-            if msg is None:
-                break
-            msgs.append(msg)
-            seq = msg.seq + 1
+        if fresh > 0:
+            run = store.load_range(seq, fresh, filters)  # one query for the run
+            if run:
+                msgs.extend(run)
+                seq = run[-1].seq + 1
         return msgs, missing, store.num_pending(seq - 1, filters)
 
     def _send_msgs(self, msgs: list[StoredMsg], pending_after: int, redelivered: set[int]) -> int:
+        """Hand out `msgs` in order (each to the pull request that takes it, or to the deliver
+        subject); returns how many were sent, the rest go back. One clock reading, ack subject
+        prefix and route lookup per batch rather than per message; the frames pile up in the
+        connections' outbound buffers and leave in one write when the caller flushes."""
         now = self.clock_ns()
+        st, cfg, server = self.state, self.config, self.server
+        routes, deliver = server.routes, server.deliver
+        ack_prefix = f"{ACK_PREFIX}{self.stream.name}.{self.name}."
+        push = cfg.is_push
+        headers_only = cfg.headers_only
         later_new = sum(1 for m in msgs if m.seq not in redelivered)
+        pending_base = pending_after + len(st.lps)
+        req: PullRequest | None = None
         for i, msg in enumerate(msgs):
-            if msg.seq not in redelivered:
+            seq = msg.seq
+            if seq not in redelivered:
                 later_new -= 1
-            pending = pending_after + len(self.state.lps) + later_new
-            if self.held or not self._send_one(msg, pending, now):
+            if self.held:
                 self._unsend(msgs[i:], redelivered)
                 return i
+            if push:
+                target = cfg.deliver_subject
+            else:
+                req = self._request_for(msg)
+                if req is None:
+                    self._unsend(msgs[i:], redelivered)
+                    return i
+                target = req.reply
+            dseq, deliveries = st.deliver(seq, now)
+            reply = f"{ack_prefix}{deliveries}.{seq}.{dseq}.{msg.ts_ns}.{pending_base + later_new}"
+            headers, payload = msg.hdrs, msg.payload
+            if headers_only:
+                headers = append_headers(headers or b"NATS/1.0\r\n\r\n", [("Nats-Msg-Size", str(len(payload)))])
+                payload = b""
+            route = routes.get(target)
+            if route is None:
+                route = server.route_for(target)
+            if route:
+                deliver(None, route, msg.subject, reply, headers, [payload], _tail(reply, headers, payload))
+            size = len(msg.subject) + len(reply) + len(headers or b"") + len(payload)
+            if req is not None:
+                self._account_request(req, size, now)
+            elif cfg.flow_control:
+                self._account_flow_control(size)
         self.last_sent_ns = now
         self.dirty = True
         return len(msgs)
@@ -516,35 +550,13 @@ class ConsumerRuntime:
             if msg.seq in redelivered and msg.seq in st.pending:
                 st.due.append(msg.seq)
 
-    def _send_one(self, msg: StoredMsg, pending: int, now: int) -> bool:
-        cfg = self.config
-        target = cfg.deliver_subject
-        req = None
-        if not cfg.is_push:
-            req = self._request_for(msg)
-            if req is None:
-                return False
-            target = req.reply
-        dseq, deliveries = self.state.deliver(msg.seq, now)
-        reply = ack_reply(self.stream.name, self.name, deliveries, msg.seq, dseq, msg.ts_ns, pending)
-        headers, payload = msg.hdrs, msg.payload
-        if cfg.headers_only:
-            headers = append_headers(headers or b"NATS/1.0\r\n\r\n", [("Nats-Msg-Size", str(len(payload)))])
-            payload = b""
-        deliver_as(self.server, target, msg.subject, reply, headers, payload)
-        size = len(msg.subject) + len(reply) + len(headers or b"") + len(payload)
-        if req is not None:
-            self._account_request(req, size)
-        elif cfg.flow_control:
-            self._account_flow_control(size)
-        return True
-
     def _request_for(self, msg: StoredMsg) -> PullRequest | None:
         """The pull request that takes `msg` (drops requests it cannot fit)."""
         size = len(msg.subject) + len(msg.hdrs or b"") + len(msg.payload) + 64
+        routes = self.server.routes
         while self.waiting:
             req = self.waiting[0]
-            if not has_interest(self.server, req.reply):  # the requester went away
+            if not routes.get(req.reply) and not has_interest(self.server, req.reply):  # the requester went away
                 self.waiting.popleft()
                 continue
             if req.max_bytes and req.bytes_sent + size > req.max_bytes:
@@ -557,11 +569,11 @@ class ConsumerRuntime:
             return req
         return None
 
-    def _account_request(self, req: PullRequest, size: int) -> None:
+    def _account_request(self, req: PullRequest, size: int, now: int) -> None:
         req.delivered += 1
         req.bytes_sent += size
         if req.heartbeat_ns:
-            req.next_heartbeat_ns = self.clock_ns() + req.heartbeat_ns
+            req.next_heartbeat_ns = now + req.heartbeat_ns
         if req.delivered >= req.batch and self.waiting and self.waiting[0] is req:
             self.waiting.popleft()
 

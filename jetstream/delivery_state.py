@@ -26,7 +26,7 @@ import enum
 import heapq
 import json
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -51,8 +51,10 @@ class Ack:
     body: bytes = b""  # +NXT: the pull request that follows
 
 
-@attrs.frozen
-class AckTarget:
+class AckTarget(NamedTuple):
+    """What an ack subject names. Immutable; a NamedTuple because one is built per ack and
+    costs a quarter of a frozen attrs instance to make."""
+
     stream: str
     consumer: str
     deliveries: int
@@ -75,30 +77,34 @@ def ack_reply(stream: str, consumer: str, deliveries: int, sseq: int, dseq: int,
 def parse_ack_subject(subject: str) -> AckTarget | None:
     """v1 (9 tokens) or v2 (11-12 tokens) ack subjects; None when malformed."""
     tokens = subject.split(".")
-    if len(tokens) == 9:
-        rest = tokens[2:]
-    elif len(tokens) in (11, 12):
-        rest = tokens[4:11]
-    else:
+    n = len(tokens)
+    at = 2 if n == 9 else 4 if n in (11, 12) else -1
+    if at < 0:
         return None
     try:
-        deliveries, sseq, dseq = int(rest[2]), int(rest[3]), int(rest[4])
+        return AckTarget(tokens[at], tokens[at + 1], int(tokens[at + 2]), int(tokens[at + 3]), int(tokens[at + 4]))
     except ValueError:
         return None
-    return AckTarget(rest[0], rest[1], deliveries, sseq, dseq)
+
+
+_ACK = Ack(AckKind.ACK)
+_PROGRESS = Ack(AckKind.PROGRESS)
+_TERM = Ack(AckKind.TERM)
 
 
 def parse_ack(payload: bytes) -> Ack | None:
     """The ack verb in a payload; None for an unknown verb."""
+    if payload == b"+ACK":
+        return _ACK
     text = payload.strip()
     if text in (b"", b"+ACK", b"+OK"):
-        return Ack(AckKind.ACK)
+        return _ACK
     if text.startswith(b"-NAK"):
         return Ack(AckKind.NAK, delay_ns=_nak_delay_ns(text[4:].strip()))
     if text.startswith(b"+WPI"):
-        return Ack(AckKind.PROGRESS)
+        return _PROGRESS
     if text.startswith(b"+TERM"):
-        return Ack(AckKind.TERM)
+        return _TERM
     if text.startswith(b"+NXT"):
         return Ack(AckKind.NEXT, body=text[4:].strip())
     return None
