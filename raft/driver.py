@@ -34,6 +34,12 @@ Two exceptions to that order, both safe: a leader's messages (whose term and vot
 disk) go out BEFORE step 1, so followers write in parallel with the leader (the core counts the
 leader toward the commit quorum only up to what it has persisted, re-checked in `advance()`);
 and Readies with nothing to write are finished while the persist batch runs.
+A leader's APPENDs without entries (commit-index notices, sent after every commit) are held
+back for up to `hold_notices_s`: the next message to that follower takes them along, and one
+that is itself an APPEND of the same group and term (its commit index is as new) replaces them;
+the rest go out when the time is up. Followers learn commits a little later, which Raft allows
+(only the leader's apply answers clients), and a busy stream sends one APPEND per entry per
+follower instead of two, each with its answer.
 
 `propose(group, data)` returns the entry's index once it is committed and applied, raises
 NotLeader(hint, reason) when the node refuses it (not the leader, or a membership change still
@@ -46,6 +52,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 import random
 from collections.abc import Callable
 
@@ -78,11 +85,21 @@ log = structlog.get_logger("raft.driver")
 ApplyCallback = Callable[[Entry], object]  # may return an awaitable
 RestoreCallback = Callable[[Snapshot], object]  # may return an awaitable
 RECEIVE_BATCH_MAX = 4096
+HOLD_NOTICES_S = 0.02  # how long a leader's commit notice may wait for a message to ride with
+HELD_PER_PEER_MAX = 1024
 HOST_GROUP: GroupId = ""  # host heartbeats (liveness of quiesced groups' peers); no Raft group
 # A healthy follower's tick produces output only by starting an election (its role or term
 # changes); a repairing one also sends term probes. So the tick loop skips the has_ready() check
 # for quiet, healthy followers: most nodes of idle groups. (An assumption about raft/core.py's
 # tick(); if a follower's tick ever sends something else, drop this shortcut.)
+
+
+def _replaces(new: Message, held: Message) -> bool:
+    """Does `new` make the held commit notice redundant? An APPEND of the same group and term
+    to the same peer carries a commit index at least as new (dropping the notice is a lost
+    message, which Raft tolerates; it saves the follower a step and an answer)."""
+    return (new.type is MessageType.APPEND and new.group == held.group and new.dst == held.dst
+            and new.term == held.term)
 
 
 class NotLeader(Exception):
@@ -152,6 +169,7 @@ class RaftHost:
         store_offload: bool = True,
         commit_flush_interval_s: float = 1.0,
         on_event: Callable[[GroupId, Event], None] | None = None,
+        hold_notices_s: float = HOLD_NOTICES_S,
     ) -> None:
         """`on_event(group, event)` is called for every core event (e.g. "raft.became_leader",
         "raft.stepped_down", "raft.repair_done") after it is logged; it must not block."""
@@ -181,6 +199,9 @@ class RaftHost:
         self._read_ids = itertools.count(1)
         self._log = log.bind(node=node_id)
         self.stats = HostStats()
+        self.hold_notices_s = hold_notices_s  # 0: send commit notices at once
+        self._held: dict[NodeId, list[Message]] = {}  # peer -> held commit notices, oldest first
+        self._held_since_s = 0.0
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -461,7 +482,10 @@ class RaftHost:
         while True:  # until cancelled
             if not self._dirty:
                 self._wake = trio.Event()
-                await self._wake.wait()
+                with trio.move_on_at(self._held_since_s + self.hold_notices_s if self._held else math.inf):
+                    await self._wake.wait()
+            if self._held and trio.current_time() >= self._held_since_s + self.hold_notices_s:
+                self._send([])  # the held commit notices are due
             dirty, self._dirty = self._dirty, set()
             readies: list[tuple[_Group, Ready]] = []
             for group in sorted(dirty):
@@ -496,8 +520,7 @@ class RaftHost:
             else:
                 slow.append((g, r))
         if early:
-            self.transport.send_nowait(early)
-            self.stats.messages_sent += len(early)
+            self._send(early)
             self.stats.early_sends += len(early)
         if not (slow or self._deferred_due()):
             await self._finish(quick)
@@ -518,6 +541,42 @@ class RaftHost:
             return False
         hs = r.hard_state
         return hs is None or (hs.term, hs.vote) == (g.hard_state.term, g.hard_state.vote)
+
+    def _hold_notices(self, messages: list[Message], leading: set[GroupId]) -> list[Message]:
+        """Hold back the commit notices of groups we lead (see the module docstring); returns
+        the messages to send now."""
+        now: list[Message] = []
+        for m in messages:
+            if m.type is not MessageType.APPEND or m.entries or m.snapshot is not None or m.group not in leading:
+                now.append(m)
+                continue
+            if not self._held:
+                self._held_since_s = trio.current_time()
+            held = self._held.setdefault(m.dst, [])
+            held[:] = [h for h in held if not _replaces(m, h)]
+            held.append(m)
+            if len(held) > HELD_PER_PEER_MAX:
+                now.extend(self._held.pop(m.dst))
+        return now
+
+    def _send(self, messages: list[Message]) -> None:
+        """Send `messages` (possibly none), each after the notices held for its peer, and every
+        held notice once it is due."""
+        if self._held:
+            out: list[Message] = []
+            for m in messages:
+                held = self._held.pop(m.dst, None)
+                if held:
+                    out.extend(h for h in held if not _replaces(m, h))
+                out.append(m)
+            if trio.current_time() >= self._held_since_s + self.hold_notices_s:
+                for held in self._held.values():
+                    out.extend(held)
+                self._held.clear()
+            messages = out
+        if messages:
+            self.transport.send_nowait(messages)
+            self.stats.messages_sent += len(messages)
 
     def _deferred_due(self) -> bool:
         if not self._deferred:
@@ -555,9 +614,10 @@ class RaftHost:
                       sent_early: set[GroupId] | frozenset[GroupId] = frozenset()) -> None:
         readies = [(g, r) for g, r in readies if self._groups.get(r.group) is g]  # still running
         messages = [m for _, r in readies if r.group not in sent_early for m in r.messages]
+        if messages and self.hold_notices_s > 0:
+            messages = self._hold_notices(messages, {r.group for g, r in readies if g.node.role is Role.LEADER})
         if messages:
-            self.transport.send_nowait(messages)
-            self.stats.messages_sent += len(messages)
+            self._send(messages)
         busy = [(g, r) for g, r in readies if r.committed_entries or r.snapshot]
         if len(busy) > 1:  # groups apply concurrently (each in order): one slow store
             async with trio.open_nursery() as nursery:  # does not hold up the others
