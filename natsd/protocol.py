@@ -264,7 +264,9 @@ class Parser:
                 line = parts[i]
                 meta = get(line)
                 if meta is None:
-                    return pos
+                    meta = self._learn_pub(line)
+                    if meta is None:
+                        return pos
                 payload = parts[i + 1]
                 if len(payload) != meta[2]:
                     return pos
@@ -280,6 +282,23 @@ class Parser:
                 return pos
             window = min(window * 4, 1 << 16)
         return pos
+
+    def _learn_pub(self, line: bytes) -> tuple | None:
+        """A new plain `PUB` line (CR already split off) met by `_pub_stretch`, e.g. a JetStream
+        publisher's next reply subject: parse and cache it as the general loop would; None for
+        anything else (the general loop then takes it, errors included)."""
+        if line[:4] != b"PUB " or len(line) >= self.max_control_line or not self.server_side:
+            return None
+        try:
+            meta = self._pub(line[4:])
+        except _Bad:
+            return None
+        if len(self._cache) >= _LINE_CACHE_MAX:
+            self._cache.clear()
+            self._plain.clear()
+        self._cache[line + b"\r"] = meta
+        plain = self._plain[line] = (meta[1], meta[2], meta[5], meta[6])
+        return plain
 
     def _pub_batch(self, buf: bytes, pos: int, line: bytes, end: int, ops: list,
                    meta: tuple) -> int:

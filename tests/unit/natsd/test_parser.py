@@ -244,6 +244,24 @@ def test_unique_reply_publishes_then_known_lines_parse_the_same_however_split() 
         assert flatten(parser.feed(data[:cut]) + parser.feed(data[cut:])) == expected
 
 
+@pytest.mark.parametrize("bad, error", [
+    (b"PUB js.in _INBOX.z 9999\r\n", ProtocolError(ERR_MAX_PAYLOAD)),
+    (b"PUB js.in _INBOX.z 1 2\r\nx\r\n", ProtocolError(None)),
+    (b"PUB js.in _INBOX.z 4\r\nzzzzz\r\n", ProtocolError(ERR_UNKNOWN_OP)),
+])
+def test_bad_frame_among_unique_reply_publishes_is_the_same_error(bad: bytes, error: ProtocolError) -> None:
+    """A new PUB line met on the CRLF-split path is parsed there; a bad one is left to the
+    general loop, so the error and everything before it are as without that path."""
+    good = [p.encode_pub("js.in", f"_INBOX.x.{i}", b"%04d" % i) for i in range(40)]
+    data = b"".join(good) + bad + b"".join(good[:3])
+    whole = Parser(max_payload=1024).feed(data)
+    assert flatten(whole[:-1]) == [("js.in", f"_INBOX.x.{i}", None, b"%04d" % i) for i in range(40)]
+    assert whole[-1] == error
+    for cut in range(0, len(data), 53):
+        parser = Parser(max_payload=1024)
+        assert flatten(parser.feed(data[:cut]) + parser.feed(data[cut:])) == flatten(whole)
+
+
 def test_interleaved_subjects_bad_terminator_is_an_error() -> None:
     data = b"".join(p.encode_pub(f"s.{i % 2}", None, b"xy") for i in range(6))
     data += b"PUB s.0 2\r\nxyz\r\n"
