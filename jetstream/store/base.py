@@ -124,6 +124,11 @@ class MessageStore(abc.ABC):
             seq = msg.seq + 1
         return out
 
+    def num_after(self, after_seq: int) -> int:
+        """Messages with sequence > `after_seq`: `num_pending(after_seq)` without a filter
+        (stores answer it without counting rows when they can)."""
+        return self.num_pending(after_seq)
+
     @abc.abstractmethod
     def load_last_by_subject(self, filters: Sequence[str] | str | None) -> StoredMsg | None:
         """The newest message matching the (literal or wildcard) subject filter."""

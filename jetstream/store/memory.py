@@ -152,6 +152,9 @@ class MemoryStore(MessageStore):
                 total += len(seqs) - bisect.bisect_right(seqs, after_seq)
         return total
 
+    def num_after(self, after_seq: int) -> int:
+        return len(self._seqs) - bisect.bisect_right(self._seqs, after_seq)
+
     def seq_for_time(self, ts_ns: int) -> int | None:
         for seq in self._seqs:
             if self._msgs[seq].ts_ns >= ts_ns:

@@ -332,6 +332,34 @@ class SqliteStore(MessageStore):
         row = self._conn.execute(f"SELECT count(*) FROM messages WHERE seq>? AND {where}", (after_seq, *args))
         return int(row.fetchone()[0])
 
+    def num_after(self, after_seq: int) -> int:
+        """From the committed counters when there is no gap between the first and last
+        message (the usual limits stream): no rows counted. Otherwise count the smaller side
+        of `after_seq`. One read transaction, so the counters and rows agree."""
+        if self._depth:  # inside our own write batch the counters in the table lag behind
+            return self.num_pending(after_seq)
+        conn = self._conn
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('msgs', 'last_seq')").fetchall())
+            msgs, last = meta["msgs"], meta["last_seq"]
+            first = conn.execute("SELECT min(seq) FROM messages").fetchone()[0]
+            if not msgs or first is None or after_seq >= last:
+                return 0
+            if after_seq < first:
+                return msgs
+            if last - first + 1 == msgs:
+                return last - after_seq
+            if after_seq - first < last - after_seq:
+                below = conn.execute("SELECT count(*) FROM messages WHERE seq<=?", (after_seq,)).fetchone()[0]
+                return msgs - below
+            return conn.execute("SELECT count(*) FROM messages WHERE seq>?", (after_seq,)).fetchone()[0]
+        finally:
+            if own:
+                conn.execute("COMMIT")
+
     def seq_for_time(self, ts_ns: int) -> int | None:
         row = self._conn.execute("SELECT min(seq) FROM messages WHERE ts_ns>=?", (ts_ns,)).fetchone()
         return row[0]

@@ -63,6 +63,20 @@ def test_load_range_is_load_next_walked_forward(store: MessageStore) -> None:
     assert store.load_range(1, 10) == [store.load(s) for s in (1, 2, 4, 5, 6)]  # headers and all
 
 
+def test_num_after_counts_like_num_pending(store: MessageStore) -> None:
+    assert store.num_after(0) == 0
+    fill(store, ["a", "b", "a", "c", "a", "b", "c", "a"])
+    for removed in ([], [1], [8], [4, 5], [2, 3, 6]):
+        for seq in removed:
+            store.remove(seq)
+        assert [store.num_after(a) for a in range(10)] == [store.num_pending(a) for a in range(10)]
+    with store.batch():  # inside a write batch too
+        store.store(9, "a", None, b"", 900)
+        assert store.num_after(0) == store.num_pending(0) == 2  # 7 and 9
+    store.purge()
+    assert store.num_after(0) == 0
+
+
 def test_last_by_subject(store: MessageStore) -> None:
     fill(store, ["a.1", "b.1", "a.2", "a.1", "b.1"])
     assert store.load_last_by_subject("a.1").seq == 4  # type: ignore[union-attr]

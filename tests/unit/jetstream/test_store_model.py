@@ -90,6 +90,7 @@ class StoreModel(RuleBasedStateMachine):
     def pending(self, filt: str | None, after: int) -> None:
         expected = sum(1 for s, m in self.msgs.items() if s > after and filter_matches(filt, m[0]))
         assert self.store.num_pending(after, filt) == expected
+        assert self.store.num_after(after) == sum(1 for s in self.msgs if s > after)
 
     @rule()
     def snapshot_round_trip(self) -> None:
