@@ -194,3 +194,22 @@ def test_server_with_another_meta_log_is_refused(seeded: dict[str, Node], tmp_pa
         assert run(meta_view(lone))[0] == 1
     finally:
         lone.stop()
+
+
+def test_seeds_pointing_at_each_other(tmp_path: pathlib.Path) -> None:
+    """n1 names only n2, n2 only n1, n3 only n1: the same full cluster."""
+    nodes = {name: Node(name, tmp_path) for name in ("n1", "n2", "n3")}
+    nodes["n1"].routes = [nodes["n2"].route_url]
+    nodes["n2"].routes = [nodes["n1"].route_url]
+    nodes["n3"].routes = [nodes["n1"].route_url]
+    try:
+        for name in ("n3", "n1", "n2"):  # n3 first: it may win the first election with n1's vote
+            nodes[name].start()
+        run(until(lambda: full_cluster(nodes), "full mesh and 3 meta voters on every server", DEADLINE_S))
+    except BaseException:
+        for node in nodes.values():
+            print(f"--- {node.name} log ---\n{node.log_path.read_text(errors='replace')[-4000:]}")
+        raise
+    finally:
+        for node in nodes.values():
+            node.stop()
