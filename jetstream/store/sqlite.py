@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ CREATE INDEX IF NOT EXISTS msg_ids_by_ts ON msg_ids(ts_ns);
 """
 _META_KEYS = ("last_seq", "last_ts_ns", "msgs", "bytes", "num_subjects", "applied_index")
 _COLS = "seq, subject, hdrs, payload, ts_ns"
+_INSERT_CHUNKS = (64, 8, 1)  # rows per INSERT statement, largest first (each statement cached)
+_INSERT_SQL = {k: f"INSERT INTO messages({_COLS}) VALUES " + ",".join(["(?, ?, ?, ?, ?)"] * k) for k in _INSERT_CHUNKS}
 
 
 class _Transaction:
@@ -184,7 +187,7 @@ class SqliteStore(MessageStore):
             per_subject[subject] = per_subject.get(subject, 0) + 1
             size += msg_size(subject, hdrs, payload)
         with self.batch():
-            self._conn.executemany(f"INSERT INTO messages({_COLS}) VALUES (?, ?, ?, ?, ?)", rows)
+            self._insert_rows(rows)
             new_subjects = sum(1 for subject, count in per_subject.items() if self._add_subject(subject, count))
             if self._meta["msgs"] == 0:
                 self._first = (rows[0][0], rows[0][4])
@@ -195,6 +198,17 @@ class SqliteStore(MessageStore):
                 bytes=self._meta["bytes"] + size,
                 num_subjects=self._meta["num_subjects"] + new_subjects,
             )
+
+    def _insert_rows(self, rows: Sequence[tuple[int, str, bytes | None, bytes, int]]) -> None:
+        """INSERT the rows with multi-row statements of _INSERT_CHUNKS rows: one statement step
+        for many rows (executemany steps, and releases the GIL, once per row; measured 2.5 ->
+        1.6 us/row)."""
+        at, n = 0, len(rows)
+        for size in _INSERT_CHUNKS:
+            sql = _INSERT_SQL[size]
+            while n - at >= size:
+                self._conn.execute(sql, list(chain.from_iterable(rows[at : at + size])))
+                at += size
 
     def _add_subject(self, subject: str, count: int = 1) -> bool:
         """`count` more messages on `subject` (one upsert); True if the subject is new."""

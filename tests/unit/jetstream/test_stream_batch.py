@@ -88,3 +88,21 @@ def test_batch_of_plain_publishes_is_one_bulk_append(tmp_path: Any) -> None:
     assert reopened.state().messages == 50 and reopened.subject_counts() == {"s.a": 33, "s.b": 17}
     assert reopened.load(50).payload == b"p49"  # type: ignore[union-attr]
     reopened.close()
+
+
+@pytest.mark.parametrize("count", [1, 7, 8, 63, 64, 65, 137, 200])
+def test_bulk_append_of_any_size_equals_the_memory_store(tmp_path: Any, count: int) -> None:
+    """`store_many` inserts in multi-row statements of 64, 8 and 1 rows: every row lands once,
+    in order, with the same counters as the reference store."""
+    rows = [(5 + i, f"s.{i % 3}", None if i % 4 else b"NATS/1.0\r\nk: v\r\n\r\n", b"p%d" % i, 100 + i)
+            for i in range(count)]
+    sqlite, memory = SqliteStore(tmp_path / "s.db"), MemoryStore()
+    for store in (sqlite, memory):
+        store.store(2, "s.0", None, b"first", 50)
+        store.store_many(rows)
+    assert list(sqlite.iter_messages()) == list(memory.iter_messages())
+    assert sqlite.state() == memory.state() and sqlite.subject_counts() == memory.subject_counts()
+    with pytest.raises(ValueError):
+        sqlite.store_many([(4 + count, "s.0", None, b"old", 1)])  # not after the last sequence
+    assert sqlite.state() == memory.state()
+    sqlite.close()
