@@ -34,6 +34,7 @@ from jetstream.runtime import StreamClosed, StreamRuntime
 from jetstream.store.base import StoredMsg, filter_matches
 from jetstream.stream import RemoveAcked
 
+_ACK, _NEXT = AckKind.ACK, AckKind.NEXT
 LOAD_BATCH_MAX = 256
 FC_EVERY_MSGS = 512
 FC_EVERY_BYTES = 2 * 1024 * 1024
@@ -272,26 +273,26 @@ class ConsumerRuntime:
             raise BadPull(409, f"Exceeded MaxRequestExpires of {cfg.max_expires_ns // 1_000_000}ms")
 
     def on_ack(self, target: AckTarget, ack: Ack, reply: str | None) -> None:
-        now = self.clock_ns()
-        self.last_active_ns = now
-        st, sseq = self.state, target.stream_seq
-        if ack.kind in (AckKind.ACK, AckKind.NEXT):
+        self.last_active_ns = now = self.clock_ns()
+        st, sseq, kind = self.state, target.stream_seq, ack.kind
+        if kind is _ACK or kind is _NEXT:
             done = st.ack(sseq)
             if done and self.stream.config.retention is not Retention.LIMITS:
                 self.to_remove.extend(done)
-        elif ack.kind is AckKind.NAK:
+        elif kind is AckKind.NAK:
             st.nak(sseq, ack.delay_ns, now)
-        elif ack.kind is AckKind.PROGRESS:
+        elif kind is AckKind.PROGRESS:
             st.progress(sseq, now)
-        elif ack.kind is AckKind.TERM:
+        elif kind is AckKind.TERM:
             if st.term(sseq) and self.stream.config.retention is Retention.WORKQUEUE:
                 self.to_remove.append(sseq)
         self.dirty = True
-        if ack.kind is AckKind.NEXT and reply:
-            self.on_pull(ack.body, reply)
-        elif reply:
-            self.outbox.append((reply, None, None, b""))
-        self.kick()
+        if reply:
+            if kind is _NEXT:
+                self.on_pull(ack.body, reply)
+            else:
+                self.outbox.append((reply, None, None, b""))
+        self.kick_event.set()
 
     def on_flow_control(self, subject: str) -> None:
         if subject == self.fc_outstanding:
@@ -514,6 +515,7 @@ class ConsumerRuntime:
         later_new = sum(1 for m in msgs if m.seq not in redelivered)
         pending_base = pending_after + len(st.lps)
         req: PullRequest | None = None
+        waiting = self.waiting
         for i, msg in enumerate(msgs):
             seq = msg.seq
             if seq not in redelivered:
@@ -523,9 +525,9 @@ class ConsumerRuntime:
                 return i
             if push:
                 target = cfg.deliver_subject
-            else:
-                req = self._request_for(msg)
-                if req is None:
+            elif req is None or req.max_bytes or not waiting or waiting[0] is not req or not routes.get(req.reply):
+                req = self._request_for(msg)  # the same request takes the next message unless
+                if req is None:               # it is full, has a byte limit, or lost interest
                     self._unsend(msgs[i:], redelivered)
                     return i
                 target = req.reply
@@ -539,7 +541,12 @@ class ConsumerRuntime:
             if route is None:
                 route = server.route_for(target)
             if route:
-                deliver(None, route, msg.subject, reply, headers, [payload], _tail(reply, headers, payload))
+                reply_b = reply.encode()
+                if headers is None:
+                    tail = b" %s %d\r\n" % (reply_b, len(payload))
+                else:
+                    tail = b" %s %d %d\r\n" % (reply_b, len(headers), len(headers) + len(payload))
+                deliver(None, route, msg.subject, reply, headers, [payload], tail)
             size = len(msg.subject) + len(reply) + len(headers or b"") + len(payload)
             if req is not None:
                 self._account_request(req, size, now)

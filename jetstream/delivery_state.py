@@ -74,6 +74,9 @@ def ack_reply(stream: str, consumer: str, deliveries: int, sseq: int, dseq: int,
     return f"{ACK_PREFIX}{stream}.{consumer}.{deliveries}.{sseq}.{dseq}.{ts_ns}.{pending}"
 
 
+_new_tuple = tuple.__new__  # AckTarget's own __new__ takes keywords and is 4x slower
+
+
 def parse_ack_subject(subject: str) -> AckTarget | None:
     """v1 (9 tokens) or v2 (11-12 tokens) ack subjects; None when malformed."""
     tokens = subject.split(".")
@@ -82,7 +85,8 @@ def parse_ack_subject(subject: str) -> AckTarget | None:
     if at < 0:
         return None
     try:
-        return AckTarget(tokens[at], tokens[at + 1], int(tokens[at + 2]), int(tokens[at + 3]), int(tokens[at + 4]))
+        return _new_tuple(AckTarget, (tokens[at], tokens[at + 1], int(tokens[at + 2]), int(tokens[at + 3]),
+                                      int(tokens[at + 4])))
     except ValueError:
         return None
 
@@ -167,21 +171,24 @@ class DeliveryState:
     # -- delivering -----------------------------------------------------------------------------
     def deliver(self, sseq: int, now_ns: int) -> tuple[int, int]:
         """Record a delivery of `sseq`; returns (consumer seq, deliveries)."""
-        self.consumer_seq += 1
-        dseq = self.consumer_seq
-        entry = self.pending.get(sseq)
-        deliveries = 1 if entry is None else entry.deliveries + 1
-        if deliveries > 1:
+        self.consumer_seq = dseq = self.consumer_seq + 1
+        pending = self.pending
+        entry = pending.get(sseq)
+        if entry is None:
+            deliveries = 1
+        else:
+            deliveries = entry.deliveries + 1
             self.num_redelivered += 1
         if sseq > self.cursor:
             self.cursor = sseq
         self.last_delivered_stream = sseq
         if self.acks:
-            deadline = now_ns + self._wait_for(deliveries)
-            self.pending[sseq] = Pending(dseq, deliveries, deadline)
+            deadline = now_ns + (self._wait_for(deliveries) if self.backoff_ns else self.ack_wait_ns)
+            pending[sseq] = Pending(dseq, deliveries, deadline)
             if entry is None:
                 heapq.heappush(self.pending_heap, sseq)
-            self._schedule(deadline)
+            if self.scan_at_ns is None or deadline < self.scan_at_ns:
+                self.scan_at_ns = deadline
         else:
             self._advance_floor()
         return dseq, deliveries
