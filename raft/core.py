@@ -34,7 +34,9 @@ answer); a woken leader heartbeats at its next tick. Safety does not depend on i
 stop), but liveness does: the driver must watch its peers (raft/driver.py) and call
 `wake(leader_lost=True)` on a quiet follower whose leader's server went silent (its lease is
 given up, so it campaigns within an election timeout), and `wake()` on a quiet leader when a
-member's server went silent (check-quorum runs again).
+member's server went silent (check-quorum runs again) or is heard again (to catch it up); a
+leader whose other followers are all caught up may go quiet without the peers the driver
+reports silent (`set_peers_down`), so a server outage does not keep every group awake.
 
 A follower only commits (from a heartbeat) up to the point where its log is known to match the
 current leader's (`_leader_match`, learned from accepted APPENDs); a heartbeat promising more
@@ -129,6 +131,7 @@ class RaftNode(LeaderMixin):
         self._heartbeat_elapsed = 0
         self._randomized_timeout = 0
         self._quiesced = False
+        self._peers_down: frozenset[str] = frozenset()  # the driver's view, for quiescence only
         self._votes: dict[str, bool] = {}
         self._msgs: list[Message] = []
         self._events: list[Event] = []
@@ -257,6 +260,12 @@ class RaftNode(LeaderMixin):
                 pr.recent_active = False
         elif leader_lost:
             self._election_elapsed = max(self._election_elapsed, self._cfg.election_ticks)
+
+    def set_peers_down(self, peers: frozenset[str]) -> None:
+        """The driver's view of which peers' servers are silent. A leader may go quiet without
+        them (a quorum of the others holding its whole log); the driver wakes it when one of
+        them is heard again, so that it catches up. Nothing else uses this."""
+        self._peers_down = peers
 
     def _keeps_quiet(self, msg: Message) -> bool:
         """A message a quiet node takes without waking: a repeated quiesce heartbeat from its

@@ -8,7 +8,9 @@ Three tasks share the nodes (all on the event loop, so a node is never touched c
   small host heartbeat (group HOST_GROUP) every `ping_ticks`, counts any message from a peer as
   a sign of life, and when a peer has been silent for `liveness_ticks` it wakes the quiet groups
   that depend on it: followers whose leader it is (they give up the lease and campaign) and
-  leaders it is a member of (check-quorum runs again). The two periods are the smallest
+  leaders it is a member of (check-quorum runs again). Every node is told which peers are
+  silent (`set_peers_down`), so a leader goes quiet without them, and is woken when one is
+  heard again, to catch it up. The two periods are the smallest
   heartbeat and election timeouts of the quiescing groups: the silence is noticed after one
   election timeout and the followers, lease given up, campaign within one more; in tests a dead
   leader's groups elect a new one as fast as without quiescence (tests/unit/raft/
@@ -255,6 +257,7 @@ class RaftHost:
             await self.worker.run(self.store.mark_member, group)
         self._groups[group] = _Group(node, apply_callback, restore_callback, hard_state)
         self.leadership_changes += 1
+        node.set_peers_down(frozenset(self._suspected))
         if config.quiesce:
             self.ping_ticks = min(self.ping_ticks or config.heartbeat_ticks, config.heartbeat_ticks)
             self.liveness_ticks = min(self.liveness_ticks or config.election_ticks, config.election_ticks)
@@ -416,7 +419,9 @@ class RaftHost:
         for peer in self._watched:
             heard = self._last_heard.setdefault(peer, now)  # a new peer gets a full period
             if now - heard <= self.liveness_ticks:
-                self._suspected.discard(peer)
+                if peer in self._suspected:
+                    self._suspected.discard(peer)
+                    self._wake_groups_of(peer, back=True)
             elif peer not in self._suspected:
                 self._suspected.add(peer)
                 self._wake_groups_of(peer)
@@ -429,13 +434,19 @@ class RaftHost:
         peers.discard(self.node_id)
         return frozenset(peers)
 
-    def _wake_groups_of(self, peer: NodeId) -> None:
+    def _wake_groups_of(self, peer: NodeId, back: bool = False) -> None:
         """`peer` went silent: wake our quiet followers it leads and our quiet leaders it is a
-        member of."""
-        self.stats.peers_suspected += 1
-        self._log.info("raft.peer_silent", peer=peer, ticks=self.liveness_ticks)
+        member of. `back`: it is heard again: wake our quiet leaders it is a member of (it may
+        have missed entries). Every node learns the new set of silent peers."""
+        if back:
+            self._log.info("raft.peer_back", peer=peer)
+        else:
+            self.stats.peers_suspected += 1
+            self._log.info("raft.peer_silent", peer=peer, ticks=self.liveness_ticks)
+        down = frozenset(self._suspected)
         for group, g in self._groups.items():
             node = g.node
+            node.set_peers_down(down)
             if not node.quiesced:
                 continue
             if node.role is Role.LEADER:
@@ -443,7 +454,7 @@ class RaftHost:
                 if peer not in (m.voters | m.learners | m.voters_outgoing):
                     continue
                 node.wake()
-            elif node.leader_id == peer:
+            elif node.leader_id == peer and not back:
                 node.wake(leader_lost=True)
             else:
                 continue

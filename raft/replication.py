@@ -116,9 +116,10 @@ class LeaderMixin:
             self._resend_snapshots()
 
     def _can_quiesce(self) -> bool:
-        """Nothing to send for now: every follower holds the whole log, all of it committed in
-        this term, and answered since the last check-quorum sweep; no read, transfer or
-        membership change pending (raft/core.py, quiescence)."""
+        """Nothing to send for now: every follower (but those on servers the driver reports
+        silent, while the others make a quorum) holds the whole log, all of it committed in this
+        term, and answered since the last check-quorum sweep; no read, transfer or membership
+        change pending (raft/core.py, quiescence)."""
         if not self._cfg.quiesce or self._reads or self._reads_waiting or self._transferee:
             return False
         last = self._log.last_index()
@@ -128,12 +129,17 @@ class LeaderMixin:
             return False
         if not mship.is_voter(self._membership, self._cfg.node_id) or self._membership.voters_outgoing:
             return False
-        for pr in self._progress.values():
+        down = self._peers_down  # type: ignore[attr-defined]
+        caught_up = {self._cfg.node_id}
+        for node, pr in self._progress.items():
+            if node in down:
+                continue
             if pr.state is not ProgressState.REPLICATE or pr.match != last or pr.inflight:
                 return False
             if not pr.recent_active:
                 return False
-        return True
+            caught_up.add(node)
+        return mship.has_quorum(self._membership, caught_up)
 
     def _quorum_active(self) -> bool:
         active = {n for n, pr in self._progress.items() if pr.recent_active}

@@ -6,7 +6,8 @@ place of RaftHost's host heartbeats (raft/driver.py): a node that has not been r
 another for an election timeout of ticks (down, paused, partitioned or blocked: what silences
 host heartbeats) is "suspected" by it, once, on that transition; then, exactly as the driver
 does, a quiet follower whose leader it is wakes with `leader_lost=True` and a quiet leader it is
-a member of wakes. Run more seeds by hand with `run_quiescing_sweep`:
+a member of wakes; every node is told its suspected set (`set_peers_down`), and a quiet leader
+is woken when a suspected member is reachable again. Run more seeds by hand with `run_quiescing_sweep`:
 
     python -c "from tests.sim.test_quiesce_sim import main; main(300)"          # (--storm: 1)
 """
@@ -56,32 +57,43 @@ class QuiescingCluster(Cluster):
 
     def _watch_liveness(self) -> None:
         silent: dict[tuple[str, str], int] = self.__dict__.setdefault("_silent_ticks", {})
+        suspected: dict[str, set[str]] = self.__dict__.setdefault("_suspected", {})
         limit = self.config.election_ticks
         for observer in self.active():
+            mine = suspected.setdefault(observer.node_id, set())
             for peer in sorted(self.nodes):
                 if peer == observer.node_id:
                     continue
                 key = (observer.node_id, peer)
                 if self._reachable(peer, observer.node_id):
                     silent[key] = 0
+                    if peer in mine:
+                        mine.discard(peer)
+                        self._wake_for(observer, peer, frozenset(mine), back=True)
                     continue
                 silent[key] = silent.get(key, 0) + 1
                 if silent[key] == limit + 1:
-                    self._wake_for(observer, peer)
+                    mine.add(peer)
+                    self._wake_for(observer, peer, frozenset(mine))
+            if observer.raft is not None:  # (a restarted node starts with none)
+                observer.raft.set_peers_down(frozenset(mine))
 
-    def _wake_for(self, observer: SimNode, peer: str) -> None:
+    def _wake_for(self, observer: SimNode, peer: str, down: frozenset[str], back: bool = False) -> None:
         raft = observer.raft
-        if raft is None or not raft.quiesced:
+        if raft is None:
+            return
+        raft.set_peers_down(down)
+        if not raft.quiesced:
             return
         if raft.role is Role.LEADER:
             if peer not in mship.members(raft.membership):
                 return
             raft.wake()
-        elif raft.leader_id == peer:
+        elif raft.leader_id == peer and not back:
             raft.wake(leader_lost=True)
         else:
             return
-        self.record("wake", observer.node_id, peer)
+        self.record("wake", observer.node_id, peer, back)
         self._drain(observer)
 
 

@@ -140,3 +140,20 @@ async def test_stopped_leader_host_is_replaced_in_every_quiet_group(
             leader = net.leader(g)
             assert leader is not None
             await net.hosts[leader].propose(g, b"after")
+
+
+async def test_groups_go_quiet_again_while_a_host_is_down(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with hosts_of() as net:
+        await wait_until(lambda: all(net.leader(g) for g in GROUPS), 60)
+        await wait_until(net.all_quiet, 30)
+        await net.stop("n3")
+        await wait_until(lambda: all(net.leader(g) not in (None, "n3") for g in GROUPS), 60)
+        await wait_until(net.all_quiet, 30)  # without n3: a quorum holds every log
+        sent = {n: h.stats.messages_sent for n, h in net.hosts.items()}
+        await trio.sleep(30)
+        assert all(h.stats.messages_sent == sent[n] for n, h in net.hosts.items())
+        leader = net.leader("g7")
+        assert leader is not None
+        await net.hosts[leader].propose("g7", b"still writable")

@@ -32,7 +32,7 @@ def quiet_cluster(seed: int = 1, *, quiesce: bool = True) -> Cluster:
 
 
 def quiet(c: Cluster) -> list[str]:
-    return sorted(n for n, node in c.nodes.items() if node.quiesced)
+    return sorted(n for n, node in c.nodes.items() if node.quiesced and n not in c.down)
 
 
 def test_idle_group_goes_quiet_and_ticks_send_nothing() -> None:
@@ -154,3 +154,33 @@ def test_leader_does_not_quiesce_while_a_follower_lags() -> None:
     c.tick_all(4 * ELECTION)
     assert c.leaders() == ["a"] and quiet(c) == ["a", "b", "c"]
     assert c.nodes["c"].commit_index >= res.index
+
+
+def test_leader_goes_quiet_without_a_follower_the_driver_reports_down_and_catches_it_up() -> None:
+    c = quiet_cluster()
+    c.crash("c")
+    res = c.propose("a", b"while c is down")
+    assert res.ok
+    c.tick_all(4 * ELECTION)
+    assert not c.nodes["a"].quiesced  # c may be alive for all a knows
+    c.nodes["a"].set_peers_down(frozenset("c"))
+    c.tick_all(4 * HEARTBEAT)
+    assert quiet(c) == ["a", "b"]  # b and a make a quorum holding the whole log
+    c.restart("c", ABC)
+    c.nodes["a"].set_peers_down(frozenset())
+    c.nodes["a"].wake()  # the driver heard c again
+    c.tick_all(4 * ELECTION)
+    assert c.leaders() == ["a"] and c.nodes["c"].commit_index >= res.index
+    assert quiet(c) == ["a", "b", "c"]
+
+
+def test_peers_down_never_lets_a_leader_go_quiet_without_a_quorum() -> None:
+    c = quiet_cluster()
+    c.crash("b")
+    c.crash("c")
+    c.nodes["a"].wake()
+    c.nodes["a"].set_peers_down(frozenset("bc"))
+    c.tick_all(ELECTION - 1)
+    assert not c.nodes["a"].quiesced
+    c.tick_all(ELECTION)
+    assert c.nodes["a"].role is not Role.LEADER  # check-quorum
