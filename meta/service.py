@@ -27,7 +27,9 @@ shell, and the meta group `_meta_` whose voters are this server and every route 
   learner, then, once its log has caught up with the leader's commit index, a voter. The
   changes are CONFIG entries of the meta log, so every server (and every restart) takes the
   membership from there (meta/topology.py has the bootstrap rule). Every server points the
-  Raft transport at every member and registered server whose address it can derive. The
+  Raft transport at every member and registered server whose address it can derive, and at
+  every server announcing itself; those answer the announcement with their own node id, so a
+  joiner that knows only its seed learns the leader's address (the smaller node id dials). The
   bootstrap membership is written down at the first start (`_bootstrap_membership`).
 """
 
@@ -134,6 +136,7 @@ class MetaService:
         self.refused_joins: set[str] = set()  # logged once each
         self.transport: TcpTransport | None = None
         self.known_addresses: set[str] = set(self.topology.peers)
+        self.join_reply = f"$JSC.JOINED.{os.urandom(8).hex()}"
         self.api_send, self.api_recv = trio.open_memory_channel[tuple](API_QUEUE_MAX)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -164,6 +167,7 @@ class MetaService:
             await host.add_group(META_GROUP, stream_group_config(self.node_id, META_GROUP),
                                  bootstrap, self._apply, self._restore)
             self.join_sub = subscribe_routed(self.server, JOIN_SUBJECT, self._on_join)
+            self.joined_sub = subscribe_routed(self.server, self.join_reply, self._on_join_answer)
             self.moves = MoveDriver(self)
             for task in (self.js.watch_leaders, self._reconcile_loop, self._watch_meta_leader,
                          self._hello_loop, self._dispatch_api, self.moves.run, self._membership_loop,
@@ -337,7 +341,7 @@ class MetaService:
             if self.state.servers.get(self.node_id) != record:
                 body = encode_command(RegisterServer(record.node_id, record.name, record.cluster, record.tags))
                 self.server.publish_internal(HELLO_SUBJECT, None, None, body)
-                self.server.publish_internal(JOIN_SUBJECT, None, None, self._join_body())
+                self.server.publish_internal(JOIN_SUBJECT, self.join_reply, None, self._join_body())
             await trio.sleep(HELLO_EVERY_S)
 
     def _join_body(self) -> bytes:
@@ -414,8 +418,8 @@ class MetaService:
     def _on_join(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
         """`$JSC.JOIN` from a server not yet registered. Every server points its transport at
         it (a seedless server learns its peers' addresses only this way, and of two peers only
-        the one with the smaller node id dials); the leader remembers it for the membership
-        loop, which admits it if it may join."""
+        the one with the smaller node id dials) and answers with its own node id; the leader
+        remembers it for the membership loop, which admits it if it may join."""
         try:
             d = json.loads(bytes(payload))
             node, fresh, cluster = str(d["node_id"]), bool(d["fresh"]), str(d.get("cluster", ""))
@@ -424,8 +428,20 @@ class MetaService:
         if node == self.node_id or cluster != self.cluster_name or len(self.known_addresses) > JOINERS_MAX:
             return
         self._sync_addresses_for(node)
+        if reply and reply.startswith("$JSC.JOINED."):  # tell the joiner where we are, too
+            self.server.publish_internal(reply, None, None, json.dumps({"node_id": self.node_id}).encode())
         if self.leading and len(self.joiners) < JOINERS_MAX:
             self.joiners[node] = fresh
+
+    def _on_join_answer(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        """A server that heard our `$JSC.JOIN` names itself: the joiner may know no one but its
+        seed, and of two peers only the smaller node id dials, so both must know each other."""
+        try:
+            node = str(json.loads(bytes(payload))["node_id"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if node != self.node_id and len(self.known_addresses) <= JOINERS_MAX:
+            self._sync_addresses_for(node)
 
     def _may_admit(self, node: str, fresh: bool) -> bool:
         why = None

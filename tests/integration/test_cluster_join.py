@@ -197,14 +197,24 @@ def test_server_with_another_meta_log_is_refused(seeded: dict[str, Node], tmp_pa
 
 
 def test_seeds_pointing_at_each_other(tmp_path: pathlib.Path) -> None:
-    """n1 names only n2, n2 only n1, n3 only n1: the same full cluster."""
+    """n1 names only n2, n2 only n1, n3 only n1: the same full cluster. n3 and n1 start first,
+    so n3 leads ({n1, n3}: n1 cannot win without n2); then n2 joins, with Raft ports chosen so
+    that n2 must dial n3 (the smaller node id dials) although no flag tells n2 where n3 is: it
+    learns that from the answers to its `$JSC.JOIN`."""
     nodes = {name: Node(name, tmp_path) for name in ("n1", "n2", "n3")}
+    if f"{LOOPBACK}:{nodes['n2'].cluster_port + 1}" > f"{LOOPBACK}:{nodes['n3'].cluster_port + 1}":
+        nodes["n2"].cluster_port, nodes["n3"].cluster_port = nodes["n3"].cluster_port, nodes["n2"].cluster_port
     nodes["n1"].routes = [nodes["n2"].route_url]
     nodes["n2"].routes = [nodes["n1"].route_url]
     nodes["n3"].routes = [nodes["n1"].route_url]
     try:
-        for name in ("n3", "n1", "n2"):  # n3 first: it may win the first election with n1's vote
-            nodes[name].start()
+        nodes["n3"].start()
+        nodes["n1"].start()
+
+        async def n3_leads() -> bool:
+            return (await meta_view(nodes["n3"]))[1] == "n3"
+        run(until(n3_leads, "n3 leads the meta group of n1 and n3", DEADLINE_S))
+        nodes["n2"].start()
         run(until(lambda: full_cluster(nodes), "full mesh and 3 meta voters on every server", DEADLINE_S))
     except BaseException:
         for node in nodes.values():
