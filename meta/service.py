@@ -69,7 +69,7 @@ from raft.driver import NotLeader, OutcomeUnknown, RaftHost
 from raft.storage.sqlite import SqliteLogStore
 from raft.transport.tcp import TcpTransport
 from raft.membership import members
-from raft.types import ConfigChange, ConfigChangeType, Entry, Membership, Snapshot
+from raft.types import ConfigChange, ConfigChangeType, Entry, EntryKind, Membership, Snapshot
 
 HELLO_SUBJECT = "$JSC.HELLO"
 JOIN_SUBJECT = "$JSC.JOIN"
@@ -77,6 +77,7 @@ MEMBERSHIP_ROUND_S = 0.3
 JOIN_CHANGE_TIMEOUT_S = 3.0
 JOINERS_MAX = 1024
 BOOTSTRAP_FILE = "meta-bootstrap.json"
+BOOTSTRAP_MARK = "~meta-bootstrap~"  # a learner id with no address (see `_log_membership`)
 READ_BARRIER_S = 1.0  # an API request waits this long for the meta leader's read-index round
 SERVERS_SUBJECT = "$JSC.SERVERS"
 HELLO_EVERY_S = 0.5
@@ -132,6 +133,7 @@ class MetaService:
         self.leading = False
         self.leader_subs: list[RoutedSub] = []
         self._reconcile = trio.Event()
+        self.membership_logged = False  # the meta log holds a membership entry (leader's view)
         self.joiners: dict[str, bool] = {}  # node id -> fresh, from $JSC.JOIN (leader only)
         self.refused_joins: set[str] = set()  # logged once each
         self.transport: TcpTransport | None = None
@@ -325,6 +327,7 @@ class MetaService:
 
     def _become_follower(self) -> None:
         self.leading = False
+        self.membership_logged = False
         self.joiners.clear()
         for sub in self.leader_subs:
             sub.unsubscribe()
@@ -378,7 +381,7 @@ class MetaService:
         """Voters and learners of the meta group (a learner is a server being admitted)."""
         if self.host is None:
             return self.topology.voters
-        return members(self.host.node(META_GROUP).membership)
+        return members(self.host.node(META_GROUP).membership) - {BOOTSTRAP_MARK}
 
     def meta_voters(self) -> frozenset[str]:
         """The meta group's voters: the configured servers minus those SERVER.REMOVE took out."""
@@ -478,6 +481,9 @@ class MetaService:
         assert self.host is not None
         node = self.host.node(META_GROUP)
         m = node.membership
+        if not self.membership_logged:
+            await self._log_membership(node)
+            return
         for learner in sorted(m.learners):
             pr = getattr(node, "_progress", {}).get(learner)
             if pr is not None and pr.match >= node.commit_index > 0:
@@ -490,6 +496,20 @@ class MetaService:
                 self._sync_addresses_for(joiner)
                 await self._change(ConfigChangeType.ADD_LEARNER, joiner)
                 return
+
+    async def _log_membership(self, node: Any) -> None:
+        """Make sure the meta log holds a membership entry: until one exists, each server uses
+        its own bootstrap view, and a seedless server counts itself a learner although the
+        bootstrap voters of a seeded server name it. A learner that can never exist (it has no
+        address) is added and removed again: two change entries that carry the membership."""
+        if BOOTSTRAP_MARK in node.membership.learners:
+            await self._change(ConfigChangeType.REMOVE, BOOTSTRAP_MARK)
+            self.membership_logged = True
+        elif node.snapshot_meta.index > 0 or any(
+                e.kind is EntryKind.CONFIG for e in node.entries(node.first_index, node.last_index + 1)):
+            self.membership_logged = True  # (a snapshot carries the membership itself)
+        else:
+            await self._change(ConfigChangeType.ADD_LEARNER, BOOTSTRAP_MARK)
 
     def _sync_addresses_for(self, node: str) -> None:
         if node in self.known_addresses or self.transport is None:

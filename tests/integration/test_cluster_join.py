@@ -223,3 +223,45 @@ def test_seeds_pointing_at_each_other(tmp_path: pathlib.Path) -> None:
     finally:
         for node in nodes.values():
             node.stop()
+
+
+def test_seedless_server_learns_it_is_a_voter(tmp_path: pathlib.Path) -> None:
+    """Two servers, n1 with no route, n2 naming n1: n2's bootstrap voters are both, n1 starts
+    as a learner of its own group. The meta leader writes the membership into the meta log, so
+    n1 counts itself a voter too and can take over the meta leadership (a stepdown moves it)."""
+    nodes = {name: Node(name, tmp_path) for name in ("n1", "n2")}
+    nodes["n2"].routes = [nodes["n1"].route_url]
+
+    async def both_voters() -> str:
+        views = [await meta_view(n) for n in nodes.values()]
+        ok = all(size == 2 and routes == 1 for size, _, routes in views) and len({v[1] for v in views}) == 1
+        return views[0][1] if ok else ""
+
+    async def stepdown_moves_it(old: str) -> None:
+        nc = await nats.connect(nodes["n1"].url)
+        try:
+            async def moved() -> bool:
+                got = await api(nc, "$JS.API.META.LEADER.STEPDOWN", timeout_s=5.0)
+                return got.get("success") is True
+            await until(moved, "meta leader stepdown accepted", DEADLINE_S)
+
+            async def other_leads() -> bool:
+                leader = await both_voters()
+                return leader not in ("", old)
+            await until(other_leads, "the other server leads the meta group", DEADLINE_S)
+        finally:
+            await nc.close()
+
+    try:
+        for node in nodes.values():
+            node.start()
+        first = run(until(both_voters, "both servers count two meta voters", DEADLINE_S))
+        run(stepdown_moves_it(first))
+        run(stepdown_moves_it("n2" if first == "n1" else "n1"))
+    except BaseException:
+        for node in nodes.values():
+            print(f"--- {node.name} log ---\n{node.log_path.read_text(errors='replace')[-4000:]}")
+        raise
+    finally:
+        for node in nodes.values():
+            node.stop()

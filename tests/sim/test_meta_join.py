@@ -19,7 +19,7 @@ import pytest
 
 from raft.config import Role
 from raft.testing.sim import Cluster, SimConfig
-from raft.types import ConfigChange, ConfigChangeType, Membership
+from raft.types import ConfigChange, ConfigChangeType, EntryKind, Membership
 
 BOOTSTRAP = {
     "n1": Membership(learners=frozenset({"n1"})),
@@ -27,6 +27,7 @@ BOOTSTRAP = {
     "n3": Membership(voters=frozenset({"n1", "n3"})),
 }
 ALL = frozenset(BOOTSTRAP)
+MARK = "~meta-bootstrap~"  # the learner with no address that meta/service.py adds and removes
 SEEDS = 40
 CHAOS_TICKS = 600
 HEAL_TICKS = 600
@@ -40,20 +41,25 @@ def cluster_with(seed: int, bootstrap: dict[str, Membership]) -> Cluster:
     return c
 
 
-def admit_and_promote(c: Cluster) -> None:
-    """One round of the meta leader's membership loop."""
+def admit_and_promote(c: Cluster, everyone: frozenset[str] = ALL) -> None:
+    """One round of the meta leader's membership loop (meta/service.py `_membership_step`)."""
     for lead in c.leaders():
         node = lead.raft
         assert node is not None
         m = node.membership
         change = None
-        for learner in sorted(m.learners):
+        logged = any(e.kind is EntryKind.CONFIG for e in node.entries(node.first_index, node.last_index + 1))
+        if MARK in m.learners:
+            change = ConfigChange(ConfigChangeType.REMOVE, MARK)
+        elif not logged and node.snapshot_meta.index == 0:
+            change = ConfigChange(ConfigChangeType.ADD_LEARNER, MARK)  # writes the membership down
+        for learner in sorted(m.learners - {MARK}) if change is None else ():
             pr = node._progress.get(learner)  # noqa: SLF001 - as meta/service.py reads it
             if pr is not None and pr.match >= node.commit_index > 0:
                 change = ConfigChange(ConfigChangeType.PROMOTE_LEARNER, learner)
                 break
         if change is None:
-            missing = sorted(ALL - m.voters - m.learners)
+            missing = sorted(everyone - m.voters - m.learners)
             if missing:
                 change = ConfigChange(ConfigChangeType.ADD_LEARNER, missing[0])
         if change is not None:
@@ -61,13 +67,13 @@ def admit_and_promote(c: Cluster) -> None:
             c._drain(lead)  # noqa: SLF001
 
 
-def restart_own(c: Cluster, node_id: str) -> None:
-    c._start(c.nodes[node_id], BOOTSTRAP[node_id])  # noqa: SLF001 - the store keeps the bootstrap
+def restart_own(c: Cluster, node_id: str, bootstrap: dict[str, Membership] = BOOTSTRAP) -> None:
+    c._start(c.nodes[node_id], bootstrap[node_id])  # noqa: SLF001 - the store keeps the bootstrap
 
 
-def chaos(c: Cluster, rng: random.Random) -> None:
+def chaos(c: Cluster, rng: random.Random, bootstrap: dict[str, Membership] = BOOTSTRAP) -> None:
     roll = rng.random()
-    ids = sorted(ALL)
+    ids = sorted(bootstrap)
     if roll < 0.04:
         rng.shuffle(ids)
         c.partition([set(ids[:1]), set(ids[1:])])
@@ -80,14 +86,14 @@ def chaos(c: Cluster, rng: random.Random) -> None:
     elif roll < 0.11:
         for node_id in ids:
             if not c.nodes[node_id].up:
-                restart_own(c, node_id)
+                restart_own(c, node_id, bootstrap)
     elif roll < 0.25:
         c.propose()
 
 
-def settled(c: Cluster) -> bool:
+def settled(c: Cluster, everyone: frozenset[str] = ALL) -> bool:
     views = {n.raft.membership for n in c.live() if n.raft is not None}
-    return len(c.live()) == 3 and views == {Membership(voters=ALL)} and len(c.leaders()) == 1
+    return len(c.live()) == len(everyone) and views == {Membership(voters=everyone)} and len(c.leaders()) == 1
 
 
 @pytest.mark.parametrize("seed", range(SEEDS))
@@ -118,3 +124,29 @@ def test_seedless_servers_never_elect_themselves(seed: int) -> None:
     c = cluster_with(seed, lone)
     c.run(400)
     assert all(n.raft is not None and n.raft.role is Role.LEARNER for n in c.live())
+
+
+TWO = {"n1": Membership(learners=frozenset({"n1"})), "n2": Membership(voters=frozenset({"n1", "n2"}))}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_seedless_server_of_two_learns_it_is_a_voter(seed: int) -> None:
+    """n1 (no route) and n2 (naming n1): no server is missing, so only the written-down
+    membership tells n1 it is a voter; after that either may lead."""
+    rng = random.Random(f"two-{seed}")
+    everyone = frozenset(TWO)
+    c = cluster_with(seed, TWO)
+    for _ in range(CHAOS_TICKS):
+        chaos(c, rng, TWO)
+        c.tick()
+        admit_and_promote(c, everyone)
+    c.heal()
+    for node_id in sorted(TWO):
+        if not c.nodes[node_id].up:
+            restart_own(c, node_id, TWO)
+    for _ in range(HEAL_TICKS):
+        c.tick()
+        admit_and_promote(c, everyone)
+        if settled(c, everyone):
+            break
+    assert settled(c, everyone), [(n.node_id, n.raft.role, n.raft.membership) for n in c.live() if n.raft]
