@@ -5,8 +5,8 @@ How it works: `run_clustered_jetstream(server)` is the natsd service `jetraft se
 server's Raft log store (`<store_dir>/raft/raft.db`, one SQLite file for every group), the
 TCP Raft transport on the Raft port (meta/topology.py: node id = server name with
 `raft_peers`, else Raft address = cluster port + 1), one `RaftHost`, the `ClusteredJetStream`
-shell, and the meta group `_meta_` whose voters are this server and every route peer (every
-`raft_peers` entry when given).
+shell, and the meta group `_meta_`, bootstrapped with this server and every route peer as
+voters (every `raft_peers` entry when given; see "Joining" below for seedless servers).
 
 - Every server applies committed meta commands to its `MetaState` (meta/assignments.py) and
   wakes the reconciler, which starts, updates and stops local stream groups
@@ -30,7 +30,8 @@ shell, and the meta group `_meta_` whose voters are this server and every route 
   Raft transport at every member and registered server whose address it can derive, and at
   every server announcing itself; those answer the announcement with their own node id, so a
   joiner that knows only its seed learns the leader's address (the smaller node id dials). The
-  bootstrap membership is written down at the first start (`_bootstrap_membership`).
+  bootstrap membership is written down at the first start (`_bootstrap_membership`), and a
+  meta leader whose log holds no membership entry yet writes one (`_log_membership`).
 """
 
 from __future__ import annotations
