@@ -228,7 +228,8 @@ class StreamStateMachine:
             rows.append((last_seq, cmd.subject, None, cmd.payload, ts_ns))
             results.append(PubAck(name, last_seq))
         self.store.store_many(rows)
-        self._enforce_stream_limits()
+        if self.config.max_msgs > 0 or self.config.max_bytes > 0:
+            self._enforce_stream_limits()
         return results
 
     def _dispatch(self, cmd: Command) -> Result:
