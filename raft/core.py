@@ -22,21 +22,8 @@ A node built with `repair_needed=True` (its disk was wiped or failed a checksum)
 a vote and never campaigns until it has learned the current term from enough voters and caught
 up with a leader (raft/repair.py); then it clears the flag and emits "raft.repair_done".
 
-Quiescence (opt-in, `NodeConfig.quiesce`): many idle groups should cost nothing. At a heartbeat,
-a leader with nothing in flight (every follower replicating and holding its whole log, all of it
-committed in its term, no reads, transfer or config change pending, every follower heard from
-since the last check-quorum sweep) sends its followers one last heartbeat marked
-QUIESCE_CONTEXT and goes quiet: `tick()` does nothing, no heartbeats, no check-quorum. A
-follower whose log matches the leader's last index goes quiet on that heartbeat: `tick()` does
-nothing, the election timer stops. Any other input wakes a node (a proposal, a read, a
-transfer, any message except a duplicate quiesce heartbeat or a leader's matching heartbeat
-answer); a woken leader heartbeats at its next tick. Safety does not depend on it (only timers
-stop), but liveness does: the driver must watch its peers (raft/driver.py) and call
-`wake(leader_lost=True)` on a quiet follower whose leader's server went silent (its lease is
-given up, so it campaigns within an election timeout), and `wake()` on a quiet leader when a
-member's server went silent (check-quorum runs again) or is heard again (to catch it up); a
-leader whose other followers are all caught up may go quiet without the peers the driver
-reports silent (`set_peers_down`), so a server outage does not keep every group awake.
+Quiescence (opt-in, `NodeConfig.quiesce`): an idle group stops heartbeating and its timers
+stop; the driver watches peer liveness instead (raft/quiesce.py).
 
 A follower only commits (from a heartbeat) up to the point where its log is known to match the
 current leader's (`_leader_match`, learned from accepted APPENDs); a heartbeat promising more
@@ -71,7 +58,8 @@ from raft.chunks import ChunkAssembler
 from raft.config import NodeConfig, ProposeResult, RefuseReason, Role
 from raft.log import RaftLog
 from raft.repair import TERM_PROBE_CONTEXT, Repair
-from raft.replication import QUIESCE_CONTEXT, LeaderMixin, ReadRequest
+from raft.quiesce import QUIESCE_CONTEXT, QuiesceMixin
+from raft.replication import LeaderMixin, ReadRequest
 from raft.types import (
     ConfigChange,
     Entry,
@@ -96,7 +84,7 @@ MAX_PENDING_READS = 4096
 _M = MessageType
 
 
-class RaftNode(LeaderMixin):
+class RaftNode(LeaderMixin, QuiesceMixin):
     def __init__(
         self,
         config: NodeConfig,
@@ -245,45 +233,6 @@ class RaftNode(LeaderMixin):
             self._leader_read(ReadRequest(index=0, context=context, requester=self._cfg.node_id))
         elif self._leader is not None:
             self._send(_M.READ_INDEX, self._leader, context=context)
-
-    def wake(self, *, leader_lost: bool = False) -> None:
-        """Leave quiescence (a no-op for an active node). `leader_lost`: the driver suspects a
-        quiet follower's leader is gone, so the follower gives up the leader's lease (it votes
-        for others) and campaigns within an election timeout unless it hears from a leader."""
-        if not self._quiesced:
-            return
-        self._quiesced = False
-        if self._role is Role.LEADER:
-            self._election_elapsed = 0  # check-quorum counts afresh: everyone must answer again
-            self._heartbeat_elapsed = self._cfg.heartbeat_ticks - 1  # heartbeat at the next tick
-            for pr in self._progress.values():
-                pr.recent_active = False
-        elif leader_lost:
-            self._election_elapsed = max(self._election_elapsed, self._cfg.election_ticks)
-
-    def set_peers_down(self, peers: frozenset[str]) -> None:
-        """The driver's view of which peers' servers are silent. A leader may go quiet without
-        them (a quorum of the others holding its whole log); the driver wakes it when one of
-        them is heard again, so that it catches up. Nothing else uses this."""
-        self._peers_down = peers
-
-    def _keeps_quiet(self, msg: Message) -> bool:
-        """A message a quiet node takes without waking: a repeated quiesce heartbeat from its
-        leader or its answer to a read, or (leader) a heartbeat answer from a follower that holds the whole log."""
-        if msg.term != self._term:
-            return False
-        if self._role is Role.LEADER:
-            return (
-                msg.type is _M.HEARTBEAT_RESP
-                and not msg.reject
-                and msg.index >= self._log.last_index()
-                and msg.src in self._progress
-            )
-        if msg.src != self._leader:
-            return False
-        return msg.type is _M.READ_INDEX_RESP or (
-            msg.type is _M.HEARTBEAT and msg.context == QUIESCE_CONTEXT
-        )
 
     def compact(self, index: int, data: bytes) -> None:
         """The application persisted a snapshot of its state at `index` (<= applied): drop the

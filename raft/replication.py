@@ -24,9 +24,8 @@ from raft import membership as mship
 from raft.chunks import checksum
 from raft.config import Role
 from raft.progress import SNAPSHOT_WINDOW_CHUNKS, Progress, ProgressState
+from raft.quiesce import QUIESCE_CONTEXT
 from raft.types import Entry, EntryKind, Message, MessageType, ReadState
-
-QUIESCE_CONTEXT = b"raft.quiesce"  # HEARTBEAT context: the leader goes quiet after this one
 
 _M = MessageType
 MAX_READS = 4096  # pending read-index requests kept by a leader; more are dropped
@@ -114,32 +113,6 @@ class LeaderMixin:
                 return
             self._bcast_heartbeat()
             self._resend_snapshots()
-
-    def _can_quiesce(self) -> bool:
-        """Nothing to send for now: every follower (but those on servers the driver reports
-        silent, while the others make a quorum) holds the whole log, all of it committed in this
-        term, and answered since the last check-quorum sweep; no read, transfer or membership
-        change pending (raft/core.py, quiescence)."""
-        if not self._cfg.quiesce or self._reads or self._reads_waiting or self._transferee:
-            return False
-        last = self._log.last_index()
-        if self._log.committed != last or self._log.stable_index != last:
-            return False
-        if self._pending_config_index > last or self._log.term(last) != self._term:
-            return False
-        if not mship.is_voter(self._membership, self._cfg.node_id) or self._membership.voters_outgoing:
-            return False
-        down = self._peers_down  # type: ignore[attr-defined]
-        caught_up = {self._cfg.node_id}
-        for node, pr in self._progress.items():
-            if node in down:
-                continue
-            if pr.state is not ProgressState.REPLICATE or pr.match != last or pr.inflight:
-                return False
-            if not pr.recent_active:
-                return False
-            caught_up.add(node)
-        return mship.has_quorum(self._membership, caught_up)
 
     def _quorum_active(self) -> bool:
         active = {n for n, pr in self._progress.items() if pr.recent_active}
