@@ -190,21 +190,24 @@ class JsMonitor:
 
     def time_commits(self) -> None:
         """Time each publish batch from proposal to commit+apply (its PubAcks go out right
-        after): wraps every stream's `apply_batch` once (an instance attribute)."""
+        after): wraps every stream's `apply_batch` once (an instance attribute). A replicated
+        stream's writer proposes through `_replicate` (which `apply_batch` calls too), so
+        that is what is wrapped there."""
         hist = self.commits
         for rt in list(self.js.streams.values()):
             if rt.__dict__.get("_monitor_timed"):
                 continue
-            inner = rt.apply_batch
+            attr = "_replicate" if hasattr(rt, "_replicate") else "apply_batch"
+            inner = getattr(rt, attr)
 
-            async def timed(cmds: list[Any], inner: Any = inner) -> Any:
+            async def timed(cmds: list[Any], *rest: Any, inner: Any = inner) -> Any:
                 started = trio.current_time()
                 try:
-                    return await inner(cmds)
+                    return await inner(cmds, *rest)
                 finally:
                     if cmds and type(cmds[0]).__name__ == "Publish":
                         hist.observe(trio.current_time() - started)
-            rt.apply_batch = timed
+            setattr(rt, attr, timed)
             rt._monitor_timed = True
 
     def time_fsyncs(self) -> None:
