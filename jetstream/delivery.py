@@ -42,6 +42,7 @@ INTEREST_POLL_NS = 20_000_000
 INTEREST_POLL_MAX_NS = 1_000_000_000
 NS_PER_S = 1_000_000_000
 UNSAVED_ACKS_MAX = 10_000
+INLINE_READ_BYTES_MAX = 1 << 20  # a run read on the event loop stops at this many bytes
 
 
 @attrs.define
@@ -127,6 +128,10 @@ def _num_pending(store: Any, after_seq: int, filters: tuple[str, ...] | None) ->
     if not filters:
         return store.num_after(after_seq)
     return store.num_pending(after_seq, filters)
+
+
+def _count_after(store: Any, after_seq: int) -> int:
+    return store.num_after(after_seq)
 
 
 def has_interest(server: Any, subject: str) -> bool:
@@ -473,7 +478,7 @@ class ConsumerRuntime:
         redeliver = st.take_due(n)
         lps = [st.lps.popleft() for _ in range(min(n - len(redeliver), len(st.lps)))]
         fresh = n - len(redeliver) - len(lps)
-        msgs, missing, pending_after = await self.stream.read(self._load, redeliver + lps, st.cursor, fresh)
+        msgs, missing, pending_after = await self._read(redeliver + lps, st.cursor, fresh)
         if missing:
             st.forget(missing)
         if not msgs:
@@ -482,8 +487,25 @@ class ConsumerRuntime:
         self.server.flush_dirty()
         return sent > 0
 
-    def _load(self, store: Any, seqs: list[int], cursor: int, fresh: int) -> tuple[list[StoredMsg], list[int], int]:
-        """In the worker thread: the given sequences, then up to `fresh` new matching messages."""
+    async def _read(self, seqs: list[int], cursor: int, fresh: int) -> tuple[list[StoredMsg], list[int], int]:
+        """Load for `_deliver_some`. A run of new messages without a filter is bounded work
+        (one read by sequence, capped at INLINE_READ_BYTES_MAX, and a pending count from the
+        store's counters), so it runs on the event loop: on a loaded host the worker-thread
+        hop, two wakeups, costs more than the read. Redeliveries, filtered runs (a scan until
+        enough match) and counts of rows go to the worker thread."""
+        rt = self.stream
+        if seqs or self.filters:
+            return await rt.read(self._load, seqs, cursor, fresh)
+        msgs, missing, pending = await rt.read_inline(self._load, seqs, cursor, fresh, INLINE_READ_BYTES_MAX)
+        if pending is None:  # the store would have to count rows
+            pending = await rt.read(_count_after, msgs[-1].seq if msgs else cursor)
+        return msgs, missing, pending
+
+    def _load(self, store: Any, seqs: list[int], cursor: int, fresh: int,
+              inline_bytes_max: int = 0) -> tuple[list[StoredMsg], list[int], Any]:
+        """The given sequences, then up to `fresh` new matching messages, and how many match
+        after those. `inline_bytes_max` (on the event loop): the run stops at that many bytes
+        and the count comes only from the store's counters (None if it would count rows)."""
         filters = self.filters or None
         msgs: list[StoredMsg] = []
         missing: list[int] = []
@@ -495,10 +517,12 @@ class ConsumerRuntime:
                 missing.append(seq)
         seq = cursor + 1
         if fresh > 0:
-            run = store.load_range(seq, fresh, filters)  # one query for the run
+            run = store.load_range(seq, fresh, filters, inline_bytes_max)  # one query for the run
             if run:
                 msgs.extend(run)
                 seq = run[-1].seq + 1
+        if inline_bytes_max:
+            return msgs, missing, store.num_after_from_counters(seq - 1)
         return msgs, missing, _num_pending(store, seq - 1, filters)
 
     def _send_msgs(self, msgs: list[StoredMsg], pending_after: int, redelivered: set[int]) -> int:

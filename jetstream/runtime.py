@@ -112,6 +112,20 @@ class StreamRuntime:
                 raise StreamClosed(self.name)
             return await trio.to_thread.run_sync(self._read_sync, fn, args)
 
+    async def read_inline(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`read`, but on the event loop: only for reads of bounded work (a run of at most a few
+        hundred rows by sequence, no scan), where the worker-thread hop (two wakeups, each a
+        wait for a CPU on a loaded host) costs more than the read itself. The first read opens
+        the reader connection, which may wait for the writer's lock: that one goes to the thread."""
+        async with self.read_lock:
+            if self.closed:
+                raise StreamClosed(self.name)
+            if not self.in_thread:
+                return fn(self.store, *args)
+            if self._reader is None:
+                return await trio.to_thread.run_sync(self._read_sync, fn, args)
+            return self._read_sync(fn, args)
+
     def _read_sync(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         if self._reader is None:
             self._reader = SqliteStore(self.store.path)  # type: ignore[attr-defined]

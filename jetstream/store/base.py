@@ -112,22 +112,34 @@ class MessageStore(abc.ABC):
     def load_next(self, seq: int, filters: Sequence[str] | str | None = None) -> StoredMsg | None:
         """The first message with sequence >= `seq` whose subject matches `filters`."""
 
-    def load_range(self, seq: int, limit: int, filters: Sequence[str] | str | None = None) -> list[StoredMsg]:
+    def load_range(self, seq: int, limit: int, filters: Sequence[str] | str | None = None,
+                   bytes_max: int = 0) -> list[StoredMsg]:
         """Up to `limit` messages with sequence >= `seq` matching `filters`, in sequence order:
-        what `limit` calls of `load_next` walking forward give (stores do it in one read)."""
+        what `limit` calls of `load_next` walking forward give (stores do it in one read).
+        `bytes_max` > 0 ends the run with the message that brings its headers and payloads
+        to `bytes_max` or more (so at least one message)."""
         out: list[StoredMsg] = []
+        total = 0
         while len(out) < limit:
             msg = self.load_next(seq, filters)
             if msg is None:
                 break
             out.append(msg)
             seq = msg.seq + 1
+            total += len(msg.payload) + len(msg.hdrs or b"")
+            if 0 < bytes_max <= total:
+                break
         return out
 
     def num_after(self, after_seq: int) -> int:
         """Messages with sequence > `after_seq`: `num_pending(after_seq)` without a filter
         (stores answer it without counting rows when they can)."""
         return self.num_pending(after_seq)
+
+    def num_after_from_counters(self, after_seq: int) -> int | None:
+        """`num_after` when the store can answer without counting rows (bounded work, fit to
+        run on the event loop); None when only a count could tell."""
+        return None
 
     @abc.abstractmethod
     def load_last_by_subject(self, filters: Sequence[str] | str | None) -> StoredMsg | None:

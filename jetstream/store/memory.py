@@ -64,20 +64,28 @@ class MemoryStore(MessageStore):
                 return msg
         return None
 
-    def load_range(self, seq: int, limit: int, filters: Sequence[str] | str | None = None) -> list[StoredMsg]:
+    def load_range(self, seq: int, limit: int, filters: Sequence[str] | str | None = None,
+                   bytes_max: int = 0) -> list[StoredMsg]:
         if limit <= 0:
             return []
         if isinstance(filters, str) and filters in self._by_subject:
             seqs = self._by_subject[filters]
             i = bisect.bisect_left(seqs, seq)
-            return [self._msgs[s] for s in seqs[i:i + limit]]
-        out: list[StoredMsg] = []
-        for i in range(bisect.bisect_left(self._seqs, seq), len(self._seqs)):
-            msg = self._msgs[self._seqs[i]]
-            if filter_matches(filters, msg.subject):
-                out.append(msg)
-                if len(out) >= limit:
-                    break
+            out = [self._msgs[s] for s in seqs[i:i + limit]]
+        else:
+            out = []
+            for i in range(bisect.bisect_left(self._seqs, seq), len(self._seqs)):
+                msg = self._msgs[self._seqs[i]]
+                if filter_matches(filters, msg.subject):
+                    out.append(msg)
+                    if len(out) >= limit:
+                        break
+        if bytes_max > 0:
+            total = 0
+            for n, msg in enumerate(out):
+                total += len(msg.payload) + len(msg.hdrs or b"")
+                if total >= bytes_max:
+                    return out[:n + 1]
         return out
 
     def load_last_by_subject(self, filters: Sequence[str] | str | None) -> StoredMsg | None:
@@ -154,6 +162,9 @@ class MemoryStore(MessageStore):
 
     def num_after(self, after_seq: int) -> int:
         return len(self._seqs) - bisect.bisect_right(self._seqs, after_seq)
+
+    def num_after_from_counters(self, after_seq: int) -> int | None:
+        return self.num_after(after_seq)
 
     def seq_for_time(self, ts_ns: int) -> int | None:
         for seq in self._seqs:

@@ -238,14 +238,27 @@ class SqliteStore(MessageStore):
         ).fetchone()
         return _row_msg(row)
 
-    def load_range(self, seq: int, limit: int, filters: Sequence[str] | str | None = None) -> list[StoredMsg]:
+    def load_range(self, seq: int, limit: int, filters: Sequence[str] | str | None = None,
+                   bytes_max: int = 0) -> list[StoredMsg]:
         if limit <= 0:
             return []
         where, args = self._filter_sql(filters)
-        rows = self._conn.execute(
+        cur = self._conn.execute(
             f"SELECT {_COLS} FROM messages WHERE seq>=? AND {where} ORDER BY seq LIMIT ?", (seq, *args, limit)
-        ).fetchall()
-        return [StoredMsg(*row) for row in rows]
+        )
+        if bytes_max <= 0:
+            return [StoredMsg(*row) for row in cur.fetchall()]
+        out: list[StoredMsg] = []
+        total = 0
+        try:
+            for row in cur:  # stepped row by row: the rows past bytes_max are never read
+                out.append(StoredMsg(*row))
+                total += len(row[3]) + len(row[2] or b"")
+                if total >= bytes_max:
+                    break
+        finally:
+            cur.close()
+        return out
 
     def _filter_sql(self, filters: Sequence[str] | str | None) -> tuple[str, tuple[Any, ...]]:
         if not filters or filters == ">":
@@ -352,6 +365,16 @@ class SqliteStore(MessageStore):
         of `after_seq`. One read transaction, so the counters and rows agree."""
         if self._depth:  # inside our own write batch the counters in the table lag behind
             return self.num_pending(after_seq)
+        count = self._num_after(after_seq, count_rows=True)
+        assert count is not None
+        return count
+
+    def num_after_from_counters(self, after_seq: int) -> int | None:
+        if self._depth:
+            return None
+        return self._num_after(after_seq, count_rows=False)
+
+    def _num_after(self, after_seq: int, count_rows: bool) -> int | None:
         conn = self._conn
         own = not conn.in_transaction
         if own:
@@ -366,6 +389,8 @@ class SqliteStore(MessageStore):
                 return msgs
             if last - first + 1 == msgs:
                 return last - after_seq
+            if not count_rows:
+                return None
             if after_seq - first < last - after_seq:
                 below = conn.execute("SELECT count(*) FROM messages WHERE seq<=?", (after_seq,)).fetchone()[0]
                 return msgs - below

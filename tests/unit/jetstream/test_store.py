@@ -61,6 +61,12 @@ def test_load_range_is_load_next_walked_forward(store: MessageStore) -> None:
     assert [m.seq for m in store.load_range(1, 10, ["c", "b.2"])] == [4, 6]
     assert store.load_range(7, 10) == [] and store.load_range(1, 0) == []
     assert store.load_range(1, 10) == [store.load(s) for s in (1, 2, 4, 5, 6)]  # headers and all
+    # bytes_max ends the run with the message reaching it: m1 is 2 bytes, m2 and m4 18 + 2
+    assert [m.seq for m in store.load_range(1, 10, bytes_max=1)] == [1]
+    assert [m.seq for m in store.load_range(1, 10, bytes_max=22)] == [1, 2]
+    assert [m.seq for m in store.load_range(1, 10, bytes_max=23)] == [1, 2, 4]
+    assert [m.seq for m in store.load_range(1, 10, "a.*", bytes_max=3)] == [1, 5]
+    assert [m.seq for m in store.load_range(1, 2, bytes_max=10_000)] == [1, 2]
 
 
 def test_num_after_counts_like_num_pending(store: MessageStore) -> None:
@@ -70,6 +76,10 @@ def test_num_after_counts_like_num_pending(store: MessageStore) -> None:
         for seq in removed:
             store.remove(seq)
         assert [store.num_after(a) for a in range(10)] == [store.num_pending(a) for a in range(10)]
+        quick = [store.num_after_from_counters(a) for a in range(10)]
+        assert all(q is None or q == store.num_pending(a) for a, q in enumerate(quick))
+        if isinstance(store, MemoryStore) or not store.state().num_deleted:
+            assert None not in quick  # no gaps (or memory): always from the counters
     with store.batch():  # inside a write batch too
         store.store(9, "a", None, b"", 900)
         assert store.num_after(0) == store.num_pending(0) == 2  # 7 and 9

@@ -79,18 +79,31 @@ class StoreModel(RuleBasedStateMachine):
         got = self.store.load_next(start, filt)
         assert (got.seq if got else None) == (candidates[0] if candidates else None)
 
-    @rule(filt=st.sampled_from(FILTERS), start=st.integers(0, 40), limit=st.integers(0, 5))
-    def load_range(self, filt: str | None, start: int, limit: int) -> None:
+    @rule(filt=st.sampled_from(FILTERS), start=st.integers(0, 40), limit=st.integers(0, 5),
+          bytes_max=st.integers(0, 40))
+    def load_range(self, filt: str | None, start: int, limit: int, bytes_max: int) -> None:
         candidates = [s for s in sorted(self.msgs) if s >= start and filter_matches(filt, self.msgs[s][0])]
-        got = self.store.load_range(start, limit, filt)
-        assert [m.seq for m in got] == candidates[:limit]
-        assert [(m.subject, m.hdrs, m.payload, m.ts_ns) for m in got] == [self.msgs[s] for s in candidates[:limit]]
+        candidates = candidates[:limit]
+        if bytes_max:
+            total = 0
+            for n, s in enumerate(candidates):
+                total += len(self.msgs[s][2]) + len(self.msgs[s][1] or b"")
+                if total >= bytes_max:
+                    candidates = candidates[:n + 1]
+                    break
+        got = self.store.load_range(start, limit, filt, bytes_max)
+        assert [m.seq for m in got] == candidates
+        assert [(m.subject, m.hdrs, m.payload, m.ts_ns) for m in got] == [self.msgs[s] for s in candidates]
 
     @rule(filt=st.sampled_from(FILTERS), after=st.integers(0, 40))
     def pending(self, filt: str | None, after: int) -> None:
         expected = sum(1 for s, m in self.msgs.items() if s > after and filter_matches(filt, m[0]))
         assert self.store.num_pending(after, filt) == expected
         assert self.store.num_after(after) == sum(1 for s in self.msgs if s > after)
+        quick = self.store.num_after_from_counters(after)
+        assert quick in (None, self.store.num_after(after))
+        if not self.store.state().num_deleted:
+            assert quick is not None
 
     @rule()
     def snapshot_round_trip(self) -> None:
