@@ -365,9 +365,29 @@ def _stepdown_body(preferred: str, tags: str, cluster_name: str) -> dict[str, An
 @server_option
 def stream_stepdown(name: str, preferred: str, tags: str, cluster_name: str, urls: str) -> None:
     """Make the stream's leader step down (to a preferred server, or one with tags/cluster)."""
-    run(_request(urls, f"$JS.API.STREAM.LEADER.STEPDOWN.{name}", _stepdown_body(preferred, tags, cluster_name)))
-    info = run(_request(urls, f"$JS.API.STREAM.INFO.{name}"))
-    console.print(f"{name}: leader is now {(info.get('cluster') or {}).get('leader') or '(electing)'}")
+    async def stepdown() -> str:
+        async with _connected(urls) as nc:
+            await _call(nc, f"$JS.API.STREAM.LEADER.STEPDOWN.{name}", _stepdown_body(preferred, tags, cluster_name))
+            return await _new_leader(nc, name)
+
+    console.print(f"{name}: leader is now {run(stepdown())}")
+
+
+async def _new_leader(nc: Any, name: str, timeout_s: float = 10.0) -> str:
+    """The stream's leader once one answers: right after a stepdown the old leader no longer
+    answers and the new one is still taking over, so one request may go unanswered."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:  # bounded by the deadline
+        try:
+            info = await _call(nc, f"$JS.API.STREAM.INFO.{name}", None, timeout_s=1.0)
+        except AdminError:
+            await asyncio.sleep(POLL_S)
+            continue
+        leader = (info.get("cluster") or {}).get("leader")
+        if leader:
+            return str(leader)
+        await asyncio.sleep(POLL_S)
+    return "(still electing)"
 
 
 # -- servers and meta -----------------------------------------------------------------------------

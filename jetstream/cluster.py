@@ -383,7 +383,7 @@ class ClusteredJetStream(JetStream):
             with trio.move_on_after(HANDOVER_SAVE_S):
                 await self._save_consumers(rt, only_dirty=False)
             return await transfer_leadership(self.host, rt.group, self.node_id, to=to)
-        except StreamClosed:
+        except (StreamClosed, UnknownGroup, NotLeader):  # runs as a task: never take the server down
             return False
         finally:
             self.handing_over.discard(rt.group)
@@ -550,12 +550,15 @@ async def transfer_leadership(host: RaftHost, group: str, self_id: str, to: str 
         return False
     target = to if to in others else max(sorted(others), key=lambda p: progress[p].match if p in progress else -1)
     with trio.move_on_after(STEPDOWN_WAIT_S):
-        while True:  # bounded by the deadline
-            # (re)start the transfer: Raft abandons one after an election timeout (a lost
-            # TIMEOUT_NOW, a target still catching up on a loaded machine)
-            if host.node(group).lead_transferee is None:
-                host.transfer_leadership(group, target)
-            await trio.sleep(LEADER_WATCH_S)
-            if host.node(group).role is not Role.LEADER:
-                return True
+        try:
+            while True:  # bounded by the deadline
+                # (re)start the transfer: Raft abandons one after an election timeout (a lost
+                # TIMEOUT_NOW, a target still catching up on a loaded machine)
+                if host.node(group).lead_transferee is None:
+                    host.transfer_leadership(group, target)
+                await trio.sleep(LEADER_WATCH_S)
+                if host.node(group).role is not Role.LEADER:
+                    return True
+        except UnknownGroup:  # the group left this server meanwhile (a move completed)
+            return True
     return False

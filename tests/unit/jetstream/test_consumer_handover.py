@@ -6,6 +6,7 @@ nothing."""
 from __future__ import annotations
 
 import types
+from typing import Any
 
 from jetstream.consumer_config import ConsumerConfig
 from jetstream.delivery import UNSAVED_ACKS_MAX, ConsumerRuntime
@@ -46,3 +47,35 @@ def test_a_held_consumer_delivers_nothing() -> None:
     assert c._can_deliver()
     c.held = True
     assert not c._can_deliver()
+
+
+class _GoneHost:
+    """A Raft host whose group is removed right after the transfer starts (a move completed)."""
+
+    def __init__(self) -> None:
+        from raft.config import Role
+
+        self.calls = 0
+        self.node_view = types.SimpleNamespace(role=Role.LEADER, lead_transferee=None, _progress={},
+                                               membership=types.SimpleNamespace(voters=frozenset({"a", "b"})))
+
+    def node(self, group: str) -> Any:
+        from raft.driver import UnknownGroup
+
+        self.calls += 1
+        if self.calls > 2:
+            raise UnknownGroup(group)
+        return self.node_view
+
+    def transfer_leadership(self, group: str, to: str) -> None:
+        self.to = to
+
+
+async def test_a_transfer_whose_group_goes_away_counts_as_done() -> None:
+    """Regression: the group was removed while the transfer loop waited (UnknownGroup escaped a
+    background task and took a server down in a loaded move test)."""
+    from jetstream.cluster import transfer_leadership
+
+    host = _GoneHost()
+    assert await transfer_leadership(host, "S-X-1", "a", to="b") is True  # type: ignore[arg-type]
+    assert host.to == "b"
