@@ -32,6 +32,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import trio
+from trio.lowlevel import wait_readable
 
 from natsd import protocol as p
 from natsd.auth import AuthResult, trace_safe, uses_bcrypt
@@ -225,7 +226,7 @@ class ClientConnection:
     # -- reader -----------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        receive = self.stream.receive_some
+        receive = self._receive_fd if self._fd >= 0 else self.stream.receive_some
         feed = self.parser.feed
         while not self.closing:
             data = await receive(RECEIVE_BYTES)
@@ -250,6 +251,19 @@ class ClientConnection:
                 await stalled.wait_drained(STALL_WAIT_S)
         if self._flush_then_cancel:
             await trio.sleep_forever()  # the writer flushes, then cancels the scope
+
+    async def _receive_fd(self, max_bytes: int) -> bytes:
+        """`receive_some` of a plain TCP socket: wait until readable, then one read. trio's
+        receive_some tries a recv first, which for a request/reply client (one PUB, then silence
+        until the answer) fails with EAGAIN every time: a syscall and a raised exception per
+        message. The wait is also this loop's checkpoint (a firehose still yields)."""
+        fd = self._fd
+        while True:
+            await wait_readable(fd)
+            try:
+                return os.read(fd, max_bytes)
+            except BlockingIOError:  # spurious wakeup
+                continue
 
     def _process(self, ops: list) -> None:
         if not self.authorized:
