@@ -55,6 +55,16 @@ _COLS = "seq, subject, hdrs, payload, ts_ns"
 _INSERT_CHUNKS = (64, 8, 1)  # rows per INSERT statement, largest first (each statement cached)
 _INSERT_SQL = {k: f"INSERT INTO messages({_COLS}) VALUES " + ",".join(["(?, ?, ?, ?, ?)"] * k) for k in _INSERT_CHUNKS}
 
+_META_UPDATE_SQL: dict[tuple[str, ...], str] = {}  # changed meta keys (sorted) -> UPDATE
+
+
+def _meta_update_sql(keys: tuple[str, ...]) -> str:
+    """`UPDATE meta` of these keys (names from _META_KEYS only, never input) in one statement."""
+    assert all(k in _META_KEYS for k in keys), keys
+    cases = " ".join(f"WHEN '{k}' THEN ?{i}" for i, k in enumerate(keys, 1))
+    names = ",".join(f"'{k}'" for k in keys)
+    return f"UPDATE meta SET value=CASE key {cases} END WHERE key IN ({names})"
+
 
 class _Transaction:
     __slots__ = ("_store",)
@@ -114,10 +124,17 @@ class SqliteStore(MessageStore):
         self._dirty.update(values)
 
     def _flush_meta(self) -> None:
-        if self._dirty:
-            self._conn.executemany("UPDATE meta SET value=? WHERE key=?",
-                                   [(self._meta[k], k) for k in sorted(self._dirty)])
-            self._dirty.clear()
+        """One UPDATE statement for all changed counters (executemany steps once per key:
+        a one-message commit changed five of them)."""
+        dirty = self._dirty
+        if dirty:
+            keys = tuple(sorted(dirty))
+            sql = _META_UPDATE_SQL.get(keys)
+            if sql is None:
+                sql = _META_UPDATE_SQL[keys] = _meta_update_sql(keys)
+            meta = self._meta
+            self._conn.execute(sql, [meta[k] for k in keys])
+            dirty.clear()
 
     # -- transactions -------------------------------------------------------------------------
     def batch(self) -> _Transaction:
