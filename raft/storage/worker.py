@@ -8,10 +8,21 @@ fsync covers every write that arrived while the previous one ran, across all gro
 
 The flush loop is shielded from cancellation: a write handed to the thread always completes and
 its waiters always learn the outcome.
+
+A save may also run inline on the event loop (`inline_below_s`): when the store's recent saves
+(fsync included, an exponential average of their wall time) took less than that and, after one
+checkpoint that lets the tasks already woken (e.g. the transport writers carrying a leader's
+early APPENDs) run, hardly any other task is runnable (INLINE_RUNNABLE_MAX) and no other store
+call is running in the thread. The loop would only wait for the thread then, and the hand-off
+costs more than a fast fsync: a thread round trip, a GIL hand-off and two more wakeups per save
+(3-node cluster, one-at-a-time publish: 12-13% less server CPU per message, A/B run side by
+side). A slow disk (or a busy loop) keeps every save in the thread.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -21,6 +32,11 @@ import trio
 from raft.storage.base import GroupWrite, LogStore
 
 T = TypeVar("T")
+INLINE_BELOW_S = 0.002  # saves recently faster than this may run on the event loop
+# ...if at most this many other tasks are runnable then: a task that just sent on a socket
+# (a transport writer) is runnable once more before it blocks on its channel again.
+INLINE_RUNNABLE_MAX = 2
+SAVE_AVERAGE_WEIGHT = 0.25  # weight of the newest save in the average
 
 
 @attrs.define
@@ -31,10 +47,14 @@ class _Flush:
 
 class StoreWorker:
     def __init__(
-        self, store: LogStore, *, batch_writes_max: int = 100_000, offload: bool = True
+        self, store: LogStore, *, batch_writes_max: int = 100_000, offload: bool = True,
+        inline_below_s: float = INLINE_BELOW_S,
     ) -> None:
         self.store = store
         self.offload = offload
+        self.inline_below_s = inline_below_s  # 0: every save in the thread (when offloading)
+        self.save_s = math.inf  # average wall time of recent saves (unknown: use the thread)
+        self.inline_saves = 0
         self.batch_writes_max = batch_writes_max
         self._limiter = trio.CapacityLimiter(1)
         self._pending: list[GroupWrite] = []
@@ -71,12 +91,38 @@ class StoreWorker:
             if not self._pending:
                 self._next, self._pending_sync = _Flush(), False
             try:
-                await self.run(self.store.save, batch, sync)
+                await self._save(batch, sync)
                 self.flush_count += 1
             except Exception as exc:  # handed to every waiter of this batch
                 flush.error = exc
             if flush is not self._next:
                 flush.done.set()
+
+    async def _save(self, batch: list[GroupWrite], sync: bool) -> None:
+        if not self.offload:
+            await self.run(self.store.save, batch, sync)
+            return
+        if self.save_s < self.inline_below_s:
+            await trio.lowlevel.checkpoint()  # what is already woken goes first (sends)
+            if (trio.lowlevel.current_statistics().tasks_runnable <= INLINE_RUNNABLE_MAX
+                    and self._limiter.borrowed_tokens == 0):  # no other store call in the thread
+                self._limiter.acquire_nowait()
+                try:
+                    self._timed_save(batch, sync)
+                finally:
+                    self._limiter.release()
+                self.inline_saves += 1
+                return
+        await self.run(self._timed_save, batch, sync)
+
+    def _timed_save(self, batch: list[GroupWrite], sync: bool) -> None:
+        started = time.perf_counter()
+        try:
+            self.store.save(batch, sync)
+        finally:
+            took = time.perf_counter() - started
+            avg = self.save_s
+            self.save_s = took if avg == math.inf else avg + SAVE_AVERAGE_WEIGHT * (took - avg)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run any other store call (load, compact, ...) on the store's thread. Without

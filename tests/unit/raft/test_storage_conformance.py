@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pathlib
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 
 import attrs
 import pytest
 import trio
+from trio.testing import wait_all_tasks_blocked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -280,3 +282,38 @@ def test_repair_note_survives_reopen_until_cleared(backend: Backend) -> None:
     store = backend.reopen(store)
     assert store.load("g").repair_pending is None
     assert not store.load("g").repair_needed
+
+
+async def test_worker_saves_inline_only_when_fast_and_the_store_is_free(backend: Backend) -> None:
+    """A save runs on the event loop once saves are known to be fast; the first (speed unknown),
+    a slow store and another store call running in the thread keep it in the thread."""
+    worker = StoreWorker(backend.open(), inline_below_s=60.0)
+    await worker.save([GroupWrite("g", HardState(1), ents(1, 1, 1))])
+    assert worker.inline_saves == 0  # speed unknown yet: the thread
+    await worker.save([GroupWrite("g", HardState(1), ents(2, 2, 1))])
+    assert worker.inline_saves == 1
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    def busy() -> None:
+        entered.set()
+        release.wait(10)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker.run, busy)
+        await trio.to_thread.run_sync(entered.wait, 10)
+
+        async def save() -> None:
+            await worker.save([GroupWrite("g", HardState(1), ents(3, 3, 1))])
+
+        nursery.start_soon(save)
+        await wait_all_tasks_blocked()
+        assert worker.inline_saves == 1  # the store is busy in the thread: wait for it there
+        release.set()
+    worker.inline_below_s = 0.0
+    await worker.save([GroupWrite("g", HardState(2), ents(4, 4, 2))])
+    assert worker.inline_saves == 1  # too slow for the threshold: the thread
+    loaded = await worker.run(worker.store.load, "g")
+    assert loaded.entries == ents(1, 3, 1) + ents(4, 4, 2)
+    assert loaded.hard_state == HardState(2)
