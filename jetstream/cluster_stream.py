@@ -232,10 +232,7 @@ class ReplicatedStream(StreamRuntime):
         turns."""
         if size > INLINE_APPLY_MAX:
             return await self.call(work)  # type: ignore[no-any-return]
-        async with self.lock:
-            if self.closed:
-                raise StreamClosed(self.name)
-            return work()
+        return await self._commit_inline(work)  # no lock round trip when it is free
 
     def _apply_cmds(self, cmds: list[Any], entry_index: int) -> list[Any]:
         """Command k gets index `sub_index(entry_index, k)`; runs of stream commands go to the

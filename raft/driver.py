@@ -536,9 +536,13 @@ class RaftHost:
         if not (slow or self._deferred_due()):
             await self._finish(quick)
             return
+        if not quick:  # (a nursery costs a few task switches per Ready round)
+            await self._persist(slow)
+            if slow:
+                await self._finish(slow, sent_early)
+            return
         async with trio.open_nursery() as nursery:  # different groups: nothing shared
-            if quick:
-                nursery.start_soon(self._finish, quick)
+            nursery.start_soon(self._finish, quick)
             await self._persist(slow)
             if slow:
                 await self._finish(slow, sent_early)
