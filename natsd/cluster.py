@@ -476,6 +476,11 @@ class Cluster:
         remote = self.remote_matches(subject)
         if not remote:
             return
+        if not any(q for _, _, q in remote):  # plain interest only (a PubAck to its inbox)
+            frame = rp.encode_rmsg(rp.GLOBAL_ACCOUNT, subject, reply, (), headers, payload)
+            for conn, _, _ in remote:
+                conn.send(frame)
+            return
         local_names = set(self.server.sublist.match(subject).queue_names)
         chosen: dict[int, list[str]] = {}
         names = {n for _, _, q in remote for n in q if n not in local_names}
