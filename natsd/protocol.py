@@ -201,12 +201,13 @@ class Parser:
                         append(meta)
                     pos = nl + 1
                     continue
-                if len(cache) >= _LINE_CACHE_MAX:
-                    cache.clear()
-                    self._plain.clear()
-                cache[line] = meta
-                if meta[0] == _KIND_PUB and meta[4] < 0 and line.endswith(b"\r"):
-                    self._plain[line[:-1]] = (meta[1], meta[2], meta[5], meta[6])
+                if not _one_off(line):
+                    if len(cache) >= _LINE_CACHE_MAX:
+                        cache.clear()
+                        self._plain.clear()
+                    cache[line] = meta
+                    if meta[0] == _KIND_PUB and meta[4] < 0 and line.endswith(b"\r"):
+                        self._plain[line[:-1]] = (meta[1], meta[2], meta[5], meta[6])
             kind, subject, reply, sid, hsize, size, tail, _ = meta
             start = nl + 1
             end = start + size
@@ -293,11 +294,14 @@ class Parser:
             meta = self._pub(line[4:])
         except _Bad:
             return None
+        plain = (meta[1], meta[2], meta[5], meta[6])
+        if _one_off(line):
+            return plain
         if len(self._cache) >= _LINE_CACHE_MAX:
             self._cache.clear()
             self._plain.clear()
         self._cache[line + b"\r"] = meta
-        plain = self._plain[line] = (meta[1], meta[2], meta[5], meta[6])
+        self._plain[line] = plain
         return plain
 
     def _pub_batch(self, buf: bytes, pos: int, line: bytes, end: int, ops: list,
@@ -318,7 +322,8 @@ class Parser:
             columns = meta[7]
             if columns is None:  # first run on this line: split its head into 1-byte columns
                 columns = tuple(head[i : i + 1] for i in range(head_len))
-                self._cache[line] = meta[:7] + (columns,)
+                if line in self._cache:  # one-off lines stay out (see _one_off)
+                    self._cache[line] = meta[:7] + (columns,)
             avail = (len(buf) - pos) // frame_len
             count, bad = _run_length(buf, pos, frame_len, columns, head_len + size, avail)
         if count == 1:
@@ -367,7 +372,10 @@ class Parser:
         return handler(self, rest)
 
     def _pub(self, rest: bytes) -> tuple:
-        args = _args(rest)
+        args = rest.split(b" ")
+        plain = not (b"" in args or b"\t" in rest or b"\r" in rest or b"\n" in rest)
+        if not plain:  # the rare spelling (see _args)
+            args = _args(rest)
         if len(args) == 2:
             subject, size_b = args
             reply = None
@@ -375,10 +383,16 @@ class Parser:
             subject, reply, size_b = args
         else:
             raise _Bad(None)
-        size = _size(size_b)
+        # bytes.isdigit is ASCII-only; nats-server refuses sizes of more than 9 digits
+        if not size_b.isdigit() or len(size_b) > _SIZE_DIGITS_MAX:
+            raise _Bad(None)
+        size = int(size_b)
         if size > self.max_payload:
             raise _Bad(ERR_MAX_PAYLOAD)
-        tail = b" " + (reply + b" " if reply is not None else b"") + size_b + b"\r\n"
+        if plain:  # ` [reply] <size>` is already the rest of the line, single-spaced
+            tail = rest[len(subject):] + b"\r\n"
+        else:
+            tail = b" " + (reply + b" " if reply is not None else b"") + size_b + b"\r\n"
         reply_s = _decode(reply) if reply is not None else None
         return (_KIND_PUB, _decode(subject), reply_s, None, -1, size, tail, None)
 
@@ -510,6 +524,13 @@ def _has_type(value: object, kind: type) -> bool:
     if kind is int:
         return type(value) is int or (type(value) is float and value.is_integer())
     return type(value) is kind
+
+
+def _one_off(line: bytes) -> bool:
+    """Is this control line unique per message, so not worth caching? A JetStream ack (its
+    subject carries the message's sequences and time) or a line with a request's reply inbox
+    (`_INBOX.<id>.<n>`, new per request); caching them would only push out repeating lines."""
+    return b"$JS.ACK." in line or b"_INBOX." in line
 
 
 def _arg_start(head: bytes) -> int:

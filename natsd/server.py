@@ -45,7 +45,7 @@ from natsd.cluster import Cluster
 from natsd.config import VERSION, ServerOptions
 from natsd.monitor import Monitor
 from natsd.ops import PayloadRun
-from natsd.subjects import is_valid_literal_subject
+from natsd.subjects import ONE_OFF_PREFIXES, is_valid_literal_subject
 from natsd.sublist import Sublist
 from natsd.tls import TlsSettings, server_context
 
@@ -376,8 +376,11 @@ class Server:
     # -- routing (hot path) -----------------------------------------------------------------
 
     def route_for(self, subject: str) -> tuple:
-        """Match `subject` and cache `(plain, queue_groups)`; `()` (falsy) means nobody."""
+        """Match `subject` and cache `(plain, queue_groups)`; `()` (falsy) means nobody. A
+        one-off subject (a JetStream ack: unique per message) is not cached (subjects.py)."""
         route = self._route_uncached(subject)
+        if subject.startswith(ONE_OFF_PREFIXES):
+            return route
         if len(self.routes) >= _ROUTE_CACHE_MAX:
             self.routes.clear()
         self.routes[subject] = route

@@ -22,11 +22,21 @@ PWC = "*"
 FWC = ">"
 SEP = "."
 
+# Subjects that never repeat: a JetStream ack subject carries the message's sequences and
+# delivery time. Caches (sublist results, server routes, parser control lines) do not admit
+# them: they would only push out the subjects that do repeat.
+ONE_OFF_PREFIXES = ("$JS.ACK.",)
+
 _WHITESPACE_RE = re.compile(r"[ \t\r\n\f]")
 
 
 def _has_whitespace(s: str) -> bool:
     return _WHITESPACE_RE.search(s) is not None
+
+
+def is_one_off(subject: str) -> bool:
+    """Is `subject` one that is published once and never again (not worth caching)?"""
+    return subject.startswith(ONE_OFF_PREFIXES)
 
 
 def is_valid_subject(s: str) -> bool:

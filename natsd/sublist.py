@@ -18,6 +18,9 @@ its pattern matches (one compiled-regex test per cached subject, about 0.1-0.5 m
 cache: wildcard subscriptions are rare next to publishes). A cache miss walks the trie; when a
 single node matches (the usual case for one-off subjects such as reply inboxes and ack
 subjects) that node's own result, kept on the node until its members change, is reused.
+Subjects starting with one of `uncached_prefixes` (by default JetStream ack subjects, unique per
+message) are matched by that walk but never admitted to the cache: each would be used once and
+push out a subject that repeats.
 
 Results merge queue subscriptions by queue name across patterns (`foo.*` and `foo.bar` with
 queue `q` form one group for `foo.bar`), because a message goes to one member per group name.
@@ -31,7 +34,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from natsd.subjects import FWC, PWC, SEP, has_wildcard, is_valid_queue_name, is_valid_subject
+from natsd.subjects import FWC, ONE_OFF_PREFIXES, PWC, SEP, has_wildcard, is_valid_queue_name, is_valid_subject
 from natsd.subjects import pattern_regex, subjects_overlap
 
 CACHE_SIZE_MAX_DEFAULT = 4096
@@ -133,13 +136,16 @@ def _merge(nodes: list[_Node]) -> SublistResult[Any]:
 class Sublist(Generic[T]):
     """Trie of subscriptions with a bounded, selectively invalidated match cache."""
 
-    __slots__ = ("_root", "_cache", "_cache_size_max", "_interest", "_count", "generation")
+    __slots__ = ("_root", "_cache", "_cache_size_max", "_uncached", "_interest", "_count",
+                 "generation")
 
-    def __init__(self, cache_size_max: int = CACHE_SIZE_MAX_DEFAULT) -> None:
+    def __init__(self, cache_size_max: int = CACHE_SIZE_MAX_DEFAULT,
+                 uncached_prefixes: tuple[str, ...] = ONE_OFF_PREFIXES) -> None:
         assert cache_size_max >= 0
         self._root = _Node()
         self._cache: dict[str, SublistResult[T]] = {}
         self._cache_size_max = cache_size_max
+        self._uncached = uncached_prefixes
         self._interest: dict[tuple[str, str | None], int] = {}
         self._count = 0
         self.generation = 0
@@ -274,7 +280,7 @@ class Sublist(Generic[T]):
             result = _walk(self._root, tokens)
         else:
             result = EMPTY_RESULT
-        if self._cache_size_max:
+        if self._cache_size_max and not subject.startswith(self._uncached):
             if len(self._cache) >= self._cache_size_max:
                 self._evict()
             self._cache[subject] = result

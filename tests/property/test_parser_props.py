@@ -102,3 +102,51 @@ def test_run_with_a_corrupt_frame_stops_exactly_there(run: int, bad_at: int, jun
         assert ops[:bad_at] == good and isinstance(ops[-1], p.ProtocolError)
     else:
         assert ops == good + [p.ProtocolError(p.ERR_UNKNOWN_OP)]
+
+
+# -- one-off control lines (JetStream acks, request inboxes) ----------------------------------
+
+one_off_subject = st.one_of(
+    st.tuples(token, token, st.integers(0, 10**12)).map(lambda t: f"$JS.ACK.{t[0]}.{t[1]}.1.{t[2]}"),
+    st.tuples(token, st.integers(0, 10**6)).map(lambda t: f"_INBOX.{t[0]}.{t[1]}"),
+)
+pub_subject = subject | one_off_subject
+pub_op = st.tuples(pub_subject, st.none() | pub_subject, st.none(), payload)
+# runs of one line (batch path) between single frames (CRLF-split path after two singles)
+pub_stream = st.lists(
+    st.tuples(pub_op, st.sampled_from([1, 1, 1, 2, 17])).map(lambda t: [t[0]] * t[1]), max_size=40
+).map(lambda runs: [op for run in runs for op in run])
+# spellings nats-server accepts besides single spaces: the parser's slow path
+separators = st.sampled_from([b" ", b"  ", b"\t", b" \t "])
+
+
+def _expected_tail(reply: str | None, payload_bytes: bytes) -> bytes:
+    rep = b" " + reply.encode() if reply is not None else b""
+    return rep + b" %d\r\n" % len(payload_bytes)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pub_stream, st.lists(st.integers(0, 10**6), max_size=10))
+def test_one_off_lines_parse_like_others_and_stay_out_of_the_caches(
+    ops: list, cuts: list[int]
+) -> None:
+    """Publishes to ack subjects and with inbox replies parse to the same values and MSG tails
+    as any other publish, whole or split, and never enter the parser's line caches."""
+    data = b"".join(p.encode(op) for op in ops)
+    for parser, parsed in ((w := p.Parser(), w.feed(data)),
+                           (s := p.Parser(), _feed_in_pieces(s, data, cuts))):
+        assert p.flatten(parsed) == ops
+        tails = [op[4] for op in parsed for _ in op[3]]
+        assert tails == [_expected_tail(op[1], op[3]) for op in ops]
+        keys = list(parser._cache) + list(parser._plain)
+        assert not [k for k in keys if b"$JS.ACK." in k or b"_INBOX." in k]
+
+
+@settings(max_examples=150, deadline=None)
+@given(pub_op, separators, separators)
+def test_pub_tail_is_the_same_for_any_argument_spacing(op: tuple, sep1: bytes, sep2: bytes) -> None:
+    subj, reply, _, body = op
+    args = [subj.encode()] + ([reply.encode()] if reply is not None else []) + [b"%d" % len(body)]
+    line = b"PUB " + sep1.join(args[:-1]) + sep2 + args[-1] + b"\r\n"
+    parsed = p.Parser().feed(line + body + b"\r\n")
+    assert parsed == [(subj, reply, None, [body], _expected_tail(reply, body))]

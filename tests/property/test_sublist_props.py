@@ -202,3 +202,44 @@ def test_validity_matches_the_token_rules(s: str) -> None:
     )
     assert is_valid_subject(s) == expected
     assert is_valid_literal_subject(s) == (expected and not ({"*", ">"} & set(tokens)))
+
+
+class UncachedPrefixMachine(SublistMachine):
+    """The same checks with a cache admission policy: subjects under `a.` (standing in for
+    JetStream ack subjects) are matched by walking the trie but never enter the cache, so
+    matches must still agree with the naive list and the cache never holds such a subject."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sublist = Sublist(cache_size_max=8, uncached_prefixes=("a.",))
+
+    @invariant()
+    def one_off_subjects_stay_out_of_the_cache(self) -> None:
+        assert not any(s.startswith("a.") for s in self.sublist._cache)
+
+
+UncachedPrefixMachine.TestCase.settings = SublistMachine.TestCase.settings
+TestUncachedPrefixMachine = UncachedPrefixMachine.TestCase
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(patterns(), queues), max_size=12), st.lists(published, max_size=12))
+def test_default_policy_never_caches_ack_subjects(subs: list, subjects: list[str]) -> None:
+    """The default Sublist leaves `$JS.ACK.` subjects out of its cache and matches them like
+    the naive matcher; other subjects are cached as before."""
+    sublist: Sublist[Item] = Sublist()
+    model = []
+    for n, (pattern, queue) in enumerate(subs):
+        item = Item(n)
+        for subject in (pattern, "$JS.ACK." + pattern):
+            sublist.insert(subject, queue, item)
+            model.append((subject, queue, item))
+    for tail in subjects:
+        for subject in (tail, "$JS.ACK." + tail):
+            result = sublist.match(subject)
+            got = Counter(map(id, result.plain))
+            for members in result.queues:
+                got.update(map(id, members))
+            expected = Counter(id(i) for s, _, i in model if subject_matches(s, subject))
+            assert got == expected
+            assert (subject in sublist._cache) is (not subject.startswith("$JS.ACK."))
