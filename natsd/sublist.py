@@ -19,8 +19,12 @@ cache: wildcard subscriptions are rare next to publishes). A cache miss walks th
 single node matches (the usual case for one-off subjects such as reply inboxes and ack
 subjects) that node's own result, kept on the node until its members change, is reused.
 Subjects starting with one of `uncached_prefixes` (by default JetStream ack subjects, unique per
-message) are matched by that walk but never admitted to the cache: each would be used once and
-push out a subject that repeats.
+message) never enter that cache: each would be used once and push out a subject that repeats.
+They are matched through a stem cache instead: when no branch of a subject's walk reached its
+last token (an ack subject stops below `$JS.ACK.<stream>.<consumer>.>` at its first unique
+token), the result depends only on the first K tokens the walk looked at, so it is kept under
+that stem and reused for every subject of at least K tokens that starts with it. Any change to
+the index drops the stems.
 
 Results merge queue subscriptions by queue name across patterns (`foo.*` and `foo.bar` with
 queue `q` form one group for `foo.bar`), because a message goes to one member per group name.
@@ -38,6 +42,7 @@ from natsd.subjects import FWC, ONE_OFF_PREFIXES, PWC, SEP, has_wildcard, is_val
 from natsd.subjects import pattern_regex, subjects_overlap
 
 CACHE_SIZE_MAX_DEFAULT = 4096
+_STEMS_MAX = 1024
 
 T = TypeVar("T")
 
@@ -136,8 +141,8 @@ def _merge(nodes: list[_Node]) -> SublistResult[Any]:
 class Sublist(Generic[T]):
     """Trie of subscriptions with a bounded, selectively invalidated match cache."""
 
-    __slots__ = ("_root", "_cache", "_cache_size_max", "_uncached", "_interest", "_count",
-                 "generation")
+    __slots__ = ("_root", "_cache", "_cache_size_max", "_uncached", "_stems", "_stem_lens",
+                 "_interest", "_count", "generation")
 
     def __init__(self, cache_size_max: int = CACHE_SIZE_MAX_DEFAULT,
                  uncached_prefixes: tuple[str, ...] = ONE_OFF_PREFIXES) -> None:
@@ -146,6 +151,9 @@ class Sublist(Generic[T]):
         self._cache: dict[str, SublistResult[T]] = {}
         self._cache_size_max = cache_size_max
         self._uncached = uncached_prefixes
+        # one-off subjects: result per stem (first K tokens, joined), and the K values in use
+        self._stems: dict[str, SublistResult[T]] = {}
+        self._stem_lens: tuple[int, ...] = ()
         self._interest: dict[tuple[str, str | None], int] = {}
         self._count = 0
         self.generation = 0
@@ -253,6 +261,9 @@ class Sublist(Generic[T]):
 
     def _changed(self, subject: str, queue: str | None, delta: int) -> None:
         self.generation += 1
+        if self._stems:
+            self._stems.clear()
+            self._stem_lens = ()
         self._count += delta
         key = (subject, queue)
         n = self._interest.get(key, 0) + delta
@@ -275,15 +286,43 @@ class Sublist(Generic[T]):
             del cache[s]
 
     def _match_uncached(self, subject: str) -> SublistResult:
+        if subject.startswith(self._uncached):
+            return self._match_one_off(subject)
         tokens = subject.split(SEP)
         if all(tokens):
             result = _walk(self._root, tokens)
         else:
             result = EMPTY_RESULT
-        if self._cache_size_max and not subject.startswith(self._uncached):
+        if self._cache_size_max:
             if len(self._cache) >= self._cache_size_max:
                 self._evict()
             self._cache[subject] = result
+        return result
+
+    def _match_one_off(self, subject: str) -> SublistResult:
+        """Match a subject that will not repeat, through the stem cache (see the top)."""
+        if not subject or SEP + SEP in subject or subject[0] == SEP or subject[-1] == SEP:
+            return EMPTY_RESULT  # an empty token reaches nothing
+        stems = self._stems
+        for k in self._stem_lens:
+            parts = subject.split(SEP, k)
+            if len(parts) > k:
+                result = stems.get(subject[: len(subject) - len(parts[k]) - 1])
+            elif len(parts) == k:
+                result = stems.get(subject)
+            else:
+                continue
+            if result is not None:
+                return result
+        tokens = subject.split(SEP)
+        result, stem_len = _walk_stem(self._root, tokens)
+        if stem_len:
+            if len(stems) >= _STEMS_MAX:
+                stems.clear()
+                self._stem_lens = ()
+            stems[SEP.join(tokens[:stem_len])] = result
+            if stem_len not in self._stem_lens:
+                self._stem_lens = tuple(sorted(self._stem_lens + (stem_len,)))
         return result
 
     def _evict(self) -> None:
@@ -321,6 +360,35 @@ def _walk(root: _Node, tokens: list[str]) -> SublistResult[Any]:
             node = node.literal.get(tokens[i])
             i += 1
     return _build(nodes)
+
+
+def _walk_stem(root: _Node, tokens: list[str]) -> tuple[SublistResult[Any], int]:
+    """`_walk`, also returning K: the result depends only on the first K tokens (for any
+    subject of at least K tokens), or 0 when some branch reached the last token (then the
+    subject's length matters too). K is one more than the deepest token index looked up: a
+    subject sharing those tokens makes the walk visit the same nodes at the same indices."""
+    nodes: list[_Node] = []
+    n = len(tokens)
+    deepest = -1
+    reached_end = False
+    stack = [(root, 0)]
+    while stack:
+        node, i = stack.pop()
+        while node is not None:
+            if i == n:
+                reached_end = True
+                if node.plain or node.queues:
+                    nodes.append(node)
+                break
+            if node.fwc is not None:
+                nodes.append(node.fwc)
+            if node.pwc is not None:
+                stack.append((node.pwc, i + 1))
+            if i > deepest:
+                deepest = i
+            node = node.literal.get(tokens[i])
+            i += 1
+    return _build(nodes), 0 if reached_end else deepest + 1
 
 
 def _remove_member(node: _Node, queue: str | None, key: int) -> bool:

@@ -263,3 +263,38 @@ def test_single_node_result_is_rebuilt_after_member_changes() -> None:
     assert ids(sl.match("inbox.2").plain) == ["a", "b"]
     sl.remove("inbox.*", None, a)
     assert ids(sl.match("inbox.3").plain) == ["b"]
+
+
+# -- one-off subjects (JetStream acks): no cache entries, a stem cache -------------------------
+
+ACK = "$JS.ACK.S.C.1.{}.{}.1764150000000000000.0"
+
+
+def test_ack_subjects_do_not_enter_the_cache_and_reuse_their_stem() -> None:
+    s: Sublist[Sub] = Sublist()
+    consumer, other = Sub("consumer"), Sub("other")
+    s.insert("$JS.ACK.S.C.>", None, consumer)
+    s.insert("$JS.ACK.T.C.>", None, other)
+    for n in range(1, 50):
+        assert ids(s.match(ACK.format(n, n)).plain) == ["consumer"]
+    assert s.cache_len() == 0
+    assert list(s._stems) == ["$JS.ACK.S.C.1"]  # the walk stopped at the first unique token
+    assert s.match("$JS.ACK.S.C.1").plain == (consumer,)  # exactly the stem's tokens
+    assert s.match("$JS.ACK.S.C.1..2") is EMPTY_RESULT  # an empty token reaches nothing
+    assert s.match("$JS.ACK.S.C.1.2.") is EMPTY_RESULT
+
+
+def test_a_new_subscription_below_a_stem_is_seen_by_the_next_ack() -> None:
+    s: Sublist[Sub] = Sublist()
+    consumer, spy, tail = Sub("consumer"), Sub("spy"), Sub("tail")
+    s.insert("$JS.ACK.S.C.>", None, consumer)
+    assert ids(s.match(ACK.format(1, 1)).plain) == ["consumer"]
+    s.insert("$JS.ACK.S.C.1.2.>", None, spy)  # deeper than the stem: the stem must go
+    assert ids(s.match(ACK.format(2, 2)).plain) == ["consumer", "spy"]
+    assert ids(s.match(ACK.format(3, 3)).plain) == ["consumer"]
+    s.insert("$JS.ACK.S.C.*.*.*.*.*", None, tail)  # reaches the last token: never a stem
+    assert ids(s.match(ACK.format(4, 4)).plain) == ["consumer", "tail"]
+    assert ids(s.match(ACK.format(4, 4) + ".x").plain) == ["consumer"]
+    s.remove("$JS.ACK.S.C.>", None, consumer)
+    assert ids(s.match(ACK.format(5, 5)).plain) == ["tail"]
+    assert s.match("$JS.ACK.Z.C.1.2.3.4.5") is EMPTY_RESULT
