@@ -505,7 +505,8 @@ class RaftHost:
                     readies.append((g, g.node.ready()))
             if readies:
                 await self._handle_readies(readies)
-            await trio.lowlevel.checkpoint()  # never starve the other loops
+            if self._dirty:  # never starve the other loops (else waiting on _wake yields)
+                await trio.lowlevel.checkpoint()
 
     async def _handle_readies(self, readies: list[tuple[_Group, Ready]]) -> None:
         """Readies with nothing durable to write are finished (send, apply, advance) while the
