@@ -290,12 +290,24 @@ class Parser:
         anything else (the general loop then takes it, errors included)."""
         if line[:4] != b"PUB " or len(line) >= self.max_control_line or not self.server_side:
             return None
+        one_off = b"$JS.ACK." in line or b"_INBOX." in line  # _one_off, inlined
+        if one_off:  # `PUB <subject> [reply] <size>`, single-spaced: parsed here, not cached
+            args = line.split(b" ")
+            size_b = args[-1]
+            if ((len(args) == 3 or len(args) == 4) and size_b.isdigit()
+                    and len(size_b) <= _SIZE_DIGITS_MAX and b"" not in args
+                    and b"\t" not in line and b"\r" not in line and b"\n" not in line):
+                size = int(size_b)
+                if size <= self.max_payload:
+                    subject = args[1]
+                    reply = _decode(args[2]) if len(args) == 4 else None
+                    return (_decode(subject), reply, size, line[4 + len(subject):] + b"\r\n")
         try:
             meta = self._pub(line[4:])
         except _Bad:
             return None
         plain = (meta[1], meta[2], meta[5], meta[6])
-        if _one_off(line):
+        if one_off:
             return plain
         if len(self._cache) >= _LINE_CACHE_MAX:
             self._cache.clear()

@@ -150,3 +150,18 @@ def test_pub_tail_is_the_same_for_any_argument_spacing(op: tuple, sep1: bytes, s
     line = b"PUB " + sep1.join(args[:-1]) + sep2 + args[-1] + b"\r\n"
     parsed = p.Parser().feed(line + body + b"\r\n")
     assert parsed == [(subj, reply, None, [body], _expected_tail(reply, body))]
+    # after two single publishes the parser splits ahead on CRLF (_pub_stretch/_learn_pub)
+    lead = b"PUB x.1 1\r\na\r\nPUB x.2 1\r\nb\r\n"
+    parsed = p.Parser().feed(lead + line + body + b"\r\n")
+    assert parsed[2:] == [(subj, reply, None, [body], _expected_tail(reply, body))]
+
+
+@settings(max_examples=100, deadline=None)
+@given(pub_op, st.integers(1, 3))
+def test_one_off_line_over_max_payload_is_refused_after_a_stretch(op: tuple, extra: int) -> None:
+    subj, reply, _, _ = op
+    parser = p.Parser(max_payload=8)
+    big = b"y" * (8 + extra)
+    line = p.encode((subj, reply, None, big))
+    ops = parser.feed(b"PUB x.1 1\r\na\r\nPUB x.2 1\r\nb\r\n" + line)
+    assert len(ops) == 3 and ops[2] == p.ProtocolError(p.ERR_MAX_PAYLOAD, True, None)
