@@ -47,7 +47,7 @@ from jetstream.cluster_stream import (
 )
 from jetstream.config import StreamConfig
 from jetstream.consumer_config import ConsumerConfig
-from jetstream.delivery import has_interest
+from jetstream.delivery import UNSAVED_ACKS_MAX
 from jetstream.delivery_state import AckKind, parse_ack, parse_ack_subject
 from jetstream.errors import ApiError, ErrCode, JsApiException
 from jetstream.runtime import StreamClosed, StreamRuntime, remove_stream_dir, write_config
@@ -69,6 +69,7 @@ STEPDOWN_WAIT_S = 3.0
 CONFIG_PUSH_ROUNDS = 4
 HANDOVER_SAVE_S = 1.0
 FORWARD_WAIT_S = 5.0
+LATE_ACKS_S = 0.5  # after the next leader subscribed, acks still routed to the old one
 
 
 class ClusteredJetStream(JetStream):
@@ -244,7 +245,7 @@ class ClusteredJetStream(JetStream):
             consumer.close(notify_waiting=False)
             unsaved += [ack for _, ack in consumer.unsaved_acks]
             consumer.unsaved_acks.clear()
-        if unsaved and forward:
+        if forward and (unsaved or was_leading):
             self._spawn(self._forward_acks, rt.name, unsaved)
         rt.consumers.clear()
         rt.queue.clear()
@@ -353,19 +354,50 @@ class ClusteredJetStream(JetStream):
             self.server.publish_internal(reply, None, None, b"")
 
     async def _forward_acks(self, stream: str, acks: list[tuple[str, str | None, bytes]]) -> None:
-        """Acks this server applied as leader but never committed: once another server leads
-        the stream (it subscribes to the stream's ack subjects), publish them again, with their
-        reply subjects, so the new leader applies and commits them (an ack is idempotent).
-        Without a new leader by FORWARD_WAIT_S they are dropped: redelivered after ack_wait."""
-        probe = acks[0][0]
-        with trio.move_on_after(FORWARD_WAIT_S):
-            while not has_interest(self.routed, probe):
-                await trio.sleep(LEADER_WATCH_S / 2)  # polling for the new leader's subscription
-            for subject, reply, payload in acks:
-                self.routed.publish_internal(subject, reply, None, payload)
-            self.log.info("jetstream.acks_forwarded", stream=stream, acks=len(acks))
+        """Acks this server applied as leader but never committed, and acks still arriving
+        after it stopped leading (routed here before the other servers learnt it no longer
+        subscribes; a local, unannounced subscription catches them for a while): once another
+        server leads the stream (it subscribes to the stream's ack subjects), or this one again,
+        publish them
+        again, with their reply subjects, so the new leader applies and commits them (an ack is
+        idempotent). Without a new leader by FORWARD_WAIT_S they are dropped: redelivered after
+        ack_wait."""
+        late: list[tuple[str, str | None, bytes]] = []
+
+        def catch(subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+            if len(late) < UNSAVED_ACKS_MAX:
+                late.append((subject, reply, bytes(payload)))
+
+        probe = f"$JS.ACK.{stream}.probe.1.1.1.0.0"
+        sub = self.server.subscribe_internal(f"$JS.ACK.{stream}.>", None, catch)
+        found = False
+        try:
+            with trio.move_on_after(FORWARD_WAIT_S):
+                while not (self._others_subscribe(probe) or self._leads(stream)):
+                    await trio.sleep(LEADER_WATCH_S / 2)  # polling for the new leader's subscription
+                found = True
+                await trio.sleep(LATE_ACKS_S)  # what was already routed here arrives meanwhile
+        finally:
+            sub.unsubscribe()
+        if not found:
+            if acks or late:
+                self.log.warning("jetstream.acks_not_forwarded", stream=stream, acks=len(acks) + len(late))
             return
-        self.log.warning("jetstream.acks_not_forwarded", stream=stream, acks=len(acks))
+        for subject, reply, payload in acks + late:
+            self.routed.publish_internal(subject, reply, None, payload)
+        if acks or late:
+            self.log.info("jetstream.acks_forwarded", stream=stream, unsaved=len(acks), late=len(late))
+
+    def _leads(self, stream: str) -> bool:
+        rt = self.streams.get(stream)
+        return isinstance(rt, ReplicatedStream) and rt.leading
+
+    def _others_subscribe(self, subject: str) -> bool:
+        """Another server of the cluster subscribes to `subject` (ours do not count)."""
+        cluster = self.server.cluster_active
+        if cluster is None:
+            return False
+        return any(plain for _, plain, _ in cluster.remote_matches(subject))
 
     async def hand_over(self, rt: ReplicatedStream, to: str | None = None) -> bool:
         """A planned leadership change of `rt`'s group (stepdown, move): hold the consumers
@@ -387,10 +419,12 @@ class ClusteredJetStream(JetStream):
             return False
         finally:
             self.handing_over.discard(rt.group)
-            if self._is_leader(rt):  # it stayed here: carry on (else they close as followers)
+            if self._is_leader(rt):  # it stayed here: carry on
                 for consumer in held:
                     consumer.held = False
                     consumer.kick()
+            elif rt.leading:  # it moved: stop at once (the watcher could miss a quick round trip
+                self._become_follower(rt)  # of leadership and keep held consumers forever)
 
     def start_hand_over(self, rt: ReplicatedStream, to: str | None = None) -> None:
         """`hand_over` in the background (the move driver does not wait for it)."""
