@@ -32,6 +32,7 @@ from tests.cluster_support import until as poll_until
 CLUSTER = "moves"
 TAGS = {"m1": "az:1", "m2": "az:1", "m3": "az:2", "m4": "az:2", "m5": "az:3"}
 DEADLINE_S = 30.0
+PROGRESS_S = 15.0
 SCENARIO_TIMEOUT_S = 90.0
 
 
@@ -137,6 +138,17 @@ class Load:
                 self.ack_floors.append(info.ack_floor.stream_seq)
             except Exception:  # noqa: BLE001 - leader change
                 pass
+
+    async def caught_up(self, what: str) -> None:
+        """Liveness: the consumer's (committed) ack floor reaches every message acknowledged so
+        far, within PROGRESS_S - less than the default ack_wait (30 s), so an acknowledgement
+        lost in a leader change (the message pinned until its redelivery) fails this."""
+        target = max(self.acked)
+
+        async def floor_reached() -> bool:
+            info = await self.js.consumer_info(self.stream, "worker", timeout=1.0)
+            return info.ack_floor.stream_seq >= target
+        await until(floor_reached, f"the consumer's ack floor at {target} {what}", PROGRESS_S)
 
     async def finish(self) -> None:
         self.stop.set()
@@ -252,6 +264,7 @@ def test_scale_1_3_1_under_load(cluster: dict[str, Node]) -> None:
         await until(lambda: gone(nc, "SCALE", three - one), "the removed replicas' data gone")
         count = len(load.acked)
         await until(lambda: asyncio.sleep(0, len(load.acked) > count + 10), "load after scale-down")
+        await load.caught_up("after the scale-down")
         await load.finish()
         await load.check(nc)
         await nc.close()
@@ -283,6 +296,7 @@ def test_move_r2_from_az1_to_az2_under_load(cluster: dict[str, Node]) -> None:
         await until(lambda: gone(nc, "MOVE", {"m1", "m2"}), "the old replicas' data gone")
         count = len(load.acked)
         await until(lambda: asyncio.sleep(0, len(load.acked) > count + 10), "load after the move")
+        await load.caught_up("after the move")
         await load.finish()
         await load.check(nc)
         await until(lambda: digests_agree(nc, "MOVE", {"m3", "m4"}), "equal replicas")
