@@ -131,6 +131,8 @@ class StreamRuntime:
     def _read_sync(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         if self._reader is None:
             self._reader = SqliteStore(self.store.path)  # type: ignore[attr-defined]
+        else:
+            self._reader.refresh()  # the writer committed since: its counters are stale here
         return fn(self._reader, *args)
 
     async def apply_batch(self, cmds: list[Command]) -> list[Any]:

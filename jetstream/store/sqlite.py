@@ -101,6 +101,7 @@ class SqliteStore(MessageStore):
         self._first: tuple[int, int] | None = None  # (seq, ts_ns) of the oldest message, if known
         self._migrate()
         self._meta = self._read_meta()
+        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -113,6 +114,18 @@ class SqliteStore(MessageStore):
                 "INSERT OR IGNORE INTO meta(key, value) VALUES (?, 0)", [(k,) for k in _META_KEYS]
             )
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def refresh(self) -> None:
+        """For a second connection on the same file (the runtime's reader): the counters and
+        the oldest message are cached in memory, so re-read them when another connection has
+        committed since (SQLite's `PRAGMA data_version` changes exactly then)."""
+        if self._depth:
+            return
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self._meta = self._read_meta()
+            self._first = None
 
     def _read_meta(self) -> dict[str, int]:
         return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())

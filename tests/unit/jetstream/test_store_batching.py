@@ -83,3 +83,38 @@ def test_batched_publishes_with_msg_ids_dedup_after_reopen(tmp_path):
     ack = sm.apply(Publish(subject="s.a", payload=b"p", ts_ns=30, headers=b"NATS/1.0\r\nNats-Msg-Id: id7\r\n\r\n"), 21)
     assert (ack.seq, ack.duplicate) == (7, True)
     assert store.state().last_seq == 20 and store.applied_index() == 21
+
+
+def test_second_connection_sees_the_writers_commits_after_refresh(tmp_path):
+    """The runtime reads through a second connection (its reader); the counters and oldest
+    message it caches must follow the writer's commits, purges included."""
+    writer = SqliteStore(tmp_path / "m.db")
+    _fill(writer, 4)
+    reader = SqliteStore(tmp_path / "m.db")
+    assert reader.state().messages == 4
+    with writer.batch():
+        writer.store(5, "s.5", None, b"y", 50)
+        writer.set_applied_index(5)
+    reader.refresh()
+    assert (reader.state().messages, reader.state().last_seq, reader.applied_index()) == (5, 5, 5)
+    with writer.batch():
+        writer.remove(1)
+    reader.refresh()
+    assert (reader.state().messages, reader.state().first_seq) == (4, 2)
+    reader.refresh()  # nothing new: still exact
+    assert reader.state() == writer.state()
+
+
+async def test_runtime_reader_reports_state_after_later_commits(tmp_path):
+    """`StreamRuntime.read` (monitoring, stream info on followers) opens its reader once; a
+    later commit must show in the next read, not the state from when the reader opened."""
+    from jetstream.config import StreamConfig
+    from jetstream.runtime import StreamRuntime
+
+    rt = StreamRuntime(StreamConfig(name="S", subjects=("s",)), 0, SqliteStore(tmp_path / "m.db"),
+                       tmp_path, lambda: 1_000, lambda *a: None)
+    for count in range(1, 4):
+        await rt.apply_batch([Publish("s", b"x", 5, None, "r")])
+        state = await rt.read(lambda store: store.state())
+        assert (state.messages, state.last_seq) == (count, count)
+    await rt.close()
