@@ -322,7 +322,7 @@ class Server:
         """Publish many header-less, reply-less messages as the server (JetStream PubAcks of
         one commit): the same delivery as `publish_internal`, but one write per touched
         connection for the lot. One-off subjects (reply inboxes) are matched without filling
-        the route cache, so they do not push out the hot publish subjects."""
+        the route cache or the sublist's, so they do not push out the hot publish subjects."""
         routes = self.routes
         deliver = self.deliver
         cluster = self.cluster_active
@@ -330,7 +330,7 @@ class Server:
         for subject, payload in messages:
             route = routes.get(subject)
             if route is None:
-                route = self._route_uncached(subject)
+                route = self._route_uncached(subject, once=True)
             if route:
                 plain, queues = route
                 sub = plain[0] if len(plain) == 1 and not queues else None
@@ -386,8 +386,9 @@ class Server:
         self.routes[subject] = route
         return route
 
-    def _route_uncached(self, subject: str) -> tuple:
-        result = self.sublist.match(subject)
+    def _route_uncached(self, subject: str, once: bool = False) -> tuple:
+        """The route of `subject`, not cached here; `once`: not in the sublist's cache either."""
+        result = self.sublist.match_once(subject) if once else self.sublist.match(subject)
         plain, queues = result.plain, result.queues
         if self.deny_filters:
             plain, queues = _without_denied(plain, queues, subject)

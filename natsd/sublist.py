@@ -169,6 +169,17 @@ class Sublist(Generic[T]):
             result = self._match_uncached(subject)
         return result
 
+    def match_once(self, subject: str) -> SublistResult[T]:
+        """`match` for a subject the caller knows will not repeat (a PubAck's reply inbox): a
+        cache miss is walked but not admitted, so it pushes no repeating subject out."""
+        result = self._cache.get(subject)
+        if result is None:
+            if subject.startswith(self._uncached):
+                return self._match_one_off(subject)
+            tokens = subject.split(SEP)
+            result = _walk(self._root, tokens) if all(tokens) else EMPTY_RESULT
+        return result
+
     def count(self) -> int:
         """Number of subscriptions (distinct (subject, queue, item) triples)."""
         return self._count

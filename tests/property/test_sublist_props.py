@@ -22,7 +22,7 @@ from natsd.subjects import (
     subject_matches,
     subjects_overlap,
 )
-from natsd.sublist import Sublist
+from natsd.sublist import Sublist, SublistResult
 
 LITERALS = ["a", "b", "c*"]
 literal_tokens = st.sampled_from(LITERALS)
@@ -107,7 +107,16 @@ class SublistMachine(RuleBasedStateMachine):
 
     @rule(subject=published)
     def match(self, subject: str) -> None:
-        result = self.sublist.match(subject)
+        self._check(subject, self.sublist.match(subject))
+
+    @rule(subject=published)
+    def match_once(self, subject: str) -> None:
+        """Matches like `match` and admits nothing to the cache."""
+        before = self.sublist.cache_len()
+        self._check(subject, self.sublist.match_once(subject))
+        assert self.sublist.cache_len() == before
+
+    def _check(self, subject: str, result: SublistResult) -> None:
         expected_plain: Counter[int] = Counter()
         expected_groups: dict[str, Counter[int]] = {}
         for pattern, queue, item in self.model:
