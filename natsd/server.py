@@ -378,9 +378,9 @@ class Server:
     def route_for(self, subject: str) -> tuple:
         """Match `subject` and cache `(plain, queue_groups)`; `()` (falsy) means nobody. A
         one-off subject (a JetStream ack: unique per message) is not cached (subjects.py)."""
-        route = self._route_uncached(subject)
         if subject.startswith(ONE_OFF_PREFIXES):
-            return route
+            return self._route_uncached(subject, once=True)
+        route = self._route_uncached(subject)
         if len(self.routes) >= _ROUTE_CACHE_MAX:
             self.routes.clear()
         self.routes[subject] = route
