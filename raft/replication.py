@@ -184,10 +184,15 @@ class LeaderMixin:
             return
         announce = self._commit_bcast_needed
         self._bcast_needed = self._commit_bcast_needed = False
+        next_new = self._log.last_index() + 1
         for node in sorted(self._progress):
+            pr = self._progress[node]
             sent_any = False
             for _ in range(self._cfg.max_inflight_msgs):
-                if not self._send_append(node, allow_empty=announce and not sent_any):
+                allow_empty = announce and not sent_any
+                if not allow_empty and pr.next_index == next_new:
+                    break  # caught up: `_send_append` would find no entries and send nothing
+                if not self._send_append(node, allow_empty=allow_empty):
                     break
                 sent_any = True
 
