@@ -5,11 +5,15 @@ in both directions. The dialer sends HELLO with its id, the acceptor answers wit
 dialer that reached the wrong server hangs up). A new connection from a peer replaces the old
 one. The dialer reconnects with exponential backoff and seeded jitter.
 
-Sending: each peer has a bounded outbound deque (the oldest message is dropped when full; Raft
-resends). One writer task per live connection drains everything queued, drops a heartbeat when
-a newer one of the same group and type is in the same drain, and packs the rest into as few
-BATCH frames as the frame size allows, so the heartbeats of a thousand groups ticking together
-go out as one frame and one `send_all`.
+Sending: while a peer's connection is idle (nothing queued, no write in progress) `send_nowait`
+writes the call's messages straight to the non-blocking socket, coalesced and packed as below;
+whatever the kernel does not take at once stays with the connection for its writer task, which
+then also takes every later message, so bytes and messages keep their order. Otherwise each peer
+has a bounded outbound deque (the oldest message is dropped when full; Raft resends). One writer
+task per live connection drains everything queued, drops a heartbeat when a newer one of the
+same group and type is in the same drain, and packs the rest into as few BATCH frames as the
+frame size allows, so the heartbeats of a thousand groups ticking together go out as one frame
+and one `send_all`.
 
 Receiving: a reader task splits frames (codec.FrameBuffer) and puts messages addressed to this
 node into the bounded `incoming` channel, dropping when it is full.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import random
 from collections import deque
 from collections.abc import Sequence
@@ -51,9 +56,21 @@ DRAIN_MESSAGES_MAX = 20_000
 class TcpStats:
     frames_sent: int = 0
     messages_sent: int = 0
+    direct_writes: int = 0  # send_nowait calls written to the socket without the writer task
     messages_received: int = 0
     dropped: int = 0
     connects: int = 0
+
+
+@attrs.define
+class _Conn:
+    """One live connection's write side. `pending` holds the unsent tail of a direct write (bytes
+    of this connection only: a replacing connection starts empty); `writing` is set while the
+    writer task is inside `send_all`, when nothing else may write to the socket."""
+
+    stream: trio.SocketStream
+    pending: bytes = b""
+    writing: bool = False
 
 
 @attrs.define
@@ -62,6 +79,7 @@ class _PeerLink:
     queue: deque[Message]
     wakeup: trio.Event = attrs.Factory(trio.Event)
     connection: trio.CancelScope | None = None
+    conn: _Conn | None = None
 
 
 def coalesce(msgs: Sequence[Message]) -> list[Message]:
@@ -174,29 +192,74 @@ class TcpTransport(Transport):
         return link
 
     def send_nowait(self, msgs: Sequence[Message]) -> None:
+        direct: dict[NodeId, list[Message]] = {}
         touched = set()
         for msg in msgs:
             if msg.dst == self.node_id:
                 self.stats.dropped += int(not deliver_nowait(self._inbox, msg))
                 continue
+            if msg.dst in direct:
+                direct[msg.dst].append(msg)
+                continue
             link = self._link(msg.dst)
+            conn = link.conn
+            if conn is not None and not link.queue and not conn.pending and not conn.writing:
+                direct[msg.dst] = [msg]
+                continue
             if len(link.queue) == link.queue.maxlen:
                 self.stats.dropped += 1
             link.queue.append(msg)
             touched.add(msg.dst)
+        for peer, batch in direct.items():
+            if not self._write_direct(self._links[peer], batch):
+                touched.add(peer)
         for peer in touched:
             self._links[peer].wakeup.set()
 
-    async def _writer(self, link: _PeerLink, stream: trio.SocketStream) -> None:
+    def _write_direct(self, link: _PeerLink, batch: list[Message]) -> bool:
+        """Write `batch` to the idle connection at once; True if the kernel took every byte.
+        Otherwise the rest is left for the writer task (which the caller wakes): the unsent
+        bytes, or the messages themselves if nothing was written (its `send_all` then meets any
+        socket error and ends the connection, as if it had written them)."""
+        conn = link.conn
+        assert conn is not None
+        msgs = coalesce(batch)
+        if len(msgs) > self.queue_max:  # as bounded as the queue: the oldest are dropped
+            self.stats.dropped += len(msgs) - self.queue_max
+            msgs = msgs[-self.queue_max :]
+        frames = pack_frames(self.node_id, link.peer, msgs)
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        fd = conn.stream.socket.fileno()
+        try:
+            sent = os.write(fd, data) if fd >= 0 else 0
+        except OSError:  # BlockingIOError (the buffer is full) or a broken connection
+            sent = 0
+        if sent == 0:
+            link.queue.extend(msgs)
+            return False
+        self.stats.direct_writes += 1
+        self.stats.frames_sent += len(frames)
+        self.stats.messages_sent += len(msgs)
+        if sent == len(data):
+            return True
+        conn.pending = data[sent:]
+        return False
+
+    async def _writer(self, link: _PeerLink, conn: _Conn) -> None:
         while True:  # until the connection fails or is replaced (cancelled)
-            while not link.queue:
+            while not link.queue and not conn.pending:
                 link.wakeup = trio.Event()
                 await link.wakeup.wait()
             count = min(len(link.queue), DRAIN_MESSAGES_MAX)
             drained = [link.queue.popleft() for _ in range(count)]
             msgs = coalesce(drained)
             frames = pack_frames(self.node_id, link.peer, msgs)
-            await stream.send_all(b"".join(frames))
+            data, conn.pending = conn.pending + b"".join(frames), b""
+            conn.writing = True
+            try:
+                await conn.stream.send_all(data)
+            finally:
+                conn.writing = False
             self.stats.frames_sent += len(frames)
             self.stats.messages_sent += len(msgs)
 
@@ -227,18 +290,21 @@ class TcpTransport(Transport):
         if link.connection is not None:
             link.connection.cancel()  # the newer connection wins
         scope = link.connection = trio.CancelScope()
+        conn = link.conn = _Conn(stream)
         self.stats.connects += 1
         self._log.info("raft.transport.connected", peer=peer)
         try:
             with scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._read_then_cancel, peer, stream, buf, scope)
-                    nursery.start_soon(self._writer, link, stream)
+                    nursery.start_soon(self._writer, link, conn)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError, CodecError) as eg:
             self._log.info("raft.transport.disconnected", peer=peer, error=str(eg.exceptions[0]))
         finally:
             if link.connection is scope:
                 link.connection = None
+            if link.conn is conn:
+                link.conn = None
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 

@@ -240,3 +240,32 @@ async def test_tcp_keeps_order_and_recovers_when_connections_break() -> None:
                     await trio.sleep(0.005)
         assert got == sorted(got)  # per-pair FIFO, across reconnects
         assert a.stats.connects >= 4
+
+
+async def test_tcp_writes_to_an_idle_connection_directly() -> None:
+    async with tcp_cluster() as cluster:
+        a, b = cluster["a"], cluster["b"]
+        assert isinstance(a, TcpTransport)
+        await _connected(a, "b")
+        before = a.stats.direct_writes
+        a.send_nowait([msg("a", "b", n=1), heartbeat("a", "b", "g", 1), heartbeat("a", "b", "g", 2)])
+        assert a.stats.direct_writes == before + 1  # written in the call, no writer task step
+        assert not a._links["b"].queue
+        assert await receive(b, 2) == [msg("a", "b", n=1), heartbeat("a", "b", "g", 2)]
+
+
+async def test_tcp_keeps_order_when_a_direct_write_is_partial() -> None:
+    async with tcp_cluster() as cluster:
+        a, b = cluster["a"], cluster["b"]
+        assert isinstance(a, TcpTransport)
+        await _connected(a, "b")
+        blob = bytes(4_000_000)  # more than the socket buffers take at once
+        a.send_nowait([msg("a", "b", "G", 0, entries=(Entry(1, 1, data=blob),))])
+        link = a._links["b"]
+        assert link.conn is not None and link.conn.pending  # the tail waits for the writer
+        for i in range(1, 300):  # later calls queue behind it, in order
+            a.send_nowait([msg("a", "b", n=i)])
+        assert len(link.queue) == 299
+        got = await receive(b, 300, timeout_s=20)
+        assert [m.index for m in got] == list(range(300))
+        assert got[0].entries[0].data == blob
