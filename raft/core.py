@@ -532,7 +532,10 @@ class RaftNode(LeaderMixin, QuiesceMixin):
 
     # ---- repair (raft/repair.py) ---------------------------------------------------------------
     def _send_term_probes(self) -> None:
-        for voter in sorted((self._voters() | self._discovery_voters()) - {self._cfg.node_id}):
+        targets = (self._voters() | self._discovery_voters()) - {self._cfg.node_id}
+        if self._repair.term_known:
+            targets -= self._repair.heard  # only the answers still needed to vote again
+        for voter in sorted(targets):
             self._send(_M.PRE_VOTE, voter, context=TERM_PROBE_CONTEXT)
         self._learn_term_if_known(None)
 
@@ -550,14 +553,17 @@ class RaftNode(LeaderMixin, QuiesceMixin):
                     snapshot=self._committed_config(),
                 )
             return
-        if not self._repair.active or self._repair.term_known:
+        if not self._repair.active:
             return
         if msg.term > self._term:
             self._become_follower(msg.term, None)
+            if self._repair.term_known:
+                self._vote = self._cfg.node_id  # we may have voted in this term before the wipe
         if msg.snapshot is not None:
             m = msg.snapshot.meta
             self._repair.learn_config(m.index, m.membership.voters | m.membership.voters_outgoing)
         self._learn_term_if_known(msg.src)
+        self._check_repair_done()
 
     def _committed_config(self) -> Snapshot | None:
         c = self._log.committed
@@ -581,8 +587,14 @@ class RaftNode(LeaderMixin, QuiesceMixin):
             self._event("raft.repair_term_known")
 
     def _check_repair_done(self) -> None:
-        if self._repair.done(self._leader_match, self._term, self._leader):
+        if not self._repair.active:
+            return
+        me = self._cfg.node_id
+        voters = self._discovery_voters()
+        if self._repair.done(self._leader_match, self._term, self._leader, voters, me):
             self._repair = Repair(active=False)
+            if self._vote is None:
+                self._vote = me  # our term is now at least any we voted in: spent here too
             self._event("raft.repair_done", index=self._leader_match)
 
     # ---- membership --------------------------------------------------------------------------

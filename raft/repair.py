@@ -10,12 +10,25 @@ So a node constructed with `repair_needed=True` goes through two phases before i
 
 1. Term discovery. It sends a term probe (a PRE_VOTE carrying TERM_PROBE_CONTEXT; it changes
    nobody's state, and the answer carries the responder's term) to every voter, and adopts the
-   highest term it hears. It ignores appends, heartbeats and snapshots until enough *other* voters
-   have answered that every quorum it could have been part of has a member among them
-   (n - majority(n) + 1 of them): then its term is at least any term it acted in before the wipe.
-   It never votes in that term (its vote is recorded as spent), only in later ones. A node that
-   is itself still discovering does not answer probes (its term proves nothing). Only answers
-   count, not other messages: a delayed message may carry a term older than the wipe.
+   highest term it hears. It ignores appends, heartbeats and snapshots until majority(n) *other*
+   voters have answered (n counting itself, capped at n - 1): that set meets every quorum it
+   could have been part of, in the config it counts against and in any config one single-server
+   change away from it (an uncommitted change it may have acted under: a quorum of the config
+   with one more voter holds majority(n + 1) - 2 of our n - 1 others, one of the config with one
+   voter fewer majority(n - 1) - 1; majority(n) answers meet both. For an even n that is one
+   answer more than n - majority(n) + 1, which only covers the config itself: see the scenario
+   repair_even_config_change.txt). Every leader it acknowledged before the wipe was elected by
+   such a quorum, so its term is then at least the term of any leader it helped. It never votes
+   in that term (its vote is recorded as spent), only in later ones. A node that is itself still
+   discovering does not answer probes (its term proves nothing). Only answers count, not other
+   messages: a delayed message may carry a term older than the wipe.
+   Votes are different: a vote it granted before the wipe may belong to an election whose
+   quorum had not formed yet (the candidate's other requests still in flight), so no discovery
+   quorum need know that term (tests/sim/test_repair_gaps.py, five voters: two leaders in one
+   term). The candidate itself does: it persisted its term before asking, and terms never go
+   down. So the flag is cleared (and voting resumes) only once *every* other voter counted has
+   answered a probe sent after the wipe; probes go on, and answers are still adopted, until then.
+   Its term is then at least any term it voted in, and its vote in the current term is spent.
    Which voters count: an answer also names the responder's newest committed config and the
    index it holds from. When that index is beyond the newest config in our own log (or
    snapshot), our config is out of date (members may have been removed since, and would never
@@ -35,6 +48,8 @@ So a node constructed with `repair_needed=True` goes through two phases before i
    heartbeat, and only a match with the leader it came from counts. Otherwise a target from a
    leader deposed with an uncommitted tail could stay out of reach forever on an idle cluster.
    Within one leadership it is never raised, so a steady stream of writes cannot outrun it.
+   Catching up needs only the discovery quorum; clearing the flag also needs every voter's
+   answer (above).
 
 While repairing it never grants a vote and never campaigns.
 """
@@ -50,9 +65,10 @@ TERM_PROBE_CONTEXT = b"raft.term_probe"
 
 def answers_needed(voters: frozenset[str], me: str) -> int:
     """Other voters that must answer a term probe so that every quorum containing `me` has
-    a member among them (counting `me` as a voter, as it may have been one before the wipe)."""
+    a member among them, in `voters` or in a config one single-server change away (counting `me`
+    as a voter, as it may have been one before the wipe)."""
     n = len(voters | {me})
-    return min(n - majority(n) + 1, n - 1)
+    return min(majority(n), n - 1)
 
 
 @attrs.define
@@ -68,10 +84,12 @@ class Repair:
     def hear(self, node: str, voters: frozenset[str], me: str) -> bool:
         """`node` answered a term probe; True when the answers of `voters` (those that count,
         see `counting_voters`) complete term discovery."""
-        if not self.active or self.term_known:
+        if not self.active:
             return False
         if node != me:
             self.heard.add(node)
+        if self.term_known:
+            return False
         if len(self.heard & (voters - {me})) >= answers_needed(voters, me):
             self.term_known = True
             return True
@@ -90,10 +108,14 @@ class Repair:
             return self.reported[1]
         return own
 
+    def heard_all(self, voters: frozenset[str], me: str) -> bool:
+        """Every other voter of `voters` answered a probe sent after the wipe (needed to vote)."""
+        return voters - {me} <= self.heard
+
     def wants_probe(self, node: str) -> bool:
         """A message arrived from `node`: probe it at once if we still need its answer (a
         message's own term may be stale, so only a probe answer counts)."""
-        return self.active and not self.term_known and node not in self.heard
+        return self.active and node not in self.heard
 
     def leader_last_index(self, index: int, term: int, leader: str) -> None:
         """A heartbeat of `leader` (of `term`) named its last index: the target, unless one was
@@ -102,19 +124,23 @@ class Repair:
             self.target = index
             self.target_of = (term, leader)
 
-    def done(self, leader_match: int, term: int, leader: str | None) -> bool:
+    def done(
+        self, leader_match: int, term: int, leader: str | None, voters: frozenset[str], me: str
+    ) -> bool:
         """Whether our log, which matches `leader`'s (of `term`) up to `leader_match`, now holds
-        everything up to the target taken from that same leader."""
+        everything up to the target taken from that same leader, and every other voter of
+        `voters` has answered (so our term is at least any term we voted in)."""
         return (
             self.active
+            and self.heard_all(voters, me)
             and self.target is not None
             and self.target_of == (term, leader)
             and leader_match >= self.target
         )
 
     def probe_due(self, interval_ticks: int) -> bool:
-        """Tick: whether to send term probes again (still discovering)."""
-        if not self.active or self.term_known:
+        """Tick: whether to send term probes again (until the flag clears: see `heard_all`)."""
+        if not self.active:
             return False
         self.probe_elapsed += 1
         if self.probe_elapsed >= interval_ticks:
