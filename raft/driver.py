@@ -56,7 +56,7 @@ import inspect
 import itertools
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 import structlog
@@ -464,14 +464,24 @@ class RaftHost:
 
     async def _receive_loop(self) -> None:
         incoming = self.transport.incoming
-        async for msg in incoming:
+        direct = self.transport.set_receiver(self._receive_now)  # TCP: no channel hop
+        try:
+            async for msg in incoming:
+                self._step(msg)
+                for _ in range(RECEIVE_BATCH_MAX):
+                    try:
+                        self._step(incoming.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                self._wake.set()
+        finally:
+            if direct:
+                self.transport.set_receiver(None)
+
+    def _receive_now(self, msgs: Sequence[Message]) -> None:
+        for msg in msgs:
             self._step(msg)
-            for _ in range(RECEIVE_BATCH_MAX):
-                try:
-                    self._step(incoming.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            self._wake.set()
+        self._wake.set()
 
     def _step(self, msg: Message) -> None:
         self._last_heard[msg.src] = self._tick_no

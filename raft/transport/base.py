@@ -16,7 +16,7 @@ on exit.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import trio
@@ -24,6 +24,7 @@ import trio
 from raft.types import Message, NodeId
 
 INCOMING_QUEUE_MAX = 100_000
+Receiver = Callable[[Sequence[Message]], None]
 
 
 class Transport(abc.ABC):
@@ -33,6 +34,14 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def send_nowait(self, msgs: Sequence[Message]) -> None:
         """Queue messages for delivery; drops (never blocks) when a queue is full."""
+
+    def set_receiver(self, receiver: Receiver | None) -> bool:
+        """Ask for received messages to be handed to `receiver` as they are decoded (called
+        synchronously from the transport's own tasks; it must not block) instead of being put
+        into `incoming`; None goes back to `incoming`. Returns False when the transport does not
+        support it (the default): keep reading `incoming`. Messages a node sends to itself still
+        arrive through `incoming`."""
+        return False
 
     async def send(self, msgs: Sequence[Message]) -> None:
         """Queue messages, then yield to the scheduler so writers can run."""

@@ -15,8 +15,9 @@ same group and type is in the same drain, and packs the rest into as few BATCH f
 frame size allows, so the heartbeats of a thousand groups ticking together go out as one frame
 and one `send_all`.
 
-Receiving: a reader task splits frames (codec.FrameBuffer) and puts messages addressed to this
-node into the bounded `incoming` channel, dropping when it is full.
+Receiving: a reader task splits frames (codec.FrameBuffer) and hands each frame's messages to
+the receiver set with `set_receiver` (the Raft host steps them at once: no channel hop, no task
+switch), or else puts them into the bounded `incoming` channel, dropping when it is full.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import attrs
 import structlog
 import trio
 
-from raft.transport.base import INCOMING_QUEUE_MAX, Transport, deliver_nowait
+from raft.transport.base import INCOMING_QUEUE_MAX, Receiver, Transport, deliver_nowait
 from raft.transport.codec import (
     Batch,
     CodecError,
@@ -139,6 +140,7 @@ class TcpTransport(Transport):
         self.backoff_min_s, self.backoff_max_s = backoff_min_s, backoff_max_s
         self.handshake_timeout_s = handshake_timeout_s
         self._inbox, self.incoming = trio.open_memory_channel[Message](INCOMING_QUEUE_MAX)
+        self._receiver: Receiver | None = None
         self._links: dict[NodeId, _PeerLink] = {}
         self._dialing: set[NodeId] = set()
         self._stack = contextlib.AsyncExitStack()
@@ -179,6 +181,10 @@ class TcpTransport(Transport):
         """Add or move a peer; the lower id of the pair dials."""
         self._peers[peer] = address
         self._maybe_dial(peer)
+
+    def set_receiver(self, receiver: Receiver | None) -> bool:
+        self._receiver = receiver
+        return True
 
     def connected_peers(self) -> list[NodeId]:
         return sorted(p for p, link in self._links.items() if link.connection is not None)
@@ -277,6 +283,10 @@ class TcpTransport(Transport):
     def _deliver(self, peer: NodeId, frame: Hello | Batch) -> None:
         if not isinstance(frame, Batch) or frame.src != peer or frame.dst != self.node_id:
             raise CodecError(f"unexpected frame from {peer}")
+        if self._receiver is not None:
+            self.stats.messages_received += len(frame.messages)
+            self._receiver(frame.messages)
+            return
         for msg in frame.messages:
             self.stats.messages_received += 1
             self.stats.dropped += int(not deliver_nowait(self._inbox, msg))

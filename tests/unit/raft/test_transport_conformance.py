@@ -269,3 +269,33 @@ async def test_tcp_keeps_order_when_a_direct_write_is_partial() -> None:
         got = await receive(b, 300, timeout_s=20)
         assert [m.index for m in got] == list(range(300))
         assert got[0].entries[0].data == blob
+
+
+async def test_tcp_hands_received_messages_to_a_receiver_when_set() -> None:
+    async with tcp_cluster() as cluster:
+        a, b = cluster["a"], cluster["b"]
+        assert isinstance(b, TcpTransport)
+        got: list[Message] = []
+        arrived = trio.Event()
+
+        def receiver(msgs: object) -> None:
+            got.extend(msgs)  # type: ignore[arg-type]
+            if len(got) >= 50:
+                arrived.set()
+
+        assert b.set_receiver(receiver)
+        a.send_nowait([msg("a", "b", n=i) for i in range(50)])
+        with trio.fail_after(5):
+            await arrived.wait()
+        assert got == [msg("a", "b", n=i) for i in range(50)]
+        with pytest.raises(trio.WouldBlock):
+            b.incoming.receive_nowait()  # nothing went through the channel
+        b.set_receiver(None)
+        a.send_nowait([msg("a", "b", n=99)])
+        assert await receive(b, 1) == [msg("a", "b", n=99)]
+        assert len(got) == 50
+
+
+async def test_other_transports_keep_the_incoming_channel(kind: str) -> None:
+    async with CLUSTERS[kind]() as cluster:
+        assert cluster["a"].set_receiver(lambda msgs: None) is (kind == "tcp")
