@@ -134,6 +134,20 @@ def _count_after(store: Any, after_seq: int) -> int:
     return store.num_after(after_seq)
 
 
+async def _wait_any(a: trio.Event, b: trio.Event) -> None:
+    """Until either event is set."""
+    if a.is_set() or b.is_set():
+        return
+
+    async def wait(event: trio.Event, done: trio.CancelScope) -> None:
+        await event.wait()
+        done.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait, a, nursery.cancel_scope)
+        nursery.start_soon(wait, b, nursery.cancel_scope)
+
+
 def has_interest(server: Any, subject: str) -> bool:
     route = server.routes.get(subject)
     if route is None:
@@ -310,19 +324,25 @@ class ConsumerRuntime:
         try:
             while not (self.deleted or self.stream.closed):
                 self.kick_event = trio.Event()
+                changed = self.stream.changed  # taken before reading: a commit after it sets it
                 self._flush_outbox()
                 await self._flush_removals()
                 now = self.clock_ns()
                 wake_ns = self._timers(now)
                 if self.deleted:
                     return
-                if self._can_deliver():
+                waiting_for_messages = self._can_deliver()
+                if waiting_for_messages:
                     if await self._deliver_some():
                         continue
                     self._end_no_wait_requests()
                     self._flush_outbox()
+                    waiting_for_messages = self._can_deliver()
                 with trio.move_on_after(max(wake_ns - self.clock_ns(), 0) / NS_PER_S):
-                    await self.kick_event.wait()
+                    if waiting_for_messages:  # a waiting pull request or push: new messages wake us
+                        await _wait_any(self.kick_event, changed)
+                    else:
+                        await self.kick_event.wait()
         except StreamClosed:
             return
 

@@ -79,3 +79,26 @@ async def test_a_transfer_whose_group_goes_away_counts_as_done() -> None:
     host = _GoneHost()
     assert await transfer_leadership(host, "S-X-1", "a", to="b") is True  # type: ignore[arg-type]
     assert host.to == "b"
+
+
+async def test_a_waiting_pull_request_gets_a_new_message_at_once(tmp_path: Any, autojump_clock: Any) -> None:
+    """Regression: consumers slept until a timer (up to 1 s, or the request's expiry, which
+    then answered 408 with nothing) instead of waking on the commit of a new message; a short
+    fetch loop could go a whole move test without a message."""
+    import trio
+
+    from tests.unit.jetstream.js_harness import running_js
+
+    async with running_js(tmp_path) as h:
+        resp = await h.api("STREAM.CREATE.W", {"name": "W", "subjects": ["w"], "storage": "memory"})
+        assert "error" not in resp, resp
+        cfg = {"durable_name": "c", "ack_policy": "explicit"}
+        assert "error" not in await h.api("CONSUMER.CREATE.W.c", {"stream_name": "W", "config": cfg})
+        inbox = h.inbox()
+        h.publish("$JS.API.CONSUMER.MSG.NEXT.W.c", b'{"batch": 1, "expires": 5000000000}', inbox.subject)
+        await trio.sleep(0.3)  # the request waits: the stream is empty
+        published = trio.current_time()
+        await h.request("w", b"new")
+        msg = await inbox.next()
+        assert msg.payload == b"new" and msg.status is None
+        assert trio.current_time() - published < 0.1
