@@ -590,7 +590,7 @@ class RaftNode(LeaderMixin, QuiesceMixin):
         if not self._repair.active:
             return
         me = self._cfg.node_id
-        voters = self._discovery_voters()
+        voters = self._voters() | self._discovery_voters()  # every voter we probe
         if self._repair.done(self._leader_match, self._term, self._leader, voters, me):
             self._repair = Repair(active=False)
             if self._vote is None:
