@@ -11,10 +11,16 @@ its docstring for why the obvious fix was not kept).
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from raft.config import NodeConfig
+from raft.core import RaftNode
+from raft.repair import TERM_PROBE_CONTEXT
 from raft.testing.scenario import Cluster, Script, run_script
-from raft.types import Message
+from raft.types import Entry, HardState, Membership, Message
+from raft.types import MessageType as M
 
 
 def _stash(s: Script, *nodes: str) -> list[Message]:
@@ -174,3 +180,39 @@ def test_gap2_violation_is_the_stale_commit() -> None:
     """Pins what the open gap does today, so the xfail above cannot pass for another reason."""
     with pytest.raises(AssertionError, match=r"b applies .*stale.* others applied \(2, <EntryKind.NOOP"):
         run_script(GAP2_SCRIPT, name="gap2")
+
+
+def test_gap1_caught_up_node_waits_for_every_voter_then_spends_its_vote() -> None:
+    """Core level: term known from a, b, d (3 of 5) and caught up with the term-3 leader a, the
+    node still refuses votes while e has not answered; e's answer (term 5: e may be the
+    candidate it voted for before the wipe) is adopted with the vote spent, and only a leader of
+    a later term completes repair."""
+    c = RaftNode(NodeConfig(node_id="c", group="g", check_quorum=False), random.Random(1),
+                 hard_state=HardState(), snapshot=None, entries=(),
+                 membership=Membership(voters=frozenset("abcde")), repair_needed=True)
+
+    def out() -> list[Message]:
+        rd = c.ready()
+        c.advance(rd)
+        return list(rd.messages)
+
+    out()
+    for src in "abd":
+        c.step(Message(M.PRE_VOTE_RESP, "g", src, "c", term=3, reject=True, context=TERM_PROBE_CONTEXT))
+    out()
+    entries = (Entry(term=3, index=1), Entry(term=3, index=2))
+    c.step(Message(M.HEARTBEAT, "g", "a", "c", term=3, commit=0, index=2))
+    c.step(Message(M.APPEND, "g", "a", "c", term=3, index=0, log_term=0, entries=entries, commit=2))
+    out()
+    assert c.repair_needed and c.last_index == 2  # caught up, but e never answered
+    c.step(Message(M.VOTE, "g", "d", "c", term=4, index=2, log_term=3))
+    assert [m.reject for m in out() if m.type is M.VOTE_RESP] == [True]
+    c.step(Message(M.PRE_VOTE_RESP, "g", "e", "c", term=5, reject=True, context=TERM_PROBE_CONTEXT))
+    out()
+    assert c.term == 5 and c.vote == "c" and c.repair_needed
+    c.step(Message(M.VOTE, "g", "b", "c", term=5, index=2, log_term=3))
+    assert [m.reject for m in out() if m.type is M.VOTE_RESP] == [True]
+    c.step(Message(M.HEARTBEAT, "g", "b", "c", term=6, commit=2, index=2))
+    c.step(Message(M.APPEND, "g", "b", "c", term=6, index=2, log_term=3, entries=(), commit=2))
+    out()
+    assert not c.repair_needed and c.term == 6 and c.vote == "c"  # spent in 6 too (it follows b)
