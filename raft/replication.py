@@ -190,8 +190,8 @@ class LeaderMixin:
             sent_any = False
             for _ in range(self._cfg.max_inflight_msgs):
                 allow_empty = announce and not sent_any
-                if not allow_empty and pr.next_index == next_new:
-                    break  # caught up: `_send_append` would find no entries and send nothing
+                if pr.is_paused() or (not allow_empty and pr.next_index == next_new):
+                    break  # `_send_append` would send nothing: paused, or no entries to send
                 if not self._send_append(node, allow_empty=allow_empty):
                     break
                 sent_any = True
