@@ -44,6 +44,7 @@ from natsd import protocol as p
 from natsd import route_protocol as rp
 from natsd.config import VERSION
 from natsd.route import STALL_BYTES, RouteConnection, RouteState
+from natsd.subjects import ONE_OFF_PREFIXES
 from natsd.tls import TlsError, client_context, route_accept_tls, route_dial_tls, route_settings
 from natsd.tls import server_context
 
@@ -57,6 +58,9 @@ IMPLICIT_GRACE_S = 2.0
 CONNECT_TIMEOUT_S = 2.0
 ROUTE_PING_INTERVAL_MAX_S = 30.0
 _REMOTE_CACHE_MAX = 8192
+# Subjects seen once (a PubAck to a request's unique inbox): matched without being admitted to
+# the remote-interest or sublist caches, where each would push a repeating subject out.
+_ONE_OFF = ("_INBOX.", *ONE_OFF_PREFIXES)
 
 
 class Cluster:
@@ -404,6 +408,10 @@ class Cluster:
         """[(route, has plain interest, {queue: weight})] for routes interested in `subject`."""
         found = self._remote_cache.get(subject)
         if found is None:
+            if subject.startswith(_ONE_OFF):  # a PubAck inbox: walked, not cached anywhere
+                return [(conn, plain, queues) for conn in self.routes.values()
+                        for plain, queues in (conn.interest(subject, once=True),)
+                        if plain or queues]
             found = []
             for conn in self.routes.values():
                 plain, queues = conn.interest(subject)
@@ -498,7 +506,9 @@ class Cluster:
         account, subject, reply, queues, headers, payloads, tail = op
         if account != rp.GLOBAL_ACCOUNT:
             return
-        result = self.server.sublist.match(subject)
+        sublist = self.server.sublist
+        result = (sublist.match_once(subject) if subject.startswith(_ONE_OFF)
+                  else sublist.match(subject))
         plain = result.plain
         groups: tuple = ()
         if queues and result.queues:

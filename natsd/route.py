@@ -256,9 +256,10 @@ class RouteConnection:
                 self.remote.remove(op.subject, op.queue, entry)
         self.cluster.remote_interest_changed()
 
-    def interest(self, subject: str) -> tuple[bool, dict[str, int]]:
-        """(has plain interest, {queue name: weight}) of this peer for a published subject."""
-        result = self.remote.match(subject)
+    def interest(self, subject: str, once: bool = False) -> tuple[bool, dict[str, int]]:
+        """(has plain interest, {queue name: weight}) of this peer for a published subject;
+        `once`: a subject that will not repeat (not admitted to the sublist cache)."""
+        result = self.remote.match_once(subject) if once else self.remote.match(subject)
         if not result.queues:
             return bool(result.plain), {}
         weights: dict[str, int] = {}

@@ -143,7 +143,18 @@ class RouteParser:
                 return pos
             line = buf[pos:nl]
             meta = cache.get(line)
-            if meta is None:
+            if meta is None and b"_INBOX." in line:  # one-off (a PubAck or its request)
+                meta = self._one_off_rmsg(line)
+                if meta is None:
+                    meta = self._control_line(line, ops)
+                    if self.closed:
+                        return n
+                    if type(meta) is not tuple:
+                        if meta is not None:
+                            ops.append(meta)
+                        pos = nl + 1
+                        continue
+            elif meta is None:
                 meta = self._control_line(line, ops)
                 if self.closed:
                     return n
@@ -189,6 +200,34 @@ class RouteParser:
             pos = last + 2
         ops.append((account, subject, reply, queues, None, payloads, tail))
         return pos
+
+    def _one_off_rmsg(self, line: bytes) -> tuple | None:
+        """`RMSG <account> <subject> [reply] <size>`, single-spaced, no queues: the meta tuple
+        `_rmsg` would give, without the generic split; None for anything else (the general
+        path decides, errors included). Not cached: the line will not repeat."""
+        if not line.startswith(b"RMSG ") or len(line) > self.max_control_line + 1:
+            return None
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        parts = line.split(b" ")
+        if line.split() != parts:  # other whitespace, runs of spaces: the general path
+            return None
+        if len(parts) == 5:
+            reply_b = parts[3]
+            if reply_b == b"+" or reply_b == b"|":
+                return None
+            reply = _s(reply_b)
+        elif len(parts) == 4:
+            reply = None
+        else:
+            return None
+        size_b = parts[-1]
+        if not size_b.isdigit() or not size_b.isascii():
+            return None
+        size = int(size_b)
+        if size > self.max_payload:
+            return None
+        return (_s(parts[1]), _s(parts[2]), reply, (), -1, size, msg_tail_sizes(reply, -1, size))
 
     def _control_line(self, line: bytes, ops: list) -> Any:
         if len(line) > self.max_control_line + 1:

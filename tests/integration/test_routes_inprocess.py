@@ -358,3 +358,37 @@ async def test_implicit_routes_can_be_turned_off(start_node) -> None:
     assert await a.cluster.wait_routes(2, DEADLINE_S)
     await wait_until(lambda: b.cluster.gossip_seen + c.cluster.gossip_seen >= 1)
     assert set(b.cluster.routes) == {a.server_id} and set(c.cluster.routes) == {a.server_id}
+
+
+async def test_unique_inbox_requests_and_replies_cross_routes_without_filling_caches(start_node) -> None:
+    """Requests with a unique `_INBOX.` reply each, and their replies, cross the route both
+    ways intact, while no inbox subject is admitted to a route-interest, sublist or route-line
+    cache on either node (each would push a repeating subject out)."""
+    a = await start_node(cluster_port=0)
+    b = await start_node(cluster_port=0, routes=(route_url_of(a),))
+    assert a.cluster is not None and b.cluster is not None
+    assert await b.cluster.wait_routes(1, DEADLINE_S)
+    service, requester = await raw_client(a), await raw_client(b)
+    await service.send(b"SUB svc 1\r\n")
+    await requester.send(b"SUB _INBOX.t.* 7\r\n")
+    await service.roundtrip()
+    await requester.roundtrip()
+    ab, ba = a.cluster.routes[b.server_id], b.cluster.routes[a.server_id]
+    await wait_until(lambda: bool(ba.interest("svc")[0]) and bool(ab.interest("_INBOX.t.0", once=True)[0]))
+    n = 40
+    await requester.send(b"".join(b"PUB svc _INBOX.t.%d 1\r\n%d\r\n" % (i, i % 10) for i in range(n)))
+    requests = [await service.msg() for _ in range(n)]
+    assert [(m.subject, m.reply, m.payload) for m in requests] == [
+        ("svc", f"_INBOX.t.{i}", b"%d" % (i % 10)) for i in range(n)]
+    await service.send(b"".join(b"PUB %s 2\r\nok\r\n" % m.reply.encode() for m in requests))
+    replies = [await requester.msg() for _ in range(n)]
+    assert [(m.subject, m.sid, m.payload) for m in replies] == [
+        (f"_INBOX.t.{i}", "7", b"ok") for i in range(n)]
+    for node, route in ((a, ab), (b, ba)):
+        assert node.cluster is not None
+        assert not [s for s in node.cluster._remote_cache if s.startswith("_INBOX.")]
+        assert not [s for s in route.remote._cache if s.startswith("_INBOX.")]
+        assert not [line for line in route.parser._cache if b"_INBOX." in line]
+    # the replies reached b by route (a client's own publish on a goes through the server's
+    # route cache, not this path)
+    assert not [s for s in b.sublist._cache if s.startswith("_INBOX.")]

@@ -300,3 +300,41 @@ def test_route_authorization() -> None:
     assert rp.check_connect({"name": "N1"}, "c", False, None) is None
     assert rp.route_credentials("nats-route://ruser:s3cret@h:1/") == creds
     assert rp.route_credentials("nats://h:1") is None
+
+
+# -- one-off (`_INBOX.`) RMSG lines: a fast path that must agree with the general parser ------
+
+ONE_OFF_WORDS = [b"RMSG", b"rmsg", b"HMSG", b"$G", b"_INBOX.", b"_INBOX.a.1", b"lt.s", b"+", b"|",
+                 b"q", b"3", b"16", b"-1", b"99999999999", b"\xff", b"\xef\xbc\x93"]
+ONE_OFF_SEPS = [b" ", b" ", b" ", b"  ", b"\t", b"\x0b", b"\r"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(ONE_OFF_WORDS), st.sampled_from(ONE_OFF_SEPS)),
+                min_size=1, max_size=7), st.booleans())
+def test_one_off_fast_path_agrees_with_the_general_parser(words: list, cr: bool) -> None:
+    line = b"".join(w + s for w, s in words[:-1]) + words[-1][0] + (b"\r" if cr else b"")
+    fast = RouteParser()._one_off_rmsg(line)
+    general: list = []
+    slow = RouteParser()._control_line(line, general)
+    if fast is not None:
+        assert fast == slow
+        assert general == []
+
+
+def test_one_off_lines_parse_like_others_but_stay_out_of_the_line_cache() -> None:
+    parser = RouteParser()
+    data = b"".join(rp.encode_rmsg("$G", f"_INBOX.x.{i}", None, (), None, b"ack") +
+                    rp.encode_rmsg("$G", "lt.s", f"_INBOX.x.{i}", (), None, b"pub")
+                    for i in range(50))
+    out = flatten_route(parser.feed(data))
+    assert out[0] == RouteMsg("$G", "_INBOX.x.0", None, (), None, b"ack")
+    assert out[99] == RouteMsg("$G", "lt.s", "_INBOX.x.49", (), None, b"pub")
+    assert len(out) == 100
+    assert parser._cache == {}
+    # the general path still caches repeating lines and handles queue forms with an inbox
+    out = flatten_route(parser.feed(rp.encode_rmsg("$G", "a", "_INBOX.r", ("q",), None, b"x") +
+                                    rp.encode_rmsg("$G", "a", None, (), None, b"y")))
+    assert out == [RouteMsg("$G", "a", "_INBOX.r", ("q",), None, b"x"),
+                   RouteMsg("$G", "a", None, (), None, b"y")]
+    assert len(parser._cache) == 1
