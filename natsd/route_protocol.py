@@ -381,6 +381,8 @@ def rmsg_head(account: str, subject: str, reply: str | None, queues: Sequence[st
 
 def encode_rmsg(account: str, subject: str, reply: str | None, queues: Sequence[str],
                 headers: bytes | None, payload: bytes) -> bytes:
+    if headers is None and not reply and not queues:  # the usual PubAck: one formatting step
+        return b"RMSG %s %s %d\r\n%s\r\n" % (_b(account), _b(subject), len(payload), payload)
     head = rmsg_head(account, subject, reply, queues, headers is not None)
     if headers is None:
         return head + b" %d\r\n" % len(payload) + payload + b"\r\n"

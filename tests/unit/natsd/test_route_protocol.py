@@ -338,3 +338,16 @@ def test_one_off_lines_parse_like_others_but_stay_out_of_the_line_cache() -> Non
     assert out == [RouteMsg("$G", "a", "_INBOX.r", ("q",), None, b"x"),
                    RouteMsg("$G", "a", None, (), None, b"y")]
     assert len(parser._cache) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(SUBJECT, st.none() | st.just("") | SUBJECT, st.lists(TOKEN, max_size=2),
+       st.none() | st.just(HDR), st.binary(max_size=32))
+def test_encode_rmsg_equals_head_plus_sizes(subject: str, reply: str | None, queues: list,
+                                            headers: bytes | None, payload: bytes) -> None:
+    head = rp.rmsg_head("$G", subject, reply, queues, headers is not None)
+    if headers is None:
+        expected = head + b" %d\r\n" % len(payload) + payload + b"\r\n"
+    else:
+        expected = head + b" %d %d\r\n" % (len(headers), len(headers) + len(payload)) + headers + payload + b"\r\n"
+    assert rp.encode_rmsg("$G", subject, reply, queues, headers, payload) == expected
