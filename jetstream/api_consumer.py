@@ -143,6 +143,9 @@ def _parse_create(tokens: list[str], body: bytes) -> tuple[str, ConsumerConfig, 
 async def create(js: Any, tokens: list[str], body: bytes, reply: str | None) -> dict[str, Any]:
     stream, cfg, name, action = _parse_create(tokens, body)
     rt = stream_or_fail(js, stream)
+    settle = getattr(js, "reconcile_stream_consumers", None)  # clustered: run the assigned durables
+    if settle is not None:
+        await settle(rt)
     name = name or cfg.durable_name or cfg.name
     existing = rt.consumers.get(name) if name else None
     others = [c.config for n, c in rt.consumers.items() if n != name]
@@ -154,7 +157,12 @@ async def create(js: Any, tokens: list[str], body: bytes, reply: str | None) -> 
     if existing is not None:
         if action == "create" and existing.config.to_json() != cfg.to_json():
             raise fail(ErrCode.CONSUMER_ALREADY_EXISTS)
-        _update_in_place(existing, cfg)
+        updated = _updated_config(existing, cfg)
+        if updated is not None:
+            persist = getattr(js, "persist_consumer_config", None)  # clustered: the meta group first
+            if persist is not None:
+                await persist(rt, existing, updated)
+            _update_in_place(existing, updated)
         return response("consumer_create_response", **await consumer_info(js, existing))
     if action == "update":
         raise fail(ErrCode.CONSUMER_DOES_NOT_EXIST)
@@ -167,15 +175,21 @@ async def create(js: Any, tokens: list[str], body: bytes, reply: str | None) -> 
     return response("consumer_create_response", **await consumer_info(js, consumer))
 
 
-def _update_in_place(consumer: Any, cfg: ConsumerConfig) -> None:
+def _updated_config(consumer: Any, cfg: ConsumerConfig) -> ConsumerConfig | None:
+    """The consumer's config after a create that asks for `cfg`; None when nothing changes.
+    Raises when a field that cannot be updated differs."""
     old, new = consumer.config.to_json(), cfg.to_json()
     changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
     changed.discard("name")
     if not changed:
-        return
+        return None
     if not changed <= _UPDATABLE or consumer.config.is_push != cfg.is_push:
         raise fail(ErrCode.CONSUMER_CREATE, err="consumer already exists and the configuration can not be updated")
-    consumer.config = attrs.evolve(cfg, name=consumer.config.name or cfg.name)
+    return attrs.evolve(cfg, name=consumer.config.name or cfg.name)
+
+
+def _update_in_place(consumer: Any, cfg: ConsumerConfig) -> None:
+    consumer.config = cfg
     consumer.filters = cfg.filters()
     consumer.state.ack_wait_ns = cfg.ack_wait_ns
     consumer.state.max_deliver = cfg.max_deliver

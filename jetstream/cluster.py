@@ -37,6 +37,7 @@ import trio
 from jetstream import api, api_stream
 from jetstream.api import response
 from jetstream.cluster_codec import DeleteConsumer, SaveConsumer, entry_of
+from jetstream.cluster_consumers import AssignedConsumers, ConsumerRegistry
 from jetstream.cluster_routing import RoutedServer, subscribe_routed
 from jetstream.cluster_stream import (
     COMPACT_EVERY_ENTRIES,
@@ -89,7 +90,16 @@ class ClusteredJetStream(JetStream):
         # (voters most caught up first, leader, placement) -> new leader, None (any) or an error;
         # set by the meta layer, which knows every server's cluster and tags (meta/api_moves.py)
         self.stepdown_chooser: Callable[[list[str], str, dict[str, Any]], str | None | ApiError] | None = None
+        self.assigned_consumers = AssignedConsumers(self)  # durables: meta assignments (cluster_consumers.py)
         self.log = structlog.get_logger("jetstream.cluster").bind(node=node_id)
+
+    @property
+    def consumer_registry(self) -> ConsumerRegistry | None:
+        return self.assigned_consumers.registry
+
+    @consumer_registry.setter
+    def consumer_registry(self, registry: ConsumerRegistry | None) -> None:
+        self.assigned_consumers.registry = registry
 
     # -- single-server behaviour switched off -------------------------------------------------
     def _load_streams(self) -> None:
@@ -223,8 +233,9 @@ class ClusteredJetStream(JetStream):
                 if rt.closed or self.by_group.get(rt.group) is not rt or not self._is_leader(rt):
                     return
                 rt.leading = True
-                self._start_consumers(rt, saved)
+                self._start_consumers(rt, self.assigned_consumers.saved_to_start(rt, saved))
                 self._subscribe_leader(rt)
+                self._spawn(self.assigned_consumers.reconcile, rt)  # assigned ones not saved yet
                 self.log.info("jetstream.stream_leader", stream=rt.name, group=rt.group)
                 if rt.desired_config.to_json() != rt.config.to_json():
                     self._spawn(self._push_config, rt)
@@ -431,7 +442,38 @@ class ClusteredJetStream(JetStream):
         if rt.group not in self.handing_over:
             self._spawn(self.hand_over, rt, to)
 
+    async def create_consumer(self, rt: StreamRuntime, name: str, config: ConsumerConfig) -> Any:
+        if self.consumer_registry is None or not config.durable_name:  # ephemeral: stream-local
+            return await super().create_consumer(rt, name, config)
+        return await self.assigned_consumers.create(rt, name, config)
+
+    async def persist_consumer_config(self, rt: StreamRuntime, consumer: Any, config: ConsumerConfig) -> None:
+        """A durable's config changes (create with an updatable change): commit it in the meta group."""
+        if self.consumer_registry is not None and consumer.durable:
+            await self.assigned_consumers.update_config(rt, consumer, config)
+
+    async def reconcile_stream_consumers(self, rt: StreamRuntime) -> None:
+        """Start assigned durables not running yet (a create request must see them)."""
+        if isinstance(rt, ReplicatedStream):
+            await self.assigned_consumers.reconcile(rt)
+
+    async def reconcile_consumers(self) -> None:
+        """After a meta change: every led stream runs exactly its assigned durables."""
+        await self.assigned_consumers.reconcile_all(list(self.by_group.values()))
+
     async def delete_consumer(self, rt: StreamRuntime, consumer: Any) -> None:
+        if self.consumer_registry is not None and consumer.durable:
+            await self.assigned_consumers.delete(rt, consumer)  # meta first, then _drop_consumer
+        else:
+            await self._drop_consumer(rt, consumer)
+
+    async def _reap_task(self, rt: StreamRuntime, consumer: Any) -> None:
+        try:
+            await self.delete_consumer(rt, consumer)
+        except (StreamClosed, JsApiException) as exc:
+            self.log.warning("jetstream.consumer_reap_failed", stream=rt.name, consumer=consumer.name, error=repr(exc))
+
+    async def _drop_consumer(self, rt: StreamRuntime, consumer: Any) -> None:
         consumer.close(notify_waiting=True)
         consumer._flush_outbox()
         rt.consumers.pop(consumer.name, None)

@@ -198,7 +198,7 @@ async def account_info(svc: Any, tokens: list[str], body: bytes) -> dict[str, An
               "max_ack_pending": -1, "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
               "max_bytes_required": False}
     return response("account_info_response", memory=0, storage=0, reserved_memory=0, reserved_storage=0,
-                    streams=len(svc.state.streams), consumers=0, limits=limits,
+                    streams=len(svc.state.streams), consumers=sum(len(c) for c in svc.state.consumers.values()), limits=limits,
                     api={"level": api.API_LEVEL, "total": svc.js.api_total, "errors": svc.js.api_errors},
                     meta_cluster=meta_cluster_info(svc))
 

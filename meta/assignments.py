@@ -10,7 +10,14 @@ decided by the leader and travels inside it, so all replicas end in the same sta
 Each stream is assigned a Raft group named `S-<stream>-<index of the create command>`: a
 stream deleted and created again gets a fresh group (and a fresh directory), never the old
 log. `RegisterServer` records a server's name, cluster and tags (placement and stream info use
-them). Consumers are not meta commands here: they are replicated through their stream's group.
+them).
+
+Durable consumers are meta assignments too (`AssignConsumer` creates or updates one,
+`UnassignConsumer` removes it, `DeleteStream` removes all of a stream's): the meta state says
+which durables exist and with which config; their progress (delivered, ack floor, pending) is
+replicated through the stream's own group (jetstream/cluster_codec.py `SaveConsumer`), and the
+stream leader runs exactly the assigned ones (jetstream/cluster.py). Ephemeral consumers stay
+local to the stream leader (see jetstream/cluster.py for why).
 
 Scaling and moves (meta/moves.py): `peers` is the *desired* peer set; `members` every server
 that may still be in the stream's Raft group (the union of the settled set and every desired
@@ -115,7 +122,35 @@ class DeleteStream:
     name: str
 
 
-MetaCommand = RegisterServer | CreateStream | UpdateStream | DeleteStream | SettlePeers
+@attrs.frozen
+class ConsumerAssignment:
+    stream: str
+    name: str
+    config: dict[str, Any] = attrs.field(eq=False, hash=False)  # ConsumerConfig.to_json()
+    created_ns: int = 0
+
+    def config_text(self) -> str:
+        return _text(self.config)
+
+
+@attrs.frozen
+class AssignConsumer:
+    """Create a durable consumer of `stream`, or replace the config of an existing one (its
+    creation time stays)."""
+    stream: str
+    name: str
+    config: dict[str, Any] = attrs.field(eq=False, hash=False)
+    created_ns: int = 0
+
+
+@attrs.frozen
+class UnassignConsumer:
+    stream: str
+    name: str
+
+
+MetaCommand = (RegisterServer | CreateStream | UpdateStream | DeleteStream | SettlePeers | AssignConsumer
+               | UnassignConsumer)
 
 
 @attrs.frozen
@@ -149,6 +184,11 @@ def encode_command(cmd: MetaCommand) -> bytes:
         body = {"op": "settle", "name": cmd.name, "group": cmd.group, "peers": list(cmd.peers)}
     elif isinstance(cmd, DeleteStream):
         body = {"op": "delete", "name": cmd.name}
+    elif isinstance(cmd, AssignConsumer):
+        body = {"op": "consumer", "stream": cmd.stream, "name": cmd.name, "config": cmd.config,
+                "created_ns": cmd.created_ns}
+    elif isinstance(cmd, UnassignConsumer):
+        body = {"op": "consumer_delete", "stream": cmd.stream, "name": cmd.name}
     else:
         raise TypeError(f"unknown meta command {cmd!r}")
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -172,6 +212,13 @@ def decode_command(data: bytes) -> MetaCommand:
             return SettlePeers(str(d["name"]), str(d["group"]), tuple(str(p) for p in d["peers"]))
         if op == "delete":
             return DeleteStream(str(d["name"]))
+        if op == "consumer":
+            config = d["config"]
+            if not isinstance(config, dict):
+                raise TypeError("consumer config is not an object")
+            return AssignConsumer(str(d["stream"]), str(d["name"]), config, int(d["created_ns"]))
+        if op == "consumer_delete":
+            return UnassignConsumer(str(d["stream"]), str(d["name"]))
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"bad meta command: {exc}") from None
     raise ValueError(f"unknown meta op {op!r}")
@@ -182,6 +229,7 @@ def decode_command(data: bytes) -> MetaCommand:
 class MetaState:
     streams: dict[str, StreamAssignment] = attrs.Factory(dict)
     servers: dict[str, ServerRecord] = attrs.Factory(dict)
+    consumers: dict[str, dict[str, ConsumerAssignment]] = attrs.Factory(dict)  # stream -> name -> assignment
     applied: int = 0
 
     def apply(self, cmd: MetaCommand, index: int) -> MetaResult:
@@ -199,6 +247,16 @@ class MetaState:
         if isinstance(cmd, DeleteStream):
             if self.streams.pop(cmd.name, None) is None:
                 return MetaRejected("not_found")
+            self.consumers.pop(cmd.name, None)
+            return MetaOk()
+        if isinstance(cmd, AssignConsumer):
+            return self._assign_consumer(cmd)
+        if isinstance(cmd, UnassignConsumer):
+            mine = self.consumers.get(cmd.stream, {})
+            if mine.pop(cmd.name, None) is None:
+                return MetaRejected("not_found")
+            if not mine:
+                del self.consumers[cmd.stream]
             return MetaOk()
         raise TypeError(f"unknown meta command {cmd!r}")
 
@@ -213,6 +271,18 @@ class MetaState:
             cmd.name, cmd.config, f"S-{cmd.name}-{index}", tuple(cmd.peers), cmd.created_ns
         )
         return MetaOk(created=True)
+
+    def _assign_consumer(self, cmd: AssignConsumer) -> MetaResult:
+        if cmd.stream not in self.streams:
+            return MetaRejected("not_found")
+        mine = self.consumers.setdefault(cmd.stream, {})
+        old = mine.get(cmd.name)
+        created_ns = cmd.created_ns if old is None else old.created_ns
+        mine[cmd.name] = ConsumerAssignment(cmd.stream, cmd.name, cmd.config, created_ns)
+        return MetaOk(created=old is None)
+
+    def consumers_of(self, stream: str) -> dict[str, ConsumerAssignment]:
+        return dict(self.consumers.get(stream, {}))
 
     def _update(self, cmd: UpdateStream) -> MetaResult:
         old = self.streams.get(cmd.name)
@@ -276,6 +346,10 @@ class MetaState:
                 _assignment_json(s) for _, s in sorted(self.streams.items())
             ],
         }
+        consumers = [{"stream": c.stream, "name": c.name, "config": c.config, "created_ns": c.created_ns}
+                     for _, mine in sorted(self.consumers.items()) for _, c in sorted(mine.items())]
+        if consumers:  # (absent when there are none: older snapshots read the same)
+            body["consumers"] = consumers
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -286,6 +360,9 @@ class MetaState:
             state.servers[s["node_id"]] = ServerRecord(s["node_id"], s["name"], s["cluster"], tuple(s["tags"]))
         for s in d["streams"]:
             state.streams[s["name"]] = _assignment_of(s)
+        for c in d.get("consumers", ()):
+            ca = ConsumerAssignment(str(c["stream"]), str(c["name"]), dict(c["config"]), int(c["created_ns"]))
+            state.consumers.setdefault(ca.stream, {})[ca.name] = ca
         return state
 
     def digest(self) -> str:

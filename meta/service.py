@@ -49,6 +49,7 @@ from jetstream.cluster import BARRIER_TIMEOUT_S, LEADER_WATCH_S, ClusteredJetStr
 from jetstream.cluster_stream import COMPACT_EVERY_ENTRIES, stream_group_config
 from jetstream.cluster_routing import Requester, RoutedSub, subscribe_routed
 from meta import api as meta_api
+from meta import consumers as meta_consumers
 from meta.assignments import (
     META_GROUP,
     SettlePeers,
@@ -134,6 +135,7 @@ class MetaService:
         self.leading = False
         self.leader_subs: list[RoutedSub] = []
         self._reconcile = trio.Event()
+        self._applied = trio.Event()  # set (and replaced) whenever the meta state changes
         self.membership_logged = False  # the meta log holds a membership entry (leader's view)
         self.joiners: dict[str, bool] = {}  # node id -> fresh, from $JSC.JOIN (leader only)
         self.refused_joins: set[str] = set()  # logged once each
@@ -164,6 +166,7 @@ class MetaService:
             self.js = ClusteredJetStream(self.server, host, self.node_id, self.peer_name,
                                          self.cluster_name, store_dir=str(self.store_dir),
                                          compact_every=self.compact_every)
+            self.js.consumer_registry = meta_consumers.MetaConsumerRegistry(self)
             await nursery.start(self.js.run)
             self.requester.start()
             bootstrap = await trio.to_thread.run_sync(self._bootstrap_membership)
@@ -221,7 +224,19 @@ class MetaService:
             return MetaRejected("bad_command")
         result = self.state.apply(cmd, entry.index)
         self._reconcile.set()
+        self._state_changed()
         return result
+
+    def _state_changed(self) -> None:
+        self._applied.set()
+        self._applied = trio.Event()
+
+    def applied_changed(self) -> trio.Event:
+        return self._applied
+
+    async def wait_applied(self, index: int, timeout_s: float) -> bool:
+        """Wait until this server's meta state applied `index`; False after `timeout_s`."""
+        return await meta_consumers.wait_applied(self, index, timeout_s)
 
     def _restore(self, snapshot: Snapshot) -> None:
         if not snapshot.data:
@@ -232,6 +247,7 @@ class MetaService:
             self.log.error("meta.restore_failed", index=snapshot.meta.index, error=repr(exc))
             return
         self._reconcile.set()
+        self._state_changed()
         self.log.info("meta.restored", index=snapshot.meta.index, streams=len(self.state.streams))
 
     def _count_for_compaction(self) -> None:
@@ -270,6 +286,7 @@ class MetaService:
             running = {g: rt.assigned_text for g, rt in self.js.by_group.items()}
             for action in plan(self.state.streams, self.node_id, running):
                 await self._carry_out(action)
+            await self.js.reconcile_consumers()  # the durables the meta state assigns (jetstream/cluster.py)
 
     async def _carry_out(self, action: Start | Update | Stop) -> None:
         assert self.js is not None
@@ -323,6 +340,7 @@ class MetaService:
                 subscribe_routed(self.server, HELLO_SUBJECT, self._on_hello),
                 subscribe_routed(self.server, SETTLE_SUBJECT, self._on_settle),
                 subscribe_routed(self.server, SERVERS_SUBJECT, self._on_servers),
+                subscribe_routed(self.server, meta_consumers.ASSIGN_SUBJECT, self._on_consumer_assign),
             ]
             self.log.info("meta.leader", term=self.host.node(META_GROUP).term)
 
@@ -373,6 +391,11 @@ class MetaService:
             return
         if self._settle_applies(cmd):
             self._enqueue(("settle", cmd))
+
+    def _on_consumer_assign(self, subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        """A stream leader creates, updates or deletes a durable consumer (meta/consumers.py)."""
+        if reply:
+            self._enqueue(("consumer", (reply, bytes(payload))))
 
     def _settle_applies(self, cmd: SettlePeers) -> bool:
         sa = self.state.streams.get(cmd.name)
@@ -556,6 +579,9 @@ class MetaService:
                 record = ServerRecord(item.node_id, item.name, item.cluster, item.tags)
                 if self.leading and self.state.servers.get(item.node_id) != record:
                     await self.propose(item)
+            elif kind == "consumer":
+                if await self._still_leading():
+                    await meta_consumers.handle_assign(self, *item)
             elif await self._still_leading():
                 await meta_api.handle(self, *item)
         except NotLeader:

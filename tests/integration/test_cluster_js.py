@@ -312,3 +312,93 @@ def test_push_consumer_delivers_to_a_client_on_another_node(cluster: dict[str, N
         await msg.ack()
         await nc.close()
     run(scenario())
+
+
+# -- durable consumers are meta assignments (meta/consumers.py, jetstream/cluster_consumers.py) ---
+async def _account_consumers(nc: Any) -> int:
+    return int((await api(nc, "$JS.API.INFO", timeout_s=1.0))["consumers"])
+
+
+async def _consumer_names(nc: Any, stream: str) -> list[str]:
+    reply = await api(nc, f"$JS.API.CONSUMER.NAMES.{stream}", timeout_s=1.0)
+    assert "error" not in reply, reply
+    return sorted(reply["consumers"])
+
+
+async def _names_everywhere(cluster: dict[str, Node], stream: str, want: list[str]) -> bool:
+    for node in cluster.values():
+        nc = await nats.connect(node.url)
+        try:
+            if await _consumer_names(nc, stream) != want:
+                return False
+        finally:
+            await nc.close()
+    return True
+
+
+def test_meta_consumers_assigned_listed_everywhere_and_kept_across_failovers(cluster: dict[str, Node]) -> None:
+    async def scenario() -> str:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        await until(lambda: js.add_stream(name="MC", subjects=["mc.>"], num_replicas=3), "stream MC")
+        base = await until(lambda: _account_consumers(nc), "account info")
+        for name in ("A", "B"):
+            cfg = ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT)
+            await until(lambda: js.add_consumer("MC", cfg), f"consumer {name}")
+        assert await _account_consumers(nc) == base + 2  # counted from the meta state
+        await until(lambda: _names_everywhere(cluster, "MC", ["A", "B"]), "A and B listed from every node")
+        for i in range(4):
+            await publish_acked(js, "mc.x", b"%d" % i)
+        sub = await js.pull_subscribe_bind("B", stream="MC")
+        for msg in await sub.fetch(2, timeout=5):
+            await msg.ack_sync(timeout=5)
+
+        # the meta leader changes: the assignments are in the replicated meta state
+        before = await wait_meta_leader(cluster)
+        reply = await until(lambda: api(nc, "$JS.API.META.LEADER.STEPDOWN", timeout_s=5.0), "a meta stepdown")
+        assert reply.get("success") is True, reply
+
+        async def new_meta_leader() -> str | None:
+            leader = (await api(nc, "$JS.API.INFO", timeout_s=1.0))["meta_cluster"]["leader"]
+            return leader if leader and leader != before else None
+        await until(new_meta_leader, "a new meta leader")
+        assert await until(lambda: _account_consumers(nc), "account info") == base + 2
+
+        # a deleted durable stays deleted when the stream's next leader starts its consumers
+        await until(lambda: js.delete_consumer("MC", "A"), "deleting A")
+        assert await _account_consumers(nc) == base + 1
+        old = (await api(nc, "$JS.API.STREAM.INFO.MC", timeout_s=1.0))["cluster"]["leader"]
+        await until(lambda: api(nc, "$JS.API.STREAM.LEADER.STEPDOWN.MC", timeout_s=5.0), "a stream stepdown")
+
+        async def moved() -> str | None:
+            leader = (await api(nc, "$JS.API.STREAM.INFO.MC", timeout_s=1.0))["cluster"]["leader"]
+            return leader if leader and leader != old else None
+        await until(moved, "a new MC leader")
+        await until(lambda: _names_everywhere(cluster, "MC", ["B"]), "only B after the stepdown")
+
+        # the stream leader dies: the next one runs B from its replicated progress
+        leader = (await api(nc, "$JS.API.STREAM.INFO.MC", timeout_s=1.0))["cluster"]["leader"]
+        cluster[leader].kill()
+
+        async def next_b() -> Any:
+            return (await sub.fetch(1, timeout=1))[0]
+        msg = await until(next_b, "a delivery of B from the next leader")
+        assert msg.metadata.sequence.stream == 3 and msg.metadata.num_delivered == 1
+        await nc.close()
+        return leader
+
+    killed = run(scenario())
+    cluster[killed].start([n.route_url for n in cluster.values()])
+
+    async def after_restart() -> None:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        await until(lambda: _names_everywhere(cluster, "MC", ["B"]), "B listed after the restart")
+        base = await _account_consumers(nc)
+        await until(lambda: js.delete_stream("MC"), "deleting MC")
+        assert await _account_consumers(nc) == base - 1  # the stream's assignments went with it
+        await until(lambda: js.add_stream(name="MC", subjects=["mc.>"], num_replicas=3), "MC again")
+        await until(lambda: _names_everywhere(cluster, "MC", []), "no consumers on the new MC")
+        await js.delete_stream("MC")
+        await nc.close()
+    run(after_restart())
