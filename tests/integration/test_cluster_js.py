@@ -14,6 +14,7 @@ the restarted node catches up through a snapshot as well as through the log. Eve
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pathlib
 import time
@@ -402,3 +403,48 @@ def test_meta_consumers_assigned_listed_everywhere_and_kept_across_failovers(clu
         await js.delete_stream("MC")
         await nc.close()
     run(after_restart())
+
+
+# -- interest / workqueue retention: acked messages leave every replica -------------------------
+async def _digests_of(nc: Any, stream: str) -> list[dict[str, Any]]:
+    return [await api(nc, f"$JSC.DIGEST.{n}.{stream}", timeout_s=1.0) for n in ("n1", "n2", "n3")]
+
+
+@pytest.mark.parametrize("retention", ["interest", "workqueue"])
+def test_interest_acked_messages_removed_on_every_replica(cluster: dict[str, Node], retention: str) -> None:
+    stream = f"RET{retention.upper()}"
+
+    async def scenario() -> None:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        body = json.dumps({"name": stream, "subjects": [f"{stream.lower()}.>"], "num_replicas": 3,
+                           "retention": retention}).encode()
+        created = await until(lambda: api(nc, f"$JS.API.STREAM.CREATE.{stream}", body, timeout_s=5.0),
+                              f"stream {stream}")
+        assert created["config"]["retention"] == retention, created
+        names = ["W", "V"] if retention == "interest" else ["W"]  # a workqueue takes one unfiltered consumer
+        for name in names:
+            cfg = ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT)
+            await until(lambda: js.add_consumer(stream, cfg), f"consumer {name}")
+        for i in range(10):
+            await publish_acked(js, f"{stream.lower()}.a", b"%d" % i)
+
+        async def messages_everywhere(count: int) -> bool:
+            found = await _digests_of(nc, stream)
+            return all(d["messages"] == count for d in found) and len({d["digest"] for d in found}) == 1
+
+        for k, name in enumerate(names):
+            sub = await js.pull_subscribe_bind(name, stream=stream)
+            got = 0
+            while got < 6:
+                for msg in await sub.fetch(6 - got, timeout=5):
+                    if k == 0:
+                        await msg.ack_sync(timeout=5)
+                    else:
+                        await msg.ack()  # a plain ack: removed once the leader applied it
+                    got += 1
+            left = 4 if k == len(names) - 1 else 10  # interest: V still needs them after W acked
+            await until(lambda: messages_everywhere(left), f"{left} messages on every replica, replicas equal")
+        await js.delete_stream(stream)
+        await nc.close()
+    run(scenario())

@@ -1,8 +1,9 @@
 """The meta and stream state machines on the Raft core, in the deterministic simulator.
 
 `AppCluster` is the simulator's cluster (raft/testing/sim.py) whose proposals are real commands:
-meta commands (stream create/update/delete, server registration; meta/assignments.py) and
-stream-group entries (batches of publishes with dedup ids, purges, deletes, expiry, consumer
+meta commands (stream create/update/delete, server registration, durable consumer
+assignments; meta/assignments.py) and stream-group entries (batches of publishes with dedup ids,
+purges, deletes, expiry, removal of acked messages of interest/workqueue streams, consumer
 state; jetstream/cluster_codec.py). Every replica applies its committed entries to its own
 `MetaState` and `StreamStateMachine` over a memory store, exactly as the servers do, and after
 every applied entry its content hash (meta digest + store content digest) is compared with the
@@ -19,12 +20,14 @@ import random
 from jetstream.cluster_codec import SaveConsumer, decode_batch, encode_batch, sub_index
 from jetstream.config import StreamConfig
 from jetstream.store.memory import MemoryStore
-from jetstream.stream import DeleteMsg, Expire, Publish, PurgeCmd, StreamStateMachine
+from jetstream.stream import DeleteMsg, Expire, Publish, PurgeCmd, RemoveAcked, StreamStateMachine
 from meta.assignments import (
+    AssignConsumer,
     CreateStream,
     DeleteStream,
     MetaState,
     RegisterServer,
+    UnassignConsumer,
     UpdateStream,
     decode_command,
     encode_command,
@@ -76,6 +79,8 @@ def command_for(seed: int, n: int) -> bytes:
             UpdateStream(name, {"name": name, "subjects": subjects}),
             DeleteStream(name),
             RegisterServer(rng.choice(["n1", "n2", "n3"]), f"server-{n}", "c", ()),
+            AssignConsumer(name, rng.choice(["C", "D"]), {"durable_name": "C", "n": n}, n),
+            UnassignConsumer(name, rng.choice(["C", "D"])),
         ])
         return b"M" + encode_command(cmd)
     cmds: list = []
@@ -89,8 +94,10 @@ def command_for(seed: int, n: int) -> bytes:
             cmds.append(DeleteMsg(rng.randint(1, 60)))
         elif roll < 0.9:
             cmds.append(PurgeCmd(filter=rng.choice([None, "s.1"]), keep=rng.choice([None, 3])))
-        elif roll < 0.95:
+        elif roll < 0.93:
             cmds.append(Expire(ts_ns + rng.randint(0, 10**11)))
+        elif roll < 0.97:  # interest/workqueue removal of acked messages, decided by the leader
+            cmds.append(RemoveAcked(tuple(rng.sample(range(1, 60), rng.randint(1, 5)))))
         else:
             cmds.append(SaveConsumer("C", b"state-%d" % n))
     return b"S" + encode_batch(cmds)
@@ -106,9 +113,9 @@ class AppCluster(Cluster):
             self.__dict__["_hash_at"] = {}
         return apps
 
-    def _start(self, node: SimNode, membership) -> None:  # type: ignore[no-untyped-def]
+    def _start(self, node: SimNode, membership, *rest) -> None:  # type: ignore[no-untyped-def]
         self._apps()[node.node_id] = AppReplica()  # replays its committed log from index 1
-        super()._start(node, membership)
+        super()._start(node, membership, *rest)
 
     def propose(self, data: bytes | None = None) -> bool:
         return super().propose(data if data is not None else command_for(self.seed, self.proposed))
@@ -146,8 +153,8 @@ def test_a_diverging_replica_is_caught() -> None:
     """The check can fail: a replica whose state machine skips one publish of a batch."""
 
     class Broken(AppCluster):
-        def _start(self, node: SimNode, membership) -> None:  # type: ignore[no-untyped-def]
-            super()._start(node, membership)
+        def _start(self, node: SimNode, membership, *rest) -> None:  # type: ignore[no-untyped-def]
+            super()._start(node, membership, *rest)
             self._apps()[node.node_id].skip_first_publish = node.node_id == "n2"
 
     results = [run_seed(seed, STEPS, cluster_cls=Broken) for seed in range(4)]
