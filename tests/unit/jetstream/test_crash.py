@@ -19,10 +19,10 @@ WRITER = Path(__file__).with_name("crash_writer.py")
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def run_and_kill(db: Path, min_acks: int, deadline_s: float = 20.0) -> list[int]:
+def run_and_kill(db: Path, min_acks: int, deadline_s: float = 20.0, batch: int = 25) -> list[int]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, str(WRITER), str(db), "25", "100000"], stdout=subprocess.PIPE, env=env
+        [sys.executable, str(WRITER), str(db), str(batch), "100000"], stdout=subprocess.PIPE, env=env
     )
     acked: list[int] = []
     try:
@@ -65,5 +65,16 @@ def test_sigkill_loses_no_acknowledged_publish(tmp_path: Path) -> None:
     last = check_store(db, acked)
     # A second life continues from the applied index without reusing sequences.
     acked2 = run_and_kill(db, min_acks=100)
+    assert min(acked2) == last + 1
+    check_store(db, acked + acked2)
+
+
+def test_sigkill_during_lone_commits_loses_nothing(tmp_path: Path) -> None:
+    """One publish per commit: most commits are lazy (counters recovered from the tail on
+    open), every 7th is eager (its delete). Killed at a random point of that mix."""
+    db = tmp_path / "lone.db"
+    acked = run_and_kill(db, min_acks=200, batch=1)
+    last = check_store(db, acked)
+    acked2 = run_and_kill(db, min_acks=50, batch=1)
     assert min(acked2) == last + 1
     check_store(db, acked + acked2)
