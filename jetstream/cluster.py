@@ -90,6 +90,8 @@ class ClusteredJetStream(JetStream):
         # (voters most caught up first, leader, placement) -> new leader, None (any) or an error;
         # set by the meta layer, which knows every server's cluster and tags (meta/api_moves.py)
         self.stepdown_chooser: Callable[[list[str], str, dict[str, Any]], str | None | ApiError] | None = None
+        # (stream, group) -> still assigned by this server's meta state; set by the meta layer
+        self.stream_assigned: Callable[[str, str], bool] | None = None
         self.assigned_consumers = AssignedConsumers(self)  # durables: meta assignments (cluster_consumers.py)
         self.log = structlog.get_logger("jetstream.cluster").bind(node=node_id)
 
@@ -384,7 +386,7 @@ class ClusteredJetStream(JetStream):
         found = False
         try:
             with trio.move_on_after(FORWARD_WAIT_S):
-                while not (self._others_subscribe(probe) or self._leads(stream)):
+                while not (self.others_subscribe(probe) or self._leads(stream)):
                     await trio.sleep(LEADER_WATCH_S / 2)  # polling for the new leader's subscription
                 found = True
                 await trio.sleep(LATE_ACKS_S)  # what was already routed here arrives meanwhile
@@ -403,7 +405,7 @@ class ClusteredJetStream(JetStream):
         rt = self.streams.get(stream)
         return isinstance(rt, ReplicatedStream) and rt.leading
 
-    def _others_subscribe(self, subject: str) -> bool:
+    def others_subscribe(self, subject: str) -> bool:
         """Another server of the cluster subscribes to `subject` (ours do not count)."""
         cluster = self.server.cluster_active
         if cluster is None:
@@ -511,6 +513,8 @@ class ClusteredJetStream(JetStream):
         rt = self.streams.get(name) if name is not None else None
         if not isinstance(rt, ReplicatedStream):
             return True
+        if self.stream_assigned is not None and not self.stream_assigned(rt.name, rt.group):
+            return False  # this server's meta state already deleted it (its replica stops soon)
         with trio.move_on_after(READ_BARRIER_S):
             try:
                 await self.host.read_index(rt.group)

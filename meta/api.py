@@ -42,6 +42,8 @@ NO_PEERS = api_moves.NO_PEERS
 CREATE_WAIT_S = 10.0
 INFO_REQUEST_S = 0.5
 LIST_INFO_S = 1.0
+DELETE_SETTLE_S = 3.0
+DELETE_POLL_S = 0.01
 
 _META_OPS = {("INFO",), ("STREAM", "CREATE"), ("STREAM", "UPDATE"), ("STREAM", "DELETE"),
              ("STREAM", "NAMES"), ("STREAM", "LIST"), ("META", "LEADER"), *api_moves.HANDLERS}
@@ -161,8 +163,27 @@ async def delete(svc: Any, tokens: list[str], body: bytes) -> dict[str, Any]:
     require_empty(body)
     if tokens[2] not in svc.state.streams:
         raise fail(ErrCode.STREAM_NOT_FOUND)
+    sa = svc.state.streams[tokens[2]]
     _raise_rejected(await svc.propose(DeleteStream(tokens[2])))
+    await _replicas_stopped(svc, sa)
     return response("stream_delete_response", success=True)
+
+
+async def _replicas_stopped(svc: Any, sa: StreamAssignment) -> bool:
+    """After a committed delete, wait (bounded) until every replica of the stream stopped, as
+    seen from here: the group is gone locally and no other server still subscribes to a
+    replica's `$JSC.DIGEST.<server>.<stream>` (a replica drops that and its leader
+    subscriptions together, before telling the routes). Then no server answers requests about
+    the stream any more (nats-server also answers a delete once the stream is gone); a replica
+    that is unreachable does not hold the reply longer than DELETE_SETTLE_S."""
+    others = [svc.peer_name(p) for p in sa.hosts() if p != svc.node_id]
+    with trio.move_on_after(DELETE_SETTLE_S):
+        while sa.group in svc.js.by_group or any(
+                svc.js.others_subscribe(f"$JSC.DIGEST.{name}.{sa.name}") for name in others):
+            await trio.sleep(DELETE_POLL_S)  # replicas stop when they apply the delete
+        return True
+    svc.log.warning("meta.delete_not_settled", stream=sa.name, group=sa.group)
+    return False
 
 
 def _matching(svc: Any, body: bytes) -> list[StreamAssignment]:

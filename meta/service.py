@@ -167,6 +167,7 @@ class MetaService:
                                          self.cluster_name, store_dir=str(self.store_dir),
                                          compact_every=self.compact_every)
             self.js.consumer_registry = meta_consumers.MetaConsumerRegistry(self)
+            self.js.stream_assigned = self._stream_assigned
             await nursery.start(self.js.run)
             self.requester.start()
             bootstrap = await trio.to_thread.run_sync(self._bootstrap_membership)
@@ -302,6 +303,10 @@ class MetaService:
                 await self.js.stop_replica(action.group, action.delete)
         except Exception as exc:  # noqa: BLE001 - one bad stream must not stop the others
             self.log.error("meta.reconcile_failed", action=repr(action), error=repr(exc), exc_info=True)
+
+    def _stream_assigned(self, name: str, group: str) -> bool:
+        sa = self.state.streams.get(name)
+        return sa is not None and sa.group == group
 
     def start_membership(self, sa: Any) -> Membership:
         """A group that never changed starts with its creation peers as voters; a server joining

@@ -36,6 +36,7 @@ SCENARIO_TIMEOUT_S = 60.0
 STREAM = "ORDERS"
 COMPACT_ENV = "JETRAFT_COMPACT_ENTRIES"
 COMPACT_EVERY = 16
+ROUNDS_DELETE = 10
 
 
 class Node(ClusterNode):
@@ -447,4 +448,26 @@ def test_interest_acked_messages_removed_on_every_replica(cluster: dict[str, Nod
             await until(lambda: messages_everywhere(left), f"{left} messages on every replica, replicas equal")
         await js.delete_stream(stream)
         await nc.close()
+    run(scenario())
+
+
+# -- a deleted stream is gone everywhere once the delete is answered ------------------------------
+def test_meta_deleted_stream_not_found_from_any_node_right_after_delete(cluster: dict[str, Node]) -> None:
+    async def scenario() -> None:
+        conns = {name: await nats.connect(n.url) for name, n in cluster.items()}
+        js = conns["n1"].jetstream()
+        for round_ in range(ROUNDS_DELETE):
+            info = await until(lambda: js.add_stream(name="GONE", subjects=["gone.>"], num_replicas=3), "GONE")
+            await publish_acked(js, "gone.a", b"%d" % round_)
+            # delete through a server that does not lead the stream, ask every server at once
+            leader = info.cluster.leader or "n1"
+            deleter = conns[next(n for n in conns if n != leader)]
+            reply = await api(deleter, "$JS.API.STREAM.DELETE.GONE", timeout_s=10.0)
+            assert reply.get("success") is True, reply
+            answers = await asyncio.gather(*(api(nc, "$JS.API.STREAM.INFO.GONE", timeout_s=2.0)
+                                             for nc in conns.values()))
+            for answer in answers:  # the first answer each server's request got: never the stream
+                assert answer.get("error", {}).get("err_code") == 10059, (round_, answer)
+        for nc in conns.values():
+            await nc.close()
     run(scenario())
