@@ -70,6 +70,8 @@ STEPDOWN_WAIT_S = 3.0
 CONFIG_PUSH_ROUNDS = 4
 HANDOVER_SAVE_S = 1.0
 FORWARD_WAIT_S = 5.0
+REAP_ATTEMPTS = 5
+REAP_RETRY_S = 1.0
 LATE_ACKS_S = 0.5  # after the next leader subscribed, acks still routed to the old one
 
 
@@ -470,10 +472,20 @@ class ClusteredJetStream(JetStream):
             await self._drop_consumer(rt, consumer)
 
     async def _reap_task(self, rt: StreamRuntime, consumer: Any) -> None:
-        try:
-            await self.delete_consumer(rt, consumer)
-        except (StreamClosed, JsApiException) as exc:
-            self.log.warning("jetstream.consumer_reap_failed", stream=rt.name, consumer=consumer.name, error=repr(exc))
+        """An inactive consumer goes; a durable's meta unassignment is retried (bounded) while
+        the meta group has no leader (the consumer already stopped delivering)."""
+        for attempt in range(REAP_ATTEMPTS):
+            try:
+                await self.delete_consumer(rt, consumer)
+                return
+            except StreamClosed:
+                return
+            except JsApiException as exc:
+                if attempt == REAP_ATTEMPTS - 1 or not rt.leading:
+                    self.log.warning("jetstream.consumer_reap_failed", stream=rt.name, consumer=consumer.name,
+                                     error=exc.error.description)
+                    return
+            await trio.sleep(REAP_RETRY_S)
 
     async def _drop_consumer(self, rt: StreamRuntime, consumer: Any) -> None:
         consumer.close(notify_waiting=True)

@@ -61,6 +61,8 @@ class AssignedConsumers:
             assigned = self.registry.assigned(rt.name).get(name)
             if assigned is None or not rt.leading or rt.closed:
                 raise JsApiException(UNAVAILABLE)  # deleted meanwhile, or no longer leading
+            if name in rt.consumers:
+                return rt.consumers[name]  # (only one request at a time creates; never two copies)
             consumer = js._new_consumer(rt, name, config, assigned[1])
             await rt.call(consumer.start_position, rt.store)
             rt.consumers[name] = consumer
