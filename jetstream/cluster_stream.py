@@ -43,7 +43,7 @@ from jetstream.runtime import StreamClosed, StreamRuntime, open_store
 from jetstream.store.sqlite import SqliteStore
 from jetstream.stream import Publish
 from raft.config import NodeConfig, RefuseReason
-from raft.driver import NotLeader, OutcomeUnknown, ProposalLost, RaftHost, UnknownGroup
+from raft.driver import NotLeader, OutcomeUnknown, ProposalLost, Proposed, RaftHost, UnknownGroup
 from raft.types import Entry, Snapshot
 
 UNAVAILABLE = ApiError(code=503, err_code=10008, description="JetStream system temporarily unavailable")
@@ -105,27 +105,51 @@ class ReplicatedStream(StreamRuntime):
         results, _ = await self._replicate(list(cmds), None)
         return results
 
-    async def _replicate(self, cmds: list[Any], batch: list[Any] | None) -> tuple[list[Any], bool]:
+    async def _replicate(self, cmds: list[Any], batch: list[Any] | None,
+                         started: tuple[bytes, _Proposal | None, Proposed | None] | None = None,
+                         ) -> tuple[list[Any], bool]:
         """`apply_batch`; with the writer's `batch` of (Publish, reply), its PubAcks are sent by
-        `apply_entry` right after the entry is applied. Returns the results and whether they were."""
+        `apply_entry` right after the entry is applied. Returns the results and whether they were.
+        `started`: what `_start` returned when the writer already proposed `cmds`. (The
+        monitor times commits by wrapping this method, positional arguments only.)"""
+        if started is None:
+            started = self._start(cmds, batch)
+        return await self._replicate_started(*started, len(cmds))
+
+    def _start(self, cmds: list[Any], batch: list[Any] | None) -> tuple[bytes, _Proposal | None, Proposed | None]:
+        """Encode `cmds` as one entry and propose it now (no checkpoint): the entry, its
+        `_Proposal` (publishes only) and the pending proposal (None if refused: the waiting
+        side retries or answers)."""
         data = encode_batch(cmds)
         proposal = None
         if all(type(cmd) is Publish for cmd in cmds):  # apply_entry takes them as they are
             proposal = self.proposed[id(data)] = _Proposal(data, cmds, batch)
+        pending = None
+        if not self.closed:
+            try:
+                pending = self.host.propose_nowait(self.group, data)
+            except (NotLeader, UnknownGroup):
+                pass  # _propose retries (a new leader not ready yet) or answers
+        return data, proposal, pending
+
+    async def _replicate_started(self, data: bytes, proposal: _Proposal | None,
+                                 pending: Proposed | None, count: int) -> tuple[list[Any], bool]:
         try:
-            results = await self._propose(data, len(cmds))
+            results = await self._propose(data, count, pending)
         finally:
             if proposal is not None:
                 self.proposed.pop(id(data), None)
         return results, proposal is not None and proposal.acked
 
-    async def _propose(self, data: bytes, count: int) -> list[Any]:
+    async def _propose(self, data: bytes, count: int, pending: Proposed | None = None) -> list[Any]:
         deadline = trio.current_time() + PROPOSE_RETRY_S
         while True:  # bounded by the deadline
             if self.closed:
                 raise StreamClosed(self.name)
             try:
-                _, results = await self.host.propose_result(self.group, data)
+                if pending is None:
+                    pending = self.host.propose_nowait(self.group, data)
+                _, results = await self.host.proposal_result(pending)
                 return list(results)  # type: ignore[call-overload]
             except UnknownGroup:
                 raise StreamClosed(self.name) from None
@@ -134,6 +158,7 @@ class ReplicatedStream(StreamRuntime):
             except NotLeader as exc:
                 if exc.reason is not RefuseReason.NOT_READY or trio.current_time() > deadline:
                     return [UNAVAILABLE] * count
+            pending = None
             await trio.sleep(0.01)  # a new leader commits its first entry within a round trip
 
     async def apply_entry(self, entry: Entry) -> list[Any]:
@@ -266,32 +291,36 @@ class ReplicatedStream(StreamRuntime):
 
     async def run_writer(self) -> None:
         """Drain the publish queue: one entry per batch (bounded), up to ENTRIES_IN_FLIGHT
-        entries proposed and not yet committed; each batch's PubAcks go out after its commit."""
+        entries proposed and not yet committed; each batch's PubAcks go out after its commit.
+        The writer proposes each batch itself (`_start`, no checkpoint), so entries enter the
+        log in queue order, and a task per batch waits for its commit."""
         inflight = trio.Semaphore(ENTRIES_IN_FLIGHT)
         async with trio.open_nursery() as nursery:
             while not self.closed:
                 await self.queue_ready.wait()
                 self.queue_ready = trio.Event()
                 while self.queue and not self.closed:
-                    await inflight.acquire()
+                    try:
+                        inflight.acquire_nowait()  # (acquire() would also yield when free)
+                    except trio.WouldBlock:
+                        await inflight.acquire()
                     batch = self._take_batch()
                     if not batch:
                         inflight.release()
                         break
-                    await nursery.start(self._commit_batch, batch, inflight)
+                    cmds = [cmd for cmd, _ in batch]
+                    nursery.start_soon(self._commit_batch, batch, cmds, inflight, self._start(cmds, batch))
 
-    async def _commit_batch(self, batch: list[Any], inflight: trio.Semaphore,
-                            task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Propose one batch and ack it once committed. `started()` comes first: the parent
-        resumes only when this task first blocks, and `propose_result` proposes before its
-        first checkpoint, so entries enter the log in queue order."""
+    async def _commit_batch(self, batch: list[Any], cmds: list[Any], inflight: trio.Semaphore,
+                            started: tuple[bytes, _Proposal | None, Proposed | None]) -> None:
+        """Wait for one proposed batch and ack it once committed (normally `apply_entry` has)."""
         try:
-            task_status.started()
-            results, acked = await self._replicate([cmd for cmd, _ in batch], batch)
+            results, acked = await self._replicate(cmds, batch, started)
             if not acked:  # not applied here (lost, refused, failed): answer what we know
                 self._send_acks(batch, results)
         except StreamClosed:
-            pass
+            if started[1] is not None:
+                self.proposed.pop(id(started[0]), None)
         finally:
             inflight.release()
 

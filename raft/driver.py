@@ -18,10 +18,11 @@ Three tasks share the nodes (all on the event loop, so a node is never touched c
 - the receive loop steps each incoming Message into its group's node;
 - the ready loop takes the Ready of every group that has one, and then, in order:
   1. persists all their hard states, entries and snapshots as ONE batch through StoreWorker
-     (one transaction, one fsync, off the event loop) - group commit across groups. A Ready
-     that only moves the commit index is not waited for: the new hard state rides along with
-     the next batch (or a flush every `commit_flush_interval_s`), since the commit index is
-     not needed for safety and `applied` re-establishes it on restart;
+     (one transaction, one fsync, off the event loop) - group commit across groups. A hard
+     state that only moves the commit index is not written then (nor waited for, when it is
+     all the Ready has): the newest one per group rides along with the first batch after
+     `commit_flush_interval_s`, since the commit index is not needed for safety and `applied`
+     re-establishes it on restart (the hard_state row is two more pages per fsync);
   2. sends every message of every group in one `transport.send_nowait` (so the TCP transport
      coalesces heartbeats per peer);
   3. applies committed entries (NORMAL entries go to the group's apply callback, whose return
@@ -151,6 +152,15 @@ class _Group:
     waiters: dict[int, _Waiter] = attrs.Factory(dict)
     reads: dict[bytes, _Waiter] = attrs.Factory(dict)  # context -> waiter (term unused)
     read_points: dict[bytes, int] = attrs.Factory(dict)  # context -> index to apply first
+
+
+@attrs.frozen
+class Proposed:
+    """An entry `propose_nowait` appended; `RaftHost.proposal_result` waits for its outcome."""
+
+    g: _Group
+    index: int
+    waiter: _Waiter
 
 
 async def _maybe_await(value: object) -> object:
@@ -303,29 +313,39 @@ class RaftHost:
 
     async def propose_result(self, group: GroupId, data: bytes) -> tuple[int, object]:
         """Like propose(), also returning what the apply callback returned for the entry."""
+        return await self.proposal_result(self.propose_nowait(group, data))
+
+    def propose_nowait(self, group: GroupId, data: bytes) -> Proposed:
+        """Append `data` to the leader's log now, without a checkpoint (so a caller proposing
+        several entries in a row keeps their order); `proposal_result` waits for the outcome.
+        Raises NotLeader (or UnknownGroup) like propose()."""
         g = self._get(group)
-        return await self._wait_commit(group, g, g.node.propose(data))
+        return self._register(group, g, g.node.propose(data))
 
     async def propose_config_change(self, group: GroupId, change: ConfigChange) -> int:
         g = self._get(group)
-        index, _ = await self._wait_commit(group, g, g.node.propose_config_change(change))
+        index, _ = await self.proposal_result(self._register(group, g, g.node.propose_config_change(change)))
         return index
 
-    async def _wait_commit(
-        self, group: GroupId, g: _Group, result: ProposeResult
-    ) -> tuple[int, object]:
+    def _register(self, group: GroupId, g: _Group, result: ProposeResult) -> Proposed:
         if not result.ok:
             raise NotLeader(result.leader_hint, result.reason)
         waiter = g.waiters[result.index] = _Waiter(result.term)
         self._mark(group)
+        return Proposed(g, result.index, waiter)
+
+    async def proposal_result(self, proposed: Proposed) -> tuple[int, object]:
+        """Wait until a `propose_nowait` entry is committed and applied here: (its index, what
+        the apply callback returned). Raises like propose()."""
+        g, index, waiter = proposed.g, proposed.index, proposed.waiter
         try:
             await waiter.done.wait()
         finally:
-            if g.waiters.get(result.index) is waiter:
-                del g.waiters[result.index]
+            if g.waiters.get(index) is waiter:
+                del g.waiters[index]
         if waiter.error is not None:
             raise waiter.error
-        return result.index, waiter.result
+        return index, waiter.result
 
     async def read_index(self, group: GroupId) -> int:
         """A linearizable read point: returns once this node has applied it. The caller should
@@ -612,14 +632,20 @@ class RaftHost:
     async def _persist(self, readies: list[tuple[_Group, Ready]]) -> None:
         """One batch: every Ready's writes plus the deferred commit-index updates."""
         writes = []
+        due = self._deferred_due()
         for g, r in readies:
             if self._groups.get(r.group) is not g:
                 continue  # removed while we waited on an apply: write nothing for it
-            hard_state = r.hard_state or self._deferred.get(r.group)
-            self._deferred.pop(r.group, None)
+            hard_state = r.hard_state
+            snap = r.snapshot
+            if (hard_state is not None and snap is None and not due
+                    and (hard_state.term, hard_state.vote) == (g.hard_state.term, g.hard_state.vote)):
+                self._deferred[r.group] = hard_state  # only the commit index moved (see above)
+                hard_state = None  # (its row is 2 more pages in this fsync)
+            elif hard_state is not None:
+                self._deferred.pop(r.group, None)  # superseded
             if r.hard_state is not None:
                 g.hard_state = r.hard_state
-            snap = r.snapshot
             writes.append(
                 GroupWrite(
                     r.group,
@@ -629,9 +655,10 @@ class RaftHost:
                     snap.data if snap else None,
                 )
             )
-        writes += [GroupWrite(group, hs) for group, hs in self._deferred.items()]
-        self._deferred.clear()
-        self._deferred_flushed_s = trio.current_time()
+        if due:
+            writes += [GroupWrite(group, hs) for group, hs in self._deferred.items()]
+            self._deferred.clear()
+            self._deferred_flushed_s = trio.current_time()
         sync = any(r.must_sync for _, r in readies)
         await self.worker.save(writes, sync=sync)
         self.stats.persist_batches += 1
