@@ -343,7 +343,7 @@ def test_meta_consumers_assigned_listed_everywhere_and_kept_across_failovers(clu
         nc = await connect_all(cluster)
         js = nc.jetstream()
         await until(lambda: js.add_stream(name="MC", subjects=["mc.>"], num_replicas=3), "stream MC")
-        base = await until(lambda: _account_consumers(nc), "account info")
+        base = int((await until(lambda: api(nc, "$JS.API.INFO", timeout_s=1.0), "account info"))["consumers"])
         for name in ("A", "B"):
             cfg = ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT)
             await until(lambda: js.add_consumer("MC", cfg), f"consumer {name}")
@@ -366,7 +366,10 @@ def test_meta_consumers_assigned_listed_everywhere_and_kept_across_failovers(clu
         await until(new_meta_leader, "a new meta leader")
         assert await until(lambda: _account_consumers(nc), "account info") == base + 2
 
-        # a deleted durable stays deleted when the stream's next leader starts its consumers
+        # an updated config is the assigned one; a deleted durable stays deleted when the
+        # stream's next leader starts its consumers
+        updated = ConsumerConfig(durable_name="B", ack_policy=AckPolicy.EXPLICIT, description="updated")
+        assert (await js.add_consumer("MC", updated)).config.description == "updated"
         await until(lambda: js.delete_consumer("MC", "A"), "deleting A")
         assert await _account_consumers(nc) == base + 1
         old = (await api(nc, "$JS.API.STREAM.INFO.MC", timeout_s=1.0))["cluster"]["leader"]
@@ -377,6 +380,7 @@ def test_meta_consumers_assigned_listed_everywhere_and_kept_across_failovers(clu
             return leader if leader and leader != old else None
         await until(moved, "a new MC leader")
         await until(lambda: _names_everywhere(cluster, "MC", ["B"]), "only B after the stepdown")
+        assert (await js.consumer_info("MC", "B")).config.description == "updated"
 
         # the stream leader dies: the next one runs B from its replicated progress
         leader = (await api(nc, "$JS.API.STREAM.INFO.MC", timeout_s=1.0))["cluster"]["leader"]
