@@ -96,11 +96,15 @@ class RaftNode(LeaderMixin, QuiesceMixin):
         membership: Membership,
         applied: int = 0,
         repair_needed: bool = False,
+        membership_index: int | None = None,
     ) -> None:
         """Restart state comes from storage: hard state, the latest snapshot, the entries after
         it. `membership` is the config of a brand-new group; the latest CONFIG entry in the log
         (even uncommitted), else the snapshot's membership, takes precedence. `applied` is how
-        far the state machine already is (at least the snapshot index)."""
+        far the state machine already is (at least the snapshot index). `membership_index`,
+        when the caller knows it, is the log index `membership` holds from (0 for a group's
+        first config); a repairing node uses it to tell whether a committed config named by a
+        term-probe answer is newer than the one it was given (raft/repair.py)."""
         self._cfg = config
         self._rng = rng
         # The state machine only applies committed entries, so `applied` is a commit point too
@@ -112,6 +116,7 @@ class RaftNode(LeaderMixin, QuiesceMixin):
         self._vote = hard_state.vote
         self._persisted = hard_state
         self._initial_membership = membership
+        self._initial_membership_index = membership_index
         self._membership = self._membership_at(self._log.last_index())
         self._role = self._follower_role()
         self._leader: str | None = None
@@ -574,10 +579,17 @@ class RaftNode(LeaderMixin, QuiesceMixin):
         return Snapshot(meta=SnapshotMeta(index=index, membership=self._membership_at(c)))
 
     def _discovery_voters(self) -> frozenset[str]:
-        """Voters whose term-probe answers count (raft/repair.py)."""
+        """Voters whose term-probe answers count (raft/repair.py): of the newest config among
+        our log's (or snapshot's), the caller's (when it named its index) and the newest
+        committed one an answer named."""
         e = self._log.latest_config_at(self._log.last_index())
         own_index = e.index if e is not None else (self._log.snap_index or None)
-        return self._repair.counting_voters(self._voters(), own_index)
+        own = self._voters()
+        given = self._initial_membership_index
+        if given is not None and (own_index is None or given > own_index):
+            m = self._initial_membership
+            own, own_index = m.voters | m.voters_outgoing, given
+        return self._repair.counting_voters(own, own_index)
 
     def _learn_term_if_known(self, heard_from: str | None) -> None:
         me = self._cfg.node_id

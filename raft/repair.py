@@ -10,20 +10,22 @@ So a node constructed with `repair_needed=True` goes through two phases before i
 
 1. Term discovery. It sends a term probe (a PRE_VOTE carrying TERM_PROBE_CONTEXT; it changes
    nobody's state, and the answer carries the responder's term) to every voter, and adopts the
-   highest term it hears. It ignores appends, heartbeats and snapshots until enough *other*
-   voters have answered that every quorum it could have been part of has a member among them
-   (n - majority(n) + 1 of them): then its term is at least the term of any leader it helped
-   (that leader's election quorum formed before the wipe). It never votes in that term (its
-   vote is recorded as spent), only in later ones. A node that is itself still discovering does
-   not answer probes (its term proves nothing). Only answers count, not other messages: a
-   delayed message may carry a term older than the wipe.
-   Known open gap (tests/sim/test_repair_gaps.py::test_gap2_even_config_uncommitted_change,
-   strict xfail): that count covers the quorums of the config counted, not those of a config one
-   change away that it may have acted under. With an even n (say {a b c d} and e being added)
-   a quorum {e a c} of the next config can hold a term that neither of the 2 answers (b, d)
-   knows, and the node then helps the stale leader b commit over a committed entry. Asking for
-   majority(n) answers closes it but, counted against a constructor config that still names a
-   removed member, never completes (sweep seed 905: repair-needed forever).
+   highest term it hears. It ignores appends, heartbeats and snapshots until majority(n)
+   *other* voters of the config it counts have answered (n counting itself, capped at n - 1).
+   That set meets every quorum of that config and of any config one single-server change away
+   from it, so an uncommitted change it may have acted under is covered too (at most
+   n - 1 - majority(n) of our n - 1 others stay unheard; a quorum containing us of the config
+   with one voter more holds at least majority(n + 1) - 2 of them, one of the config with one
+   voter fewer majority(n - 1) - 1, and both exceed that for every n). For an odd n that
+   is n - majority(n) + 1, which covers the config itself; an even n needs one more answer
+   (tests/sim/test_repair_gaps.py, gap 2: {a b c d} with e being added, a quorum {e a c} of
+   the next config held a term that neither of 2 answers b, d knew, and the node helped the
+   stale leader b commit over a committed entry). Every leader it acknowledged before the wipe
+   was elected by such a quorum, so its term is then at least the term of any leader it
+   helped. It never votes in that term (its vote is recorded as spent), only in later ones. A
+   node that is itself still discovering does not answer probes (its term proves nothing).
+   Only answers count, not other messages: a delayed message may carry a term older than the
+   wipe.
    Votes are different: a vote it granted before the wipe may belong to an election whose
    quorum had not formed yet (the candidate's other requests still in flight), so no discovery
    quorum need know that term (tests/sim/test_repair_gaps.py, five voters: two leaders in one
@@ -33,15 +35,21 @@ So a node constructed with `repair_needed=True` goes through two phases before i
    probes go on, and answers are still adopted, until then. Its term is then at least any term
    it voted in, and its vote in the current term is spent. The price: a voter that stays down
    keeps a wiped node from voting (not from catching up) until it answers.
-   Which voters count: an answer also names the responder's newest committed config and the
-   index it holds from. When that index is beyond the newest config in our own log (or
-   snapshot), our config is out of date (members may have been removed since, and would never
-   answer), so answers are counted against the newest such committed config instead. That is
-   sound: a config committed after our config was superseded was committed in a term at least
-   that of any leader using an older one, by a quorum of its own voters, so a quorum of it holds
-   a term at least any in which we acted under an older config. A node whose config came from
-   its constructor (a wiped disk: the caller passes the latest committed config it knows, with no
-   index) keeps counting against that one.
+   Which voters count: the config counted must be at least as new as any config committed
+   before the wipe (then every config the node acted under is it, an older one, or one change
+   away from it: an older config C was superseded by a committed one, committed in a term at
+   least that of any leader still using C, by a quorum of its own voters). Candidates, each
+   with the log index it holds from: the newest config in our own log (or snapshot), the
+   caller's config (the constructor's `membership` at `membership_index`: the latest committed
+   config the caller knows; index 0 for a group's first config), and the newest committed
+   config any answer names (an answer carries the responder's newest committed config and its
+   index). The one with the highest index counts: a committed config named by an answer and
+   newer than ours replaces it, which also keeps discovery live when members were removed since
+   (they would never answer). A caller that cannot name the index (None) gets its config counted
+   as it is, never replaced.
+   What that assumes of the caller: its config lags the group's committed configs by at most
+   one change (a change it does not yet know as committed is the "one change away"); a caller
+   two committed changes behind, with a third change pending, is not covered.
 2. Catch-up. It replicates normally, and records as its target the last index named by the
    heartbeat of the leader it follows (any leader of a term at least the discovered one holds
    every entry committed with our help: its election or its own commits needed a quorum that
@@ -68,10 +76,11 @@ TERM_PROBE_CONTEXT = b"raft.term_probe"
 
 
 def answers_needed(voters: frozenset[str], me: str) -> int:
-    """Other voters that must answer a term probe so that every quorum containing `me` has
-    a member among them (counting `me` as a voter, as it may have been one before the wipe)."""
+    """Other voters that must answer a term probe so that every quorum of `voters`, and of any
+    config one single-server change away, has a member among them (counting `me` as a voter,
+    as it may have been one before the wipe)."""
     n = len(voters | {me})
-    return min(n - majority(n) + 1, n - 1)
+    return min(majority(n), n - 1)
 
 
 @attrs.define
@@ -105,8 +114,8 @@ class Repair:
 
     def counting_voters(self, own: frozenset[str], own_index: int | None) -> frozenset[str]:
         """Whose answers count: our own config's voters (`own`, held from `own_index`; None when
-        it came from the constructor), unless an answer named a committed config held from a
-        later index."""
+        its position is unknown), unless an answer named a committed config held from a later
+        index."""
         if self.reported is not None and own_index is not None and self.reported[0] > own_index:
             return self.reported[1]
         return own

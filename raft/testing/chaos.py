@@ -19,10 +19,12 @@ Failures come back as a `RunResult` with the violated invariant, never as a cras
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import attrs
 
 from raft.testing.invariants import Violation
+from raft.config import Role
 from raft.testing.sim import Cluster, SimConfig
 from raft.testing.simdisk import CorruptKind
 
@@ -201,6 +203,80 @@ def chaos_step(c: Cluster, rng: random.Random, quiet_weight: float = QUIET_WEIGH
     c.tick()
 
 
+# -- the membership schedule (`--membership`) -------------------------------------------------
+
+
+def _ticks(c: Cluster, n: int, until: Callable[[], bool] | None = None) -> None:
+    for _ in range(n):
+        if until is not None and until():
+            return
+        c.tick()
+
+
+def membership_round(c: Cluster, rng: random.Random) -> None:
+    """One round of the class of tests/sim/test_repair_gaps.py gap 2, with seeded shapes and
+    timings: a leader L makes a membership change (usually an add) and is at once cut off with a
+    random few, so the change stays on a minority; the other side (holding the change, or not)
+    may elect a leader under the new config and commit with it; one node of that side is wiped
+    and restarted (told the committed config before the latest when `lagging_config`) where it
+    can reach only L's side, where L may still lead and takes proposals; then the network heals
+    or splits again at random."""
+    _ticks(c, 150, until=lambda: c.leader() is not None)
+    lead = c.leader()
+    if lead is None or lead.raft is None:
+        return
+    for _ in range(rng.randint(0, 3)):
+        c.propose()
+    _ticks(c, rng.randint(0, 6))
+    lead = c.leader()
+    if lead is None or lead.raft is None:
+        return
+    lid = lead.node_id
+    voters = sorted(lead.raft.membership.voters - {lid})
+    if rng.random() < 0.7 or len(voters) < 3:
+        new = c.add_member(learner=False)
+        if new is None:
+            return
+        holders = {lid, new}
+    else:
+        if not c.remove_member(rng.choice(voters)):
+            return
+        holders = {lid}
+    live = sorted(n for n, s in c.nodes.items() if not s.retired and n not in holders)
+    if live and rng.random() < 0.4:
+        holders.add(rng.choice(live))
+    rest = [n for n in live if n not in holders]
+    c.partition([holders, set(rest)])
+    _ticks(c, rng.randint(1, 5))
+    # the other side: what reached the change (minus L) and some of the rest
+    side = (holders - {lid}) | set(_some(rng, rest, rng.randint(1, max(1, len(rest)))))
+    stale = {n for n in holders | set(rest) if n not in side}
+    c.partition([side, stale])
+    base = lead.raft.term if lead.raft is not None else 0
+
+    def side_leads() -> bool:
+        return any(n.node_id in side and n.raft is not None and n.raft.term > base for n in c.leaders())
+
+    _ticks(c, 80, until=side_leads)
+    _ticks(c, rng.randint(0, 10))
+    helpers = sorted(n for n in side if c.nodes[n].raft is not None and c.nodes[n].raft.role is not Role.LEADER)
+    victim = rng.choice(helpers) if helpers and rng.random() < 0.85 else rng.choice(sorted(side | stale))
+    if not c.corrupt(victim, None):
+        return
+    c.partition([side - {victim}, stale | {victim}])
+    _ticks(c, rng.randint(0, 3))
+    c.restart(victim)
+    for _ in range(rng.randint(5, 40)):
+        if rng.random() < 0.3:
+            c.propose(on=lid)
+        c.tick()
+    if rng.random() < 0.7:
+        c.heal()
+    else:
+        act_partition(c, rng)
+    _ticks(c, rng.randint(0, 40))
+
+
 # -- end of run ----------------------------------------------------------------------------
 
 
@@ -267,8 +343,13 @@ def run_seed(
     stale_repair: bool = False,
     storm: bool = False,
     tail: int = TRACE_TAIL,
+    membership: bool = False,
 ) -> RunResult:
-    """One seeded run; `cluster_cls` lets a test swap in a deliberately broken driver."""
+    """One seeded run; `cluster_cls` lets a test swap in a deliberately broken driver.
+    `membership`: the membership schedule instead (`membership_config`, then `membership_round`
+    until `steps` ticks have passed)."""
+    if membership:
+        return _run_membership(seed, steps, cluster_cls, stale_repair, tail)
     c = cluster_cls(seed, config_for(seed, stale_repair=stale_repair))
     rng = random.Random(f"schedule-{seed}")
     violation = invariant = None
@@ -283,3 +364,35 @@ def run_seed(
     last = tuple(repr(item) for item in c.trace[-tail:]) if violation and tail > 0 else ()
     return RunResult(seed, c.trace_hash(), c.now, c.proposed, c.acked, leaders, violation, invariant, last)
 
+
+
+def membership_config(seed: int, *, stale_repair: bool = False) -> SimConfig:
+    """Four voters (an even config), restarts told the committed config before the latest;
+    check-quorum off for half the seeds (a stale leader then keeps leading while cut off from
+    the majority), pre-vote off for a third; network quality as `config_for`."""
+    rng = random.Random(f"membership-config-{seed}")
+    return attrs.evolve(
+        config_for(seed, stale_repair=stale_repair),
+        n_nodes=4,
+        lagging_config=True,
+        check_quorum=rng.random() < 0.5,
+        pre_vote=rng.random() < 0.67,
+    )
+
+
+def _run_membership(
+    seed: int, steps: int, cluster_cls: type[Cluster], stale_repair: bool, tail: int
+) -> RunResult:
+    c = cluster_cls(seed, membership_config(seed, stale_repair=stale_repair))
+    rng = random.Random(f"membership-{seed}")
+    violation = invariant = None
+    try:
+        while c.now < steps:
+            membership_round(c, rng)
+        settle(c)
+    except Violation as v:
+        violation, invariant = str(v), v.invariant
+        c.record("violation", str(v))
+    leaders = len(c.checker.leaders)
+    last = tuple(repr(item) for item in c.trace[-tail:]) if violation and tail > 0 else ()
+    return RunResult(seed, c.trace_hash(), c.now, c.proposed, c.acked, leaders, violation, invariant, last)

