@@ -16,7 +16,8 @@ So a node constructed with `repair_needed=True` goes through two phases before i
    from it, so an uncommitted change it may have acted under is covered too (at most
    n - 1 - majority(n) of our n - 1 others stay unheard; a quorum containing us of the config
    with one voter more holds at least majority(n + 1) - 2 of them, one of the config with one
-   voter fewer majority(n - 1) - 1, and both exceed that for every n). For an odd n that
+   voter fewer majority(n - 1) - 1, and both exceed that for n >= 3; with n <= 2 a wiped
+   member is half the config, and a quorum {us, added voter} meets no answer). For an odd n that
    is n - majority(n) + 1, which covers the config itself; an even n needs one more answer
    (tests/sim/test_repair_gaps.py, gap 2: {a b c d} with e being added, a quorum {e a c} of
    the next config held a term that neither of 2 answers b, d knew, and the node helped the

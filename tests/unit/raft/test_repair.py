@@ -257,3 +257,72 @@ def test_probe_answers_name_the_committed_config() -> None:
     assert answer.snapshot is not None and answer.snapshot.data == b""
     assert answer.snapshot.meta.index == 2 and answer.snapshot.meta.membership == ABCDE  # index 3 is uncommitted
     assert decode_message(encode_message(answer)) == answer
+
+
+@settings(deadline=None)
+@given(st.frozensets(st.sampled_from("abcdefg"), min_size=3), st.data())
+def test_probe_answers_meet_every_quorum_one_change_away(voters, data) -> None:
+    """Any `answers_needed` other voters meet every quorum of the config counted and of every
+    config one single-server change away (an add, or a removal): an uncommitted change the
+    wiped node may have acted under (gap 2, tests/sim/test_repair_gaps.py). Three voters or
+    more: with two, {me, x} is a quorum of the config adding x, and no answer of the other
+    voter meets it (a wiped member of two is half the config; see raft/repair.py)."""
+    me = data.draw(st.sampled_from(sorted(voters)))
+    others = sorted(voters - {me})
+    heard = frozenset(data.draw(st.permutations(others))[: answers_needed(voters, me)])
+    nearby = [voters, voters | {"x"}] + [voters - {y} for y in sorted(voters) if voters - {y} != {me}]
+    for config in nearby:
+        # a quorum avoiding every answer exists iff the unheard members (us included) are one
+        assert len(config - heard) < ms.majority(len(config)), (sorted(config), sorted(heard))
+
+
+ABCD = Membership(voters=frozenset("abcd"))
+
+
+def _given(membership: Membership, index: int | None, entries: tuple[Entry, ...] = ()) -> RaftNode:
+    hs = HardState(1, None, entries[-1].index) if entries else HardState()
+    return RaftNode(NodeConfig(node_id="c", group="g"), random.Random(1), hard_state=hs, snapshot=None,
+                    entries=entries, membership=membership, repair_needed=True, membership_index=index)
+
+
+def test_even_config_needs_one_answer_more() -> None:
+    """Four voters: two answers meet every quorum of {a, b, c, d}, not every quorum of
+    {a, b, c, d, e} (e being added): b and d may both miss the term of {e, a, c}."""
+    for index in (None, 0):
+        c = _given(ABCD, index)
+        out(c)
+        c.step(_answer("b", 1))
+        c.step(_answer("d", 1))
+        assert c.vote is None, index
+        c.step(_answer("a", 2))
+        assert c.vote == "c" and c.term == 2
+
+
+def test_given_config_with_an_index_is_replaced_by_a_newer_committed_one() -> None:
+    """Given {a, b, c, d} at index 3, answers naming {a, b, c} committed at index 7 (d removed
+    since; it never answers): two answers do."""
+    c = _given(ABCD, 3)
+    assert sorted(m.dst for m in out(c)) == ["a", "b", "d"]
+    c.step(_answer("a", 4, config=(7, ABC)))
+    assert c.vote is None
+    c.step(_answer("b", 4, config=(7, ABC)))
+    assert c.vote == "c" and c.term == 4
+
+
+def test_given_config_is_kept_against_an_older_committed_one() -> None:
+    c = _given(ABC, 7)
+    out(c)
+    c.step(_answer("a", 4, config=(5, ABCDE)))  # a lags: {a, b, c, d, e} was replaced at 7
+    c.step(_answer("b", 4, config=(5, ABCDE)))
+    assert c.vote == "c"
+
+
+def test_a_given_index_newer_than_our_logs_config_wins() -> None:
+    """A damaged node whose verified prefix ends with {a b c d e} at index 2, told {a, b, c} at
+    index 7 by its caller: it counts against {a, b, c}, and still probes every voter of both."""
+    log = (Entry(term=1, index=1), _config_entry(2, "f", ABCDE))
+    c = _given(ABC, 7, log)
+    assert sorted(m.dst for m in out(c)) == ["a", "b", "d", "e"]
+    c.step(_answer("a", 4))
+    c.step(_answer("b", 4))
+    assert c.vote == "c" and c.term == 4
