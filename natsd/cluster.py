@@ -25,6 +25,11 @@ How it works:
   with matching interest. Each queue group gets one member across local and remote (remote
   entries weighted by their member count); the chosen route is told the queue names. A routed
   message is delivered only to local subscribers (`remote_msg`), never forwarded again.
+- Batching (the JetStream publish path with a client on a stream follower's node): a forwarded
+  client publish is framed from the client's own line tail and written at the end of the
+  client's read (`send_later`); a route read's messages are delivered in one call
+  (`remote_msgs`: one match per subject run, the usual single subscriber inline); the PubAcks
+  of one commit go out as one write per route (`forward_internal_many`).
 - Clients learn the cluster: `connect_urls` (our own client URL and every peer's) goes into
   client INFO, and protocol-1 clients get an async INFO whenever the set changes. As in
   nats-server, a server that never had a route offers none; once it had one, its own URL stays
@@ -43,6 +48,7 @@ import trio
 from natsd import protocol as p
 from natsd import route_protocol as rp
 from natsd.config import VERSION
+from natsd.ops import PayloadRun
 from natsd.route import STALL_BYTES, RouteConnection, RouteState
 from natsd.subjects import ONE_OFF_PREFIXES
 from natsd.tls import TlsError, client_context, route_accept_tls, route_dial_tls, route_settings
@@ -80,6 +86,7 @@ class Cluster:
         self.rejections = 0
         self.gossip_seen = 0  # INFOs about other servers received (observability)  # handshakes refused (self, cluster name, duplicates): observability
         self._remote_cache: dict[str, list] = {}
+        self._heads: dict[str, bytes] = {}  # subject -> b"$G <subject>" (RMSG line start)
         self._dialling: set[str] = set()  # server_ids with an implicit dial in progress
         self._url_ids: dict[str, str] = {}  # route URL -> server_id it led to
         self._changed = trio.Event()  # set on every route registration/loss
@@ -437,14 +444,33 @@ class Cluster:
         if not (route and route[1]) and not any(q for _, _, q in remote):
             if route:
                 server.deliver(src, route, subject, reply, headers, payloads, tail)
-            head = rp.rmsg_head(rp.GLOBAL_ACCOUNT, subject, reply, (), headers is not None)
+            frames = self._plain_frames(subject, headers, payloads, tail)
             for conn, _, _ in remote:
-                conn.send(_frames(head, headers, payloads))
+                conn.send_later(frames)
                 if len(conn.out) > STALL_BYTES and src is not None:
                     src.stall_on = conn
             return
         for payload in payloads:
             self._publish_queued(src, subject, reply, headers, payload, tail, remote)
+
+    def _plain_frames(self, subject: str, headers: bytes | None, payloads: Any,
+                      tail: bytes) -> bytes:
+        """RMSG/HMSG frames of a client's publish run: `RMSG $G <subject>` + the client tail
+        (` [reply] <sizes>`: the route line's end too) + payload, for each payload."""
+        pre = self._heads.get(subject)
+        if pre is None:
+            if len(self._heads) >= _REMOTE_CACHE_MAX:
+                self._heads.clear()
+            pre = self._heads[subject] = b"$G " + rp._b(subject)  # noqa: SLF001
+        if headers is None:
+            if len(payloads) == 1:
+                return b"RMSG %s%s%s\r\n" % (pre, tail, payloads[0])
+            if type(payloads) is PayloadRun:
+                return payloads.fanout(b"RMSG " + pre + tail)
+            pre_tail = b"RMSG " + pre + tail
+            return pre_tail + (b"\r\n" + pre_tail).join(payloads) + b"\r\n"
+        pre_tail = b"HMSG " + pre + tail + headers
+        return b"".join(pre_tail + pl + b"\r\n" for pl in payloads)
 
     def _publish_queued(self, src: Any, subject: str, reply: str | None,
                         headers: bytes | None, payload: bytes, tail: bytes, remote: list) -> None:
@@ -500,6 +526,89 @@ class Cluster:
             if plain or queues:
                 conn.send(rp.encode_rmsg(rp.GLOBAL_ACCOUNT, subject, reply, queues, headers, payload))
 
+    def forward_internal_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """`forward_internal` of many header-less, reply-less messages (the PubAcks of one
+        commit): one write per route for the lot. Per route, order is kept: a message that
+        needs the general path (queue interest somewhere) first flushes what was gathered."""
+        routes = list(self.routes.values())
+        if not routes:
+            return
+        gathered: dict[RouteConnection, list[bytes]] = {}
+        for subject, payload in messages:
+            frame = None
+            if subject.startswith(_ONE_OFF):  # a PubAck inbox: walked, not cached anywhere
+                targets = []
+                for conn in routes:
+                    result = conn.remote.match_once(subject)
+                    if result.queues:
+                        targets = None
+                        break
+                    if result.plain:
+                        targets.append(conn)
+            else:
+                remote = self.remote_matches(subject)
+                targets = None if any(q for _, _, q in remote) else [c for c, _, _ in remote]
+            if targets is None:
+                _send_gathered(gathered)
+                self.forward_internal(subject, None, None, payload)
+                continue
+            for conn in targets:
+                if frame is None:
+                    frame = b"RMSG $G %s %d\r\n%s\r\n" % (rp._b(subject), len(payload), payload)  # noqa: SLF001
+                frames = gathered.get(conn)
+                if frames is None:
+                    gathered[conn] = [frame]
+                else:
+                    frames.append(frame)
+        _send_gathered(gathered)
+
+    def remote_msgs(self, conn: RouteConnection, ops: list) -> None:
+        """The routed messages of one read, in order (`remote_msg` each, one hop): a run of
+        ops with one subject is matched once, and the usual ones (one plain subscriber, no
+        queues, no headers: a forwarded JetStream publish reaching the stream's ingest, a
+        PubAck reaching its requester's inbox) are delivered inline."""
+        server = self.server
+        if server.deny_filters or server.reply_trackers:
+            for op in ops:
+                self.remote_msg(conn, op)
+            return
+        sublist = server.sublist
+        dirty = server.dirty
+        last = None
+        plain: Any = ()
+        for op in ops:
+            account, subject, reply, queues, headers, payloads, tail = op
+            if queues or account != rp.GLOBAL_ACCOUNT:
+                self.remote_msg(conn, op)
+                last = None
+                continue
+            if subject != last:
+                last = subject
+                plain = (sublist.match_once(subject) if subject.startswith(_ONE_OFF)
+                         else sublist.match(subject)).plain
+            if not plain:
+                continue
+            sub = plain[0]
+            if len(plain) > 1 or headers is not None or len(payloads) != 1 or sub.max_msgs:
+                server.deliver(None, (plain, ()), subject, reply, headers, payloads, tail)
+                continue
+            c = sub.client
+            if c is None:  # internal (JetStream's ingest): straight to the callback
+                sub.delivered += 1
+                server._call_internal(sub, subject, reply, None, payloads[0])  # noqa: SLF001
+                continue
+            payload = payloads[0]
+            out = c.out
+            out += b"MSG %s %s%s%s\r\n" % (rp._b(subject), sub.sid_b, tail, payload)  # noqa: SLF001
+            sub.delivered += 1
+            c.out_msgs += 1
+            c.out_bytes += len(payload)
+            if len(out) > c.stall_bytes:
+                server._pressure(None, c)  # noqa: SLF001
+            if not c.dirty:
+                c.dirty = True
+                dirty.append(c)
+
     def remote_msg(self, conn: RouteConnection, op: tuple) -> None:
         """A routed message (run): deliver to local subscribers only (one hop); the queue
         groups named by the sender get one local member each."""
@@ -536,13 +645,11 @@ def _without_denied(server: Server, plain: Any, groups: dict, subject: str) -> t
     return plain, kept
 
 
-def _frames(head: bytes, headers: bytes | None, payloads: list[bytes]) -> bytes:
-    """RMSG/HMSG frames for a run of payloads sharing one head."""
-    if headers is None:
-        return b"".join(head + b" %d\r\n" % len(pl) + pl + b"\r\n" for pl in payloads)
-    hl = len(headers)
-    return b"".join(head + b" %d %d\r\n" % (hl, hl + len(pl)) + headers + pl + b"\r\n"
-                    for pl in payloads)
+def _send_gathered(gathered: dict) -> None:
+    """Send each route its gathered frames as one write (at the end of the read), then forget them."""
+    for conn, frames in gathered.items():
+        conn.send_later(b"".join(frames))
+    gathered.clear()
 
 
 def _backoff_s(failures: int, draw: float) -> float:

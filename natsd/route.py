@@ -12,7 +12,10 @@ server. A CONNECT carrying `lang` (a client on the route port) is refused with n
 gets `-ERR 'Authorization Violation'`.
 
 Writes are coalesced as for clients: frames are appended to `out` and the writer sends the
-whole buffer with one `send_all`. The outbound buffer is bounded (`OUT_BYTES_MAX`): a peer that
+whole buffer with one `send_all`. Forwarded publishes and PubAcks use `send_later`: the route
+joins the server's dirty list and, at the end of the read that produced them, `flush_now`
+writes everything with one non-blocking write (no task switch; the writer takes any rest).
+The reader hands each read's run of messages to the manager in one call (`remote_msgs`). The outbound buffer is bounded (`OUT_BYTES_MAX`): a peer that
 cannot keep up is disconnected and reconnects, re-sending its interest, rather than growing
 memory without limit; before that, a client publisher whose message left a route with more
 than `STALL_BYTES` pending waits (bounded, as for slow clients) for the route's writer to
@@ -23,10 +26,12 @@ by peer bytes leaves `run()`.
 from __future__ import annotations
 
 import enum
+import os
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
+from trio.lowlevel import wait_readable
 
 from natsd import protocol as p
 from natsd import route_protocol as rp
@@ -65,6 +70,14 @@ class _Plain:
 plain_marker = _Plain()
 
 
+def _socket_fd(stream: Any) -> int:
+    """The socket's file descriptor, or -1 for a stream that is not a plain socket (TLS)."""
+    try:
+        return int(stream.socket.fileno())
+    except (AttributeError, OSError, TypeError, ValueError):
+        return -1
+
+
 class RouteConnection:
     def __init__(self, cluster: Cluster, stream: trio.abc.Stream, *, solicited: bool,
                  url: str | None = None) -> None:
@@ -88,6 +101,9 @@ class RouteConnection:
         self._scope = trio.CancelScope()
         self._flush_then_cancel = False
         self._handshake_done = trio.Event()
+        self.dirty = False  # in the server's dirty list: `flush_now` at the end of the read
+        self.sending = False  # the writer task is inside send_all
+        self._fd = _socket_fd(stream)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -142,23 +158,87 @@ class RouteConnection:
             return
         self._wake.set()
 
+    def send_later(self, data: bytes) -> None:
+        """`send`, but written when the server flushes its dirty connections (at the end of
+        the read that produced it): many frames of one read leave in one write."""
+        if self.state is RouteState.CLOSED:
+            return
+        self.out += data
+        if len(self.out) > OUT_BYTES_MAX:
+            self.out = bytearray()
+            self.close("slow route")
+            return
+        if not self.dirty:
+            self.dirty = True
+            self.cluster.server.dirty.append(self)
+
+    def flush_now(self) -> None:
+        """Write pending output straight to the socket if the writer task is idle (as
+        `ClientConnection.flush_now`: one non-blocking write, no task switch); whatever the
+        kernel does not take right away is left to the writer task."""
+        out = self.out
+        if (self.sending or self._fd < 0 or not out or self.state is RouteState.CLOSED
+                or self._flush_then_cancel):
+            self._wake.set()
+            return
+        try:
+            sent = os.write(self._fd, out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # broken connection: the writer (or reader) finds out and closes
+            self._wake.set()
+            return
+        if sent == len(out):
+            self.out = bytearray()
+            self._drained.set()
+        else:
+            del out[:sent]
+            self._wake.set()
+
     # -- reader -----------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        receive = self._receive_fd if self._fd >= 0 else self.stream.receive_some
         while True:
-            data = await self.stream.receive_some(RECEIVE_BYTES)
+            data = await receive(RECEIVE_BYTES)
             if not data:
                 self.close("peer closed")
                 return
             try:
-                for op in self.parser.feed(data):
-                    self._handle(op)
-                    if self.state is RouteState.CLOSED or self._flush_then_cancel:
-                        break
+                self._process(self.parser.feed(data))
             finally:
                 self.cluster.server.flush_dirty()
             if self.state is RouteState.CLOSED or self._flush_then_cancel:
                 await trio.sleep_forever()  # the writer flushes, then cancels the scope
+
+    async def _receive_fd(self, max_bytes: int) -> bytes:
+        """`receive_some` of a plain TCP socket: wait until readable, then one read (trio's
+        version tries a recv first, which fails with EAGAIN whenever the peer is quiet)."""
+        fd = self._fd
+        while True:
+            await wait_readable(fd)
+            try:
+                return os.read(fd, max_bytes)
+            except BlockingIOError:  # spurious wakeup
+                continue
+
+    def _process(self, ops: list) -> None:
+        """Handle the ops of one read in order; consecutive messages go to the manager as one
+        batch (`remote_msgs`: a subject matched once per run, one flush per read)."""
+        run: list = []
+        for op in ops:
+            if type(op) is tuple:
+                run.append(op)
+                continue
+            if run:
+                if self.state is RouteState.REGISTERED:
+                    self.cluster.remote_msgs(self, run)
+                run = []
+            self._handle(op)
+            if self.state is RouteState.CLOSED or self._flush_then_cancel:
+                return
+        if run and self.state is RouteState.REGISTERED:
+            self.cluster.remote_msgs(self, run)
 
     def _handle(self, op: Any) -> None:
         kind = type(op)
@@ -278,8 +358,12 @@ class RouteConnection:
                 await self._wake.wait()
                 continue
             data, self.out = self.out, bytearray()
-            with trio.move_on_after(WRITE_DEADLINE_S) as scope:
-                await self.stream.send_all(data)
+            self.sending = True
+            try:
+                with trio.move_on_after(WRITE_DEADLINE_S) as scope:
+                    await self.stream.send_all(data)
+            finally:
+                self.sending = False
             if scope.cancelled_caught:
                 self.log.info("route.slow", reason="write deadline")
                 break

@@ -26,6 +26,10 @@ client MSG/HMSG line (` [reply] <sizes>\r\n`). Control lines are cached by their
 `flatten_route(ops)` turns message tuples into one `RouteMsg` value per message (tests compare
 those). Unparsed bytes are kept as a list of chunks and joined only once the frame they wait
 for is complete, so a large payload arriving in many reads is not copied over and over.
+One-off lines (an `_INBOX.` reply or subject: forwarded JetStream publishes and their PubAcks)
+never repeat, so they skip the cache; a read's consecutive run of them is parsed in one tight
+loop (`_one_off_run`), each tail cut from the line, and anything unusual is left to the
+general path.
 
 The module also holds the small pure decisions of the route manager (cluster.py): whether a
 peer's INFO/CONNECT may form a route, which of two connections to the same peer to keep (both
@@ -144,6 +148,10 @@ class RouteParser:
             line = buf[pos:nl]
             meta = cache.get(line)
             if meta is None and b"_INBOX." in line:  # one-off (a PubAck or its request)
+                after = self._one_off_run(buf, pos, ops)
+                if after != pos:
+                    pos = after
+                    continue
                 meta = self._one_off_rmsg(line)
                 if meta is None:
                     meta = self._control_line(line, ops)
@@ -199,6 +207,57 @@ class RouteParser:
             payloads.append(buf[first:last])
             pos = last + 2
         ops.append((account, subject, reply, queues, None, payloads, tail))
+        return pos
+
+    def _one_off_run(self, buf: bytes, pos: int, ops: list) -> int:
+        """Consecutive complete one-off frames `RMSG <account> <subject> [reply] <size>`
+        (single-spaced, CRLF-terminated, `_INBOX.` in the line, no queues: forwarded publishes
+        of JetStream requests and their PubAcks) in one tight loop: the ops the general path
+        gives, one per frame, with the client tail cut from the line instead of re-encoded.
+        Returns where it stopped; the general loop takes the frame it could not (incomplete,
+        another form, anything it would reject), so errors stay the general path's."""
+        n = len(buf)
+        find = buf.find
+        append = ops.append
+        line_max = self.max_control_line + 1
+        payload_max = self.max_payload
+        acc_b = subj_b = None
+        account = subject = ""
+        while pos < n:
+            nl = find(b"\n", pos)
+            if nl <= pos or nl - pos > line_max or buf[nl - 1] != 13:
+                return pos
+            line = buf[pos:nl - 1]
+            if line[:5] != b"RMSG " or b"_INBOX." not in line:
+                return pos
+            parts = line.split(b" ")
+            if len(parts) == 5:
+                reply_b = parts[3]
+                if reply_b == b"+" or reply_b == b"|":
+                    return pos
+            elif len(parts) == 4:
+                reply_b = None
+            else:
+                return pos
+            size_b = parts[-1]
+            if (not size_b.isdigit() or not size_b.isascii() or line.split() != parts
+                    or (size_b[0] == 48 and len(size_b) > 1)):  # leading zeros: general tail
+                return pos
+            size = int(size_b)
+            start = nl + 1
+            end = start + size
+            if size > payload_max or end + 2 > n or buf[end] != 13 or buf[end + 1] != 10:
+                return pos
+            if parts[1] != acc_b:
+                acc_b = parts[1]
+                account = _s(acc_b)
+            if parts[2] != subj_b:
+                subj_b = parts[2]
+                subject = _s(subj_b)
+            tail = line[6 + len(acc_b) + len(subj_b):] + b"\r\n"
+            append((account, subject, None if reply_b is None else _s(reply_b), (), None,
+                    [buf[start:end]], tail))
+            pos = end + 2
         return pos
 
     def _one_off_rmsg(self, line: bytes) -> tuple | None:

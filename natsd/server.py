@@ -22,7 +22,7 @@ subscriptions live in the same Sublist as client ones, so clients and internal s
 each other's messages; `publish_internal` wakes the writers it touched before returning.
 `headers` is the full header block (`NATS/1.0\\r\\n...\\r\\n\\r\\n`) or None. Also:
 `server.publish_internal_many([(subject, payload), ...])` publishes many header-less messages
-with one write per touched connection (JetStream's PubAcks of one commit).
+with one write per touched connection, routes included (JetStream's PubAcks of one commit).
 `server.deliver_to(to, subject, reply, headers, payload) -> bool` routes by `to` but shows
 `subject` (JetStream push delivery), and `server.has_interest(subject) -> bool`.
 """
@@ -349,8 +349,8 @@ class Server:
                     if not c.dirty:
                         c.dirty = True
                         dirty.append(c)
-            if cluster is not None:
-                cluster.forward_internal(subject, None, None, payload)
+        if cluster is not None:
+            cluster.forward_internal_many(messages)  # one write per route for the lot
         self.flush_dirty()
 
     def deliver_to(self, to: str, subject: str, reply: str | None, headers: bytes | None,

@@ -1,0 +1,264 @@
+"""Batched forwarding across routes agrees with the one-message-at-a-time paths.
+
+- the route parser's run of one-off RMSG frames (`_one_off_run`) gives the very messages and
+  client tails the general parser gives, for any mix of frames fed whole or split anywhere;
+- `Cluster.remote_msgs` (a read's messages, matched once per subject, usual ones inline) leaves
+  the same bytes in every client's buffer and makes the same internal calls as `remote_msg`
+  per message;
+- `Cluster.forward_internal_many` (PubAcks of a commit) queues the same bytes on every route as
+  `forward_internal` per message, and one write per route;
+- `Cluster._plain_frames` (a client's publish run forwarded by its tail) equals the frames built
+  from `rmsg_head` + sizes.
+No sockets: servers, routes and clients are built in memory.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from natsd import protocol as p
+from natsd import route_protocol as rp
+from natsd.client import ClientConnection
+from natsd.cluster import Cluster
+from natsd.config import ServerOptions
+from natsd.route import QueueWeight, RouteConnection, RouteState, plain_marker
+from natsd.server import Server
+
+
+class _NoStream:
+    pass
+
+
+def _server(seed: int = 1) -> Server:
+    server = Server(ServerOptions(cluster_port=0, seed=seed))
+    server.cluster = Cluster(server)
+    return server
+
+
+def _route(server: Server, peer: str, plain: list[str], queues: list[tuple[str, str]] = ()) -> RouteConnection:
+    assert server.cluster is not None
+    conn = RouteConnection(server.cluster, _NoStream(), solicited=True)
+    conn.state = RouteState.REGISTERED
+    conn.peer_id = peer
+    for subject in plain:
+        conn.remote.insert(subject, None, plain_marker)
+    for subject, queue in queues:
+        entry = conn.queue_weights[(subject, queue)] = QueueWeight(2)
+        conn.remote.insert(subject, queue, entry)
+    server.cluster.routes[peer] = conn
+    server.cluster_active = server.cluster
+    return conn
+
+
+def _client(server: Server, cid: int, headers: bool = True) -> ClientConnection:
+    c = ClientConnection(server, _NoStream(), cid, "127.0.0.1")
+    c.verbose = c.pedantic = False
+    c.headers = headers
+    server.clients[cid] = c
+    return c
+
+
+# -- the parser's one-off run -------------------------------------------------------------------
+
+def _messages(ops: list) -> list:
+    """One entry per message (runs expanded), client tail included; other ops as they are."""
+    out: list = []
+    for op in ops:
+        if type(op) is tuple:
+            account, subject, reply, queues, headers, payloads, tail = op
+            out.extend((account, subject, reply, queues, headers, bytes(pl), tail) for pl in payloads)
+        else:
+            out.append(op)
+    return out
+
+
+def _general_parser() -> rp.RouteParser:
+    parser = rp.RouteParser()
+    parser._one_off_run = lambda buf, pos, ops: pos  # type: ignore[method-assign]
+    return parser
+
+
+LINE_WORDS = [b"RMSG", b"$G", b"ACC", b"_INBOX.a.1", b"_INBOX.b.22", b"js.x", b"lt.s", b"+", b"|",
+              b"q", b"\xff", b"\xef\xbc\x93"]
+SEPS = [b" ", b" ", b" ", b" ", b"  ", b"\t", b"\x0b"]
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["ack", "pub", "ack", "pub", "odd", "other", "ping", "broken"]))
+    payload = draw(st.binary(max_size=12))
+    size = b"%d" % len(payload)
+    if draw(st.integers(0, 9)) == 0:
+        size = b"0" + size  # leading zero: the general path's tail
+    if kind == "ack":
+        return b"RMSG $G _INBOX.%s.%d %s\r\n%s\r\n" % (draw(st.sampled_from([b"a", b"b"])),
+                                                      draw(st.integers(0, 999)), size, payload)
+    if kind == "pub":
+        subject = draw(st.sampled_from([b"js.x", b"js.y", b"\xff.z"]))
+        account = draw(st.sampled_from([b"$G", b"$G", b"ACC"]))
+        return b"RMSG %s %s _INBOX.c.%d %s\r\n%s\r\n" % (account, subject, draw(st.integers(0, 99)),
+                                                         size, payload)
+    if kind == "odd":  # words and separators around an inbox: the fast path must agree or step aside
+        words = draw(st.lists(st.tuples(st.sampled_from(LINE_WORDS), st.sampled_from(SEPS)),
+                              min_size=2, max_size=5))
+        line = b"".join(w + s for w, s in words) + size
+        end = draw(st.sampled_from([b"\r\n", b"\n"]))
+        return line + end + payload + b"\r\n"
+    if kind == "other":
+        return rp.encode_rmsg("$G", "lt.s", "_INBOX.q", ("grp",), None, payload) + b"RS+ $G x.y\r\n"
+    if kind == "ping":
+        return b"PING\r\n"
+    return b"RMSG $G _INBOX.a.1 %d\r\n%sXX" % (len(payload), payload)  # bad frame end
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(frames(), min_size=1, max_size=12), st.randoms(use_true_random=False))
+def test_one_off_run_agrees_with_the_general_parser(parts: list[bytes], rnd: random.Random) -> None:
+    data = b"".join(parts)
+    whole = _messages(rp.RouteParser().feed(data))
+    assert whole == _messages(_general_parser().feed(data))
+    split: list = []
+    parser = rp.RouteParser()
+    pos = 0
+    while pos < len(data):
+        step = rnd.randint(1, max(1, len(data) // 3))
+        split.extend(parser.feed(data[pos:pos + step]))
+        pos += step
+    assert _messages(split) == whole
+
+
+def test_one_off_run_takes_a_read_of_requests_and_acks_in_one_pass() -> None:
+    data = b"".join(b"RMSG $G js.x _INBOX.c.%d 2\r\nhi\r\n" % i for i in range(3))
+    data += b"".join(b'RMSG $G _INBOX.c.%d 9\r\n{"seq":%d}\r\n' % (i, i) for i in range(2))
+    data += b"RMSG $G js.x _INBOX.c.9 2\r\nh"  # incomplete: kept for the next read
+    parser = rp.RouteParser()
+    ops = parser.feed(data)
+    assert ops == [("$G", "js.x", f"_INBOX.c.{i}", (), None, [b"hi"], b" _INBOX.c.%d 2\r\n" % i)
+                   for i in range(3)] + [
+        ("$G", f"_INBOX.c.{i}", None, (), None, [b'{"seq":%d}' % i], b" 9\r\n") for i in range(2)]
+    assert parser.feed(b"i\r\n") == [("$G", "js.x", "_INBOX.c.9", (), None, [b"hi"], b" _INBOX.c.9 2\r\n")]
+    assert parser._cache == {}
+
+
+# -- delivery of a read's messages ----------------------------------------------------------------
+
+SUBJECTS = ["js.x", "js.y", "_INBOX.a.1", "_INBOX.a.2", "_INBOX.b.1", "other"]
+SUB_PATTERNS = ["js.x", "js.*", "_INBOX.a.*", "_INBOX.>", "_INBOX.b.1", "other", "nobody"]
+
+
+@st.composite
+def route_msgs(draw: st.DrawFn) -> tuple:
+    subject = draw(st.sampled_from(SUBJECTS))
+    reply = draw(st.none() | st.sampled_from(["_INBOX.r.1", "_INBOX.r.2"]))
+    queues = tuple(draw(st.lists(st.sampled_from(["g1", "g2"]), max_size=1)))
+    headers = draw(st.none() | st.none() | st.just(b"NATS/1.0\r\nA: b\r\n\r\n"))
+    payloads = draw(st.lists(st.binary(max_size=8), min_size=1, max_size=3))
+    account = draw(st.sampled_from(["$G", "$G", "$G", "OTHER"]))
+    hsize = -1 if headers is None else len(headers)
+    size = len(payloads[0]) + (0 if headers is None else len(headers))
+    payloads = [payloads[0]] * len(payloads) if headers is None else payloads[:1]
+    return (account, subject, reply, queues, headers, payloads, rp.msg_tail_sizes(reply, hsize, size))
+
+
+@st.composite
+def subscriptions(draw: st.DrawFn) -> list:
+    return draw(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(SUB_PATTERNS),
+                                   st.none() | st.sampled_from(["g1", "g2"]), st.integers(0, 3)),
+                         max_size=8))
+
+
+def _node(subs: list, seed: int) -> tuple[Server, list, list]:
+    server = _server(seed)
+    conn = _route(server, "P1", [])
+    clients = [_client(server, 1), _client(server, 2, headers=False)]
+    calls: list = []
+    for i, (who, pattern, queue, max_msgs) in enumerate(subs):
+        if who == 2:
+            server.subscribe_internal(pattern, queue, lambda *args, i=i: calls.append((i, *args)))
+            continue
+        sub = server.add_subscription(clients[who], pattern, queue, str(i))
+        clients[who].subs[str(i)] = sub
+        sub.max_msgs = max_msgs
+    return server, [conn], clients + [calls]
+
+
+@settings(max_examples=300, deadline=None)
+@given(subscriptions(), st.lists(route_msgs(), min_size=1, max_size=10), st.integers(0, 3))
+def test_remote_msgs_delivers_like_remote_msg_one_by_one(subs: list, ops: list, seed: int) -> None:
+    batched, (conn_b,), (c1, c2, calls_b) = _node(subs, seed)
+    single, (conn_s,), (d1, d2, calls_s) = _node(subs, seed)
+    assert batched.cluster is not None and single.cluster is not None
+    batched.cluster.remote_msgs(conn_b, ops)
+    for op in ops:
+        single.cluster.remote_msg(conn_s, op)
+    assert (bytes(c1.out), bytes(c2.out)) == (bytes(d1.out), bytes(d2.out))
+    assert calls_b == calls_s
+    assert (c1.out_msgs, c2.out_msgs) == (d1.out_msgs, d2.out_msgs)
+    delivered = [[s.delivered for s in c.subs.values()] for c in (c1, c2)]
+    assert delivered == [[s.delivered for s in d.subs.values()] for d in (d1, d2)]
+
+
+# -- PubAcks of one commit over the routes --------------------------------------------------------
+
+ACK_SUBJECTS = ["_INBOX.a.1", "_INBOX.a.2", "_INBOX.b.7", "_INBOX.q.1", "$JS.ACK.S.C.1.1.1.1.0", "x.y"]
+
+
+def _ack_node(seed: int) -> tuple[Server, list[RouteConnection]]:
+    server = _server(seed)
+    r1 = _route(server, "P1", ["_INBOX.a.*", "x.y"])
+    r2 = _route(server, "P2", ["_INBOX.>"], [("_INBOX.q.*", "grp"), ("x.y", "w")])
+    r3 = _route(server, "P3", [], [("_INBOX.q.*", "grp")])
+    for conn in (r1, r2, r3):
+        conn.out = bytearray()
+    return server, [r1, r2, r3]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(ACK_SUBJECTS), st.binary(max_size=8)), max_size=12),
+       st.integers(0, 3))
+def test_forward_internal_many_queues_what_forward_internal_queues(msgs: list, seed: int) -> None:
+    many, routes_m = _ack_node(seed)
+    one, routes_o = _ack_node(seed)
+    assert many.cluster is not None and one.cluster is not None
+    many.cluster.forward_internal_many(msgs)
+    for subject, payload in msgs:
+        one.cluster.forward_internal(subject, None, None, payload)
+    assert [bytes(c.out) for c in routes_m] == [bytes(c.out) for c in routes_o]
+
+
+def test_pubacks_of_a_commit_leave_as_one_write_per_route_at_the_flush() -> None:
+    server, (r1, r2, r3) = _ack_node(1)
+    assert server.cluster is not None
+    server.publish_internal_many([(f"_INBOX.a.{i}", b"ack") for i in range(1, 3)] +
+                                 [(f"_INBOX.b.{i}", b"ack") for i in range(3)])
+    # no socket in memory: flush_now hands the bytes to the writer task in one piece
+    assert bytes(r1.out) == b"".join(rp.encode_rmsg("$G", f"_INBOX.a.{i}", None, (), None, b"ack")
+                                     for i in range(1, 3))
+    assert bytes(r2.out) == bytes(r1.out) + b"".join(
+        rp.encode_rmsg("$G", f"_INBOX.b.{i}", None, (), None, b"ack") for i in range(3))
+    assert r3.out == b""
+    assert not server.dirty and not r1.dirty and not r2.dirty
+
+
+# -- a client's publish run forwarded by its tail ---------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["js.x", "a.\xff", "b"]), st.none() | st.sampled_from(["_INBOX.r.1", "r"]),
+       st.booleans(), st.lists(st.binary(max_size=6), min_size=1, max_size=4), st.booleans())
+def test_forwarded_publish_frames_equal_head_plus_sizes(subject: str, reply: str | None, headers: bool,
+                                                        payloads: list, same: bool) -> None:
+    if same:
+        payloads = [payloads[0]] * len(payloads)
+    hdr = b"NATS/1.0\r\nK: v\r\n\r\n"
+    data = b"".join(p.encode_hpub(subject, reply, hdr, pl) if headers else p.encode_pub(subject, reply, pl)
+                    for pl in payloads)
+    parser = p.Parser(server_side=True)
+    ops = parser.feed(data)
+    server = _server()
+    assert server.cluster is not None
+    got = b"".join(server.cluster._plain_frames(subj, hd, pls, tail) for subj, _, hd, pls, tail in ops)
+    expected = b"".join(rp.encode_rmsg("$G", subject, reply, (), hdr if headers else None, pl) for pl in payloads)
+    assert got == expected
