@@ -21,8 +21,9 @@ parts swapped in (replicas are `ReplicatedStream`s, jetstream/cluster_stream.py)
 - every replica answers `$JSC.DIGEST.<server>.<stream>` with its content hash, applied index
   and last sequence (tests compare replicas by content).
 
-Interest retention is evaluated as "someone is interested" on every replica: consumers run only
-on the leader, and the state machine must decide the same everywhere.
+Interest retention is evaluated as "someone is interested" on every replica (consumers run only
+on the leader, and the state machine must decide the same everywhere); the leader then removes
+what nobody needs with a replicated `RemoveAcked` (jetstream/cluster_interest.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from jetstream import api, api_stream
 from jetstream.api import response
 from jetstream.cluster_codec import DeleteConsumer, SaveConsumer, entry_of
 from jetstream.cluster_consumers import AssignedConsumers, ConsumerRegistry
+from jetstream.cluster_interest import sweep_uninterested
 from jetstream.cluster_routing import RoutedServer, subscribe_routed
 from jetstream.cluster_stream import (
     COMPACT_EVERY_ENTRIES,
@@ -46,7 +48,7 @@ from jetstream.cluster_stream import (
     open_replica_store,
     stream_group_config,
 )
-from jetstream.config import StreamConfig
+from jetstream.config import Retention, StreamConfig
 from jetstream.consumer_config import ConsumerConfig
 from jetstream.delivery import UNSAVED_ACKS_MAX
 from jetstream.delivery_state import AckKind, parse_ack, parse_ack_subject
@@ -95,6 +97,7 @@ class ClusteredJetStream(JetStream):
         # (stream, group) -> still assigned by this server's meta state; set by the meta layer
         self.stream_assigned: Callable[[str, str], bool] | None = None
         self.assigned_consumers = AssignedConsumers(self)  # durables: meta assignments (cluster_consumers.py)
+        self.interest_sweepers: dict[str, object] = {}  # group -> its leader's sweeper (cluster_interest.py)
         self.log = structlog.get_logger("jetstream.cluster").bind(node=node_id)
 
     @property
@@ -240,6 +243,8 @@ class ClusteredJetStream(JetStream):
                 self._start_consumers(rt, self.assigned_consumers.saved_to_start(rt, saved))
                 self._subscribe_leader(rt)
                 self._spawn(self.assigned_consumers.reconcile, rt)  # assigned ones not saved yet
+                if rt.config.retention is Retention.INTEREST:
+                    self._spawn(sweep_uninterested, self, rt)  # messages nobody wants leave every replica
                 self.log.info("jetstream.stream_leader", stream=rt.name, group=rt.group)
                 if rt.desired_config.to_json() != rt.config.to_json():
                     self._spawn(self._push_config, rt)

@@ -475,3 +475,36 @@ def test_meta_deleted_stream_not_found_from_any_node_right_after_delete(cluster:
         for nc in conns.values():
             await nc.close()
     run(scenario())
+
+
+def test_interest_messages_nobody_wants_leave_every_replica(cluster: dict[str, Node]) -> None:
+    """An interest stream keeps a message only while a consumer needs it (as the single server
+    and nats-server do): the leader proposes its removal, so the replicas stay equal."""
+    async def scenario() -> None:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        body = json.dumps({"name": "NOINT", "subjects": ["noint.>"], "num_replicas": 3,
+                           "retention": "interest"}).encode()
+        await until(lambda: api(nc, "$JS.API.STREAM.CREATE.NOINT", body, timeout_s=5.0), "stream NOINT")
+
+        async def messages_everywhere(count: int) -> bool:
+            found = await _digests_of(nc, "NOINT")
+            return all(d["messages"] == count for d in found) and len({d["digest"] for d in found}) == 1
+
+        for i in range(5):  # no consumer: acknowledged, then removed everywhere
+            assert (await publish_acked(js, "noint.a", b"%d" % i)).seq == i + 1
+        await until(lambda: messages_everywhere(0), "no messages on any replica without consumers")
+        cfg = ConsumerConfig(durable_name="ONLY_A", ack_policy=AckPolicy.EXPLICIT, filter_subject="noint.a")
+        await until(lambda: js.add_consumer("NOINT", cfg), "consumer ONLY_A")
+        for subject in ("noint.a", "noint.b", "noint.a", "noint.b", "noint.a"):
+            await publish_acked(js, subject, b"x")
+        await until(lambda: messages_everywhere(3), "only the 3 wanted messages on every replica")
+        sub = await js.pull_subscribe_bind("ONLY_A", stream="NOINT")
+        msgs = await sub.fetch(3, timeout=5)
+        assert [m.metadata.sequence.stream for m in msgs] == [6, 8, 10]  # the noint.a ones
+        for msg in msgs:
+            await msg.ack_sync(timeout=5)
+        await until(lambda: messages_everywhere(0), "nothing left once acked")
+        await js.delete_stream("NOINT")
+        await nc.close()
+    run(scenario())
