@@ -190,7 +190,7 @@ class StreamStateMachine:
                     while end < len(cmds) and _plain(cmds[end]):
                         end += 1
                 if end > k:
-                    results.extend(self._publish_plain(cmds[k:end]))  # type: ignore[arg-type]
+                    results.extend(self._publish_plain(cmds[k:end], first_index + end - 1))  # type: ignore[arg-type]
                     self.store.set_applied_index(first_index + end - 1)
                     k = end
                     continue
@@ -206,7 +206,7 @@ class StreamStateMachine:
                 and cfg.max_msgs_per_subject <= 0
                 and (cfg.discard is not Discard.NEW or (cfg.max_msgs <= 0 and cfg.max_bytes <= 0)))
 
-    def _publish_plain(self, cmds: list[Publish]) -> list[Result]:
+    def _publish_plain(self, cmds: list[Publish], applied_index: int) -> list[Result]:
         """A run of header-less publishes with no msg id: as `_publish` one by one, but one
         bulk append. Stream limits (discard old) are enforced once after the run: removals are
         always oldest-first, so the survivors are the same longest suffix that fits."""
@@ -227,7 +227,7 @@ class StreamStateMachine:
             last_ts = ts_ns
             rows.append((last_seq, cmd.subject, None, cmd.payload, ts_ns))
             results.append(PubAck(name, last_seq))
-        self.store.store_many(rows)
+        self.store.store_many(rows, applied_index)  # the store may write both in one row
         if self.config.max_msgs > 0 or self.config.max_bytes > 0:
             self._enforce_stream_limits()
         return results

@@ -98,12 +98,16 @@ class MessageStore(abc.ABC):
     def store(self, seq: int, subject: str, hdrs: bytes | None, payload: bytes, ts_ns: int) -> None:
         """Append a message; `seq` must be greater than `state().last_seq`."""
 
-    def store_many(self, rows: Sequence[tuple[int, str, bytes | None, bytes, int]]) -> None:
+    def store_many(self, rows: Sequence[tuple[int, str, bytes | None, bytes, int]],
+                   applied_index: int | None = None) -> None:
         """Append many messages `(seq, subject, hdrs, payload, ts_ns)`, sequences ascending:
-        the same as `store` for each row, in one atomic step (stores may do it in bulk)."""
+        the same as `store` for each row, then `set_applied_index(applied_index)` if given, in
+        one atomic step (stores may do it in bulk)."""
         with self.batch():
             for seq, subject, hdrs, payload, ts_ns in rows:
                 self.store(seq, subject, hdrs, payload, ts_ns)
+            if applied_index is not None:
+                self.set_applied_index(applied_index)
 
     @abc.abstractmethod
     def load(self, seq: int) -> StoredMsg | None: ...

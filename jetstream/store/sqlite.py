@@ -35,6 +35,7 @@ at a time per store (the connection is created with check_same_thread=False for 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from itertools import chain
@@ -69,6 +70,8 @@ _MIGRATE_1_TO_2 = (
     "DROP INDEX IF EXISTS messages_by_ts",
 )
 _META_KEYS = ("last_seq", "last_ts_ns", "msgs", "bytes", "num_subjects", "applied_index", "counted_seq")
+_WAL_HEADER_BYTES, _WAL_FRAME_HEADER_BYTES = 32, 24  # SQLite's WAL format
+WAL_SLACK_FRAMES = 64  # past the autocheckpoint size: the commit that crosses it
 # Most rows a lazy commit leaves after counted_seq (bounds the recovery work of a reader's refresh).
 LAZY_ROWS_MAX = 64
 _NEXT_TS_SQL = "SELECT seq, ts_ns FROM messages WHERE seq>=? ORDER BY seq LIMIT 1"
@@ -79,6 +82,7 @@ _TAIL_SQL = (  # the tail's rows per subject: count, sizes without the per-messa
 _COLS = "seq, subject, hdrs, payload, ts_ns"
 _INSERT_CHUNKS = (64, 8, 1)  # rows per INSERT statement, largest first (each statement cached)
 _INSERT_SQL = {k: f"INSERT INTO messages({_COLS}) VALUES " + ",".join(["(?, ?, ?, ?, ?)"] * k) for k in _INSERT_CHUNKS}
+_INSERT_APPLIED_SQL = f"INSERT INTO messages({_COLS}, applied) VALUES (?, ?, ?, ?, ?, ?)"
 
 # Every counter in one statement (executemany steps once per key), values in _META_KEYS order.
 _META_WRITE_SQL = "UPDATE meta SET value=CASE key {} END WHERE key IN ({})".format(
@@ -145,6 +149,7 @@ class SqliteStore(MessageStore):
         self._eager = False
         self._applied_moved = False
         self._appended: int | None = None
+        self._row_applied: tuple[int, int] | None = None  # (seq, applied index) an INSERT wrote
         self._meta: dict[str, int] = {}
         self._counted = 0  # counted_seq as stored
         self._pending: dict[str, int] = {}  # subject -> tail messages not in `subjects` yet
@@ -245,7 +250,8 @@ class SqliteStore(MessageStore):
             if not self._applied_moved:
                 return
             if appended is not None and appended - self._counted <= LAZY_ROWS_MAX:
-                self._conn.execute("UPDATE messages SET applied=? WHERE seq=?", (meta["applied_index"], appended))
+                if self._row_applied != (appended, meta["applied_index"]):  # not in the row yet
+                    self._conn.execute("UPDATE messages SET applied=? WHERE seq=?", (meta["applied_index"], appended))
                 return
         self._mark_eager()
         meta["counted_seq"] = meta["last_seq"]
@@ -263,6 +269,7 @@ class SqliteStore(MessageStore):
             self._conn.execute("BEGIN IMMEDIATE")
             self._eager = self._applied_moved = False
             self._appended = None
+            self._row_applied = None
         self._depth += 1
 
     def _end(self, failed: bool) -> None:
@@ -293,6 +300,34 @@ class SqliteStore(MessageStore):
     def close(self) -> None:
         self._conn.close()
 
+    def preallocate_wal(self) -> None:
+        """Extend the WAL file with written zeros to the size it cycles within (autocheckpoint
+        frames and some slack): a commit then overwrites allocated blocks and its fdatasync has
+        no file-size change to journal (measured fdatasync p50 150 -> 115 us on this ext4).
+        Safe: WAL recovery stops at the first frame whose salts do not match its header (zeros
+        never do), which is also what a restarted WAL leaves behind; SQLite never truncates
+        it (journal_size_limit -1) and deletes it when the last connection closes. Done under
+        the write lock, so no other connection appends meanwhile; synced once."""
+        wal = self.path + "-wal"
+        page = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        frames = self._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        target = _WAL_HEADER_BYTES + (frames + WAL_SLACK_FRAMES) * (page + _WAL_FRAME_HEADER_BYTES)
+        with self.batch():
+            try:
+                size = os.path.getsize(wal)
+            except FileNotFoundError:
+                return
+            if size >= target:
+                return
+            fd = os.open(wal, os.O_WRONLY)
+            try:
+                zeros = bytes(min(target - size, 1 << 20))
+                while size < target:
+                    size += os.pwrite(fd, zeros[: target - size], size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     # -- messages ---------------------------------------------------------------------------
     def store(self, seq: int, subject: str, hdrs: bytes | None, payload: bytes, ts_ns: int) -> None:
         if seq <= self._meta["last_seq"]:
@@ -311,10 +346,14 @@ class SqliteStore(MessageStore):
                 num_subjects=self._meta["num_subjects"] + (1 if new_subject else 0),
             )
 
-    def store_many(self, rows: Sequence[tuple[int, str, bytes | None, bytes, int]]) -> None:
-        """Bulk append: one INSERT statement for all rows, the subject counts and the counters
-        in memory (written by an eager commit; see the module docstring)."""
+    def store_many(self, rows: Sequence[tuple[int, str, bytes | None, bytes, int]],
+                   applied_index: int | None = None) -> None:
+        """Bulk append: multi-row INSERT statements (the applied index, if given, in the last
+        row: a lazy commit then writes nothing else), the subject counts and the counters in
+        memory (written by an eager commit; see the module docstring)."""
         if not rows:
+            if applied_index is not None:
+                self.set_applied_index(applied_index)
             return
         last = self._meta["last_seq"]
         size = 0
@@ -326,7 +365,14 @@ class SqliteStore(MessageStore):
             per_subject[subject] = per_subject.get(subject, 0) + 1
             size += msg_size(subject, hdrs, payload)
         with self.batch():
-            self._insert_rows(rows)
+            if applied_index is None:
+                self._insert_rows(rows)
+            else:
+                self._insert_rows(rows[:-1])
+                self._conn.execute(_INSERT_APPLIED_SQL, (*rows[-1], applied_index))
+                self._put_meta(applied_index=applied_index)
+                self._applied_moved = True
+                self._row_applied = (last, applied_index)
             new_subjects = sum(1 for subject, count in per_subject.items() if self._add_subject(subject, count))
             if self._meta["msgs"] == 0:
                 self._first = (rows[0][0], rows[0][4])

@@ -42,8 +42,8 @@ class LazySqliteModel(StoreModel):
         super().teardown()
 
     @rule(subjects=st.lists(st.sampled_from(SUBJECTS + ["new.one"]), min_size=1, max_size=5),
-          gap=st.integers(0, 1), move_applied=st.booleans())
-    def append_batch(self, subjects: list[str], gap: int, move_applied: bool) -> None:
+          gap=st.integers(0, 1), move_applied=st.booleans(), in_row=st.booleans())
+    def append_batch(self, subjects: list[str], gap: int, move_applied: bool, in_row: bool) -> None:
         rows = []
         seq = self.last_seq
         for subject in subjects:
@@ -51,10 +51,14 @@ class LazySqliteModel(StoreModel):
             self.clock += 5
             rows.append((seq, subject, None, b"p%d" % seq, self.clock))
         with self.store.batch():
-            self.store.store_many(rows)
             if move_applied:
                 self.applied += len(rows) + gap
-                self.store.set_applied_index(self.applied)
+            if move_applied and in_row:
+                self.store.store_many(rows, self.applied)
+            else:
+                self.store.store_many(rows)
+                if move_applied:
+                    self.store.set_applied_index(self.applied)
         for seq, subject, hdrs, payload, ts in rows:
             self.msgs[seq] = (subject, hdrs, payload, ts)
         self.last_seq, self.last_ts = seq, self.clock
@@ -174,3 +178,59 @@ def test_migrates_a_version_1_store(tmp_path: Path) -> None:
     again = SqliteStore(path)
     assert again.state().messages == 3 and again.subject_counts() == {"a": 2, "b": 1}
     again.close()
+
+
+def test_lone_commit_is_begin_insert_commit(tmp_path: Path) -> None:
+    """With the applied index in the INSERT, a lone publish of a known subject is three
+    statements; a new subject adds one lookup (a read)."""
+    store = SqliteStore(tmp_path / "s.db")
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    with store.batch():
+        store.store_many([(1, "x", None, b"a", 1)], applied_index=5)
+        store.set_applied_index(5)  # what the stream machine does after: nothing more to write
+    assert [q.split()[0] for q in seen] == ["BEGIN", "INSERT", "SELECT", "COMMIT"]
+    seen.clear()
+    with store.batch():
+        store.store_many([(2, "x", None, b"b", 2)], applied_index=6)
+    assert [q.split()[0] for q in seen] == ["BEGIN", "INSERT", "COMMIT"]
+    store._conn.set_trace_callback(None)
+    store.close()
+    again = SqliteStore(tmp_path / "s.db")
+    assert again.applied_index() == 6 and again.state().messages == 2
+    again.close()
+
+
+def _copy_without_shm(src: Path, dest: Path) -> Path:
+    """The db and WAL files as a crash would leave them (no shared-memory index: the next
+    open recovers from the WAL file itself)."""
+    dest.mkdir()
+    for suffix in ("", "-wal"):
+        (dest / ("s.db" + suffix)).write_bytes(Path(str(src) + suffix).read_bytes())
+    return dest / "s.db"
+
+
+def test_preallocated_wal_recovers_exactly_the_commits(tmp_path: Path) -> None:
+    """Zeros past the last frame (a fresh preallocation) and stale frames of an earlier cycle
+    followed by zeros (after a checkpoint restarted the WAL) both end recovery at the last
+    committed frame."""
+    path = tmp_path / "s.db"
+    store = SqliteStore(path)
+    store.preallocate_wal()
+    size = Path(str(path) + "-wal").stat().st_size
+    assert size > 4_000_000
+    for seq in range(1, 11):
+        with store.batch():
+            store.store_many([(seq, "x", None, b"p", seq)], applied_index=seq)
+    copy = SqliteStore(_copy_without_shm(path, tmp_path / "a"))
+    assert copy.state().last_seq == 10 and copy.applied_index() == 10 and copy.state().messages == 10
+    copy.close()
+    for seq in range(11, 1400):  # past the autocheckpoint: the WAL restarts over old frames
+        with store.batch():
+            store.store_many([(seq, "x", None, b"p", seq)], applied_index=seq)
+    assert Path(str(path) + "-wal").stat().st_size == size  # overwritten, never grown
+    copy = SqliteStore(_copy_without_shm(path, tmp_path / "b"))
+    assert copy.state().last_seq == 1399 and copy.applied_index() == 1399 and copy.state().messages == 1399
+    assert [m.seq for m in copy.iter_messages()] == list(range(1, 1400))
+    copy.close()
+    store.close()

@@ -74,7 +74,7 @@ def test_batch_of_plain_publishes_is_one_bulk_append(tmp_path: Any) -> None:
     sm = StreamStateMachine(StreamConfig.from_json({"name": "S", "subjects": ["s.>"]}), store)
     calls: list[int] = []
     real = store.store_many
-    store.store_many = lambda rows: (calls.append(len(rows)), real(rows))[1]  # type: ignore[method-assign]
+    store.store_many = lambda rows, applied=None: (calls.append(len(rows)), real(rows, applied))[1]  # type: ignore[method-assign]
     results = sm.apply_batch([Publish("s.a" if i % 3 else "s.b", b"p%d" % i, 10 + i) for i in range(50)], 1)
     assert results == [PubAck("S", i) for i in range(1, 51)]
     assert calls == [50]
