@@ -86,6 +86,14 @@ class StreamRuntime:
         self.deleted = False
         self._ack_prefix: bytes | None = None  # b'{"stream":"NAME","seq":' of the PubAcks
         self._ack_prefix_name = ""
+        # Lone publishes (see `_commit_lone`): the server whose reads we hook (only this
+        # class's own writer; a subclass with another writer keeps the queue path).
+        server = getattr(publish, "__self__", None)
+        self._read_hooks = server if (hasattr(server, "after_read")
+                                      and type(self).run_writer is StreamRuntime.run_writer) else None
+        self._lone_hooked = False  # `_commit_lone` is registered for the current read
+        self._writer_busy = False  # run_writer holds a batch (taken from the queue, not acked)
+        self._stale = False  # a lone commit failed: the writer reloads the state first
 
     @property
     def name(self) -> str:
@@ -135,14 +143,18 @@ class StreamRuntime:
             self._reader.refresh()  # the writer committed since: its counters are stale here
         return fn(self._reader, *args)
 
+    def _apply_work(self, cmds: list[Command]) -> list[Any]:
+        """The synchronous commit of `cmds` (caller holds the store: lock, thread or loop)."""
+        results = self.sm.apply_batch(cmds, self.index + 1)
+        self.index += len(cmds)
+        if self._limited:  # only account storage limits read it (server options are fixed)
+            self.stored_bytes = self.store.state().bytes
+        return results
+
     async def apply_batch(self, cmds: list[Command]) -> list[Any]:
         """Apply commands in one transaction; returns one result per command once committed."""
         def work() -> list[Any]:
-            results = self.sm.apply_batch(cmds, self.index + 1)
-            self.index += len(cmds)
-            if self._limited:  # only account storage limits read it (server options are fixed)
-                self.stored_bytes = self.store.state().bytes
-            return results
+            return self._apply_work(cmds)
 
         try:
             if _commit_inline(cmds):
@@ -201,20 +213,65 @@ class StreamRuntime:
                 self.publish(reply, None, None, _json(puback_error_json(self.name, err)))
             return
         self.queue.append((Publish(subject, bytes(payload), self.clock_ns(), headers, reply), reply))
+        hooks = self._read_hooks
+        if hooks is not None and not self._writer_busy and len(self.queue) <= INLINE_COMMIT_MAX:
+            after = hooks.after_read
+            if after is not None:  # inside a client's read: commit once it is processed
+                if not self._lone_hooked:
+                    self._lone_hooked = True
+                    after.append(self._commit_lone)
+                return
         if not self.queue_ready.is_set():
             self.queue_ready.set()
+
+    def _commit_lone(self) -> None:
+        """Commit what the client read just queued, right here in the reader task, when that
+        is a small batch of publishes (see `_commit_inline`) and the writer holds nothing:
+        then the commit and its PubAcks (written straight to the socket by the server) need no
+        task switch at all (a one-at-a-time publisher's whole round trip is one read).
+        Anything else wakes the writer. Same durability: acks only after the COMMIT."""
+        self._lone_hooked = False
+        batch = self.queue
+        if not batch:
+            return
+        if (self.closed or self._writer_busy or self._stale or self.lock.locked()
+                or len(batch) > INLINE_COMMIT_MAX or not _commit_inline([cmd for cmd, _ in batch])):
+            self.queue_ready.set()
+            return
+        self.queue = []
+        cmds = [cmd for cmd, _ in batch]
+        try:
+            results = self._apply_work(cmds)
+        except Exception as exc:  # rolled back: the writer rebuilds the cached state first
+            self.log.error("stream.apply_failed", error=repr(exc), commands=len(cmds))
+            self._stale = True
+            self.queue_ready.set()
+            results = [store_failed(f"store failed: {exc}") for _ in cmds]
+        else:
+            self.config = self.sm.config
+            self.notify()
+        self._send_acks(batch, results)
 
     async def run_writer(self) -> None:
         """Drain the publish queue in batches: one commit (fsync) per batch, then the acks."""
         while not self.closed:
             await self.queue_ready.wait()
             self.queue_ready = trio.Event()
+            if self._stale:
+                try:
+                    await self.call(self._reload)
+                except StreamClosed:
+                    return
+                self._stale = False
             while self.queue and not self.closed:
                 batch, self.queue = self.queue[:WRITE_BATCH_MAX], self.queue[WRITE_BATCH_MAX:]
+                self._writer_busy = True
                 try:
                     results = await self.apply_batch([cmd for cmd, _ in batch])
                 except StreamClosed:
                     return
+                finally:
+                    self._writer_busy = False
                 self._send_acks(batch, results)
 
     def _send_acks(self, batch: list[tuple[Publish, str | None]], results: list[Any]) -> None:
@@ -297,12 +354,17 @@ def streams_dir(store_dir: str) -> Path:
     return Path(store_dir) / "jetstream" / "streams"
 
 
-def open_store(config: StreamConfig, directory: Path) -> MessageStore:
-    """Memory streams keep messages in memory; file streams in SQLite next to the config."""
+def open_store(config: StreamConfig, directory: Path, preallocate_wal: bool = False) -> MessageStore:
+    """Memory streams keep messages in memory; file streams in SQLite next to the config.
+    `preallocate_wal` (a single server's streams: a one-at-a-time publisher's commit is one
+    small WAL append each) sizes the WAL once so commits overwrite instead of growing it."""
     if config.storage is Storage.MEMORY:
         return MemoryStore()
     directory.mkdir(parents=True, exist_ok=True)
-    return SqliteStore(directory / STORE_FILE)
+    store = SqliteStore(directory / STORE_FILE)
+    if preallocate_wal:
+        store.preallocate_wal()
+    return store
 
 
 def write_config(directory: Path, config: StreamConfig, created_ns: int) -> None:

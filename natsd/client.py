@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -228,6 +229,7 @@ class ClientConnection:
     async def _read_loop(self) -> None:
         receive = self._receive_fd if self._fd >= 0 else self.stream.receive_some
         feed = self.parser.feed
+        server = self.server
         while not self.closing:
             data = await receive(RECEIVE_BYTES)
             if not data:
@@ -242,15 +244,31 @@ class ClientConnection:
                     await self._check_credentials(ops[0])
                     if self.closing:
                         return
-                self._process(ops)
+                server.after_read = after = []
+                try:
+                    self._process(ops)
+                finally:
+                    server.after_read = None
+                    if after:
+                        self._run_after_read(after)
             finally:
-                self.server.flush_dirty()  # wake writers even if processing failed
+                server.flush_dirty()  # wake writers even if processing failed
             stalled = self.stall_on
             if stalled is not None:
                 self.stall_on = None
                 await stalled.wait_drained(STALL_WAIT_S)
         if self._flush_then_cancel:
             await trio.sleep_forever()  # the writer flushes, then cancels the scope
+
+    def _run_after_read(self, callbacks: list[Callable[[], None]]) -> None:
+        """The callbacks registered in `server.after_read` while this read was processed
+        (JetStream's lone-publish commit: the whole read is known, so a lone publish is one
+        that no other publish of the read joined). A failing callback is logged, not raised."""
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as exc:  # noqa: BLE001 - an internal hook must not close the client
+                self.log.error("client.after_read_failed", error=repr(exc), exc_info=True)
 
     async def _receive_fd(self, max_bytes: int) -> bytes:
         """`receive_some` of a plain TCP socket: wait until readable, then one read. trio's

@@ -104,6 +104,9 @@ class Server:
         self.sublist = Sublist()
         self.routes: dict[str, tuple] = {}
         self.dirty: list[ClientConnection] = []
+        # While a client's read is processed: callbacks to run right after it (JetStream commits
+        # a lone publish there, no task switch); None otherwise. See ClientConnection._read_loop.
+        self.after_read: list[Callable[[], None]] | None = None
         self.clients: dict[int, ClientConnection] = {}
         self.rng = random.Random(self.options.seed if self.options.seed is not None else os.urandom(16))
         self.server_id = _server_id(self.rng)
