@@ -595,7 +595,11 @@ class Cluster:
             c = sub.client
             if c is None:  # internal (JetStream's ingest): straight to the callback
                 sub.delivered += 1
-                server._call_internal(sub, subject, reply, None, payloads[0])  # noqa: SLF001
+                try:
+                    sub.callback(subject, reply, None, payloads[0])
+                except Exception as exc:  # noqa: BLE001 - as Server._call_internal
+                    server.log.error("server.internal_callback_failed", subject=subject,
+                                     error=repr(exc), exc_info=True)
                 continue
             payload = payloads[0]
             out = c.out

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,8 @@ ERR_UNKNOWN_OP = "Unknown Protocol Operation"
 ERR_MAX_CONTROL_LINE = "maximum control line exceeded"
 ERR_ROUTE_PORT = "attempted to connect to route port"
 _LINE_CACHE_MAX = 4096
+# a one-off frame's line: single spaces, no queues, a canonical size (the general path's tail)
+_ONE_OFF_FRAME = re.compile(rb"RMSG (\S+) (\S+) (?:(\S+) )?(0|[1-9][0-9]{0,9})\r\n")
 
 
 @attrs.frozen
@@ -211,52 +214,44 @@ class RouteParser:
 
     def _one_off_run(self, buf: bytes, pos: int, ops: list) -> int:
         """Consecutive complete one-off frames `RMSG <account> <subject> [reply] <size>`
-        (single-spaced, CRLF-terminated, `_INBOX.` in the line, no queues: forwarded publishes
-        of JetStream requests and their PubAcks) in one tight loop: the ops the general path
-        gives, one per frame, with the client tail cut from the line instead of re-encoded.
-        Returns where it stopped; the general loop takes the frame it could not (incomplete,
-        another form, anything it would reject), so errors stay the general path's."""
+        (single-spaced, CRLF-terminated, an `_INBOX.` subject or reply, no queues: forwarded
+        publishes of JetStream requests and their PubAcks) in one tight loop: one regex match
+        per frame, the ops the general path gives (one per frame: one-off lines do not repeat),
+        with the client tail cut from the line. Returns where it stopped; the general loop
+        takes the frame it could not (incomplete, another form, anything it would reject), so
+        errors stay the general path's."""
         n = len(buf)
-        find = buf.find
+        match = _ONE_OFF_FRAME.match
         append = ops.append
-        line_max = self.max_control_line + 1
+        line_max = self.max_control_line + 2  # the line with its CRLF, as the general check
         payload_max = self.max_payload
         acc_b = subj_b = None
         account = subject = ""
         while pos < n:
-            nl = find(b"\n", pos)
-            if nl <= pos or nl - pos > line_max or buf[nl - 1] != 13:
+            m = match(buf, pos)
+            if m is None:
                 return pos
-            line = buf[pos:nl - 1]
-            if line[:5] != b"RMSG " or b"_INBOX." not in line:
-                return pos
-            parts = line.split(b" ")
-            if len(parts) == 5:
-                reply_b = parts[3]
-                if reply_b == b"+" or reply_b == b"|":
+            acc, subj, reply_b, size_b = m.groups()
+            if reply_b is None:
+                if not subj.startswith(b"_INBOX."):
                     return pos
-            elif len(parts) == 4:
-                reply_b = None
-            else:
+            elif reply_b == b"+" or reply_b == b"|" or not (
+                    reply_b.startswith(b"_INBOX.") or subj.startswith(b"_INBOX.")):
                 return pos
-            size_b = parts[-1]
-            if (not size_b.isdigit() or not size_b.isascii() or line.split() != parts
-                    or (size_b[0] == 48 and len(size_b) > 1)):  # leading zeros: general tail
-                return pos
+            start = m.end()
             size = int(size_b)
-            start = nl + 1
             end = start + size
-            if size > payload_max or end + 2 > n or buf[end] != 13 or buf[end + 1] != 10:
+            if (start - pos > line_max or size > payload_max or end + 2 > n or buf[end] != 13
+                    or buf[end + 1] != 10):
                 return pos
-            if parts[1] != acc_b:
-                acc_b = parts[1]
-                account = _s(acc_b)
-            if parts[2] != subj_b:
-                subj_b = parts[2]
-                subject = _s(subj_b)
-            tail = line[6 + len(acc_b) + len(subj_b):] + b"\r\n"
+            if acc != acc_b:
+                acc_b = acc
+                account = _s(acc)
+            if subj != subj_b:
+                subj_b = subj
+                subject = _s(subj)
             append((account, subject, None if reply_b is None else _s(reply_b), (), None,
-                    [buf[start:end]], tail))
+                    [buf[start:end]], buf[m.end(2):start]))
             pos = end + 2
         return pos
 

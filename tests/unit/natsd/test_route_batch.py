@@ -75,8 +75,8 @@ def _messages(ops: list) -> list:
     return out
 
 
-def _general_parser() -> rp.RouteParser:
-    parser = rp.RouteParser()
+def _general_parser(**limits: int) -> rp.RouteParser:
+    parser = rp.RouteParser(**limits)
     parser._one_off_run = lambda buf, pos, ops: pos  # type: ignore[method-assign]
     return parser
 
@@ -115,13 +115,15 @@ def frames(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(frames(), min_size=1, max_size=12), st.randoms(use_true_random=False))
-def test_one_off_run_agrees_with_the_general_parser(parts: list[bytes], rnd: random.Random) -> None:
+@given(st.lists(frames(), min_size=1, max_size=12), st.randoms(use_true_random=False),
+       st.sampled_from([{}, {"max_control_line": 24}, {"max_control_line": 30, "max_payload": 6}]))
+def test_one_off_run_agrees_with_the_general_parser(parts: list[bytes], rnd: random.Random,
+                                                     limits: dict) -> None:
     data = b"".join(parts)
-    whole = _messages(rp.RouteParser().feed(data))
-    assert whole == _messages(_general_parser().feed(data))
+    whole = _messages(rp.RouteParser(**limits).feed(data))
+    assert whole == _messages(_general_parser(**limits).feed(data))
     split: list = []
-    parser = rp.RouteParser()
+    parser = rp.RouteParser(**limits)
     pos = 0
     while pos < len(data):
         step = rnd.randint(1, max(1, len(data) // 3))
@@ -262,3 +264,21 @@ def test_forwarded_publish_frames_equal_head_plus_sizes(subject: str, reply: str
     got = b"".join(server.cluster._plain_frames(subj, hd, pls, tail) for subj, _, hd, pls, tail in ops)
     expected = b"".join(rp.encode_rmsg("$G", subject, reply, (), hdr if headers else None, pl) for pl in payloads)
     assert got == expected
+
+
+def test_a_failing_ingest_callback_is_logged_and_the_rest_of_the_read_still_delivered() -> None:
+    server = _server()
+    assert server.cluster is not None
+    conn = _route(server, "P1", [])
+    got: list = []
+
+    def ingest(subject: str, reply: str | None, headers: bytes | None, payload: bytes) -> None:
+        if payload == b"bad":
+            raise RuntimeError("boom")
+        got.append((subject, reply, payload))
+
+    server.subscribe_internal("js.>", None, ingest)
+    ops = rp.RouteParser().feed(b"".join(rp.encode_rmsg("$G", "js.x", f"_INBOX.c.{i}", (), None, pl)
+                                         for i, pl in enumerate([b"a", b"bad", b"c"])))
+    server.cluster.remote_msgs(conn, ops)
+    assert got == [("js.x", "_INBOX.c.0", b"a"), ("js.x", "_INBOX.c.2", b"c")]
