@@ -2,18 +2,20 @@
 
 How it works: a `ClusteredJetStream` is given a `consumer_registry` by the meta layer
 (meta/consumers.py). Creating, updating or deleting a durable consumer first commits the
-assignment in the meta group (`registry.assign` / `unassign`, which return once this server's
-own meta state applied it); only then does the stream leader change the consumer locally. The
-consumer's progress keeps travelling through the stream's own log (`SaveConsumer`).
+assignment in the meta group (`registry.assign` / `unassign` return once the meta leader
+committed it); only then does the stream leader change the consumer locally. The consumer's
+progress keeps travelling through the stream's own log (`SaveConsumer`). This server's own
+meta state may apply the command a little later (followers learn commits with the leader's
+next message), so the name stays in `pending` with the command's index until it has.
 
 `reconcile(rt)` (after every meta change, and when this server starts leading a stream) makes
 the led stream run exactly the assigned durables: an assigned one that is not running starts
 from the state replicated in the stream's store when that state belongs to the same assignment
 (same creation time), else fresh from its deliver policy; a running durable the meta state no
 longer assigns was deleted by a committed meta command and is dropped (its state too). Every
-durable that runs was assigned in this server's meta state when it started, and the meta state
-only moves forward, so "not assigned now" always means "deleted". Names being created or
-deleted right now (`pending`) are left to that request.
+durable that runs and is not pending was assigned in this server's meta state when it started,
+and the meta state only moves forward, so "not assigned now" always means "deleted". Pending
+names are left alone.
 
 Without a registry (no meta layer), durables live in the stream's log only, as before.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+import attrs
 import structlog
 import trio
 
@@ -33,37 +36,69 @@ from jetstream.runtime import StreamClosed
 UNAVAILABLE = ApiError(code=503, err_code=10008, description="JetStream system temporarily unavailable")
 
 
+IN_FLIGHT = 1 << 62  # a pending change whose meta request has not come back yet
+
+
+@attrs.frozen
+class Committed:
+    index: int  # the meta log index of the command
+    created_ns: int = 0  # the assignment's creation time (kept by an update)
+
+
 class ConsumerRegistry(Protocol):
     def assigned(self, stream: str) -> dict[str, tuple[dict[str, Any], int]]: ...
 
-    async def assign(self, stream: str, name: str, config: dict[str, Any], created_ns: int) -> ApiError | None: ...
+    def applied_index(self) -> int: ...
 
-    async def unassign(self, stream: str, name: str) -> ApiError | None: ...
+    async def assign(self, stream: str, name: str, config: dict[str, Any],
+                     created_ns: int) -> Committed | ApiError: ...
+
+    async def unassign(self, stream: str, name: str) -> Committed | ApiError: ...
 
 
 class AssignedConsumers:
     def __init__(self, js: Any) -> None:
         self.js = js
         self.registry: ConsumerRegistry | None = None
-        self.pending: set[tuple[str, str]] = set()  # (stream, consumer) being created or deleted here
+        # (stream, consumer) -> meta index this server's meta state must apply before
+        # reconciliation may touch it (IN_FLIGHT while the request runs)
+        self.pending: dict[tuple[str, str], int] = {}
         self.lock = trio.Lock()
         self.log = structlog.get_logger("jetstream.cluster")
+
+    def _begin(self, key: tuple[str, str]) -> None:
+        self.pending[key] = IN_FLIGHT
+
+    def _end(self, key: tuple[str, str], committed: Committed | ApiError | None) -> None:
+        assert self.registry is not None
+        if not isinstance(committed, Committed) or committed.index <= self.registry.applied_index():
+            if self.pending.get(key) == IN_FLIGHT:
+                del self.pending[key]
+        else:
+            self.pending[key] = committed.index  # cleared by the reconcile after it is applied
+
+    def _clear_applied(self) -> None:
+        assert self.registry is not None
+        applied = self.registry.applied_index()
+        for key, index in list(self.pending.items()):
+            if index <= applied:
+                del self.pending[key]
 
     # -- API paths (the stream leader) ----------------------------------------------------------
     async def create(self, rt: Any, name: str, config: ConsumerConfig) -> Any:
         assert self.registry is not None
         js, key = self.js, (rt.name, name)
-        self.pending.add(key)
+        self._begin(key)
+        committed: Committed | ApiError | None = None
         try:
-            error = await self.registry.assign(rt.name, name, config.to_json(), js.clock_ns())
-            if error is not None:
-                raise JsApiException(error)
-            assigned = self.registry.assigned(rt.name).get(name)
-            if assigned is None or not rt.leading or rt.closed:
-                raise JsApiException(UNAVAILABLE)  # deleted meanwhile, or no longer leading
+            committed = await self.registry.assign(rt.name, name, config.to_json(), js.clock_ns())
+            if isinstance(committed, ApiError):
+                raise JsApiException(committed)
+            if not rt.leading or rt.closed:
+                raise JsApiException(UNAVAILABLE)  # no longer leading: the next leader starts it
             if name in rt.consumers:
                 return rt.consumers[name]  # (only one request at a time creates; never two copies)
-            consumer = js._new_consumer(rt, name, config, assigned[1])
+            consumer = js._new_consumer(rt, name, config, committed.created_ns)
             await rt.call(consumer.start_position, rt.store)
             rt.consumers[name] = consumer
             await js._save_consumer_now(rt, consumer)
@@ -71,26 +106,27 @@ class AssignedConsumers:
             self.log.info("jetstream.consumer_created", stream=rt.name, consumer=name, meta=True)
             return consumer
         finally:
-            self.pending.discard(key)
+            self._end(key, committed)
 
     async def update_config(self, rt: Any, consumer: Any, config: ConsumerConfig) -> None:
         """Commit a durable's changed config in the meta group (raises JsApiException)."""
         assert self.registry is not None
-        error = await self.registry.assign(rt.name, consumer.name, config.to_json(), consumer.created_ns)
-        if error is not None:
-            raise JsApiException(error)
+        committed = await self.registry.assign(rt.name, consumer.name, config.to_json(), consumer.created_ns)
+        if isinstance(committed, ApiError):
+            raise JsApiException(committed)
 
     async def delete(self, rt: Any, consumer: Any) -> None:
         assert self.registry is not None
         key = (rt.name, consumer.name)
-        self.pending.add(key)
+        self._begin(key)
+        committed: Committed | ApiError | None = None
         try:
-            error = await self.registry.unassign(rt.name, consumer.name)
-            if error is not None:
-                raise JsApiException(error)
+            committed = await self.registry.unassign(rt.name, consumer.name)
+            if isinstance(committed, ApiError):
+                raise JsApiException(committed)
             await self.js._drop_consumer(rt, consumer)
         finally:
-            self.pending.discard(key)
+            self._end(key, committed)
 
     # -- reconciliation -------------------------------------------------------------------------
     def saved_to_start(self, rt: Any, saved: list[tuple[str, bytes | None]]) -> list[tuple[str, bytes | None]]:
@@ -126,6 +162,7 @@ class AssignedConsumers:
 
     async def _reconcile(self, rt: Any) -> None:
         assert self.registry is not None
+        self._clear_applied()
         if not rt.leading or rt.closed:
             return
         assigned = self.registry.assigned(rt.name)

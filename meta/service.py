@@ -135,7 +135,6 @@ class MetaService:
         self.leading = False
         self.leader_subs: list[RoutedSub] = []
         self._reconcile = trio.Event()
-        self._applied = trio.Event()  # set (and replaced) whenever the meta state changes
         self.membership_logged = False  # the meta log holds a membership entry (leader's view)
         self.joiners: dict[str, bool] = {}  # node id -> fresh, from $JSC.JOIN (leader only)
         self.refused_joins: set[str] = set()  # logged once each
@@ -225,19 +224,7 @@ class MetaService:
             return MetaRejected("bad_command")
         result = self.state.apply(cmd, entry.index)
         self._reconcile.set()
-        self._state_changed()
         return result
-
-    def _state_changed(self) -> None:
-        self._applied.set()
-        self._applied = trio.Event()
-
-    def applied_changed(self) -> trio.Event:
-        return self._applied
-
-    async def wait_applied(self, index: int, timeout_s: float) -> bool:
-        """Wait until this server's meta state applied `index`; False after `timeout_s`."""
-        return await meta_consumers.wait_applied(self, index, timeout_s)
 
     def _restore(self, snapshot: Snapshot) -> None:
         if not snapshot.data:
@@ -248,7 +235,6 @@ class MetaService:
             self.log.error("meta.restore_failed", index=snapshot.meta.index, error=repr(exc))
             return
         self._reconcile.set()
-        self._state_changed()
         self.log.info("meta.restored", index=snapshot.meta.index, streams=len(self.state.streams))
 
     def _count_for_compaction(self) -> None:

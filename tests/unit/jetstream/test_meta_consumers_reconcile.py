@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from jetstream.cluster_consumers import AssignedConsumers
+from jetstream.cluster_consumers import IN_FLIGHT, AssignedConsumers, Committed
 from jetstream.consumer_config import ConsumerConfig
 from jetstream.errors import ApiError, JsApiException
 
@@ -22,28 +22,38 @@ DURABLE = {"durable_name": "D", "ack_policy": "explicit"}
 
 
 class FakeRegistry:
+    """Commits at once; this server's meta state applies up to `applied` (tests move it)."""
+
     def __init__(self) -> None:
         self.table: dict[str, dict[str, tuple[dict[str, Any], int]]] = {}
         self.refuse: ApiError | None = None
         self.calls: list[tuple] = []
+        self.index = self.applied = 0
+        self.local: dict[str, dict[str, tuple[dict[str, Any], int]]] | None = None  # a lagging view
 
     def assigned(self, stream: str) -> dict[str, tuple[dict[str, Any], int]]:
-        return dict(self.table.get(stream, {}))
+        view = self.table if self.local is None else self.local
+        return dict(view.get(stream, {}))
 
-    async def assign(self, stream: str, name: str, config: dict[str, Any], created_ns: int) -> ApiError | None:
+    def applied_index(self) -> int:
+        return self.applied if self.local is not None else self.index
+
+    async def assign(self, stream: str, name: str, config: dict[str, Any], created_ns: int) -> Committed | ApiError:
         self.calls.append(("assign", stream, name))
         if self.refuse is not None:
             return self.refuse
         old = self.table.setdefault(stream, {}).get(name)
         self.table[stream][name] = (config, created_ns if old is None else old[1])
-        return None
+        self.index += 1
+        return Committed(self.index, self.table[stream][name][1])
 
-    async def unassign(self, stream: str, name: str) -> ApiError | None:
+    async def unassign(self, stream: str, name: str) -> Committed | ApiError:
         self.calls.append(("unassign", stream, name))
         if self.refuse is not None:
             return self.refuse
         self.table.get(stream, {}).pop(name, None)
-        return None
+        self.index += 1
+        return Committed(self.index)
 
 
 class FakeConsumer:
@@ -133,7 +143,7 @@ async def test_reconcile_starts_assigned_drops_unassigned_keeps_ephemerals() -> 
 async def test_reconcile_leaves_pending_names_and_followers_alone() -> None:
     ac, registry, js, rt = setup()
     registry.table["S"] = {"P": (dict(DURABLE, durable_name="P"), 1)}
-    ac.pending.add(("S", "P"))
+    ac.pending[("S", "P")] = IN_FLIGHT
     await ac.reconcile(rt)
     assert rt.consumers == {}
     ac.pending.clear()
@@ -171,12 +181,31 @@ async def test_create_and_delete_go_through_the_registry_first() -> None:
     assert "D" not in rt.consumers and registry.assigned("S") == {}
 
 
+async def test_a_change_stays_pending_until_this_servers_meta_state_applied_it() -> None:
+    ac, registry, js, rt = setup()
+    registry.local = {}  # this server's meta state lags: it has applied nothing yet
+    consumer = await ac.create(rt, "D", ConsumerConfig.from_json(DURABLE))
+    assert ac.pending == {("S", "D"): 1}
+    await ac.reconcile(rt)  # not assigned in the lagging view, but pending: kept
+    assert rt.consumers == {"D": consumer} and js.dropped == []
+    registry.local, registry.applied = {"S": dict(registry.table["S"])}, 1
+    await ac.reconcile(rt)
+    assert ac.pending == {} and rt.consumers == {"D": consumer}
+    await ac.delete(rt, consumer)  # the lagging view still assigns it: pending keeps it stopped
+    assert ac.pending == {("S", "D"): 2}
+    await ac.reconcile(rt)
+    assert rt.consumers == {} and js.started == ["D"]
+    registry.local, registry.applied = {}, 2
+    await ac.reconcile(rt)
+    assert ac.pending == {} and rt.consumers == {}
+
+
 async def test_a_reconcile_during_a_create_does_not_start_a_second_copy() -> None:
     ac, registry, js, rt = setup()
     gate = trio.Event()
     real_assign = registry.assign
 
-    async def slow_assign(*args: Any) -> ApiError | None:
+    async def slow_assign(*args: Any) -> Committed | ApiError:
         result = await real_assign(*args)  # committed (and applied here) ...
         await gate.wait()  # ... but the request has not come back yet
         return result
