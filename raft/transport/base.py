@@ -16,7 +16,7 @@ on exit.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
 import trio
@@ -25,6 +25,7 @@ from raft.types import Message, NodeId
 
 INCOMING_QUEUE_MAX = 100_000
 Receiver = Callable[[Sequence[Message]], None]
+Settle = Callable[[], Awaitable[None]]
 
 
 class Transport(abc.ABC):
@@ -35,12 +36,14 @@ class Transport(abc.ABC):
     def send_nowait(self, msgs: Sequence[Message]) -> None:
         """Queue messages for delivery; drops (never blocks) when a queue is full."""
 
-    def set_receiver(self, receiver: Receiver | None) -> bool:
+    def set_receiver(self, receiver: Receiver | None, settle: Settle | None = None) -> bool:
         """Ask for received messages to be handed to `receiver` as they are decoded (called
         synchronously from the transport's own tasks; it must not block) instead of being put
-        into `incoming`; None goes back to `incoming`. Returns False when the transport does not
-        support it (the default): keep reading `incoming`. Messages a node sends to itself still
-        arrive through `incoming`."""
+        into `incoming`; None goes back to `incoming`. `settle`, if given, is awaited by the
+        task that read them after each read's messages were handed over and before it reads
+        again (shielded from cancellation: the receiver may finish work there; it must not
+        raise). Returns False when the transport does not support it (the default): keep
+        reading `incoming`. Messages a node sends to itself still arrive through `incoming`."""
         return False
 
     async def send(self, msgs: Sequence[Message]) -> None:

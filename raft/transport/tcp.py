@@ -17,7 +17,9 @@ and one `send_all`.
 
 Receiving: a reader task splits frames (codec.FrameBuffer) and hands each frame's messages to
 the receiver set with `set_receiver` (the Raft host steps them at once: no channel hop, no task
-switch), or else puts them into the bounded `incoming` channel, dropping when it is full.
+switch), or else puts them into the bounded `incoming` channel, dropping when it is full. With a
+`settle` callback the reader awaits it once a read's messages were handed over, before reading
+again (the host handles the Readies they made there when its ready loop is idle).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import attrs
 import structlog
 import trio
 
-from raft.transport.base import INCOMING_QUEUE_MAX, Receiver, Transport, deliver_nowait
+from raft.transport.base import INCOMING_QUEUE_MAX, Receiver, Settle, Transport, deliver_nowait
 from raft.transport.codec import (
     Batch,
     CodecError,
@@ -141,6 +143,7 @@ class TcpTransport(Transport):
         self.handshake_timeout_s = handshake_timeout_s
         self._inbox, self.incoming = trio.open_memory_channel[Message](INCOMING_QUEUE_MAX)
         self._receiver: Receiver | None = None
+        self._settle: Settle | None = None
         self._links: dict[NodeId, _PeerLink] = {}
         self._dialing: set[NodeId] = set()
         self._stack = contextlib.AsyncExitStack()
@@ -182,8 +185,9 @@ class TcpTransport(Transport):
         self._peers[peer] = address
         self._maybe_dial(peer)
 
-    def set_receiver(self, receiver: Receiver | None) -> bool:
+    def set_receiver(self, receiver: Receiver | None, settle: Settle | None = None) -> bool:
         self._receiver = receiver
+        self._settle = settle if receiver is not None else None
         return True
 
     def connected_peers(self) -> list[NodeId]:
@@ -273,8 +277,14 @@ class TcpTransport(Transport):
 
     async def _reader(self, peer: NodeId, stream: trio.SocketStream, buf: FrameBuffer) -> None:
         while True:  # until EOF or error
+            delivered = False
             for payload in buf.frames():
                 self._deliver(peer, decode_frame(payload))
+                delivered = True
+            settle = self._settle
+            if delivered and settle is not None and self._receiver is not None:
+                with trio.CancelScope(shield=True):  # the receiver's work is never cut halfway
+                    await settle()
             data = await stream.receive_some(1 << 16)
             if not data:
                 return
