@@ -8,6 +8,8 @@ parts swapped in (replicas are `ReplicatedStream`s, jetstream/cluster_stream.py)
   read-index barrier, so everything committed is applied here) it loads the durable consumers
   from the replicated store, starts them, and subscribes - routed across the cluster - to the
   stream's subjects and API subjects; on losing it, it stops all of that;
+- which durable consumers exist is the meta group's (jetstream/cluster_consumers.py: created,
+  updated and deleted through it, reconciled on every meta change); ephemerals are local;
 - durable consumer state travels through the stream's log (`SaveConsumer` / `DeleteConsumer`)
   whenever the flusher finds it changed, and an AckSync is answered only once committed, so a
   new leader resumes from the replicated progress (pending messages keep their redelivery

@@ -17,6 +17,9 @@ voters (every `raft_peers` entry when given; see "Joining" below for seedless se
   round (a deposed meta leader never answers from stale state); requests about a stream it
   does not know get "stream not found"; the rest belongs to stream leaders, which subscribed to
   their own stream's subjects, and it stays silent.
+- Durable consumers are meta assignments: a stream leader asks the meta leader on
+  `$JSC.CONSUMER.ASSIGN` (meta/consumers.py), and after every meta change each server's
+  stream leaders run exactly the assigned durables (jetstream/cluster_consumers.py).
 - Each server announces its name, cluster and tags on `$JSC.HELLO` until the meta state records
   them; the meta leader proposes `RegisterServer` for members of the meta group.
 - Joining (a server given one seed route finds the others by route gossip): until it is
