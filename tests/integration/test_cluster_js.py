@@ -508,3 +508,31 @@ def test_interest_messages_nobody_wants_leave_every_replica(cluster: dict[str, N
         await js.delete_stream("NOINT")
         await nc.close()
     run(scenario())
+
+
+def test_meta_consumers_survive_a_restart_of_every_server(cluster: dict[str, Node]) -> None:
+    async def create() -> None:
+        nc = await connect_all(cluster)
+        js = nc.jetstream()
+        await until(lambda: js.add_stream(name="RS", subjects=["rs.>"], num_replicas=3), "stream RS")
+        cfg = ConsumerConfig(durable_name="KEEP", ack_policy=AckPolicy.EXPLICIT)
+        await until(lambda: js.add_consumer("RS", cfg), "consumer KEEP")
+        await publish_acked(js, "rs.a", b"1")
+        await nc.close()
+    run(create())
+    for node in cluster.values():
+        node.stop()
+    for node in cluster.values():
+        node.start([n.route_url for n in cluster.values()])
+
+    async def after() -> None:
+        await wait_meta_leader(cluster)
+        await until(lambda: _names_everywhere(cluster, "RS", ["KEEP"]), "KEEP listed from every node")
+        nc = await connect_all(cluster)
+        sub = await nc.jetstream().pull_subscribe_bind("KEEP", stream="RS")
+
+        async def first() -> Any:
+            return (await sub.fetch(1, timeout=1))[0]
+        assert (await until(first, "a delivery of KEEP")).data == b"1"
+        await nc.close()
+    run(after())
