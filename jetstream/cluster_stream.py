@@ -116,10 +116,11 @@ class ReplicatedStream(StreamRuntime):
             started = self._start(cmds, batch)
         return await self._replicate_started(*started, len(cmds))
 
-    def _start(self, cmds: list[Any], batch: list[Any] | None) -> tuple[bytes, _Proposal | None, Proposed | None]:
+    def _start(self, cmds: list[Any], batch: list[Any] | None,
+               settle: bool = False) -> tuple[bytes, _Proposal | None, Proposed | None]:
         """Encode `cmds` as one entry and propose it now (no checkpoint): the entry, its
         `_Proposal` (publishes only) and the pending proposal (None if refused: the waiting
-        side retries or answers)."""
+        side retries or answers). `settle`: the caller awaits `host.settle()` next."""
         data = encode_batch(cmds)
         proposal = None
         if all(type(cmd) is Publish for cmd in cmds):  # apply_entry takes them as they are
@@ -127,7 +128,7 @@ class ReplicatedStream(StreamRuntime):
         pending = None
         if not self.closed:
             try:
-                pending = self.host.propose_nowait(self.group, data)
+                pending = self.host.propose_nowait(self.group, data, settle=settle)
             except (NotLeader, UnknownGroup):
                 pass  # _propose retries (a new leader not ready yet) or answers
         return data, proposal, pending
@@ -293,7 +294,9 @@ class ReplicatedStream(StreamRuntime):
         """Drain the publish queue: one entry per batch (bounded), up to ENTRIES_IN_FLIGHT
         entries proposed and not yet committed; each batch's PubAcks go out after its commit.
         The writer proposes each batch itself (`_start`, no checkpoint), so entries enter the
-        log in queue order, and a task per batch waits for its commit."""
+        log in queue order, and has the host handle it at once when the host is idle (the
+        leader's APPENDs and own save start without waiting for the ready loop's turn); a task
+        per batch waits for its commit."""
         inflight = trio.Semaphore(ENTRIES_IN_FLIGHT)
         async with trio.open_nursery() as nursery:
             while not self.closed:
@@ -309,7 +312,9 @@ class ReplicatedStream(StreamRuntime):
                         inflight.release()
                         break
                     cmds = [cmd for cmd, _ in batch]
-                    nursery.start_soon(self._commit_batch, batch, cmds, inflight, self._start(cmds, batch))
+                    started = self._start(cmds, batch, settle=True)
+                    await self.host.settle()  # send and save it now if the host is idle
+                    nursery.start_soon(self._commit_batch, batch, cmds, inflight, started)
 
     async def _commit_batch(self, batch: list[Any], cmds: list[Any], inflight: trio.Semaphore,
                             started: tuple[bytes, _Proposal | None, Proposed | None]) -> None:

@@ -305,10 +305,11 @@ class RaftHost:
             raise UnknownGroup(group)
         return g
 
-    def _mark(self, group: GroupId) -> None:
+    def _mark(self, group: GroupId, wake: bool = True) -> None:
         self._dirty.add(group)
         self._active.add(group)  # a request may have woken a quiesced node
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     # ---- requests ---------------------------------------------------------------------------
 
@@ -321,24 +322,33 @@ class RaftHost:
         """Like propose(), also returning what the apply callback returned for the entry."""
         return await self.proposal_result(self.propose_nowait(group, data))
 
-    def propose_nowait(self, group: GroupId, data: bytes) -> Proposed:
+    def propose_nowait(self, group: GroupId, data: bytes, *, settle: bool = False) -> Proposed:
         """Append `data` to the leader's log now, without a checkpoint (so a caller proposing
         several entries in a row keeps their order); `proposal_result` waits for the outcome.
-        Raises NotLeader (or UnknownGroup) like propose()."""
+        Raises NotLeader (or UnknownGroup) like propose(). `settle`: the caller awaits
+        `settle()` next, so the ready loop is not woken here."""
         g = self._get(group)
-        return self._register(group, g, g.node.propose(data))
+        return self._register(group, g, g.node.propose(data), wake=not settle)
 
     async def propose_config_change(self, group: GroupId, change: ConfigChange) -> int:
         g = self._get(group)
         index, _ = await self.proposal_result(self._register(group, g, g.node.propose_config_change(change)))
         return index
 
-    def _register(self, group: GroupId, g: _Group, result: ProposeResult) -> Proposed:
+    def _register(self, group: GroupId, g: _Group, result: ProposeResult, wake: bool = True) -> Proposed:
         if not result.ok:
             raise NotLeader(result.leader_hint, result.reason)
         waiter = g.waiters[result.index] = _Waiter(result.term)
-        self._mark(group)
+        self._mark(group, wake)
         return Proposed(g, result.index, waiter)
+
+    async def settle(self) -> None:
+        """Handle what is pending now, in the calling task, when the ready loop is parked and no
+        round runs (e.g. a stream's writer after proposing: its entries go out and to disk one
+        task switch sooner); otherwise wake the ready loop. Shielded: a round is never cut
+        halfway. Never raises (a failure stops the host through its ready loop)."""
+        with trio.CancelScope(shield=True):
+            await self._settle_now()
 
     async def proposal_result(self, proposed: Proposed) -> tuple[int, object]:
         """Wait until a `propose_nowait` entry is committed and applied here: (its index, what
@@ -520,7 +530,7 @@ class RaftHost:
         if self._handling or self._parked is None or self._failure is not None:
             self._wake.set()
             return
-        self.stats.reader_rounds += 1
+        self.stats.direct_rounds += 1
         try:
             await self._ready_round()
         except BaseException as exc:  # noqa: BLE001 - re-raised by the ready loop
@@ -777,7 +787,7 @@ class HostStats:
     persist_batches: int = 0
     messages_sent: int = 0
     early_sends: int = 0  # leader messages sent before the leader's own fsync finished
-    reader_rounds: int = 0  # ready rounds a transport reader ran (`_settle_now`)
+    direct_rounds: int = 0  # ready rounds a transport reader or a proposer ran (`_settle_now`)
     applied: int = 0
     unroutable: int = 0
     host_pings: int = 0  # host heartbeats sent (peer liveness for quiesced groups)

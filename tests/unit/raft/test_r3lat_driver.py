@@ -104,3 +104,23 @@ async def test_propose_nowait_on_a_follower_raises_at_once(autojump_clock: trio.
         with pytest.raises(NotLeader) as info:
             cluster.members[follower].host.propose_nowait("g", b"x")
         assert info.value.leader_hint == leader
+
+
+async def test_settle_after_propose_nowait_saves_and_sends_in_the_callers_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stores = recording_stores()
+    async with cluster_of(stores, ["g"]) as cluster:
+        leader = await elected(cluster, "g")
+        host = cluster.members[leader].host
+        await host.propose("g", b"warm-up")
+        await trio.sleep(1)  # the ready loop is parked again
+        rounds, sent = host.stats.direct_rounds, host.stats.messages_sent
+        pending = host.propose_nowait("g", b"now", settle=True)
+        assert not host._wake.is_set()  # settle=True: the ready loop is not woken
+        await host.settle()
+        assert host.stats.direct_rounds == rounds + 1
+        assert host.stats.messages_sent >= sent + 2  # the APPENDs left in this round
+        saved = writes(stores[leader], 0)
+        assert any(e.index == pending.index and e.data == b"now" for w in saved for e in w.entries)
+        assert await host.proposal_result(pending) == (pending.index, b"applied:now")

@@ -87,7 +87,7 @@ async def leader_of(hosts: dict[str, RaftHost]) -> RaftHost:
             await trio.sleep(0.01)
 
 
-async def test_hosts_over_tcp_commit_one_at_a_time_with_reader_rounds(tmp_path: object) -> None:
+async def test_hosts_over_tcp_commit_one_at_a_time_with_direct_rounds(tmp_path: object) -> None:
     applied: dict[str, list[bytes]] = {n: [] for n in NODES}
 
     def apply(node: str) -> Callable[[Entry], object]:
@@ -106,7 +106,7 @@ async def test_hosts_over_tcp_commit_one_at_a_time_with_reader_rounds(tmp_path: 
         with trio.fail_after(10):
             while any(applied[n] != want for n in NODES):
                 await trio.sleep(0.01)
-        assert sum(h.stats.reader_rounds for h in hosts.values()) >= 60
+        assert sum(h.stats.direct_rounds for h in hosts.values()) >= 60
     for store in stores.values():
         store.close()
 
@@ -135,4 +135,4 @@ async def test_an_apply_failure_in_a_reader_round_stops_the_host() -> None:
             with trio.fail_after(10):
                 await trio.sleep_forever()  # a follower's host fails when it applies; that ends all
     assert info.group_contains(Boom)
-    assert sum(h.stats.reader_rounds for h in followers) > 0
+    assert sum(h.stats.direct_rounds for h in followers) > 0
