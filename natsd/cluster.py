@@ -539,7 +539,7 @@ class Cluster:
             if subject.startswith(_ONE_OFF):  # a PubAck inbox: walked, not cached anywhere
                 targets = []
                 for conn in routes:
-                    result = conn.remote.match_once(subject)
+                    result = conn.interest_result_once(subject)
                     if result.queues:
                         targets = None
                         break

@@ -44,6 +44,7 @@ RECEIVE_BYTES = 256 * 1024
 OUT_BYTES_MAX = 256 * 1024 * 1024
 STALL_BYTES = 8 * 1024 * 1024  # publishers feeding a route past this wait (bounded) for it
 HANDSHAKE_TIMEOUT_S = 5.0
+STEMS_MAX = 1024  # one-off subject stems (a requester's inbox prefix) with a kept interest result
 WRITE_DEADLINE_S = 10.0
 
 
@@ -91,6 +92,11 @@ class RouteConnection:
         self.peer_id = ""
         self.peer_info: dict[str, Any] = {}
         self.remote: Sublist = Sublist()
+        # one-off subjects (reply inboxes): `<stem>.<last>` reaches the same remote interest for
+        # every last token while no entry of that many tokens ends in a literal; the result is
+        # kept per stem (`interest_result_once`) and dropped on any interest change
+        self._literal_ends: dict[int, int] = {}  # token count -> entries ending in a literal
+        self._stems: dict[str, Any] = {}
         self.queue_weights: dict[tuple[str, str], QueueWeight] = {}
         self.log = cluster.log.bind(route_solicited=solicited, url=url)
         self.pings_out = 0
@@ -312,10 +318,12 @@ class RouteConnection:
             return
         try:
             if op.queue is None:
+                added = not self.remote.interest_count(op.subject)
                 self.remote.insert(op.subject, None, plain_marker)
             else:
                 key = (op.subject, op.queue)
                 entry = self.queue_weights.get(key)
+                added = entry is None
                 if entry is None:
                     entry = self.queue_weights[key] = QueueWeight(max(op.weight, 1))
                     self.remote.insert(op.subject, op.queue, entry)
@@ -323,23 +331,56 @@ class RouteConnection:
         except ValueError:
             self.log.debug("route.bad_interest", subject=op.subject, queue=op.queue)
             return
+        if added:
+            self._count_literal_end(op.subject, 1)
+        self._stems.clear()
         self.cluster.remote_interest_changed()
 
     def _remote_unsub(self, op: rp.RouteUnsub) -> None:
         if op.account != rp.GLOBAL_ACCOUNT:
             return
+        removed = False
         if op.queue is None:
-            self.remote.remove(op.subject, None, plain_marker)
+            removed = self.remote.remove(op.subject, None, plain_marker)
         else:
             entry = self.queue_weights.pop((op.subject, op.queue), None)
             if entry is not None:
-                self.remote.remove(op.subject, op.queue, entry)
+                removed = self.remote.remove(op.subject, op.queue, entry)
+        if removed:
+            self._count_literal_end(op.subject, -1)
+        self._stems.clear()
         self.cluster.remote_interest_changed()
+
+    def _count_literal_end(self, subject: str, delta: int) -> None:
+        last = subject.rpartition(".")[2]
+        if last != "*" and last != ">":
+            tokens = subject.count(".") + 1
+            count = self._literal_ends.get(tokens, 0) + delta
+            if count > 0:
+                self._literal_ends[tokens] = count
+            else:
+                self._literal_ends.pop(tokens, None)
+
+    def interest_result_once(self, subject: str) -> Any:
+        """The remote Sublist's result for a one-off subject (`match_once`), shared by every
+        subject with the same stem (all tokens but the last) while no entry of as many tokens
+        ends in a literal: then no entry can tell two last tokens apart (a `*` or `>` end
+        matches any, a shorter `>` entry never reaches the last token)."""
+        stem, dot, last = subject.rpartition(".")
+        if not dot or not last or (subject.count(".") + 1) in self._literal_ends:
+            return self.remote.match_once(subject)
+        result = self._stems.get(stem)
+        if result is None:
+            result = self.remote.match_once(subject)
+            if len(self._stems) >= STEMS_MAX:
+                self._stems.clear()
+            self._stems[stem] = result
+        return result
 
     def interest(self, subject: str, once: bool = False) -> tuple[bool, dict[str, int]]:
         """(has plain interest, {queue name: weight}) of this peer for a published subject;
         `once`: a subject that will not repeat (not admitted to the sublist cache)."""
-        result = self.remote.match_once(subject) if once else self.remote.match(subject)
+        result = self.interest_result_once(subject) if once else self.remote.match(subject)
         if not result.queues:
             return bool(result.plain), {}
         weights: dict[str, int] = {}

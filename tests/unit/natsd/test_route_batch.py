@@ -282,3 +282,53 @@ def test_a_failing_ingest_callback_is_logged_and_the_rest_of_the_read_still_deli
                                          for i, pl in enumerate([b"a", b"bad", b"c"])))
     server.cluster.remote_msgs(conn, ops)
     assert got == [("js.x", "_INBOX.c.0", b"a"), ("js.x", "_INBOX.c.2", b"c")]
+
+
+# -- one-off subjects: the remote interest kept per stem ----------------------------------------
+
+STEM_PATTERNS = ["_INBOX.a.*", "_INBOX.a.5", "_INBOX.*.5", "_INBOX.>", "_INBOX.a.>", "_INBOX.a.5.x",
+                 "_INBOX.b.*", "x.y.z", "_INBOX.*.*", "*.a.*"]
+STEM_SUBJECTS = ["_INBOX.a.1", "_INBOX.a.5", "_INBOX.b.5", "_INBOX.b.7", "_INBOX.a.", "_INBOX..1",
+                 "_INBOX.a.5.x", "_INBOX", "_INBOX.a.*", "q.a.1"]
+
+
+def _as_sets(result: object) -> tuple:
+    return (len(result.plain), {id(x) for x in result.plain},  # type: ignore[attr-defined]
+            {(n, frozenset(id(m) for m in g))
+             for n, g in zip(result.queue_names, result.queues, strict=True)})  # type: ignore[attr-defined]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("sub"), st.sampled_from(STEM_PATTERNS), st.none() | st.just("g")),
+    st.tuples(st.just("unsub"), st.sampled_from(STEM_PATTERNS), st.none() | st.just("g")),
+    st.tuples(st.just("ask"), st.sampled_from(STEM_SUBJECTS), st.none())), max_size=30))
+def test_interest_kept_per_stem_equals_a_fresh_walk(steps: list) -> None:
+    server = _server()
+    conn = _route(server, "P1", [])
+    for kind, subject, queue in steps:
+        if kind == "sub":
+            conn._remote_sub(rp.RouteSub("$G", subject, queue, 1 if queue else 0))
+        elif kind == "unsub":
+            conn._remote_unsub(rp.RouteUnsub("$G", subject, queue))
+        else:
+            assert _as_sets(conn.interest_result_once(subject)) == _as_sets(conn.remote.match_once(subject))
+            assert conn.interest(subject, once=True) == conn.interest(subject)
+
+
+def test_a_requesters_inbox_stem_is_walked_once_until_interest_changes() -> None:
+    server = _server()
+    conn = _route(server, "P1", [])
+    conn._remote_sub(rp.RouteSub("$G", "_INBOX.abc.*"))
+    assert all(conn.interest_result_once(f"_INBOX.abc.{i}").plain for i in range(100))
+    assert list(conn._stems) == ["_INBOX.abc"]
+    conn._remote_sub(rp.RouteSub("$G", "_INBOX.abc.7"))  # a literal end of three tokens: walk
+    assert conn._stems == {}
+    assert len(conn.interest_result_once("_INBOX.abc.7").plain) == 2
+    assert len(conn.interest_result_once("_INBOX.abc.8").plain) == 1
+    assert conn._stems == {}
+    conn._remote_unsub(rp.RouteUnsub("$G", "_INBOX.abc.7"))
+    assert len(conn.interest_result_once("_INBOX.abc.7").plain) == 1
+    assert list(conn._stems) == ["_INBOX.abc"]
+    conn._remote_unsub(rp.RouteUnsub("$G", "_INBOX.abc.*"))  # the requester went away
+    assert not conn.interest_result_once("_INBOX.abc.9").plain
