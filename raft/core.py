@@ -400,9 +400,11 @@ class RaftNode(LeaderMixin, QuiesceMixin):
 
     def _answer_stale(self, msg: Message) -> None:
         """A message from an older term. Tell a stale leader about our term (it may have been
-        partitioned; with pre-vote or check-quorum our term would not reach it otherwise)."""
+        partitioned; with pre-vote or check-quorum our term would not reach it otherwise, and
+        a repairing node never campaigns: without its answer a leader of an older term would
+        keep leading, and the node would never find one of its own term to catch up from)."""
         if msg.type in (_M.APPEND, _M.HEARTBEAT, _M.SNAPSHOT):
-            if self._cfg.check_quorum or self._cfg.pre_vote:
+            if self._cfg.check_quorum or self._cfg.pre_vote or self._repair.active:
                 self._send(_M.APPEND_RESP, msg.src, reject=True, index=msg.index)
         elif msg.type is _M.PRE_VOTE:
             self._send(_M.PRE_VOTE_RESP, msg.src, reject=True)

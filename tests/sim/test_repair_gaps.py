@@ -249,9 +249,18 @@ def test_membership_sweep_wiped_node_pending_change_even_config() -> None:
     and pre-vote vary by seed). Every invariant holds after every step, and after healing every
     member (the repaired one too) catches up. Replay: `python -m raft.testing.sweep --membership
     --seeds 1 --start SEED`."""
-    seeds = [s for s in MEMBERSHIP_SEEDS if s not in sweep.KNOWN_MEMBERSHIP_FAILING]
+    seeds = [s for s in MEMBERSHIP_SEEDS if (s, False) not in sweep.KNOWN_MEMBERSHIP_FAILING]
     failures = [r for r in (run_seed(s, sweep.DEFAULT_STEPS, membership=True) for s in seeds) if not r.ok]
     assert not failures, "\n".join(sweep.describe(r, sweep.DEFAULT_STEPS, " --membership") for r in failures)
+
+
+def test_membership_sweep_stale_repair() -> None:
+    """The same schedule where damaged stores hand the core their whole past log."""
+    seeds = [s for s in range(20000, 20150) if (s, True) not in sweep.KNOWN_MEMBERSHIP_FAILING]
+    failures = [r for r in (run_seed(s, sweep.DEFAULT_STEPS, stale_repair=True, membership=True) for s in seeds)
+                if not r.ok]
+    assert not failures, "\n".join(sweep.describe(r, sweep.DEFAULT_STEPS, " --membership --stale-repair")
+                                   for r in failures)
 
 
 def test_membership_sweep_breaks_the_former_count(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,8 +272,14 @@ def test_membership_sweep_breaks_the_former_count(monkeypatch: pytest.MonkeyPatc
         assert r.invariant is not None and r.invariant != "liveness", (seed, r.violation)
 
 
-@pytest.mark.xfail(strict=True, reason=sweep.WIPED_VOTE_FOR_REMOVED)
-@pytest.mark.parametrize("seed", sorted(sweep.KNOWN_MEMBERSHIP_FAILING))
-def test_known_membership_seed(seed: int) -> None:
-    r = run_seed(seed, sweep.DEFAULT_STEPS, membership=True)
-    assert r.ok, sweep.describe(r, sweep.DEFAULT_STEPS, " --membership")
+@pytest.mark.parametrize(
+    "seed,stale_repair",
+    [pytest.param(*key, marks=pytest.mark.xfail(strict=True, reason=why))
+     for key, why in sorted(sweep.KNOWN_MEMBERSHIP_FAILING.items())],
+)
+def test_known_membership_seed(seed: int, stale_repair: bool) -> None:
+    """Open core bugs the membership schedule found (sweep.KNOWN_MEMBERSHIP_FAILING): strict
+    xfails, so a fix must move them out of that list."""
+    r = run_seed(seed, sweep.DEFAULT_STEPS, stale_repair=stale_repair, membership=True)
+    flags = " --membership" + (" --stale-repair" if stale_repair else "")
+    assert r.ok, sweep.describe(r, sweep.DEFAULT_STEPS, flags)

@@ -326,3 +326,24 @@ def test_a_given_index_newer_than_our_logs_config_wins() -> None:
     c.step(_answer("a", 4))
     c.step(_answer("b", 4))
     assert c.vote == "c" and c.term == 4
+
+
+def test_a_repairing_node_tells_a_stale_leader_its_term_without_prevote_or_checkquorum() -> None:
+    """Regression (sweep --membership seeds 1024, 2661): with pre-vote and check-quorum off, a
+    node ignores a stale leader's messages and its own campaign deposes it; a repairing node
+    never campaigns, so it answers with its term, or the term-1 leader would lead on and the
+    node (in term 2) would never find a leader of its term to catch up from."""
+    cfg = NodeConfig(node_id="c", group="g", pre_vote=False, check_quorum=False)
+    c = RaftNode(cfg, random.Random(1), hard_state=HardState(), snapshot=None, entries=(), membership=ABC,
+                 repair_needed=True)
+    out(c)
+    c.step(_answer("a", 2))
+    c.step(_answer("b", 1))
+    out(c)
+    assert c.term == 2 and c.repair_needed
+    c.step(Message(M.HEARTBEAT, "g", "b", "c", term=1, commit=0, index=3))
+    [answer] = out(c)
+    assert answer.type is M.APPEND_RESP and answer.reject and answer.term == 2 and answer.dst == "b"
+    healthy = RaftNode(cfg, random.Random(1), hard_state=HardState(term=2), snapshot=None, entries=(), membership=ABC)
+    healthy.step(Message(M.HEARTBEAT, "g", "b", "c", term=1, commit=0, index=3))
+    assert out(healthy) == []  # unchanged: its own campaign will depose b
