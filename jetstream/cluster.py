@@ -91,6 +91,7 @@ class ClusteredJetStream(JetStream):
         self.peer_name = peer_name
         self.cluster_name = cluster_name
         self.by_group: dict[str, ReplicatedStream] = {}
+        self.stopping: set[str] = set()  # groups whose replica is being stopped
         self.routed = RoutedServer(server)
         self.handing_over: set[str] = set()  # groups whose leadership is being handed over
         # (voters most caught up first, leader, placement) -> new leader, None (any) or an error;
@@ -160,20 +161,26 @@ class ClusteredJetStream(JetStream):
             self.nursery.start_soon(fn, *args)
 
     async def stop_replica(self, group: str, delete: bool) -> None:
+        """The replica's `$JSC.DIGEST` subscription goes last, once its data is gone: a stream
+        delete is answered when no replica subscribes to it any more (meta/api.py)."""
         rt = self.by_group.pop(group, None)
         if rt is None:
             return
-        self.host.remove_group(group)
-        self._become_follower(rt)
-        for sub in rt.replica_subs:
-            sub.unsubscribe()
-        if self.streams.get(rt.name) is rt:
-            del self.streams[rt.name]
-        await rt.close()
-        rt.deleted = delete
-        if delete:
-            await trio.to_thread.run_sync(remove_stream_dir, rt.directory)
-            await self.host.worker.run(self.host.store.forget_group, group)
+        self.stopping.add(group)
+        try:
+            self.host.remove_group(group)
+            self._become_follower(rt)
+            if self.streams.get(rt.name) is rt:
+                del self.streams[rt.name]
+            await rt.close()
+            rt.deleted = delete
+            if delete:
+                await trio.to_thread.run_sync(remove_stream_dir, rt.directory)
+                await self.host.worker.run(self.host.store.forget_group, group)
+        finally:
+            for sub in rt.replica_subs:
+                sub.unsubscribe()
+            self.stopping.discard(group)
         self.log.info("jetstream.replica_stopped", stream=rt.name, group=group, deleted=delete)
 
     def update_replica(self, group: str, config_json: dict[str, Any], assigned_text: str) -> None:

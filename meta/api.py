@@ -172,13 +172,13 @@ async def delete(svc: Any, tokens: list[str], body: bytes) -> dict[str, Any]:
 async def _replicas_stopped(svc: Any, sa: StreamAssignment) -> bool:
     """After a committed delete, wait (bounded) until every replica of the stream stopped, as
     seen from here: the group is gone locally and no other server still subscribes to a
-    replica's `$JSC.DIGEST.<server>.<stream>` (a replica drops that and its leader
-    subscriptions together, before telling the routes). Then no server answers requests about
-    the stream any more (nats-server also answers a delete once the stream is gone); a replica
+    replica's `$JSC.DIGEST.<server>.<stream>` (a replica drops that last, after its leader
+    subscriptions and its data, and before telling the routes). Then no server answers requests
+    about the stream any more and its data is gone from every reachable server (nats-server also answers a delete once the stream is gone); a replica
     that is unreachable does not hold the reply longer than DELETE_SETTLE_S."""
     others = [svc.peer_name(p) for p in sa.hosts() if p != svc.node_id]
     with trio.move_on_after(DELETE_SETTLE_S):
-        while sa.group in svc.js.by_group or any(
+        while sa.group in svc.js.by_group or sa.group in svc.js.stopping or any(
                 svc.js.others_subscribe(f"$JSC.DIGEST.{name}.{sa.name}") for name in others):
             await trio.sleep(DELETE_POLL_S)  # replicas stop when they apply the delete
         return True

@@ -472,6 +472,9 @@ def test_meta_deleted_stream_not_found_from_any_node_right_after_delete(cluster:
                                              for nc in conns.values()))
             for answer in answers:  # the first answer each server's request got: never the stream
                 assert answer.get("error", {}).get("err_code") == 10059, (round_, answer)
+            for node in cluster.values():  # and its data is already gone everywhere
+                streams_dir = node.store_dir / "jetstream" / "streams"
+                assert not [p for p in streams_dir.iterdir() if p.name.startswith("S-GONE-")], node.name
         for nc in conns.values():
             await nc.close()
     run(scenario())
