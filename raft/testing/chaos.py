@@ -14,6 +14,10 @@ every node, and require (R8) that within
 `LIVENESS_TICKS` a leader exists and a new proposal is acknowledged, and within `CATCHUP_TICKS`
 more every live member has applied every acknowledged index (no acknowledged write lost, R2).
 Failures come back as a `RunResult` with the violated invariant, never as a crash of the caller.
+
+`run_seed(..., membership=True)` runs the membership schedule instead (`membership_round`): four
+voters, a change left on a minority that may elect a leader under it, a wiped node restarted with
+a lagging config next to the old leader (the class of tests/sim/test_repair_gaps.py gap 2).
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from collections.abc import Callable
 
 import attrs
 
-from raft.testing.invariants import Violation
 from raft.config import Role
+from raft.testing.invariants import Violation
 from raft.testing.sim import Cluster, SimConfig
 from raft.testing.simdisk import CorruptKind
 
@@ -363,7 +367,6 @@ def run_seed(
     leaders = len(c.checker.leaders)
     last = tuple(repr(item) for item in c.trace[-tail:]) if violation and tail > 0 else ()
     return RunResult(seed, c.trace_hash(), c.now, c.proposed, c.acked, leaders, violation, invariant, last)
-
 
 
 def membership_config(seed: int, *, stale_repair: bool = False) -> SimConfig:
