@@ -100,6 +100,7 @@ class ClusteredJetStream(JetStream):
         # (stream, group) -> still assigned by this server's meta state; set by the meta layer
         self.stream_assigned: Callable[[str, str], bool] | None = None
         self.assigned_consumers = AssignedConsumers(self)  # durables: meta assignments (cluster_consumers.py)
+        self._consumers_changed = trio.Event()
         self.interest_sweepers: dict[str, object] = {}  # group -> its leader's sweeper (cluster_interest.py)
         self.log = structlog.get_logger("jetstream.cluster").bind(node=node_id)
 
@@ -475,9 +476,16 @@ class ClusteredJetStream(JetStream):
         if isinstance(rt, ReplicatedStream):
             await self.assigned_consumers.reconcile(rt)
 
-    async def reconcile_consumers(self) -> None:
-        """After a meta change: every led stream runs exactly its assigned durables."""
-        await self.assigned_consumers.reconcile_all(list(self.by_group.values()))
+    def reconcile_consumers(self) -> None:
+        """After a meta change: every led stream is to run exactly its assigned durables (done
+        by `consumer_reconcile_loop`, so a stream slow to commit never holds up the caller)."""
+        self._consumers_changed.set()
+
+    async def consumer_reconcile_loop(self) -> None:
+        while True:  # until cancelled
+            await self._consumers_changed.wait()
+            self._consumers_changed = trio.Event()
+            await self.assigned_consumers.reconcile_all(list(self.by_group.values()))
 
     async def delete_consumer(self, rt: StreamRuntime, consumer: Any) -> None:
         if self.consumer_registry is not None and consumer.durable:

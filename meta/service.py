@@ -178,9 +178,9 @@ class MetaService:
             self.join_sub = subscribe_routed(self.server, JOIN_SUBJECT, self._on_join)
             self.joined_sub = subscribe_routed(self.server, self.join_reply, self._on_join_answer)
             self.moves = MoveDriver(self)
-            for task in (self.js.watch_leaders, self._reconcile_loop, self._watch_meta_leader,
-                         self._hello_loop, self._dispatch_api, self.moves.run, self._membership_loop,
-                         RemovalWatch(self).run):
+            for task in (self.js.watch_leaders, self.js.consumer_reconcile_loop, self._reconcile_loop,
+                         self._watch_meta_leader, self._hello_loop, self._dispatch_api, self.moves.run,
+                         self._membership_loop, RemovalWatch(self).run):
                 nursery.start_soon(task)
             m = host.node(META_GROUP).membership
             self.log.info("meta.started", voters=sorted(m.voters), learners=sorted(m.learners),
@@ -276,7 +276,7 @@ class MetaService:
             running = {g: rt.assigned_text for g, rt in self.js.by_group.items()}
             for action in plan(self.state.streams, self.node_id, running):
                 await self._carry_out(action)
-            await self.js.reconcile_consumers()  # the durables the meta state assigns (jetstream/cluster.py)
+            self.js.reconcile_consumers()  # the durables the meta state assigns (jetstream/cluster_consumers.py)
 
     async def _carry_out(self, action: Start | Update | Stop) -> None:
         assert self.js is not None
