@@ -584,7 +584,7 @@ class Cluster:
                 continue
             if subject != last:
                 last = subject
-                plain = (sublist.match_once(subject) if subject.startswith(_ONE_OFF)
+                plain = (server.match_one_off(subject) if subject.startswith(_ONE_OFF)
                          else sublist.match(subject)).plain
             if not plain:
                 continue
@@ -619,9 +619,8 @@ class Cluster:
         account, subject, reply, queues, headers, payloads, tail = op
         if account != rp.GLOBAL_ACCOUNT:
             return
-        sublist = self.server.sublist
-        result = (sublist.match_once(subject) if subject.startswith(_ONE_OFF)
-                  else sublist.match(subject))
+        result = (self.server.match_one_off(subject) if subject.startswith(_ONE_OFF)
+                  else self.server.sublist.match(subject))
         plain = result.plain
         groups: tuple = ()
         if queues and result.queues:

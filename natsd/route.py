@@ -35,6 +35,7 @@ from trio.lowlevel import wait_readable
 
 from natsd import protocol as p
 from natsd import route_protocol as rp
+from natsd.route_batch_stems import OneOffStems
 from natsd.sublist import Sublist
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ RECEIVE_BYTES = 256 * 1024
 OUT_BYTES_MAX = 256 * 1024 * 1024
 STALL_BYTES = 8 * 1024 * 1024  # publishers feeding a route past this wait (bounded) for it
 HANDSHAKE_TIMEOUT_S = 5.0
-STEMS_MAX = 1024  # one-off subject stems (a requester's inbox prefix) with a kept interest result
 WRITE_DEADLINE_S = 10.0
 
 
@@ -92,11 +92,9 @@ class RouteConnection:
         self.peer_id = ""
         self.peer_info: dict[str, Any] = {}
         self.remote: Sublist = Sublist()
-        # one-off subjects (reply inboxes): `<stem>.<last>` reaches the same remote interest for
-        # every last token while no entry of that many tokens ends in a literal; the result is
-        # kept per stem (`interest_result_once`) and dropped on any interest change
-        self._literal_ends: dict[int, int] = {}  # token count -> entries ending in a literal
-        self._stems: dict[str, Any] = {}
+        # one-off subjects (reply inboxes): the peer's interest kept per stem while no entry can
+        # tell two last tokens apart (route_batch_stems.py); dropped on any interest change
+        self._stems = OneOffStems()
         self.queue_weights: dict[tuple[str, str], QueueWeight] = {}
         self.log = cluster.log.bind(route_solicited=solicited, url=url)
         self.pings_out = 0
@@ -332,8 +330,8 @@ class RouteConnection:
             self.log.debug("route.bad_interest", subject=op.subject, queue=op.queue)
             return
         if added:
-            self._count_literal_end(op.subject, 1)
-        self._stems.clear()
+            self._stems.entry_added(op.subject)
+        self._stems.clear()  # a queue weight changed, or nothing: kept results go all the same
         self.cluster.remote_interest_changed()
 
     def _remote_unsub(self, op: rp.RouteUnsub) -> None:
@@ -347,35 +345,14 @@ class RouteConnection:
             if entry is not None:
                 removed = self.remote.remove(op.subject, op.queue, entry)
         if removed:
-            self._count_literal_end(op.subject, -1)
+            self._stems.entry_removed(op.subject)
         self._stems.clear()
         self.cluster.remote_interest_changed()
 
-    def _count_literal_end(self, subject: str, delta: int) -> None:
-        last = subject.rpartition(".")[2]
-        if last != "*" and last != ">":
-            tokens = subject.count(".") + 1
-            count = self._literal_ends.get(tokens, 0) + delta
-            if count > 0:
-                self._literal_ends[tokens] = count
-            else:
-                self._literal_ends.pop(tokens, None)
-
     def interest_result_once(self, subject: str) -> Any:
-        """The remote Sublist's result for a one-off subject (`match_once`), shared by every
-        subject with the same stem (all tokens but the last) while no entry of as many tokens
-        ends in a literal: then no entry can tell two last tokens apart (a `*` or `>` end
-        matches any, a shorter `>` entry never reaches the last token)."""
-        stem, dot, last = subject.rpartition(".")
-        if not dot or not last or (subject.count(".") + 1) in self._literal_ends:
-            return self.remote.match_once(subject)
-        result = self._stems.get(stem)
-        if result is None:
-            result = self.remote.match_once(subject)
-            if len(self._stems) >= STEMS_MAX:
-                self._stems.clear()
-            self._stems[stem] = result
-        return result
+        """The remote Sublist's `match_once` result for a one-off subject (a PubAck's inbox),
+        walked once per stem while the peer's entries allow it (route_batch_stems.py)."""
+        return self._stems.match(subject, self.remote.match_once)
 
     def interest(self, subject: str, once: bool = False) -> tuple[bool, dict[str, int]]:
         """(has plain interest, {queue name: weight}) of this peer for a published subject;

@@ -45,6 +45,7 @@ from natsd.cluster import Cluster
 from natsd.config import VERSION, ServerOptions
 from natsd.monitor import Monitor
 from natsd.ops import PayloadRun
+from natsd.route_batch_stems import OneOffStems
 from natsd.subjects import ONE_OFF_PREFIXES, is_valid_literal_subject
 from natsd.sublist import Sublist
 from natsd.tls import TlsSettings, server_context
@@ -102,6 +103,7 @@ class Server:
         self.options = options or ServerOptions()
         self.log = log or structlog.get_logger("natsd")
         self.sublist = Sublist()
+        self.one_off_stems = OneOffStems()  # one-off (inbox) results per stem: match_one_off
         self.routes: dict[str, tuple] = {}
         self.dirty: list[ClientConnection] = []
         # While a client's read is processed: callbacks to run right after it (JetStream commits
@@ -284,6 +286,7 @@ class Server:
                          sid: str, callback: InternalCallback | None = None) -> Subscription:
         sub = Subscription(self, client, subject, queue, sid, callback)
         self.sublist.insert(subject, queue, sub)
+        self.one_off_stems.entry_added(subject)
         self.routes.clear()
         if self.cluster is not None and client is not None:
             self.cluster.local_sub_added(subject, queue)
@@ -291,6 +294,7 @@ class Server:
 
     def remove_subscription(self, sub: Subscription) -> None:
         if self.sublist.remove(sub.subject, sub.queue, sub):
+            self.one_off_stems.entry_removed(sub.subject)
             self.routes.clear()
             if self.cluster is not None and sub.client is not None:
                 self.cluster.local_sub_removed(sub.subject, sub.queue)
@@ -389,9 +393,14 @@ class Server:
         self.routes[subject] = route
         return route
 
+    def match_one_off(self, subject: str) -> Any:
+        """`sublist.match_once` of a one-off subject (a PubAck's reply inbox): walked once per
+        stem while no subscription can tell two last tokens apart (route_batch_stems.py)."""
+        return self.one_off_stems.match(subject, self.sublist.match_once)
+
     def _route_uncached(self, subject: str, once: bool = False) -> tuple:
         """The route of `subject`, not cached here; `once`: not in the sublist's cache either."""
-        result = self.sublist.match_once(subject) if once else self.sublist.match(subject)
+        result = self.match_one_off(subject) if once else self.sublist.match(subject)
         plain, queues = result.plain, result.queues
         if self.deny_filters:
             plain, queues = _without_denied(plain, queues, subject)

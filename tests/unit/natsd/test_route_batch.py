@@ -287,9 +287,9 @@ def test_a_failing_ingest_callback_is_logged_and_the_rest_of_the_read_still_deli
 # -- one-off subjects: the remote interest kept per stem ----------------------------------------
 
 STEM_PATTERNS = ["_INBOX.a.*", "_INBOX.a.5", "_INBOX.*.5", "_INBOX.>", "_INBOX.a.>", "_INBOX.a.5.x",
-                 "_INBOX.b.*", "x.y.z", "_INBOX.*.*", "*.a.*"]
+                 "_INBOX.b.*", "x.y.z", "_INBOX.*.*", "*.a.*", "*.a.5", "*.*.5", ">", "q.a.5"]
 STEM_SUBJECTS = ["_INBOX.a.1", "_INBOX.a.5", "_INBOX.b.5", "_INBOX.b.7", "_INBOX.a.", "_INBOX..1",
-                 "_INBOX.a.5.x", "_INBOX", "_INBOX.a.*", "q.a.1"]
+                 "_INBOX.a.5.x", "_INBOX", "_INBOX.", "_INBOX.a.*", "q.a.1", "q.a.5", "_INBOX.*.5"]
 
 
 def _as_sets(result: object) -> tuple:
@@ -321,14 +321,41 @@ def test_a_requesters_inbox_stem_is_walked_once_until_interest_changes() -> None
     conn = _route(server, "P1", [])
     conn._remote_sub(rp.RouteSub("$G", "_INBOX.abc.*"))
     assert all(conn.interest_result_once(f"_INBOX.abc.{i}").plain for i in range(100))
-    assert list(conn._stems) == ["_INBOX.abc"]
+    assert conn._stems.stems() == ["_INBOX.abc"]
     conn._remote_sub(rp.RouteSub("$G", "_INBOX.abc.7"))  # a literal end of three tokens: walk
-    assert conn._stems == {}
+    assert conn._stems.stems() == []
     assert len(conn.interest_result_once("_INBOX.abc.7").plain) == 2
     assert len(conn.interest_result_once("_INBOX.abc.8").plain) == 1
-    assert conn._stems == {}
+    assert conn._stems.stems() == []
     conn._remote_unsub(rp.RouteUnsub("$G", "_INBOX.abc.7"))
     assert len(conn.interest_result_once("_INBOX.abc.7").plain) == 1
-    assert list(conn._stems) == ["_INBOX.abc"]
+    assert conn._stems.stems() == ["_INBOX.abc"]
     conn._remote_unsub(rp.RouteUnsub("$G", "_INBOX.abc.*"))  # the requester went away
     assert not conn.interest_result_once("_INBOX.abc.9").plain
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("sub"), st.sampled_from(STEM_PATTERNS), st.none() | st.just("g")),
+    st.tuples(st.just("unsub"), st.integers(0, 30), st.none()),
+    st.tuples(st.just("ask"), st.sampled_from(STEM_SUBJECTS), st.none())), max_size=30))
+def test_local_one_off_match_per_stem_equals_a_fresh_walk(steps: list) -> None:
+    server = _server()
+    client = _client(server, 1)
+    subs: list = []
+    for kind, arg, queue in steps:
+        if kind == "sub":
+            subs.append(server.add_subscription(client, arg, queue, str(len(subs))))
+        elif kind == "unsub":
+            if subs:
+                server.remove_subscription(subs.pop(arg % len(subs)))
+        else:
+            assert _as_sets(server.match_one_off(arg)) == _as_sets(server.sublist.match_once(arg))
+
+
+def test_ack_subjects_with_unique_middle_tokens_keep_no_stems() -> None:
+    server = _server()
+    server.subscribe_internal("$JS.ACK.S.>", None, lambda *a: None)
+    for i in range(50):
+        assert server.match_one_off(f"$JS.ACK.S.C.1.{i}.{i}.0.0").plain
+    assert len(server.one_off_stems) == 0
