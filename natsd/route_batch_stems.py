@@ -58,24 +58,28 @@ class OneOffStems:
             self._literal_ends.pop(key, None)
 
     def match(self, subject: str, match_once: Callable[[str], Any]) -> Any:
-        """`match_once(subject)`, walked once per stem while no entry can tell last tokens apart."""
+        """`match_once(subject)`, walked once per stem while no entry can tell last tokens apart.
+        A kept result is reused on the stem alone: the checks depend only on the stem (token
+        count, first token) and on the last token being non-empty, and any change drops it."""
         if not subject.startswith(STEM_PREFIXES):  # e.g. $JS.ACK.: unique tokens mid-subject
             return match_once(subject)
-        stem, dot, last = subject.rpartition(".")
-        if not last:
+        dot = subject.rfind(".")
+        if dot == len(subject) - 1:  # an empty last token
             return match_once(subject)
+        stem = subject[:dot]
+        results = self._results
+        result = results.get(stem)
+        if result is not None:
+            return result
         ends = self._literal_ends
         if ends:
             tokens = subject.count(".") + 1
             if (tokens, subject.partition(".")[0]) in ends or (tokens, "*") in ends:
                 return match_once(subject)
-        results = self._results
-        result = results.get(stem)
-        if result is None:
-            result = match_once(subject)
-            if len(results) >= STEMS_MAX:
-                results.clear()
-            results[stem] = result
+        result = match_once(subject)
+        if len(results) >= STEMS_MAX:
+            results.clear()
+        results[stem] = result
         return result
 
     def __len__(self) -> int:
