@@ -11,6 +11,11 @@ being written in the worker thread the next one accumulates (group commit), whic
 throughput comes from. PubAcks go out after the commit, so an acknowledged message is on disk;
 a batch's commands go through `StreamStateMachine.apply_batch` (runs of plain publishes are one
 bulk insert) and its PubAcks through the server's `publish_internal_many` (one write per client).
+Lone publishes skip the writer task: a publish routed while a client's read is processed
+(`server.after_read` is a list then) registers `_commit_lone`, which the reader task runs once the
+read is done; if the writer holds no batch and the read queued at most INLINE_COMMIT_MAX
+publishes, it commits them and writes their PubAcks right there (one task step per round trip for
+a one-at-a-time publisher), else it wakes the writer. Only this class's own writer allows it.
 
 All writes and state queries go through `call()`, which holds a per-stream trio lock and runs the
 call in a worker thread for SQLite stores (one thread at a time per connection). Message reads go
