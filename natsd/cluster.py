@@ -87,6 +87,9 @@ class Cluster:
         self.gossip_seen = 0  # INFOs about other servers received (observability)  # handshakes refused (self, cluster name, duplicates): observability
         self._remote_cache: dict[str, list] = {}
         self._heads: dict[str, bytes] = {}  # subject -> b"$G <subject>" (RMSG line start)
+        # subject -> (routes, b"$G <subject>") for a repeating subject only plain interest of
+        # those routes reaches (a stream's subject on a follower's node); cleared with the above
+        self._plain_targets: dict[str, tuple] = {}
         self._dialling: set[str] = set()  # server_ids with an implicit dial in progress
         self._url_ids: dict[str, str] = {}  # route URL -> server_id it led to
         self._changed = trio.Event()  # set on every route registration/loss
@@ -342,6 +345,7 @@ class Cluster:
 
     def _topology_changed(self) -> None:
         self._remote_cache.clear()
+        self._plain_targets.clear()
         self.server.cluster_active = self if self.routes else None
         self._notify()
         urls = self._compute_connect_urls()
@@ -408,6 +412,7 @@ class Cluster:
 
     def remote_interest_changed(self) -> None:
         self._remote_cache.clear()
+        self._plain_targets.clear()
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -433,6 +438,20 @@ class Cluster:
                 headers: bytes | None, payloads: list[bytes], tail: bytes) -> None:
         """A client's publish (a run of payloads) while routes exist: local + remote."""
         server = self.server
+        hit = self._plain_targets.get(subject)
+        if hit is not None and not (route and route[1]):  # plain interest only (a stream's subject)
+            if route:
+                server.deliver(src, route, subject, reply, headers, payloads, tail)
+            conns, pre = hit
+            if headers is None and len(payloads) == 1:
+                frames = b"RMSG %s%s%s\r\n" % (pre, tail, payloads[0])
+            else:
+                frames = self._plain_frames(subject, headers, payloads, tail)
+            for conn in conns:
+                conn.send_later(frames)
+                if len(conn.out) > STALL_BYTES and src is not None:
+                    src.stall_on = conn
+            return
         remote = self.remote_matches(subject)
         if not remote:
             if route:
@@ -449,6 +468,10 @@ class Cluster:
                 conn.send_later(frames)
                 if len(conn.out) > STALL_BYTES and src is not None:
                     src.stall_on = conn
+            if subject in self._remote_cache:  # repeating: next time straight to its routes
+                if len(self._plain_targets) >= _REMOTE_CACHE_MAX:
+                    self._plain_targets.clear()
+                self._plain_targets[subject] = (tuple(c for c, _, _ in remote), self._heads[subject])
             return
         for payload in payloads:
             self._publish_queued(src, subject, reply, headers, payload, tail, remote)

@@ -359,3 +359,37 @@ def test_ack_subjects_with_unique_middle_tokens_keep_no_stems() -> None:
     for i in range(50):
         assert server.match_one_off(f"$JS.ACK.S.C.1.{i}.{i}.0.0").plain
     assert len(server.one_off_stems) == 0
+
+
+# -- a client's publishes to a repeating subject go straight to its routes ---------------------------
+
+PUB_PATTERNS = ["js.x", "js.*", "js.>", "other"]
+PUB_SUBJECTS = ["js.x", "js.y", "other", "nobody"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("sub"), st.integers(0, 1), st.sampled_from(PUB_PATTERNS)),
+    st.tuples(st.just("unsub"), st.integers(0, 1), st.sampled_from(PUB_PATTERNS)),
+    st.tuples(st.just("pub"), st.integers(1, 3), st.sampled_from(PUB_SUBJECTS))), max_size=25))
+def test_publishes_reach_exactly_the_routes_with_interest_across_interest_changes(steps: list) -> None:
+    server = _server()
+    assert server.cluster is not None
+    routes = [_route(server, "P1", []), _route(server, "P2", [])]
+    client = _client(server, 1)
+    expected = [bytearray(), bytearray()]
+    for n, (kind, arg, subject) in enumerate(steps):
+        if kind == "sub":
+            routes[arg]._remote_sub(rp.RouteSub("$G", subject))
+        elif kind == "unsub":
+            routes[arg]._remote_unsub(rp.RouteUnsub("$G", subject))
+        else:
+            payloads = [b"p%d" % n] * arg
+            ops = client.parser.feed(b"".join(p.encode_pub(subject, f"_INBOX.r.{n}", pl) for pl in payloads))
+            for _, reply, headers, pls, tail in ops:
+                server.cluster.publish(client, (), subject, reply, headers, pls, tail)
+            for i, conn in enumerate(routes):
+                if conn.interest(subject)[0]:
+                    expected[i] += b"".join(rp.encode_rmsg("$G", subject, f"_INBOX.r.{n}", (), None, pl)
+                                            for pl in payloads)
+    assert [bytes(c.out) for c in routes] == [bytes(e) for e in expected]
