@@ -185,14 +185,17 @@ class SqliteStore(MessageStore):
         committed since (SQLite's `PRAGMA data_version` changes exactly then)."""
         if self._depth:
             return
-        own = not self._conn.in_transaction
-        if own:
-            self._conn.execute("BEGIN")
+        conn = self._conn
+        if conn.in_transaction:
+            self._refresh_in_txn()
+            return
+        if conn.execute("PRAGMA data_version").fetchone()[0] == self._data_version:
+            return  # nobody committed since: no transaction needed
+        conn.execute("BEGIN")  # the counters and the tail read from one snapshot
         try:
             self._refresh_in_txn()
         finally:
-            if own:
-                self._conn.execute("COMMIT")
+            conn.execute("COMMIT")
 
     def _refresh_in_txn(self) -> None:
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
