@@ -65,6 +65,10 @@ HEARTBEAT_TICKS = 4
 # log; the RaftHost watches peer liveness instead (raft/core.py, raft/driver.py).
 QUIESCE = True
 COMPACT_EVERY_ENTRIES = 8192
+# A follower applies committed entries late and together (RaftHost.set_batch_apply): one store
+# transaction per batch, off the CPU while the leader commits and acks. 3 nodes on 2 cores, one
+# publish at a time: skipping the followers' applies altogether cut p50 from 2.9-3.7 to 2.1-3.0 ms.
+FOLLOWER_APPLY_DELAY_S = 0.02
 
 
 def stream_group_config(node_id: str, group: str) -> NodeConfig:
@@ -162,6 +166,40 @@ class ReplicatedStream(StreamRuntime):
             pending = None
             await trio.sleep(0.01)  # a new leader commits its first entry within a round trip
 
+    async def apply_entries(self, entries: list[Entry]) -> None:
+        """RaftHost batch apply callback (a follower's late applies): the committed entries, in
+        order, in one store transaction. Nothing waits for their results."""
+        decoded: list[tuple[int, list[Any]]] = []
+        for entry in entries:
+            try:
+                decoded.append((entry.index, decode_batch(entry.data)))
+            except CodecError as exc:
+                self.log.error("stream.bad_entry", index=entry.index, error=str(exc))
+
+        def work() -> list[Any]:
+            with self.store.batch():
+                for index, cmds in decoded:
+                    self._apply_cmds(cmds, index)
+            return []
+
+        try:
+            await self._apply_work(work, sum(len(cmds) for _, cmds in decoded))
+        except StreamClosed:
+            return
+        except Exception as exc:  # noqa: BLE001 - the store rolled back; never crash the host
+            await self._apply_failed(entries[-1].index, exc)
+            return
+        self.config = self.sm.config
+        self.notify()
+        self._maybe_compact(len(entries))
+
+    async def _apply_failed(self, index: int, exc: Exception) -> None:
+        self.log.error("stream.apply_failed", index=index, error=repr(exc))
+        try:
+            await self.call(self._reload)
+        except Exception as reload_exc:  # noqa: BLE001 - closed or broken: report only
+            self.log.error("stream.reload_failed", error=repr(reload_exc))
+
     async def apply_entry(self, entry: Entry) -> list[Any]:
         """RaftHost apply callback: apply one committed batch to the local store."""
         own = self.proposed.get(id(entry.data))
@@ -184,11 +222,7 @@ class ReplicatedStream(StreamRuntime):
         except StreamClosed:
             return [UNAVAILABLE] * len(cmds)
         except Exception as exc:  # noqa: BLE001 - the store rolled back; never crash the host
-            self.log.error("stream.apply_failed", index=entry.index, error=repr(exc))
-            try:
-                await self.call(self._reload)
-            except Exception as reload_exc:  # noqa: BLE001 - closed or broken: report only
-                self.log.error("stream.reload_failed", error=repr(reload_exc))
+            await self._apply_failed(entry.index, exc)
             return [store_failed(f"store failed: {exc}")] * len(cmds)
         self.config = self.sm.config
         if own is not None and own.batch is not None and not own.acked:
@@ -205,8 +239,8 @@ class ReplicatedStream(StreamRuntime):
             self.log.error("stream.ack_failed", error=repr(exc))
 
     # -- snapshots: the store is the snapshot ---------------------------------------------------
-    def _maybe_compact(self) -> None:
-        self.entries_since_compact += 1
+    def _maybe_compact(self, entries: int = 1) -> None:
+        self.entries_since_compact += entries
         if self.entries_since_compact >= self.compact_every and not self.compacting and self.spawn:
             self.compacting = True
             self.spawn(self.compact_log)
@@ -298,6 +332,7 @@ class ReplicatedStream(StreamRuntime):
         leader's APPENDs and own save start without waiting for the ready loop's turn); a task
         per batch waits for its commit."""
         inflight = trio.Semaphore(ENTRIES_IN_FLIGHT)
+        self.host.set_batch_apply(self.group, self.apply_entries, FOLLOWER_APPLY_DELAY_S)
         async with trio.open_nursery() as nursery:
             while not self.closed:
                 await self.queue_ready.wait()

@@ -89,6 +89,8 @@ from raft.types import (
 log = structlog.get_logger("raft.driver")
 
 ApplyCallback = Callable[[Entry], object]  # may return an awaitable
+BatchApplyCallback = Callable[[list[Entry]], object]  # may return an awaitable
+BATCH_APPLY_ENTRIES_MAX = 256  # a follower's late applies: at most this many entries wait
 RestoreCallback = Callable[[Snapshot], object]  # may return an awaitable
 RECEIVE_BATCH_MAX = 4096
 HOLD_NOTICES_S = 0.02  # how long a leader's commit notice may wait for a message to ride with
@@ -155,6 +157,10 @@ class _Group:
     waiters: dict[int, _Waiter] = attrs.Factory(dict)
     reads: dict[bytes, _Waiter] = attrs.Factory(dict)  # context -> waiter (term unused)
     read_points: dict[bytes, int] = attrs.Factory(dict)  # context -> index to apply first
+    batch_apply: BatchApplyCallback | None = None  # set_batch_apply: a follower applies late
+    batch_delay_s: float = 0.0
+    pending: list[Entry] = attrs.Factory(list)  # committed, not yet applied (batch_apply)
+    pending_since_s: float = 0.0
 
 
 @attrs.frozen
@@ -220,6 +226,8 @@ class RaftHost:
         self._handling = False  # a task is in a ready round (the ready loop or a reader)
         self._parked: trio.CancelScope | None = None  # the ready loop's wait, while it waits
         self._failure: BaseException | None = None  # raised by a round a reader ran
+        self._batch_apply: dict[GroupId, tuple[BatchApplyCallback, float]] = {}
+        self._pending_groups: set[GroupId] = set()  # groups with committed entries not applied
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -271,7 +279,9 @@ class RaftHost:
         )
         if not loaded.was_member:
             await self.worker.run(self.store.mark_member, group)
-        self._groups[group] = _Group(node, apply_callback, restore_callback, hard_state)
+        g = self._groups[group] = _Group(node, apply_callback, restore_callback, hard_state)
+        if group in self._batch_apply:
+            g.batch_apply, g.batch_delay_s = self._batch_apply[group]
         self.leadership_changes += 1
         node.set_peers_down(frozenset(self._suspected))
         if config.quiesce:
@@ -292,6 +302,19 @@ class RaftHost:
             return
         for waiter in [*g.waiters.values(), *g.reads.values()]:
             waiter.finish(error=NotLeader(None))
+
+    def set_batch_apply(self, group: GroupId, apply_entries: BatchApplyCallback, delay_s: float) -> None:
+        """While this host follows `group`, apply its committed entries late and together:
+        `apply_entries(entries)` (in log order, NORMAL entries only) once the oldest waited
+        `delay_s` or BATCH_APPLY_ENTRIES_MAX are waiting, and always before anything else is
+        applied, a snapshot installed, a read answered, an event handled or the host leads the
+        group. (A follower's state machine answers nothing a client waits for; one store
+        transaction per batch instead of per entry, and it stays off the CPU while the leader
+        commits.) Kept for a group added later with this name, until replaced."""
+        self._batch_apply[group] = (apply_entries, delay_s)
+        g = self._groups.get(group)
+        if g is not None:
+            g.batch_apply, g.batch_delay_s = apply_entries, delay_s
 
     def node(self, group: GroupId) -> RaftNode:
         return self._get(group).node
@@ -538,8 +561,8 @@ class RaftHost:
         parked = self._parked
         if self._dirty or self._failure is not None or parked is None:
             self._wake.set()
-        elif self._held:  # the ready loop's wait now ends when the held notices are due
-            parked.deadline = min(parked.deadline, self._held_since_s + self.hold_notices_s)
+        else:  # the ready loop's wait ends when held notices or late applies are due
+            parked.deadline = min(parked.deadline, self._wait_deadline())
 
     def _step(self, msg: Message) -> None:
         self._last_heard[msg.src] = self._tick_no
@@ -561,7 +584,7 @@ class RaftHost:
         while True:  # until cancelled
             if not self._dirty or self._handling:
                 self._wake = trio.Event()
-                due = self._held_since_s + self.hold_notices_s if self._held and not self._handling else math.inf
+                due = math.inf if self._handling else self._wait_deadline()
                 with trio.move_on_at(due) as scope:  # (a reader's round wakes us when it ends)
                     self._parked = scope
                     try:
@@ -591,8 +614,45 @@ class RaftHost:
                     readies.append((g, g.node.ready()))
             if readies:
                 await self._handle_readies(readies)
+            if self._pending_groups:
+                await self._apply_due()
         finally:
             self._handling = False
+
+    def _wait_deadline(self) -> float:
+        """When the parked ready loop must run again: held notices or late applies due."""
+        due = self._held_since_s + self.hold_notices_s if self._held else math.inf
+        for group in self._pending_groups:
+            g = self._groups.get(group)
+            if g is not None and g.pending:
+                due = min(due, g.pending_since_s + g.batch_delay_s)
+        return due
+
+    async def _apply_due(self) -> None:
+        now = trio.current_time()
+        for group in sorted(self._pending_groups):
+            g = self._groups.get(group)
+            if g is None or not g.pending:
+                self._pending_groups.discard(group)
+            elif now >= g.pending_since_s + g.batch_delay_s or g.node.role is Role.LEADER:
+                await self._apply_pending(g, group)
+
+    def _applies_late(self, g: _Group, r: Ready) -> bool:
+        return (g.batch_apply is not None and bool(r.committed_entries)
+                and (g.node.role is Role.FOLLOWER or g.node.role is Role.LEARNER)
+                and not (r.events or r.snapshot or r.read_states or g.read_points or g.reads or g.waiters))
+
+    async def _apply_pending(self, g: _Group, group: GroupId) -> None:
+        """Apply the entries a follower kept back, in order, with one batch_apply call."""
+        entries, g.pending = g.pending, []
+        self._pending_groups.discard(group)
+        normal = [e for e in entries if e.kind is EntryKind.NORMAL]
+        if normal and g.batch_apply is not None:
+            await _maybe_await(g.batch_apply(normal))
+        for entry in entries:
+            self._finish_waiter(g, entry, None)
+        self.stats.applied += len(entries)
+        self.stats.late_applies += 1
 
     async def _handle_readies(self, readies: list[tuple[_Group, Ready]]) -> None:
         """Readies with nothing durable to write are finished (send, apply, advance) while the
@@ -742,6 +802,16 @@ class RaftHost:
     async def _apply(self, g: _Group, r: Ready) -> None:
         if not (r.events or r.snapshot or r.committed_entries or r.read_states or g.read_points):
             return  # most Readies of idle groups: heartbeats only
+        if self._applies_late(g, r):
+            if not g.pending:
+                g.pending_since_s = trio.current_time()
+                self._pending_groups.add(r.group)
+            g.pending.extend(r.committed_entries)
+            if len(g.pending) >= BATCH_APPLY_ENTRIES_MAX:
+                await self._apply_pending(g, r.group)
+            return
+        if g.pending:  # everything kept back goes first
+            await self._apply_pending(g, r.group)
         for event in r.events:
             self._log.info(event.name, group=r.group, **dict(event.fields))
             if event.name == "raft.repair_done":
@@ -788,6 +858,7 @@ class HostStats:
     messages_sent: int = 0
     early_sends: int = 0  # leader messages sent before the leader's own fsync finished
     direct_rounds: int = 0  # ready rounds a transport reader or a proposer ran (`_settle_now`)
+    late_applies: int = 0  # batches of a follower's committed entries applied late (set_batch_apply)
     applied: int = 0
     unroutable: int = 0
     host_pings: int = 0  # host heartbeats sent (peer liveness for quiesced groups)

@@ -124,3 +124,49 @@ async def test_settle_after_propose_nowait_saves_and_sends_in_the_callers_task(
         saved = writes(stores[leader], 0)
         assert any(e.index == pending.index and e.data == b"now" for w in saved for e in w.entries)
         assert await host.proposal_result(pending) == (pending.index, b"applied:now")
+
+
+async def test_followers_apply_late_in_batches_and_everything_before_leading(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """set_batch_apply: a follower keeps committed entries back for the delay, then applies them
+    in order with one call; the leader applies at once; a follower that becomes leader has
+    applied everything before its own first entry; a read on it sees everything."""
+    batches: dict[str, list[list[bytes]]] = {n: [] for n in NODES}
+    delay_s = 0.5
+    async with cluster_of({n: MemoryLogStore() for n in NODES}, ["g"]) as cluster:
+        for node, member in cluster.members.items():
+            def apply_entries(entries: list, node: str = node, member: object = member) -> None:
+                batches[node].append([e.data for e in entries])
+                for entry in entries:  # the same record the per-entry callback keeps
+                    member.applied.callback("g")(entry)  # type: ignore[attr-defined]
+            member.host.set_batch_apply("g", apply_entries, delay_s)
+        leader = await elected(cluster, "g")
+        host = cluster.members[leader].host
+        want = [b"e%d" % i for i in range(10)]
+        for data in want:
+            await host.propose("g", data)
+        assert batches[leader] == []  # the leader applies one by one, at once
+        assert cluster.members[leader].applied.data("g") == want
+        followers = [n for n in NODES if n != leader]
+        await trio.sleep(2 * delay_s + 0.2)
+        for n in followers:
+            assert cluster.members[n].applied.data("g") == want
+            assert len(batches[n]) < len(want)  # entries went together
+            assert [d for batch in batches[n] for d in batch] == want
+        # More entries, then leadership moves before the delay is up.
+        for data in (b"x1", b"x2"):
+            await host.propose("g", data)
+        reader = cluster.members[followers[1]]
+        with trio.fail_after(delay_s / 2):  # a read point: applied first, without the delay
+            await reader.host.read_index("g")
+        assert reader.applied.data("g") == want + [b"x1", b"x2"]
+        new = followers[0]
+        host.transfer_leadership("g", new)
+        await wait_until(lambda: cluster.leader("g") == new)
+        new_host = cluster.members[new].host
+        index = await new_host.propose("g", b"after")
+        assert cluster.members[new].applied.data("g") == want + [b"x1", b"x2", b"after"]
+        assert cluster.members[new].applied.entries["g"][-1].index == index
+        point = await cluster.members[new].host.read_index("g")
+        assert point >= index
