@@ -562,7 +562,7 @@ class Cluster:
             if subject.startswith(_ONE_OFF):  # a PubAck inbox: walked, not cached anywhere
                 targets = []
                 for conn in routes:
-                    result = conn.interest_result_once(subject)
+                    result = conn.one_off_stems.match(subject)
                     if result.queues:
                         targets = None
                         break
@@ -596,6 +596,7 @@ class Cluster:
                 self.remote_msg(conn, op)
             return
         sublist = server.sublist
+        one_off = server.one_off_stems.match
         dirty = server.dirty
         last = None
         plain: Any = ()
@@ -607,7 +608,7 @@ class Cluster:
                 continue
             if subject != last:
                 last = subject
-                plain = (server.match_one_off(subject) if subject.startswith(_ONE_OFF)
+                plain = (one_off(subject) if subject.startswith(_ONE_OFF)
                          else sublist.match(subject)).plain
             if not plain:
                 continue
@@ -626,7 +627,8 @@ class Cluster:
                 continue
             payload = payloads[0]
             out = c.out
-            out += b"MSG %s %s%s%s\r\n" % (rp._b(subject), sub.sid_b, tail, payload)  # noqa: SLF001
+            out += b"MSG %s %s%s%s\r\n" % (subject.encode("utf-8", "surrogateescape"), sub.sid_b,
+                                            tail, payload)
             sub.delivered += 1
             c.out_msgs += 1
             c.out_bytes += len(payload)

@@ -94,7 +94,7 @@ class RouteConnection:
         self.remote: Sublist = Sublist()
         # one-off subjects (reply inboxes): the peer's interest kept per stem while no entry can
         # tell two last tokens apart (route_batch_stems.py); dropped on any interest change
-        self._stems = OneOffStems()
+        self.one_off_stems = OneOffStems(self.remote.match_once)
         self.queue_weights: dict[tuple[str, str], QueueWeight] = {}
         self.log = cluster.log.bind(route_solicited=solicited, url=url)
         self.pings_out = 0
@@ -330,8 +330,8 @@ class RouteConnection:
             self.log.debug("route.bad_interest", subject=op.subject, queue=op.queue)
             return
         if added:
-            self._stems.entry_added(op.subject)
-        self._stems.clear()  # a queue weight changed, or nothing: kept results go all the same
+            self.one_off_stems.entry_added(op.subject)
+        self.one_off_stems.clear()  # a queue weight changed, or nothing: drop kept results
         self.cluster.remote_interest_changed()
 
     def _remote_unsub(self, op: rp.RouteUnsub) -> None:
@@ -345,14 +345,14 @@ class RouteConnection:
             if entry is not None:
                 removed = self.remote.remove(op.subject, op.queue, entry)
         if removed:
-            self._stems.entry_removed(op.subject)
-        self._stems.clear()
+            self.one_off_stems.entry_removed(op.subject)
+        self.one_off_stems.clear()
         self.cluster.remote_interest_changed()
 
     def interest_result_once(self, subject: str) -> Any:
         """The remote Sublist's `match_once` result for a one-off subject (a PubAck's inbox),
         walked once per stem while the peer's entries allow it (route_batch_stems.py)."""
-        return self._stems.match(subject, self.remote.match_once)
+        return self.one_off_stems.match(subject)
 
     def interest(self, subject: str, once: bool = False) -> tuple[bool, dict[str, int]]:
         """(has plain interest, {queue name: weight}) of this peer for a published subject;

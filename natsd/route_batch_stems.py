@@ -9,7 +9,7 @@ longer entry never matches). Such entries must start with the subject's first to
 `*`. So while the owner's Sublist holds none with that (token count, first token) or
 (token count, `*`), one walk per stem answers for every last token. The owner reports each
 entry it really adds or removes (`entry_added` / `entry_removed`, which also drop every kept
-result) and asks `match(subject, match_once)`; a subject outside `STEM_PREFIXES`, or with an
+result) and asks `match(subject)`; a subject outside `STEM_PREFIXES`, or with an
 empty last token, walks as before.
 
 Used by the server (local subscriptions: a PubAck delivered to a requester on this node, or
@@ -30,9 +30,10 @@ STEM_PREFIXES = ("_INBOX.",)
 class OneOffStems:
     """Per-stem results of one Sublist (see the module docstring)."""
 
-    __slots__ = ("_literal_ends", "_results")
+    __slots__ = ("_literal_ends", "_results", "_match_once")
 
-    def __init__(self) -> None:
+    def __init__(self, match_once: Callable[[str], Any]) -> None:
+        self._match_once = match_once  # the owner's Sublist.match_once
         self._literal_ends: dict[tuple[int, str], int] = {}  # (tokens, first token) -> entries
         self._results: dict[str, Any] = {}
 
@@ -57,15 +58,15 @@ class OneOffStems:
         else:
             self._literal_ends.pop(key, None)
 
-    def match(self, subject: str, match_once: Callable[[str], Any]) -> Any:
+    def match(self, subject: str) -> Any:
         """`match_once(subject)`, walked once per stem while no entry can tell last tokens apart.
         A kept result is reused on the stem alone: the checks depend only on the stem (token
         count, first token) and on the last token being non-empty, and any change drops it."""
         if not subject.startswith(STEM_PREFIXES):  # e.g. $JS.ACK.: unique tokens mid-subject
-            return match_once(subject)
+            return self._match_once(subject)
         dot = subject.rfind(".")
         if dot == len(subject) - 1:  # an empty last token
-            return match_once(subject)
+            return self._match_once(subject)
         stem = subject[:dot]
         results = self._results
         result = results.get(stem)
@@ -75,8 +76,8 @@ class OneOffStems:
         if ends:
             tokens = subject.count(".") + 1
             if (tokens, subject.partition(".")[0]) in ends or (tokens, "*") in ends:
-                return match_once(subject)
-        result = match_once(subject)
+                return self._match_once(subject)
+        result = self._match_once(subject)
         if len(results) >= STEMS_MAX:
             results.clear()
         results[stem] = result

@@ -103,7 +103,7 @@ class Server:
         self.options = options or ServerOptions()
         self.log = log or structlog.get_logger("natsd")
         self.sublist = Sublist()
-        self.one_off_stems = OneOffStems()  # one-off (inbox) results per stem: match_one_off
+        self.one_off_stems = OneOffStems(self.sublist.match_once)  # inbox results per stem
         self.routes: dict[str, tuple] = {}
         self.dirty: list[ClientConnection] = []
         # While a client's read is processed: callbacks to run right after it (JetStream commits
@@ -334,10 +334,15 @@ class Server:
         deliver = self.deliver
         cluster = self.cluster_active
         dirty = self.dirty
+        one_off = None if self.deny_filters else self.one_off_stems.match
         for subject, payload in messages:
             route = routes.get(subject)
             if route is None:
-                route = self._route_uncached(subject, once=True)
+                if one_off is None:
+                    route = self._route_uncached(subject, once=True)
+                else:  # _route_uncached(once=True) without deny lists, inline
+                    result = one_off(subject)
+                    route = (result.plain, result.queues) if result.plain or result.queues else ()
             if route:
                 plain, queues = route
                 sub = plain[0] if len(plain) == 1 and not queues else None
@@ -396,7 +401,7 @@ class Server:
     def match_one_off(self, subject: str) -> Any:
         """`sublist.match_once` of a one-off subject (a PubAck's reply inbox): walked once per
         stem while no subscription can tell two last tokens apart (route_batch_stems.py)."""
-        return self.one_off_stems.match(subject, self.sublist.match_once)
+        return self.one_off_stems.match(subject)
 
     def _route_uncached(self, subject: str, once: bool = False) -> tuple:
         """The route of `subject`, not cached here; `once`: not in the sublist's cache either."""

@@ -321,15 +321,15 @@ def test_a_requesters_inbox_stem_is_walked_once_until_interest_changes() -> None
     conn = _route(server, "P1", [])
     conn._remote_sub(rp.RouteSub("$G", "_INBOX.abc.*"))
     assert all(conn.interest_result_once(f"_INBOX.abc.{i}").plain for i in range(100))
-    assert conn._stems.stems() == ["_INBOX.abc"]
+    assert conn.one_off_stems.stems() == ["_INBOX.abc"]
     conn._remote_sub(rp.RouteSub("$G", "_INBOX.abc.7"))  # a literal end of three tokens: walk
-    assert conn._stems.stems() == []
+    assert conn.one_off_stems.stems() == []
     assert len(conn.interest_result_once("_INBOX.abc.7").plain) == 2
     assert len(conn.interest_result_once("_INBOX.abc.8").plain) == 1
-    assert conn._stems.stems() == []
+    assert conn.one_off_stems.stems() == []
     conn._remote_unsub(rp.RouteUnsub("$G", "_INBOX.abc.7"))
     assert len(conn.interest_result_once("_INBOX.abc.7").plain) == 1
-    assert conn._stems.stems() == ["_INBOX.abc"]
+    assert conn.one_off_stems.stems() == ["_INBOX.abc"]
     conn._remote_unsub(rp.RouteUnsub("$G", "_INBOX.abc.*"))  # the requester went away
     assert not conn.interest_result_once("_INBOX.abc.9").plain
 
