@@ -99,6 +99,10 @@ class StreamRuntime:
         self._lone_hooked = False  # `_commit_lone` is registered for the current read
         self._writer_busy = False  # run_writer holds a batch (taken from the queue, not acked)
         self._stale = False  # a lone commit failed: the writer reloads the state first
+        # The first lone commit asks the writer to size the SQLite WAL (preallocate_wal: lone
+        # commits then overwrite WAL blocks); only streams with such a publisher pay its 4 MB.
+        self._wal_sizing = getattr(store, "preallocate_wal", None)
+        self._wal_sizing_due = False
 
     @property
     def name(self) -> str:
@@ -255,6 +259,9 @@ class StreamRuntime:
         else:
             self.config = self.sm.config
             self.notify()
+            if self._wal_sizing is not None and not self._wal_sizing_due:
+                self._wal_sizing_due = True
+                self.queue_ready.set()
         self._send_acks(batch, results)
 
     async def run_writer(self) -> None:
@@ -268,6 +275,14 @@ class StreamRuntime:
                 except StreamClosed:
                     return
                 self._stale = False
+            if self._wal_sizing_due and self._wal_sizing is not None:
+                sizing, self._wal_sizing = self._wal_sizing, None
+                try:
+                    await self.call(sizing)
+                except StreamClosed:
+                    return
+                except Exception as exc:  # noqa: BLE001 - only an optimisation: log and go on
+                    self.log.warning("stream.wal_sizing_failed", error=repr(exc))
             while self.queue and not self.closed:
                 batch, self.queue = self.queue[:WRITE_BATCH_MAX], self.queue[WRITE_BATCH_MAX:]
                 self._writer_busy = True
@@ -359,17 +374,12 @@ def streams_dir(store_dir: str) -> Path:
     return Path(store_dir) / "jetstream" / "streams"
 
 
-def open_store(config: StreamConfig, directory: Path, preallocate_wal: bool = False) -> MessageStore:
-    """Memory streams keep messages in memory; file streams in SQLite next to the config.
-    `preallocate_wal` (a single server's streams: a one-at-a-time publisher's commit is one
-    small WAL append each) sizes the WAL once so commits overwrite instead of growing it."""
+def open_store(config: StreamConfig, directory: Path) -> MessageStore:
+    """Memory streams keep messages in memory; file streams in SQLite next to the config."""
     if config.storage is Storage.MEMORY:
         return MemoryStore()
     directory.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(directory / STORE_FILE)
-    if preallocate_wal:
-        store.preallocate_wal()
-    return store
+    return SqliteStore(directory / STORE_FILE)
 
 
 def write_config(directory: Path, config: StreamConfig, created_ns: int) -> None:

@@ -190,7 +190,7 @@ class JetStream:
         for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
             try:
                 config, created_ns = read_config(directory)
-                store = open_store(config, directory, preallocate_wal=True)
+                store = open_store(config, directory)
             except Exception as exc:  # noqa: BLE001 - never delete: report and skip
                 self.log.error("jetstream.stream_load_failed", directory=str(directory), error=repr(exc))
                 continue
@@ -225,7 +225,7 @@ class JetStream:
         directory = self.root / config.name
         created_ns = self.clock_ns()
         await trio.to_thread.run_sync(write_config, directory, config, created_ns)
-        store = await trio.to_thread.run_sync(open_store, config, directory, True)  # preallocate_wal
+        store = await trio.to_thread.run_sync(open_store, config, directory)
         rt = self._new_runtime(config, created_ns, store, directory)
         self._start_stream(rt)
         self.log.info("jetstream.stream_created", stream=config.name)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
 
 from jetstream.config import StreamConfig
 from jetstream.runtime import INLINE_COMMIT_MAX, StreamRuntime
@@ -48,10 +49,43 @@ def test_a_lone_publish_commits_in_the_read_hook(tmp_path: Path) -> None:
     assert rt.store.state().messages == 0 and server.sent == []  # nothing before the hook
     server.after_read = None
     hooks[0]()
-    assert rt.queue == [] and not rt.queue_ready.is_set()
-    assert rt.store.state().messages == 1
+    assert rt.queue == [] and rt.store.state().messages == 1
     assert server.sent == [("r1", b'{"stream":"S","seq":1}')]
+    assert rt.queue_ready.is_set()  # once: the writer is asked to size the WAL
+    rt.queue_ready = trio.Event()
+    server.after_read = hooks = []
+    rt.enqueue_publish("s.a", "r2", None, b"x")
+    server.after_read = None
+    hooks[0]()
+    assert server.sent[-1] == ("r2", b'{"stream":"S","seq":2}') and not rt.queue_ready.is_set()
     rt.store.close()
+
+
+async def test_the_first_lone_commit_has_the_writer_size_the_wal(tmp_path: Path) -> None:
+    rt, server = _runtime(tmp_path)
+    wal = Path(str(tmp_path / "m.db") + "-wal")
+    small = wal.stat().st_size
+    server.after_read = hooks = []
+    rt.enqueue_publish("s.a", "r1", None, b"x")
+    server.after_read = None
+    hooks[0]()
+    sized: list[int] = []
+    real = rt.store.preallocate_wal  # type: ignore[attr-defined]
+    done = trio.Event()
+
+    def sizing() -> None:
+        real()
+        sized.append(wal.stat().st_size)
+        trio.from_thread.run_sync(done.set)  # runs in the writer's worker thread
+
+    rt._wal_sizing = sizing
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(rt.run_writer)
+        with trio.fail_after(10):
+            await done.wait()
+        nursery.cancel_scope.cancel()
+    assert sized[0] > max(small, 4_000_000) and rt._wal_sizing is None
+    await rt.close()
 
 
 def test_a_burst_in_one_read_goes_to_the_writer(tmp_path: Path) -> None:
@@ -128,6 +162,14 @@ async def test_over_a_socket_lone_publishes_skip_the_writer_and_bursts_batch(tmp
             return await real(cmds)
 
         rt.apply_batch = counting  # type: ignore[method-assign]
+        sized = trio.Event()
+        real_sizing = rt._wal_sizing
+
+        def sizing() -> None:
+            real_sizing()
+            trio.from_thread.run_sync(sized.set)
+
+        rt._wal_sizing = sizing
         async with trio.open_nursery() as nursery:
             port = await nursery.start(h.server.serve)
             stream = await trio.open_tcp_stream(HOST, port)
@@ -136,15 +178,23 @@ async def test_over_a_socket_lone_publishes_skip_the_writer_and_bursts_batch(tmp
             with trio.fail_after(10):
                 while not any(op == p.PONG for op in parser.feed(await stream.receive_some(65536))):
                     pass
+            await stream.send_all(b"PUB s.a in.w 2\r\nhi\r\n")  # the first: the writer sizes the WAL
+            await _read_acks(stream, parser, 1)
+            with trio.fail_after(10):
+                await sized.wait()
+                async with rt.lock:  # the writer's call (in its worker thread) has returned
+                    pass
+            await trio.testing.wait_all_tasks_blocked()
+            batches.clear()
             for i in range(5):  # one at a time
                 await stream.send_all(b"PUB s.a in.%d 2\r\nhi\r\n" % i)
                 ack = (await _read_acks(stream, parser, 1))[0]
-                assert ack.subject == f"in.{i}" and json.loads(ack.payload) == {"stream": "S", "seq": i + 1}
+                assert ack.subject == f"in.{i}" and json.loads(ack.payload) == {"stream": "S", "seq": i + 2}
             assert batches == []  # all five committed by the reader task
             await stream.send_all(b"".join(b"PUB s.a in.%d 2\r\nhi\r\n" % i for i in range(5, 15)))
             acks = await _read_acks(stream, parser, 10)
-            assert [json.loads(a.payload)["seq"] for a in acks] == list(range(6, 16))
+            assert [json.loads(a.payload)["seq"] for a in acks] == list(range(7, 17))
             assert sum(batches) == 10 and max(batches) > INLINE_COMMIT_MAX
             await stream.aclose()
             nursery.cancel_scope.cancel()
-        assert rt.store.state().messages == 15
+        assert rt.store.state().messages == 16
