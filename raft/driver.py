@@ -32,7 +32,9 @@ Three tasks share the nodes (all on the event loop, so a node is never touched c
      value completes the matching `propose()`), installs received snapshots via the restore
      callback, answers read-index waiters. Within a group everything is applied in order;
      different groups apply concurrently, so an async callback waiting on one group's store
-     does not hold up the others;
+     does not hold up the others. A follower of a group registered with `set_batch_apply`
+     keeps its committed entries back and applies them together a little later (before
+     anything else of that group, a read point, or leading it);
   4. calls `advance()` on each node.
 While step 1 waits on the disk, the other loops keep stepping nodes, so everything proposed
 meanwhile rides in the next batch. Ready.events are logged through structlog.
