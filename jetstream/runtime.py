@@ -256,13 +256,16 @@ class StreamRuntime:
             self._stale = True
             self.queue_ready.set()
             results = [store_failed(f"store failed: {exc}") for _ in cmds]
-        else:
-            self.config = self.sm.config
-            self.notify()
-            if self._wal_sizing is not None and not self._wal_sizing_due:
-                self._wal_sizing_due = True
-                self.queue_ready.set()
-        self._send_acks(batch, results)
+            self._send_acks(batch, results)
+            return
+        self.config = self.sm.config
+        try:
+            self._send_acks(batch, results)  # first: the publisher waits for it
+        finally:
+            self.notify()  # consumers run later anyway (this task goes on)
+        if self._wal_sizing is not None and not self._wal_sizing_due:
+            self._wal_sizing_due = True
+            self.queue_ready.set()
 
     async def run_writer(self) -> None:
         """Drain the publish queue in batches: one commit (fsync) per batch, then the acks."""
