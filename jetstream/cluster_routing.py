@@ -7,6 +7,14 @@ subscriptions to its routes like a client's (`Cluster.local_sub_added`), so a pu
 arriving at any server reaches the leader in one hop. `subscribe_routed` returns a handle whose
 `unsubscribe()` withdraws both.
 
+A publish arriving at a follower's node thus crosses one route each way, batched at every
+step (natsd/cluster.py, route.py): the follower frames a read's client PUBs for the stream's
+subjects from their own lines and writes them to the leader's route at the end of that read;
+the leader parses a read's run of forwarded frames in one pass and hands each to the stream's
+ingest callback in one delivery call (the subject matched once); after a commit, the PubAcks
+of the batch go to each requester's route as one write, the requester's inbox matched once
+per requester (route_batch_stems.py), and the follower delivers a read's acks the same way.
+
 `Requester` is request/reply between servers over the same machinery: one routed wildcard inbox
 per server, a future per request, a deadline on each (`None` when nobody answered in time).
 
