@@ -392,3 +392,32 @@ async def test_unique_inbox_requests_and_replies_cross_routes_without_filling_ca
     # the replies reached b by route (a client's own publish on a goes through the server's
     # route cache, not this path)
     assert not [s for s in b.sublist._cache if s.startswith("_INBOX.")]
+
+
+async def test_a_burst_of_large_inbox_requests_and_replies_crosses_routes_in_order(start_node) -> None:
+    """A JetStream-like burst (distinct `_INBOX.` replies, 1.5 MB each way: frames split across
+    reads, and a direct route write the kernel may take only partly) arrives complete and in
+    order both ways: the one-off run parser resumes split frames and the writer task finishes
+    whatever a non-blocking write left."""
+    a = await start_node(cluster_port=0)
+    b = await start_node(cluster_port=0, routes=(route_url_of(a),))
+    assert a.cluster is not None and b.cluster is not None
+    assert await b.cluster.wait_routes(1, DEADLINE_S)
+    service, requester = await raw_client(a), await raw_client(b)
+    await service.send(b"SUB js.in 1\r\n")
+    await requester.send(b"SUB _INBOX.big.* 7\r\n")
+    await service.roundtrip()
+    await requester.roundtrip()
+    ab, ba = a.cluster.routes[b.server_id], b.cluster.routes[a.server_id]
+    await wait_until(lambda: bool(ba.interest("js.in")[0]) and bool(ab.interest("_INBOX.big.0", once=True)[0]))
+    n, size = 300, 5000
+    body = [bytes([65 + i % 26]) * size for i in range(n)]
+    await requester.send(b"".join(b"PUB js.in _INBOX.big.%d %d\r\n%s\r\n" % (i, size, body[i]) for i in range(n)))
+    requests = [await service.msg() for _ in range(n)]
+    assert [(m.subject, m.reply, m.payload) for m in requests] == [
+        ("js.in", f"_INBOX.big.{i}", body[i]) for i in range(n)]
+    await service.send(b"".join(b"PUB %s %d\r\n%s\r\n" % (m.reply.encode(), size, m.payload[::-1])
+                                for m in requests))
+    replies = [await requester.msg() for _ in range(n)]
+    assert [(m.subject, m.sid, m.payload) for m in replies] == [
+        (f"_INBOX.big.{i}", "7", body[i][::-1]) for i in range(n)]
