@@ -160,6 +160,13 @@ class SqliteStore(MessageStore):
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path}: schema version {version} is newer than {SCHEMA_VERSION}")
+        if version == SCHEMA_VERSION:  # up to date: only read (no write, no fsync per open)
+            self._conn.execute("BEGIN")
+            try:
+                self._load_counters()
+            finally:
+                self._conn.execute("COMMIT")
+            return
         if version == 0:
             self._conn.executescript(_SCHEMA)  # DDL is idempotent; executescript commits itself
         self._conn.execute("BEGIN IMMEDIATE")
