@@ -471,7 +471,8 @@ class Cluster:
             if subject in self._remote_cache:  # repeating: next time straight to its routes
                 if len(self._plain_targets) >= _REMOTE_CACHE_MAX:
                     self._plain_targets.clear()
-                self._plain_targets[subject] = (tuple(c for c, _, _ in remote), self._heads[subject])
+                pre = self._heads.get(subject) or b"$G " + rp._b(subject)  # noqa: SLF001
+                self._plain_targets[subject] = (tuple(c for c, _, _ in remote), pre)
             return
         for payload in payloads:
             self._publish_queued(src, subject, reply, headers, payload, tail, remote)
@@ -482,9 +483,11 @@ class Cluster:
         (` [reply] <sizes>`: the route line's end too) + payload, for each payload."""
         pre = self._heads.get(subject)
         if pre is None:
-            if len(self._heads) >= _REMOTE_CACHE_MAX:
-                self._heads.clear()
-            pre = self._heads[subject] = b"$G " + rp._b(subject)  # noqa: SLF001
+            pre = b"$G " + rp._b(subject)  # noqa: SLF001
+            if not subject.startswith(_ONE_OFF):  # a reply inbox would only push others out
+                if len(self._heads) >= _REMOTE_CACHE_MAX:
+                    self._heads.clear()
+                self._heads[subject] = pre
         if headers is None:
             if len(payloads) == 1:
                 return b"RMSG %s%s%s\r\n" % (pre, tail, payloads[0])

@@ -393,3 +393,18 @@ def test_publishes_reach_exactly_the_routes_with_interest_across_interest_change
                     expected[i] += b"".join(rp.encode_rmsg("$G", subject, f"_INBOX.r.{n}", (), None, pl)
                                             for pl in payloads)
     assert [bytes(c.out) for c in routes] == [bytes(e) for e in expected]
+
+
+def test_replies_to_inboxes_fill_no_forwarding_cache() -> None:
+    server = _server()
+    assert server.cluster is not None
+    conn = _route(server, "P1", ["_INBOX.r.*", "svc"])
+    client = _client(server, 1)
+    data = b"".join(p.encode_pub(f"_INBOX.r.{i}", None, b"ok") + p.encode_pub("svc", f"_INBOX.r.{i}", b"q")
+                    for i in range(20))
+    for subject, reply, headers, pls, tail in client.parser.feed(data):
+        server.cluster.publish(client, (), subject, reply, headers, pls, tail)
+    assert bytes(conn.out) == b"".join(rp.encode_rmsg("$G", f"_INBOX.r.{i}", None, (), None, b"ok") +
+                                       rp.encode_rmsg("$G", "svc", f"_INBOX.r.{i}", (), None, b"q")
+                                       for i in range(20))
+    assert list(server.cluster._heads) == ["svc"] and list(server.cluster._plain_targets) == ["svc"]
