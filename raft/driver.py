@@ -92,7 +92,8 @@ log = structlog.get_logger("raft.driver")
 
 ApplyCallback = Callable[[Entry], object]  # may return an awaitable
 BatchApplyCallback = Callable[[list[Entry]], object]  # may return an awaitable
-BATCH_APPLY_ENTRIES_MAX = 256  # a follower's late applies: at most this many entries wait
+BATCH_APPLY_ENTRIES_MAX = 256  # a follower's late applies: at most this many entries wait,
+BATCH_APPLY_BYTES_MAX = 1 << 20  # and at most this much entry data (one store transaction)
 RestoreCallback = Callable[[Snapshot], object]  # may return an awaitable
 RECEIVE_BATCH_MAX = 4096
 HOLD_NOTICES_S = 0.02  # how long a leader's commit notice may wait for a message to ride with
@@ -163,6 +164,7 @@ class _Group:
     batch_delay_s: float = 0.0
     pending: list[Entry] = attrs.Factory(list)  # committed, not yet applied (batch_apply)
     pending_since_s: float = 0.0
+    pending_bytes: int = 0
 
 
 @attrs.frozen
@@ -308,9 +310,9 @@ class RaftHost:
     def set_batch_apply(self, group: GroupId, apply_entries: BatchApplyCallback, delay_s: float) -> None:
         """While this host follows `group`, apply its committed entries late and together:
         `apply_entries(entries)` (in log order, NORMAL entries only) once the oldest waited
-        `delay_s` or BATCH_APPLY_ENTRIES_MAX are waiting, and always before anything else is
-        applied, a snapshot installed, a read answered, an event handled or the host leads the
-        group. (A follower's state machine answers nothing a client waits for; one store
+        `delay_s` or BATCH_APPLY_ENTRIES_MAX (or _BYTES_MAX of data) are waiting, and always
+        before anything else is applied, a snapshot installed, a read answered, an event
+        handled or the host leads the group. (A follower's state machine answers nothing a client waits for; one store
         transaction per batch instead of per entry, and it stays off the CPU while the leader
         commits.) Kept for a group added later with this name, until replaced."""
         self._batch_apply[group] = (apply_entries, delay_s)
@@ -646,7 +648,7 @@ class RaftHost:
 
     async def _apply_pending(self, g: _Group, group: GroupId) -> None:
         """Apply the entries a follower kept back, in order, with one batch_apply call."""
-        entries, g.pending = g.pending, []
+        entries, g.pending, g.pending_bytes = g.pending, [], 0
         self._pending_groups.discard(group)
         normal = [e for e in entries if e.kind is EntryKind.NORMAL]
         if normal and g.batch_apply is not None:
@@ -809,7 +811,8 @@ class RaftHost:
                 g.pending_since_s = trio.current_time()
                 self._pending_groups.add(r.group)
             g.pending.extend(r.committed_entries)
-            if len(g.pending) >= BATCH_APPLY_ENTRIES_MAX:
+            g.pending_bytes += sum(len(e.data) for e in r.committed_entries)
+            if len(g.pending) >= BATCH_APPLY_ENTRIES_MAX or g.pending_bytes >= BATCH_APPLY_BYTES_MAX:
                 await self._apply_pending(g, r.group)
             return
         if g.pending:  # everything kept back goes first

@@ -170,3 +170,25 @@ async def test_followers_apply_late_in_batches_and_everything_before_leading(
         assert cluster.members[new].applied.entries["g"][-1].index == index
         point = await cluster.members[new].host.read_index("g")
         assert point >= index
+
+
+async def test_a_follower_applies_at_once_when_a_megabyte_waits(autojump_clock: trio.testing.MockClock) -> None:
+    """Late applies are bounded in data too: one store transaction stays about one entry's size."""
+    from raft.driver import BATCH_APPLY_BYTES_MAX
+
+    batches: dict[str, list[int]] = {n: [] for n in NODES}
+    async with cluster_of({n: MemoryLogStore() for n in NODES}, ["g"]) as cluster:
+        for node, member in cluster.members.items():
+            def apply_entries(entries: list, node: str = node) -> None:
+                batches[node].append(sum(len(e.data) for e in entries))
+            member.host.set_batch_apply("g", apply_entries, 3600.0)  # the delay never runs out
+        leader = await elected(cluster, "g")
+        host = cluster.members[leader].host
+        chunk = b"x" * (BATCH_APPLY_BYTES_MAX // 4)
+        for _ in range(8):
+            await host.propose("g", chunk)
+        await trio.sleep(1)
+        for n in NODES:
+            if n != leader:
+                assert sum(batches[n]) >= 4 * len(chunk)  # applied without waiting for the delay
+                assert all(size <= BATCH_APPLY_BYTES_MAX + len(chunk) for size in batches[n])
