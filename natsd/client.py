@@ -49,6 +49,12 @@ if TYPE_CHECKING:
 RECEIVE_BYTES = 64 * 1024
 TRACE_BYTES = 512  # with -V, log the first bytes of every chunk read and written
 STALL_WAIT_S = 0.1
+# After a read whose processing ran after-read callbacks (JetStream's lone commit: the PubAck
+# was just written), the next read is tried right away instead of waiting for readability: the
+# one-at-a-time publisher has usually sent its next message by the time the ack write returns
+# (measured: ~60-70% of reads; the wait costs an epoll_ctl, an epoll_wait and a scheduler pass,
+# ~35 us p50 here). At most this many such reads in a row, then the loop waits (and yields).
+EAGER_READS_MAX = 4
 
 
 def _socket_fd(stream: Any) -> int:
@@ -230,8 +236,17 @@ class ClientConnection:
         receive = self._receive_fd if self._fd >= 0 else self.stream.receive_some
         feed = self.parser.feed
         server = self.server
+        eager = 0  # reads in a row that follow a lone commit (see EAGER_READS_MAX)
+        fd = self._fd
         while not self.closing:
-            data = await receive(RECEIVE_BYTES)
+            data = None
+            if eager and fd >= 0:  # the publisher likely answered already: read, no wait
+                try:
+                    data = os.read(fd, RECEIVE_BYTES)
+                except BlockingIOError:
+                    eager = 0
+            if data is None:
+                data = await receive(RECEIVE_BYTES)
             if not data:
                 self.close(CloseReason.CLIENT_CLOSED, flush=False)
                 return
@@ -251,6 +266,9 @@ class ClientConnection:
                     server.after_read = None
                     if after:
                         self._run_after_read(after)
+                        eager = eager + 1 if eager < EAGER_READS_MAX else 0
+                    else:
+                        eager = 0
             finally:
                 server.flush_dirty()  # wake writers even if processing failed
             stalled = self.stall_on
