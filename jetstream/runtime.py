@@ -243,12 +243,12 @@ class StreamRuntime:
         batch = self.queue
         if not batch:
             return
+        cmds = [cmd for cmd, _ in batch]
         if (self.closed or self._writer_busy or self._stale or self.lock.locked()
-                or len(batch) > INLINE_COMMIT_MAX or not _commit_inline([cmd for cmd, _ in batch])):
+                or not _commit_inline(cmds)):  # (_commit_inline: at most INLINE_COMMIT_MAX)
             self.queue_ready.set()
             return
         self.queue = []
-        cmds = [cmd for cmd, _ in batch]
         try:
             results = self._apply_work(cmds)
         except Exception as exc:  # rolled back: the writer rebuilds the cached state first

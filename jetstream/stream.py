@@ -176,7 +176,13 @@ class StreamStateMachine:
         """`apply(cmds[k], first_index + k)` for every k, in one store batch; runs of plain
         publishes (see `_plain`, even a run of one) are stored with one `store_many`. Same results and same final
         state as applying one by one (the property tests compare the two)."""
-        results: list[Result] = []
+        if (len(cmds) == 1 and _plain(cmds[0]) and first_index > self.store.applied_index()
+                and self._plain_ok()):  # a lone publish: the loop below, unrolled
+            with self.store.batch():
+                results = self._publish_plain(cmds, first_index)  # type: ignore[arg-type]
+                self.store.set_applied_index(first_index)
+            return results
+        results = []
         with self.store.batch():
             k = 0
             while k < len(cmds):
@@ -210,8 +216,7 @@ class StreamStateMachine:
         """A run of header-less publishes with no msg id: as `_publish` one by one, but one
         bulk append. Stream limits (discard old) are enforced once after the run: removals are
         always oldest-first, so the survivors are the same longest suffix that fits."""
-        state = self.store.state()
-        last_seq, last_ts = state.last_seq, state.last_ts_ns
+        last_seq, last_ts = self.store.last_seq_ts()
         max_size = self.config.max_msg_size
         name = self.config.name
         rows: list[tuple[int, str, bytes | None, bytes, int]] = []

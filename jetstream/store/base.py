@@ -167,6 +167,12 @@ class MessageStore(abc.ABC):
     @abc.abstractmethod
     def state(self) -> StoreState: ...
 
+    def last_seq_ts(self) -> tuple[int, int]:
+        """`(state().last_seq, state().last_ts_ns)`; stores override it without building the
+        whole state (the append path asks for it once per commit)."""
+        state = self.state()
+        return state.last_seq, state.last_ts_ns
+
     @abc.abstractmethod
     def subject_counts(self, filters: Sequence[str] | str | None = None) -> dict[str, int]:
         """{subject: messages} for subjects matching the filter."""

@@ -365,6 +365,9 @@ class SqliteStore(MessageStore):
             if applied_index is not None:
                 self.set_applied_index(applied_index)
             return
+        if len(rows) == 1 and applied_index is not None:
+            self._store_one(rows[0], applied_index)
+            return
         last = self._meta["last_seq"]
         size = 0
         per_subject: dict[str, int] = {}
@@ -394,6 +397,30 @@ class SqliteStore(MessageStore):
                 bytes=self._meta["bytes"] + size,
                 num_subjects=self._meta["num_subjects"] + new_subjects,
             )
+
+    def _store_one(self, row: tuple[int, str, bytes | None, bytes, int], applied_index: int) -> None:
+        """`store_many([row], applied_index)` (a lone publish's commit) without the loops and
+        keyword dicts of the general case: the same statement, the same counters."""
+        seq, subject, hdrs, payload, ts_ns = row
+        if seq <= self._meta["last_seq"]:
+            raise ValueError(f"sequence {seq} not after last sequence {self._meta['last_seq']}")
+        size = msg_size(subject, hdrs, payload)
+        with self.batch():
+            self._conn.execute(_INSERT_APPLIED_SQL, (seq, subject, hdrs, payload, ts_ns, applied_index))
+            meta = self._meta
+            meta["applied_index"] = applied_index
+            self._applied_moved = True
+            self._row_applied = (seq, applied_index)
+            new_subject = self._add_subject(subject, 1)
+            if meta["msgs"] == 0:
+                self._first = (seq, ts_ns)
+            self._appended = seq
+            meta["last_seq"] = seq
+            meta["last_ts_ns"] = ts_ns
+            meta["msgs"] += 1
+            meta["bytes"] += size
+            if new_subject:
+                meta["num_subjects"] += 1
 
     def _insert_rows(self, rows: Sequence[tuple[int, str, bytes | None, bytes, int]]) -> None:
         """INSERT the rows with multi-row statements of _INSERT_CHUNKS rows: one statement step
@@ -536,6 +563,10 @@ class SqliteStore(MessageStore):
                 self._put_meta(last_seq=seq - 1)
 
     # -- queries ----------------------------------------------------------------------------
+    def last_seq_ts(self) -> tuple[int, int]:
+        m = self._meta
+        return m["last_seq"], m["last_ts_ns"]
+
     def state(self) -> StoreState:
         m = self._meta
         if m["msgs"] == 0:
