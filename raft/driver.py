@@ -252,9 +252,15 @@ class RaftHost:
         restore_callback: RestoreCallback | None = None,
         *,
         applied: int = 0,
+        membership_index: int | None = None,
     ) -> RaftNode:
         """Load the group's state from the store and start running it. `applied` is how far the
-        state machine already is; older committed entries are not applied again."""
+        state machine already is; older committed entries are not applied again.
+        `membership_index`: the group's log index `membership` holds from, as the caller knows it
+        (0 for the group's first config; never more than the truth: a lower index only lets a
+        newer committed config replace it). A node repairing a wiped disk needs it so that a
+        newer committed config named by a term-probe answer replaces a config that still names
+        removed members (raft/repair.py); None: counted as given, never replaced."""
         if group in self._groups:
             raise ValueError(f"group {group} already running")
         loaded: LoadedState = await self.worker.run(self.store.load, group)
@@ -280,6 +286,7 @@ class RaftHost:
             membership=membership,
             applied=applied,
             repair_needed=loaded.repair_needed,
+            membership_index=membership_index,
         )
         if not loaded.was_member:
             await self.worker.run(self.store.mark_member, group)
