@@ -133,9 +133,12 @@ class ClusteredJetStream(JetStream):
     # -- replicas (driven by the meta reconciler) --------------------------------------------
     async def start_replica(self, name: str, group: str, config_json: dict[str, Any],
                             peers: tuple[str, ...], created_ns: int, assigned_text: str,
-                            membership: Membership | None = None) -> None:
-        """`membership`: the group's starting membership (default: `peers` as voters; a server
-        joining an existing group starts as a learner - meta/moves.py)."""
+                            membership: Membership | None = None,
+                            membership_index: int | None = None) -> None:
+        """`membership`: the group's starting membership (default: `peers` as voters, the
+        group's first config; a server joining an existing group starts as a learner -
+        meta/moves.py). `membership_index`: the group's log index it holds from (default 0 with
+        the default membership; see RaftHost.add_group, meta/reconciler.py replica_start)."""
         config = StreamConfig.from_json(config_json)
         directory = self.root / group
         await trio.to_thread.run_sync(write_config, directory, config, created_ns)
@@ -147,9 +150,11 @@ class ClusteredJetStream(JetStream):
         self.by_group[group] = rt
         self.streams[name] = rt
         applied = entry_of(await rt.call(store.applied_index))
-        await self.host.add_group(group, stream_group_config(self.node_id, group),
-                                  membership or Membership(voters=frozenset(peers)), rt.apply_entry,
-                                  rt.restore_snapshot, applied=applied)
+        if membership is None:
+            membership, membership_index = Membership(voters=frozenset(peers)), 0
+        await self.host.add_group(group, stream_group_config(self.node_id, group), membership,
+                                  rt.apply_entry, rt.restore_snapshot, applied=applied,
+                                  membership_index=membership_index)
         digest_subject = f"$JSC.DIGEST.{self.server.server_name}.{name}"
         rt.replica_subs.append(subscribe_routed(self.server, digest_subject, self._digest_callback(rt)))
         assert self.nursery is not None

@@ -66,7 +66,7 @@ from meta.assignments import (
     encode_command,
 )
 from meta.move_driver import SETTLE_SUBJECT, MoveDriver
-from meta.reconciler import Start, Stop, Update, plan
+from meta.reconciler import FIRST_CONFIG_INDEX, Start, Stop, Update, plan, replica_start
 from meta.removal import RemovalWatch, ServerRemoved, marker_path, removed_marker
 from meta.topology import Topology, derive
 from raft.config import Role
@@ -173,8 +173,12 @@ class MetaService:
             await nursery.start(self.js.run)
             self.requester.start()
             bootstrap = await trio.to_thread.run_sync(self._bootstrap_membership)
+            # The bootstrap config is the meta group's first (index 0; a seedless server's
+            # learner-only placeholder claims nothing newer either). A member restarting with a
+            # log counts its log's newer config; one repairing a wiped log lets the newest
+            # committed config a term-probe answer names replace it (raft/repair.py).
             await host.add_group(META_GROUP, stream_group_config(self.node_id, META_GROUP),
-                                 bootstrap, self._apply, self._restore)
+                                 bootstrap, self._apply, self._restore, membership_index=FIRST_CONFIG_INDEX)
             self.join_sub = subscribe_routed(self.server, JOIN_SUBJECT, self._on_join)
             self.joined_sub = subscribe_routed(self.server, self.join_reply, self._on_join_answer)
             self.moves = MoveDriver(self)
@@ -283,8 +287,9 @@ class MetaService:
         try:
             if isinstance(action, Start):
                 sa = action.assignment
+                membership, index = replica_start(sa, self.node_id)
                 await self.js.start_replica(sa.name, sa.group, sa.config, sa.peers, sa.created_ns,
-                                            sa.config_text(), membership=self.start_membership(sa))
+                                            sa.config_text(), membership=membership, membership_index=index)
             elif isinstance(action, Update):
                 sa = action.assignment
                 self.js.update_replica(sa.group, sa.config, sa.config_text())
@@ -300,10 +305,7 @@ class MetaService:
     def start_membership(self, sa: Any) -> Membership:
         """A group that never changed starts with its creation peers as voters; a server joining
         after a peer change starts as a learner and takes the membership from the log."""
-        voters = sa.initial_voters()
-        if self.node_id in voters:
-            return Membership(voters=frozenset(voters))
-        return Membership(learners=frozenset({self.node_id}))
+        return replica_start(sa, self.node_id)[0]
 
     # -- meta leadership ------------------------------------------------------------------------
     def is_leader(self) -> bool:

@@ -22,7 +22,9 @@ import random
 
 import pytest
 
+from meta.assignments import CreateStream, MetaState, UpdateStream
 from meta.moves import AddLearner, Done, GroupView, Promote, Remove, Step, TransferLeader, Verify, Wait, next_step
+from meta.reconciler import replica_start
 from raft.testing import chaos
 from raft.testing.sim import Cluster, SimConfig, SimNode
 from raft.testing.simstore import SimRaftStorage
@@ -166,3 +168,93 @@ def test_moves_and_scaling_under_faults_keep_every_invariant(seed: int) -> None:
 
 def test_a_seed_replays_to_the_same_trace() -> None:
     assert run_seed(3).trace_hash() == run_seed(3).trace_hash()
+
+
+# -- a wiped replica of a moved group, restarted with the peer list its meta view hands out ------
+# (meta/reconciler.py replica_start: the membership and the stream-log index it holds from,
+# passed through ClusteredJetStream.start_replica to RaftHost.add_group)
+
+WIPE_SEEDS = range(4)
+REPAIR_TICKS = 600
+STUCK_TICKS = 400
+
+
+def _restart_with(c: Cluster, node_id: str, membership: Membership, index: int | None) -> None:
+    """Start `node_id` (down, its disk wiped) with `membership` at `index`, as the reconciler
+    would start the replica (the simulator names the caller's index through _restart_config)."""
+    c._restart_config = (index, membership)  # type: ignore[assignment]
+    try:
+        c._start(c.nodes[node_id], membership)
+    finally:
+        c._restart_config = None
+
+
+def _moved_then_wiped(seed: int) -> tuple[Cluster, str, MetaState, MetaState]:
+    """Stream S created on n1..n3, moved to {n1, n2, n4} by the planner (through the 4-voter
+    config {n1..n4}); n3 retires (shut down for good). A non-leader of the new set is wiped and
+    left down. Returns the cluster, the wiped node, and the meta state before and after the move."""
+    c = Cluster(seed, SimConfig(n_nodes=3))
+    created, moved = MetaState(), MetaState()
+    config = {"name": "S", "subjects": ["s"]}
+    for state in (created, moved):
+        state.apply(CreateStream("S", config, ("n1", "n2", "n3")), 1)
+    desired = frozenset({"n1", "n2", f"n{c._next_id}"})
+    moved.apply(UpdateStream("S", config, tuple(sorted(desired))), 2)
+    most = 0
+    for t in range(FINISH_TICKS):
+        if t % 2 == 0:
+            c.propose()
+        if t % PLAN_EVERY_TICKS == 0 and isinstance(plan_once(c, desired), Done) and c.nodes["n3"].retired:
+            break
+        got = view_of(c)
+        most = max(most, len(got[0].voters) if got else 0)
+        c.tick()
+    got = view_of(c)
+    assert got is not None and got[0].voters == desired and c.nodes["n3"].retired
+    assert most == 4  # the walk went through {n1 n2 n3 n4}
+    victim = sorted(desired - {got[1].node_id})[0]
+    assert c.corrupt(victim, None)
+    for _ in range(5):
+        c.propose()
+        c.tick()
+    return c, victim, created, moved
+
+
+@pytest.mark.parametrize("seed", WIPE_SEEDS)
+@pytest.mark.parametrize("view", ["before_move", "after_move"])
+def test_wiped_replica_restarted_with_its_meta_peer_list_leaves_repair(seed: int, view: str) -> None:
+    """`before_move`: the meta view lags (the creation assignment): voters {n1 n2 n3}, naming the
+    retired n3, at index 0. `after_move`: the current assignment: a learner of itself at index 0.
+    Either way a committed config named by a term-probe answer ({n1 n2 n4}) replaces it, the node
+    leaves repair, and every invariant holds; then the group commits and it catches up."""
+    c, victim, created, moved = _moved_then_wiped(seed)
+    sa = (created if view == "before_move" else moved).streams["S"]
+    membership, index = replica_start(sa, victim)
+    _restart_with(c, victim, membership, index)
+    node = c.nodes[victim]
+    assert node.raft is not None and node.raft.repair_needed
+    for t in range(REPAIR_TICKS):
+        if node.raft is not None and not node.raft.repair_needed:
+            break
+        if t % 3 == 0:
+            c.propose()
+        c.tick()
+    assert node.raft is not None and not node.raft.repair_needed, f"{victim} still repairing"
+    assert node.raft.membership.voters == frozenset(moved.streams["S"].peers)
+    chaos.settle(c)
+
+
+@pytest.mark.parametrize("seed", WIPE_SEEDS[:2])
+def test_without_the_index_the_old_peer_list_keeps_it_repairing(seed: int) -> None:
+    """The same restart with no index (what add_group passed before): counted as given, the
+    old peer list needs n3's answer, which never comes."""
+    c, victim, created, _ = _moved_then_wiped(seed)
+    membership, _ = replica_start(created.streams["S"], victim)
+    _restart_with(c, victim, membership, None)
+    node = c.nodes[victim]
+    for t in range(STUCK_TICKS):
+        if t % 3 == 0:
+            c.propose()
+        c.tick()
+        assert node.raft is not None and node.raft.repair_needed
+    assert node.raft.last_index == 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meta.assignments import StreamAssignment
-from meta.reconciler import Start, Stop, Update, plan
+from meta.assignments import CreateStream, MetaState, StreamAssignment, UpdateStream
+from meta.reconciler import Start, Stop, Update, plan, replica_start
+from raft.types import Membership
 
 
 def sa(name: str, peers: tuple[str, ...], subject: str = "x", index: int = 1) -> StreamAssignment:
@@ -46,3 +47,22 @@ def test_carrying_out_a_plan_converges(raw: dict, running: dict) -> None:
             state[action.assignment.group] = action.assignment.config_text()
     assert plan(committed, "me", state) == []
     assert set(state) == {x.group for x in committed.values() if "me" in x.peers}
+
+
+# -- replica_start: the membership a replica starts its group with, and its stream-log index ----
+def test_replica_start_first_config_at_index_0_then_a_learner_placeholder() -> None:
+    state = MetaState()
+    for _ in range(40):  # the create lands at a meta index far beyond the stream log's
+        state.apply(UpdateStream("none", {}), state.applied + 1)
+    state.apply(CreateStream("S", {"name": "S"}, ("a", "b", "c")), state.applied + 1)
+    created = state.streams["S"]
+    assert created.group == "S-S-41"
+    # the creation peers are the stream group's first config: index 0 of *its* log, whatever
+    # the meta index of the assignment (another log's numbering)
+    assert replica_start(created, "a") == (Membership(voters=frozenset("abc")), 0)
+    state.apply(UpdateStream("S", {"name": "S"}, ("a", "b", "d")), state.applied + 1)
+    moved = state.streams["S"]
+    # after a peer change every starting replica (new, or wiped and restarted) is a learner of
+    # itself at index 0: any committed config a term-probe answer names replaces it
+    for node in "abcd":
+        assert replica_start(moved, node) == (Membership(learners=frozenset({node})), 0)
