@@ -19,10 +19,13 @@ per requester (route_batch_stems.py), and the follower delivers a read's acks th
 per server, a future per request, a deadline on each (`None` when nobody answered in time).
 
 `RoutedServer` is what consumers running on a stream leader see as "the server": deliveries to a
-deliver subject (a pull request's inbox, a push consumer's subject) that only a client on another
-server is subscribed to go out over the route as RMSG on the deliver subject (the client then
-sees the deliver subject as the message subject; the ack reply subject carries the stream
-position, which is what clients read). Everything else passes through to the real server.
+deliver subject (a pull request's inbox, a push consumer's subject) that a client on another
+server is subscribed to go out over the route as RMSG on the deliver subject (so the peer's
+interest routes them) with the reply `<$JS.ACK reply>@<stream subject>`; the receiving server
+strips the suffix and its client sees the stream subject with the bare ack reply, exactly as
+from a local consumer (as nats-server; encoding and split in natsd/route_protocol.py).
+Messages without an ack reply (heartbeats, flow control: shown on the deliver subject anyway)
+go unchanged. Everything else passes through to the real server.
 """
 
 from __future__ import annotations
@@ -151,7 +154,11 @@ class RoutedServer:
             return
         if route.local:
             self._server.deliver(src, route.local, subject, reply, headers, payloads, tail)
+        routed_reply = reply
+        if subject != route.to:  # the peer shows its subscriber `subject` (route_protocol.py)
+            routed_reply = rp.encode_deliver_reply(reply, subject) or reply
         for conn, plain, _ in route.remote:
             if plain:
                 for payload in payloads:
-                    conn.send(rp.encode_rmsg(rp.GLOBAL_ACCOUNT, route.to, reply, (), headers, payload))
+                    conn.send(rp.encode_rmsg(rp.GLOBAL_ACCOUNT, route.to, routed_reply, (),
+                                             headers, payload))

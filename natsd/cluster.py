@@ -25,6 +25,10 @@ How it works:
   with matching interest. Each queue group gets one member across local and remote (remote
   entries weighted by their member count); the chosen route is told the queue names. A routed
   message is delivered only to local subscribers (`remote_msg`), never forwarded again.
+  A routed message whose reply is `<$JS.ACK reply>@<subject>` (a JetStream delivery from a
+  consumer on another server, jetstream/cluster_routing.py) is matched on its own subject (the
+  deliver subject) and shown to local subscribers as `subject` with the bare ack reply; the
+  suffix means nothing on a client's own publish (never stripped there).
 - Batching (the JetStream publish path with a client on a stream follower's node): a forwarded
   client publish is framed from the client's own line tail and written at the end of the
   client's read (`send_later`); a route read's messages are delivered in one call
@@ -67,6 +71,7 @@ _REMOTE_CACHE_MAX = 8192
 # Subjects seen once (a PubAck to a request's unique inbox): matched without being admitted to
 # the remote-interest or sublist caches, where each would push a repeating subject out.
 _ONE_OFF = ("_INBOX.", *ONE_OFF_PREFIXES)
+_JS_ACK = rp.JS_ACK_PREFIX  # a routed JetStream delivery's reply (maybe `...@<subject>`)
 
 
 class Cluster:
@@ -605,7 +610,8 @@ class Cluster:
         plain: Any = ()
         for op in ops:
             account, subject, reply, queues, headers, payloads, tail = op
-            if queues or account != rp.GLOBAL_ACCOUNT:
+            if queues or account != rp.GLOBAL_ACCOUNT or (reply is not None
+                                                          and reply.startswith(_JS_ACK)):
                 self.remote_msg(conn, op)
                 last = None
                 continue
@@ -647,6 +653,12 @@ class Cluster:
         account, subject, reply, queues, headers, payloads, tail = op
         if account != rp.GLOBAL_ACCOUNT:
             return
+        shown = subject
+        routed = rp.split_deliver_reply(reply)
+        if routed is not None:  # a JetStream delivery: show the stream subject, bare ack reply
+            shown, reply = routed
+            tail = rp.msg_tail_sizes(reply, -1 if headers is None else len(headers),
+                                     len(payloads[0]) + (0 if headers is None else len(headers)))
         result = (self.server.match_one_off(subject) if subject.startswith(_ONE_OFF)
                   else self.server.sublist.match(subject))
         plain = result.plain
@@ -658,7 +670,7 @@ class Cluster:
             plain, named = _without_denied(self.server, plain, dict(enumerate(groups)), subject)
             groups = tuple(named.values())
         if plain or groups:
-            self.server.deliver(None, (plain, groups), subject, reply, headers, payloads, tail)
+            self.server.deliver(None, (plain, groups), shown, reply, headers, payloads, tail)
 
     def is_registered(self, conn: RouteConnection) -> bool:
         return conn.state is RouteState.REGISTERED and self.routes.get(conn.peer_id) is conn

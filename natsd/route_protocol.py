@@ -476,6 +476,55 @@ def msg_tail(reply: str | None, headers: bytes | None, payload: bytes) -> bytes:
     return rep + b" %d %d\r\n" % (len(headers), len(headers) + len(payload))
 
 
+# -- JetStream deliveries to a client behind a route -------------------------------------------
+# A consumer on the stream leader delivering to a deliver subject (a pull request's inbox, a push
+# consumer's subject) that only a client on another server is subscribed to sends an RMSG on
+# the deliver subject (so the peer's interest routes it) with the reply `<ack reply>@<stream
+# subject>`; the receiving server strips the suffix and shows its subscriber the stream subject
+# with the bare ack reply, as a local delivery would. Only an ack reply of our exact shape,
+# `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` (names without dots,
+# five numbers) is encoded, and a suffix is honoured only on such a reply arriving on a route,
+# so the split is unambiguous even when names or subjects contain `@`.
+
+JS_ACK_PREFIX = "$JS.ACK."
+_ACK_TOKENS = 9
+
+
+def _ack_numbers_ok(parts: list[str]) -> bool:
+    return all(t.isdigit() and t.isascii() for t in parts[4:8])
+
+
+def encode_deliver_reply(reply: str | None, subject: str) -> str | None:
+    """`<reply>@<subject>` for a routed JetStream delivery, or None when `reply` is not an ack
+    reply of our shape (the message then goes out unchanged, deliver subject shown)."""
+    if not reply or not reply.startswith(JS_ACK_PREFIX) or not subject:
+        return None
+    parts = reply.split(".")
+    if len(parts) != _ACK_TOKENS or not _ack_numbers_ok(parts):
+        return None
+    last = parts[8]
+    if not (last.isdigit() and last.isascii()) or not parts[2] or not parts[3]:
+        return None
+    return f"{reply}@{subject}"
+
+
+def split_deliver_reply(reply: str | None) -> tuple[str, str] | None:
+    """(stream subject, bare ack reply) of a routed JetStream delivery's reply, or None when
+    the reply carries no suffix (anything that `encode_deliver_reply` did not produce)."""
+    if not reply or not reply.startswith(JS_ACK_PREFIX) or "@" not in reply:
+        return None
+    parts = reply.split(".", _ACK_TOKENS - 1)
+    if len(parts) != _ACK_TOKENS or not parts[2] or not parts[3] or not _ack_numbers_ok(parts):
+        return None
+    last = parts[8]
+    at = last.find("@")
+    pending = last[:at]
+    subject = last[at + 1:]
+    if at <= 0 or not (pending.isdigit() and pending.isascii()) or not subject:
+        return None
+    return subject, reply[:len(reply) - len(last) + at]
+
+
 # -- pure route decisions -----------------------------------------------------------------------
 
 
@@ -580,8 +629,8 @@ def parse_route_url(url: str) -> tuple[str, int]:
 
 __all__ = [
     "ERR_ROUTE_PORT", "GLOBAL_ACCOUNT", "Rejection", "RouteMsg", "RouteParser", "RouteSub",
-    "RouteUnsub", "check_connect", "check_info", "encode_rmsg", "encode_route_msg",
-    "encode_rs_minus", "encode_rs_plus", "flatten_route", "keep_new_connection", "msg_tail",
-    "msg_tail_sizes", "parse_route_url", "pick_weighted", "rmsg_head", "route_credentials",
-    "route_url",
+    "RouteUnsub", "check_connect", "check_info", "encode_deliver_reply", "encode_rmsg",
+    "encode_route_msg", "encode_rs_minus", "encode_rs_plus", "flatten_route",
+    "keep_new_connection", "msg_tail", "msg_tail_sizes", "parse_route_url", "pick_weighted", "rmsg_head", "route_credentials",
+    "route_url", "split_deliver_reply",
 ]
