@@ -595,7 +595,13 @@ class RaftNode(LeaderMixin, QuiesceMixin):
 
     def _learn_term_if_known(self, heard_from: str | None) -> None:
         me = self._cfg.node_id
-        if self._repair.hear(heard_from or me, self._discovery_voters(), me):
+        voters = self._discovery_voters()
+        if not voters and self._initial_membership_index is not None:
+            # The caller's config names no voter (a learner-only placeholder: a stream replica
+            # restarted after a peer change) and may be replaced: counted as it is, it would
+            # need no answer at all. Wait for an answer naming a committed config.
+            return
+        if self._repair.hear(heard_from or me, voters, me):
             if self._vote is None:
                 self._vote = me  # we may have voted in this term before the wipe: never again
             self._event("raft.repair_term_known")
