@@ -178,6 +178,11 @@ class StreamStateMachine:
         state as applying one by one (the property tests compare the two)."""
         if (len(cmds) == 1 and _plain(cmds[0]) and first_index > self.store.applied_index()
                 and self._plain_ok()):  # a lone publish: the loop below, unrolled
+            cfg = self.config
+            if not self._msg_ids and cfg.max_msgs <= 0 and cfg.max_bytes <= 0:
+                # nothing to prune or enforce: store_many (the row and the applied index) is
+                # the whole transaction, so the store may commit it as one statement
+                return self._publish_plain(cmds, first_index)  # type: ignore[arg-type]
             with self.store.batch():
                 results = self._publish_plain(cmds, first_index)  # type: ignore[arg-type]
                 self.store.set_applied_index(first_index)

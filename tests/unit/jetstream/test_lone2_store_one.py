@@ -5,6 +5,7 @@ a failed transaction; `last_seq_ts` agrees with `state()`."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,45 @@ def test_the_single_publish_branch_matches_a_batch_of_one_applied_by_the_loop(tm
         assert got == want
     assert lone.apply_batch([cmds[0]], 3) == [AlreadyApplied(3)]  # an old index: not applied
     assert _view(lone.store) == _view(loop.store)  # type: ignore[arg-type]
+
+
+def test_outside_a_transaction_a_lazy_lone_commit_is_one_statement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No BEGIN/COMMIT of ours: SQLite commits the INSERT alone (same fsync); every
+    LAZY_ROWS_MAX rows the commit is eager again (the counters written in a transaction)."""
+    from jetstream.store import sqlite as sqlite_mod
+
+    monkeypatch.setattr(sqlite_mod, "LAZY_ROWS_MAX", 3)
+    store = SqliteStore(tmp_path / "m.db")
+    mem = MemoryStore()
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    kinds = []
+    for seq in range(1, 9):
+        seen.clear()
+        row = (seq, "s.a" if seq % 3 else "s.b", None, b"x" * seq, seq * 10)
+        store.store_many([row], seq)
+        mem.store_many([row], seq)
+        kinds.append([q.split()[0] for q in seen])
+        assert not store._conn.in_transaction
+        assert _view(store) == _view(mem)
+    assert kinds[0] == ["SELECT", "INSERT"]  # a new subject: one lookup, then the row
+    assert kinds[1] == ["INSERT"]
+    assert kinds[3][0] == "BEGIN" and kinds[3][-1] == "COMMIT"  # 4 - 0 > 3: eager
+    assert kinds[6] == ["INSERT"]  # s.a again, pending since seq 5
+    assert kinds[7][0] == "BEGIN"  # 8 - 4 > 3
+    store.close()
+    assert _view(SqliteStore(tmp_path / "m.db")) == _view(mem)
+
+
+def test_a_failed_autocommit_insert_changes_no_counter(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "m.db")
+    store.store_many([(1, "s.a", None, b"x", 10)], 1)
+    before = _view(store)
+    other = sqlite3.connect(str(tmp_path / "m.db"), isolation_level=None)
+    other.execute("INSERT INTO messages(seq, subject, hdrs, payload, ts_ns) VALUES (2, 's.z', NULL, x'00', 20)")
+    with pytest.raises(sqlite3.IntegrityError):  # seq 2 taken behind the store's back
+        store.store_many([(2, "s.new", None, b"y", 20)], 2)
+    other.execute("DELETE FROM messages WHERE seq=2")
+    other.close()
+    assert _view(store) == before
+    assert not store._conn.in_transaction
