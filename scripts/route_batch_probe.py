@@ -8,6 +8,9 @@ always connects to node 1, wherever the stream leader is, so its runs mix both c
     python scripts/route_batch_probe.py --msgs 20000 --window 256 --rounds 3
     python scripts/route_batch_probe.py --cases follower --spy client     # py-spy of that node
     python scripts/route_batch_probe.py --cases follower --spy leader --strace   # syscall counts
+    python scripts/route_batch_probe.py --window 1 --msgs 300 --rounds 1 --cases follower --hops
+        # one at a time, per-hop times from `strace -ttt` of the client's node and the leader
+        # (strace slows every syscall: compare the hops with each other, not with a plain run)
     RB_TREE=/path/to/other/checkout python scripts/route_batch_probe.py   # servers from there
 
 Measurement tool (not a test); servers are stopped by PID at the end.
@@ -30,9 +33,55 @@ from cli.bench_js import _node_args
 STREAM = "BENCHJS"
 
 
+def switches_and_sys(pid):
+    """(voluntary context switches of the event-loop thread, of all threads; system CPU s)."""
+    def vol(path):
+        with open(path) as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+    main = vol(f"/proc/{pid}/status")
+    total = sum(vol(f"/proc/{pid}/task/{t}/status") for t in os.listdir(f"/proc/{pid}/task"))
+    with open(f"/proc/{pid}/stat") as f:
+        stime = int(f.read().rsplit(")", 1)[1].split()[12])
+    return main, total, stime / os.sysconf("SC_CLK_TCK")
+
+
 def leader_of(conn):
     info = conn.api(f"$JS.API.STREAM.INFO.{STREAM}")
     return info["cluster"]["leader"]
+
+
+def print_hops(client_trace, leader_trace, inbox):
+    """Median time of each hop of a one-at-a-time publish through a follower's node, from the
+    `strace -ttt` lines naming the request's inbox: client PUB read on the client's node ->
+    forwarded RMSG written -> read on the leader -> PubAck RMSG written -> read back -> MSG
+    written to the client."""
+    import re
+    marks = {}
+    kinds = [("client", "read", "PUB "), ("client", "write", "RMSG $G benchjs"),
+             ("leader", "read", "RMSG $G benchjs"), ("leader", "write", "RMSG $G _INBOX"),
+             ("client", "read", "RMSG $G _INBOX"), ("client", "write", "MSG _INBOX")]
+    pat = re.compile(r"^(?:\d+\s+)?(\d+\.\d+) (read|write)\(\d+, \"(.*)")
+    for tag, path in (("client", client_trace), ("leader", leader_trace)):
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = pat.match(line)
+                if not m:
+                    continue
+                ts, call, data = float(m.group(1)), m.group(2), m.group(3)
+                n = re.search(re.escape(inbox) + r"\.(\d+)", data)
+                if not n:
+                    continue
+                for k, (kt, kc, kp) in enumerate(kinds):
+                    if kt == tag and kc == call and data.startswith(kp):
+                        marks.setdefault(int(n.group(1)), {}).setdefault(k, ts)
+    names = ["client->route write", "route wire+leader wake", "leader commit", "route wire+client node wake",
+             "client node: ack to client"]
+    rows = [m for m in marks.values() if len(m) == len(kinds)]
+    print(f"hops: {len(rows)} complete messages")
+    for k, name in enumerate(names):
+        d = sorted((r[k + 1] - r[k]) * 1e6 for r in rows)
+        if d:
+            print(f"  {name:32s} p50 {d[len(d) // 2]:8.1f} us  p90 {d[int(len(d) * 0.9)]:8.1f} us")
 
 
 def main():
@@ -43,6 +92,7 @@ def main():
     ap.add_argument("--cases", default="follower,leader")
     ap.add_argument("--spy", default="")
     ap.add_argument("--strace", action="store_true")
+    ap.add_argument("--hops", action="store_true")
     ap.add_argument("--spy-out", default=os.path.join(tempfile.gettempdir(), "route_batch_spy"))
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="rb-probe-")
@@ -81,12 +131,15 @@ def main():
                     before = {}
                     spy = None
 
+                    sw_before = {}
+
                     def on_start():
                         before.update({pid: process_cpu_s(pid) for pid in pids})
+                        sw_before.update({pid: switches_and_sys(pid) for pid in pids})
                     if args.spy and rnd == 0:
                         target = {"leader": li, "client": ci, "other": oi}[args.spy]
                         if args.strace:
-                            spy = subprocess.Popen(["strace", "-c", "-f", "--seccomp-bpf", "-e", "trace=write,read,sendto,recvfrom,epoll_wait,pwrite64", "-p", str(pids[target]), "-o",
+                            spy = subprocess.Popen(["strace", "-c", "-f", "--seccomp-bpf", "-e", "trace=write,read,sendto,recvfrom,epoll_wait,epoll_ctl,pwrite64,fdatasync,fsync,futex", "-p", str(pids[target]), "-o",
                                                     f"{args.spy_out}-{case}-{args.spy}.strace"],
                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         else:
@@ -94,15 +147,36 @@ def main():
                                                 "-f", "raw", "-o", f"{args.spy_out}-{case}-{args.spy}.txt",
                                                 "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         time.sleep(1.0)  # let the profiler attach before the clock starts
+                    hops = []
+                    if args.hops and rnd == 0 and case == "follower":
+                        for tag, idx in (("client", ci), ("leader", li)):
+                            out = f"{args.spy_out}-hops-{tag}.strace"
+                            hops.append((tag, out, subprocess.Popen(
+                                ["strace", "-f", "--seccomp-bpf", "-ttt", "-s", "100", "-e", "trace=read,write", "-p",
+                                 str(pids[idx]), "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+                        time.sleep(1.0)  # let strace attach before the clock starts
                     if args.window == 1:
                         r = publish_one_at_a_time(conn, "benchjs.x", args.msgs, 16, on_start=on_start)
                         print("  latency", {k: round(v, 1) for k, v in r.items() if k.endswith("_us")})
                     else:
                         r = publish_windowed(conn, "benchjs.x", args.msgs, 16, args.window, on_start=on_start)
                     after = {pid: process_cpu_s(pid) for pid in pids}
+                    sw = {pid: [(b - a) / args.msgs for a, b in zip(sw_before[pid], switches_and_sys(pid))]
+                          for pid in pids}
+                    for tag, idx in (("leader", li), ("client", ci), ("other", oi)):
+                        if case == "leader" and tag == "client":
+                            continue
+                        m, t, sys_s = sw[pids[idx]]
+                        print(f"  {tag}: loop-thread switches/msg {m:.2f}, all threads {t:.2f}, "
+                              f"sys us/msg {sys_s * 1e6:.0f}")
                     if spy is not None:
                         spy.send_signal(2)
                         spy.wait(timeout=30)
+                    for _, _, tracer in hops:
+                        tracer.send_signal(2)
+                        tracer.wait(timeout=30)
+                    if hops:
+                        print_hops(hops[0][1], hops[1][1], conn.inbox.decode())
                     assert r["ok"], {k: v for k, v in r.items() if k != "seqs"}
                     us = {pid: (after[pid] - before[pid]) * 1e6 / args.msgs for pid in pids}
                     row = {"rate": r["msgs_per_s"], "leader_us": us[pids[li]], "client_node_us": us[pids[ci]],
