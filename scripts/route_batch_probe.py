@@ -74,6 +74,7 @@ def print_hops(client_trace, leader_trace, inbox):
                 for k, (kt, kc, kp) in enumerate(kinds):
                     if kt == tag and kc == call and data.startswith(kp):
                         marks.setdefault(int(n.group(1)), {}).setdefault(k, ts)
+    client_state(client_trace, leader_trace)
     names = ["client->route write", "route wire+leader wake", "leader commit", "route wire+client node wake",
              "client node: ack to client"]
     rows = [m for m in marks.values() if len(m) == len(kinds)]
@@ -82,6 +83,33 @@ def print_hops(client_trace, leader_trace, inbox):
         d = sorted((r[k + 1] - r[k]) * 1e6 for r in rows)
         if d:
             print(f"  {name:32s} p50 {d[len(d) // 2]:8.1f} us  p90 {d[int(len(d) * 0.9)]:8.1f} us")
+
+
+def client_state(client_trace, leader_trace):
+    """What the client's node was doing when the leader wrote each PubAck (`epoll_wait`:
+    asleep, so the ack costs a wake; `fdatasync`: its own log append, the ack waits for it;
+    else busy running Python), and how many of its `epoll_wait` calls found nothing ready
+    per message (slept: the next syscall came later than 50 us; strace inflates all times)."""
+    def calls(path):
+        with open(path, errors="replace") as f:
+            rows = [line.split(None, 2) for line in f if "resumed>" not in line]
+        return [(float(r[1]), r[2]) for r in rows if len(r) == 3 and r[1][:1].isdigit()]
+    node = calls(client_trace)
+    spans = {"epoll_wait": [], "fdatasync": []}
+    slept = 0
+    for (t, call), (t_next, _) in zip(node, node[1:]):
+        for name, iv in spans.items():
+            if call.startswith(name + "("):
+                iv.append((t, t_next))
+        if call.startswith("epoll_wait(") and not call.rstrip().endswith(", 0) = 0") and t_next - t > 50e-6:
+            slept += 1
+    acks = [t for t, call in calls(leader_trace) if call.startswith("write(") and '"RMSG $G _INBOX' in call]
+    if not acks:
+        return
+    counts = {name: sum(any(a <= t <= b for a, b in iv) for t in acks) for name, iv in spans.items()}
+    busy = len(acks) - sum(counts.values())
+    print(f"client's node when the leader wrote a PubAck ({len(acks)}): in epoll_wait {counts['epoll_wait']}, "
+          f"in fdatasync {counts['fdatasync']}, running {busy}; epoll_wait that slept: {slept / len(acks):.2f}/msg")
 
 
 def main():
@@ -152,7 +180,7 @@ def main():
                         for tag, idx in (("client", ci), ("leader", li)):
                             out = f"{args.spy_out}-hops-{tag}.strace"
                             hops.append((tag, out, subprocess.Popen(
-                                ["strace", "-f", "--seccomp-bpf", "-ttt", "-s", "100", "-e", "trace=read,write", "-p",
+                                ["strace", "-f", "--seccomp-bpf", "-ttt", "-s", "100", "-e", "trace=read,write,epoll_wait,fdatasync,fsync,pwrite64", "-p",
                                  str(pids[idx]), "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
                         time.sleep(1.0)  # let strace attach before the clock starts
                     if args.window == 1:
