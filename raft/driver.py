@@ -98,6 +98,7 @@ RestoreCallback = Callable[[Snapshot], object]  # may return an awaitable
 RECEIVE_BATCH_MAX = 4096
 HOLD_NOTICES_S = 0.02  # how long a leader's commit notice may wait for a message to ride with
 HELD_PER_PEER_MAX = 1024
+POLL_PASSES_MAX = 4  # ready passes per round when each follows an inline save that let answers arrive
 HOST_GROUP: GroupId = ""  # host heartbeats (liveness of quiesced groups' peers); no Raft group
 # A healthy follower's tick produces output only by starting an election (its role or term
 # changes); a repairing one also sends term probes. So the tick loop skips the has_ready() check
@@ -617,14 +618,21 @@ class RaftHost:
         try:
             if self._held and trio.current_time() >= self._held_since_s + self.hold_notices_s:
                 self._send([])  # the held commit notices are due
-            dirty, self._dirty = self._dirty, set()
-            readies: list[tuple[_Group, Ready]] = []
-            for group in sorted(dirty):
-                g = self._groups.get(group)
-                if g is not None and g.node.has_ready():
-                    readies.append((g, g.node.ready()))
-            if readies:
-                await self._handle_readies(readies)
+            for _ in range(POLL_PASSES_MAX):  # bounded: a pass repeats only after an inline save
+                inline_saves = self.worker.inline_saves
+                dirty, self._dirty = self._dirty, set()
+                readies: list[tuple[_Group, Ready]] = []
+                for group in sorted(dirty):
+                    g = self._groups.get(group)
+                    if g is not None and g.node.has_ready():
+                        readies.append((g, g.node.ready()))
+                if readies:
+                    await self._handle_readies(readies)
+                # the loop was blocked in an fsync: answers that came meanwhile (a follower's
+                # ack of what we saved) are stepped and handled now, not after a scheduler pass
+                if self.worker.inline_saves == inline_saves or not self.transport.poll_nowait():
+                    break
+                self.stats.poll_passes += 1
             if self._pending_groups:
                 await self._apply_due()
         finally:
@@ -870,6 +878,7 @@ class HostStats:
     messages_sent: int = 0
     early_sends: int = 0  # leader messages sent before the leader's own fsync finished
     direct_rounds: int = 0  # ready rounds a transport reader or a proposer ran (`_settle_now`)
+    poll_passes: int = 0  # ready passes for messages read right after an inline save (poll_nowait)
     late_applies: int = 0  # batches of a follower's committed entries applied late (set_batch_apply)
     applied: int = 0
     unroutable: int = 0

@@ -46,6 +46,13 @@ class Transport(abc.ABC):
         reading `incoming`. Messages a node sends to itself still arrive through `incoming`."""
         return False
 
+    def poll_nowait(self) -> bool:
+        """Read what already arrived on the connections, without waiting, and hand it to the
+        receiver now (see `set_receiver`). For a caller that kept the event loop busy (an inline
+        fsync) and would otherwise leave the answers that came meanwhile for a later scheduler
+        pass. True if any message was handed over. Default: nothing (False)."""
+        return False
+
     async def send(self, msgs: Sequence[Message]) -> None:
         """Queue messages, then yield to the scheduler so writers can run."""
         self.send_nowait(msgs)

@@ -74,6 +74,7 @@ class _Conn:
     stream: trio.SocketStream
     pending: bytes = b""
     writing: bool = False
+    buf: FrameBuffer | None = None  # the reader's, for poll_nowait
 
 
 @attrs.define
@@ -276,6 +277,9 @@ class TcpTransport(Transport):
     # ---- receiving ------------------------------------------------------------------------
 
     async def _reader(self, peer: NodeId, stream: trio.SocketStream, buf: FrameBuffer) -> None:
+        """Reads with a non-blocking `os.read` that feeds `buf` before any checkpoint, so a
+        `poll_nowait` reading the same socket in between keeps the bytes in order."""
+        sock = stream.socket
         while True:  # until EOF or error
             delivered = False
             for payload in buf.frames():
@@ -285,10 +289,39 @@ class TcpTransport(Transport):
             if delivered and settle is not None and self._receiver is not None:
                 with trio.CancelScope(shield=True):  # the receiver's work is never cut halfway
                     await settle()
-            data = await stream.receive_some(1 << 16)
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                data = os.read(sock.fileno(), 1 << 16)
+            except BlockingIOError:  # poll_nowait took it
+                continue
             if not data:
                 return
             buf.feed(data)
+
+    def poll_nowait(self) -> bool:
+        if self._receiver is None:
+            return False
+        delivered = False
+        for link in list(self._links.values()):
+            conn = link.conn
+            if conn is None or conn.buf is None:
+                continue
+            fd = conn.stream.socket.fileno()
+            try:
+                data = os.read(fd, 1 << 16) if fd >= 0 else b""
+            except OSError:  # nothing there (or a failure, which the reader meets)
+                continue
+            if not data:
+                continue  # EOF: the reader sees it too
+            conn.buf.feed(data)
+            try:
+                for payload in conn.buf.frames():
+                    self._deliver(link.peer, decode_frame(payload))
+                    delivered = True
+            except CodecError:
+                if link.connection is not None:
+                    link.connection.cancel()
+        return delivered
 
     def _deliver(self, peer: NodeId, frame: Hello | Batch) -> None:
         if not isinstance(frame, Batch) or frame.src != peer or frame.dst != self.node_id:
@@ -310,7 +343,7 @@ class TcpTransport(Transport):
         if link.connection is not None:
             link.connection.cancel()  # the newer connection wins
         scope = link.connection = trio.CancelScope()
-        conn = link.conn = _Conn(stream)
+        conn = link.conn = _Conn(stream, buf=buf)
         self.stats.connects += 1
         self._log.info("raft.transport.connected", peer=peer)
         try:
