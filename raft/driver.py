@@ -703,13 +703,13 @@ class RaftHost:
             await self._finish(quick)
             return
         if not quick:  # (a nursery costs a few task switches per Ready round)
-            await self._persist(slow)
+            await self._persist(slow, yield_first=not (early and self.transport.writers_idle()))
             if slow:
                 await self._finish(slow, sent_early)
             return
         async with trio.open_nursery() as nursery:  # different groups: nothing shared
             nursery.start_soon(self._finish, quick)
-            await self._persist(slow)
+            await self._persist(slow, yield_first=not (early and self.transport.writers_idle()))
             if slow:
                 await self._finish(slow, sent_early)
 
@@ -764,8 +764,10 @@ class RaftHost:
             return False
         return trio.current_time() - self._deferred_flushed_s >= self.commit_flush_interval_s
 
-    async def _persist(self, readies: list[tuple[_Group, Ready]]) -> None:
-        """One batch: every Ready's writes plus the deferred commit-index updates."""
+    async def _persist(self, readies: list[tuple[_Group, Ready]], yield_first: bool = True) -> None:
+        """One batch: every Ready's writes plus the deferred commit-index updates. Not
+        `yield_first`: a leader's early messages all left already (nothing for the transport's
+        writer tasks), so an inline save need not let them run first."""
         writes = []
         due = self._deferred_due()
         for g, r in readies:
@@ -795,7 +797,10 @@ class RaftHost:
             self._deferred.clear()
             self._deferred_flushed_s = trio.current_time()
         sync = any(r.must_sync for _, r in readies)
-        await self.worker.save(writes, sync=sync)
+        if yield_first:
+            await self.worker.save(writes, sync=sync)
+        else:
+            await self.worker.save(writes, sync=sync, yield_first=False)
         self.stats.persist_batches += 1
 
     async def _finish(self, readies: list[tuple[_Group, Ready]],

@@ -65,8 +65,10 @@ class StoreWorker:
         self._flushing = False
         self.flush_count = 0  # batches written, for tests and metrics
 
-    async def save(self, writes: Sequence[GroupWrite], sync: bool = True) -> None:
-        """Save `writes` (durably when `sync`), sharing the fsync with every concurrent caller."""
+    async def save(self, writes: Sequence[GroupWrite], sync: bool = True, yield_first: bool = True) -> None:
+        """Save `writes` (durably when `sync`), sharing the fsync with every concurrent caller.
+        Not `yield_first`: the caller knows nothing it woke must run before an inline save (its
+        messages were written out already), so the save skips the checkpoint and the idle test."""
         if not writes:
             return
         self._pending.extend(writes)
@@ -76,7 +78,7 @@ class StoreWorker:
             self._flushing = True
             try:
                 with trio.CancelScope(shield=True):
-                    await self._flush_all()
+                    await self._flush_all(yield_first)
             finally:
                 self._flushing = False
         if not flush.done.is_set():  # (when this caller just flushed it, a checkpoint here would
@@ -84,7 +86,7 @@ class StoreWorker:
         if flush.error is not None:  # the host's round reads itself: RaftHost poll passes)
             raise flush.error
 
-    async def _flush_all(self) -> None:
+    async def _flush_all(self, yield_first: bool = True) -> None:
         for _ in range(1_000_000):  # bounded: each round drains the pending list
             if not self._pending:
                 return
@@ -94,30 +96,37 @@ class StoreWorker:
             if not self._pending:
                 self._next, self._pending_sync = _Flush(), False
             try:
-                await self._save(batch, sync)
+                await self._save(batch, sync, yield_first)
+                yield_first = True  # (a later round: others may have woken meanwhile)
                 self.flush_count += 1
             except Exception as exc:  # handed to every waiter of this batch
                 flush.error = exc
             if flush is not self._next:
                 flush.done.set()
 
-    async def _save(self, batch: list[GroupWrite], sync: bool) -> None:
+    async def _save(self, batch: list[GroupWrite], sync: bool, yield_first: bool = True) -> None:
         if not self.offload:
             await self.run(self.store.save, batch, sync)
+            return
+        if self.save_s < self.inline_below_s and not yield_first and self._limiter.borrowed_tokens == 0:
+            self._inline(batch, sync)
             return
         if self.save_s < self.inline_below_s:
             started = time.thread_time()
             await trio.lowlevel.checkpoint()  # what is already woken goes first (sends)
             if (time.thread_time() - started < INLINE_IDLE_PASS_S
                     and self._limiter.borrowed_tokens == 0):  # no other store call in the thread
-                self._limiter.acquire_nowait()
-                try:
-                    self._timed_save(batch, sync)
-                finally:
-                    self._limiter.release()
-                self.inline_saves += 1
+                self._inline(batch, sync)
                 return
         await self.run(self._timed_save, batch, sync)
+
+    def _inline(self, batch: list[GroupWrite], sync: bool) -> None:
+        self._limiter.acquire_nowait()
+        try:
+            self._timed_save(batch, sync)
+        finally:
+            self._limiter.release()
+        self.inline_saves += 1
 
     def _timed_save(self, batch: list[GroupWrite], sync: bool) -> None:
         started = time.perf_counter()

@@ -46,6 +46,11 @@ class Transport(abc.ABC):
         reading `incoming`. Messages a node sends to itself still arrive through `incoming`."""
         return False
 
+    def writers_idle(self) -> bool:
+        """True if every message sent so far was handed to the OS (nothing waits for a writer
+        task). Default: unknown (False)."""
+        return False
+
     def poll_nowait(self) -> bool:
         """Read what already arrived on the connections, without waiting, and hand it to the
         receiver now (see `set_receiver`). For a caller that kept the event loop busy (an inline

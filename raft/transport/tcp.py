@@ -298,6 +298,13 @@ class TcpTransport(Transport):
                 return
             buf.feed(data)
 
+    def writers_idle(self) -> bool:
+        for link in self._links.values():
+            conn = link.conn
+            if link.queue or (conn is not None and (conn.pending or conn.writing)):
+                return False
+        return True
+
     def poll_nowait(self) -> bool:
         if self._receiver is None:
             return False
